@@ -1,0 +1,50 @@
+import pytest
+
+from keras_loadtune import LoaderConfig
+
+
+def test_defaults_match_keras_pydataset():
+    cfg = LoaderConfig()
+    assert (cfg.workers, cfg.max_queue_size, cfg.use_multiprocessing) == (1, 10, False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"workers": 0}, "workers"),
+        ({"workers": -3}, "workers"),
+        ({"workers": 2.5}, "workers"),
+        ({"workers": True}, "workers"),
+        ({"max_queue_size": 0}, "max_queue_size"),
+        ({"max_queue_size": "8"}, "max_queue_size"),
+        ({"use_multiprocessing": 1}, "use_multiprocessing"),
+        ({"use_multiprocessing": "yes"}, "use_multiprocessing"),
+    ],
+)
+def test_invalid_fields_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        LoaderConfig(**kwargs)
+
+
+def test_frozen_and_round_trip():
+    cfg = LoaderConfig(workers=4, max_queue_size=8, use_multiprocessing=True)
+    with pytest.raises(AttributeError):
+        cfg.workers = 2  # type: ignore[misc]
+    assert LoaderConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.mode == "process"
+    assert str(cfg) == "4 processes, queue 8"
+    assert str(LoaderConfig(1, 2)) == "1 thread, queue 2"
+
+
+def test_from_dict_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="Unknown"):
+        LoaderConfig.from_dict({"workers": 2, "threads": 3})
+
+
+def test_importing_package_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = "import keras_loadtune, keras_loadtune.config, sys; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
