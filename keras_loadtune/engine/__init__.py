@@ -1,0 +1,44 @@
+"""The engine: a restartable, exactly-once prefetching enqueuer (threads or processes).
+
+Knows nothing about Keras or Optuna and never imports TensorFlow.
+
+Example:
+
+```python
+from keras_loadtune import LoaderConfig
+from keras_loadtune.engine import EndOfPass, Prefetcher
+
+with Prefetcher(dataset, LoaderConfig(workers=4, max_queue_size=8)) as pf:
+    pf.begin_pass(range(len(dataset)))
+    while True:
+        try:
+            batch = pf.next()
+        except EndOfPass:
+            break
+```
+"""
+
+from keras_loadtune.engine._processes import START_METHOD
+from keras_loadtune.engine.errors import (
+    BatchTimeoutError,
+    DatasetNotPicklableError,
+    PrefetcherClosedError,
+    WorkerDiedError,
+)
+from keras_loadtune.engine.prefetcher import EndOfPass, Prefetcher
+from keras_loadtune.engine.records import BatchRecord, LoaderStats, StartupRecord
+from keras_loadtune.engine.sources import GeneratorFactorySource
+
+__all__ = [
+    "START_METHOD",
+    "BatchRecord",
+    "BatchTimeoutError",
+    "DatasetNotPicklableError",
+    "EndOfPass",
+    "GeneratorFactorySource",
+    "LoaderStats",
+    "Prefetcher",
+    "PrefetcherClosedError",
+    "StartupRecord",
+    "WorkerDiedError",
+]

@@ -1,0 +1,111 @@
+"""Per-batch and per-start-up measurements the engine exposes (read-only)."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from keras_loadtune.config import LoaderConfig
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """Timings of one delivered batch.
+
+    Args:
+        sequence: Delivery number over the prefetcher's lifetime (0, 1, 2, ...).
+        index: The dataset index delivered.
+        wait_s: Seconds the consumer (the training loop) blocked waiting for it.
+        produce_wall_s: Wall-clock seconds `__getitem__` took in the worker.
+        produce_cpu_s: CPU seconds the worker spent in `__getitem__` (thread CPU time);
+            much less than `produce_wall_s` means latency-bound (I/O, sleeps, network).
+        queue_depth: Finished batches waiting in the buffer right after this delivery.
+        nbytes: Bytes of array data in the batch.
+        config: The loader config that produced it.
+        delivered_at: `time.perf_counter()` at delivery.
+    """
+
+    sequence: int
+    index: int
+    wait_s: float
+    produce_wall_s: float
+    produce_cpu_s: float
+    queue_depth: int
+    nbytes: int
+    config: LoaderConfig
+    delivered_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StartupRecord:
+    """Cost of starting (or resizing to) a worker pool.
+
+    Args:
+        config: The config the pool was started for.
+        workers_started: How many new workers were started.
+        seconds: Wall-clock seconds until the new workers were ready to produce.
+        at: `time.perf_counter()` when the start began.
+    """
+
+    config: LoaderConfig
+    workers_started: int
+    seconds: float
+    at: float
+
+
+class LoaderStats:
+    """Thread-safe, bounded history of `BatchRecord`s and `StartupRecord`s.
+
+    Keeps the last `capacity` batch records plus running totals, so reading it is cheap
+    and memory stays flat however long training runs.
+
+    Example:
+
+    ```python
+    stats = wrapped.stats
+    new = stats.batches_since(cursor)     # records delivered after `cursor`
+    cursor = stats.delivered
+    stats.total_wait_s                    # cumulative consumer wait
+    ```
+    """
+
+    def __init__(self, capacity: int = 4096):
+        self._lock = threading.Lock()
+        self._batches: collections.deque[BatchRecord] = collections.deque(maxlen=capacity)
+        self._startups: list[StartupRecord] = []
+        self.delivered = 0
+        self.total_wait_s = 0.0
+
+    def add_batch(self, record: BatchRecord) -> None:
+        with self._lock:
+            self._batches.append(record)
+            self.delivered = record.sequence + 1
+            self.total_wait_s += record.wait_s
+
+    def add_startup(self, record: StartupRecord) -> None:
+        with self._lock:
+            self._startups.append(record)
+
+    def batches_since(self, sequence: int) -> list[BatchRecord]:
+        """Records with `record.sequence >= sequence` that are still kept."""
+        with self._lock:
+            if not self._batches or self._batches[-1].sequence < sequence:
+                return []
+            first = self._batches[0].sequence
+            start = max(sequence - first, 0)
+            return list(self._batches)[start:]
+
+    @property
+    def startups(self) -> list[StartupRecord]:
+        with self._lock:
+            return list(self._startups)
+
+    def __iter__(self) -> Iterator[BatchRecord]:
+        with self._lock:
+            return iter(list(self._batches))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._batches)

@@ -1,0 +1,1 @@
+"""The Keras adapter: thin glue between Keras and the engine / decision layers."""

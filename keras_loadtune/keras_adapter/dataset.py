@@ -1,0 +1,321 @@
+"""`TunedPyDataset`: a `keras.utils.PyDataset` whose loader can be retuned while training runs."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import keras
+
+from keras_loadtune.config import LoaderConfig
+from keras_loadtune.engine import (
+    DatasetNotPicklableError,
+    GeneratorFactorySource,
+    LoaderStats,
+    Prefetcher,
+)
+from keras_loadtune.keras_adapter import _hooks
+
+_SUPPORTED = (
+    "keras_loadtune can wrap a keras.utils.PyDataset (or keras.utils.Sequence) instance, or a "
+    "zero-argument callable returning an iterator of batches (a generator factory)."
+)
+
+
+def _config_of(dataset: Any) -> LoaderConfig:
+    """The dataset's own workers / queue / mode, as a `LoaderConfig`."""
+    workers = getattr(dataset, "_workers", 1) or 1
+    return LoaderConfig(
+        workers=max(int(workers), 1),
+        max_queue_size=max(int(getattr(dataset, "_max_queue_size", 10) or 10), 1),
+        use_multiprocessing=bool(getattr(dataset, "_use_multiprocessing", False)),
+    )
+
+
+def _check_source(dataset: Any) -> None:
+    if isinstance(dataset, keras.utils.PyDataset):
+        return
+    kind = type(dataset).__name__
+    if inspect.isgenerator(dataset) or isinstance(dataset, Iterator):
+        raise TypeError(
+            f"Got a {kind} object: an iterator can be consumed only once and cannot be "
+            "split across workers. Pass the generator *function* instead (a zero-argument "
+            f"callable), or a PyDataset. {_SUPPORTED}"
+        )
+    if type(dataset).__module__.startswith("tensorflow") or hasattr(dataset, "element_spec"):
+        raise TypeError(
+            f"Got a {kind}: a tf.data pipeline tunes itself with tf.data.AUTOTUNE; pass it "
+            "to fit() directly (LoadTuner still measures its data wait). " + _SUPPORTED
+        )
+    if isinstance(dataset, type):
+        raise TypeError(f"Got the class {dataset.__name__}; pass an instance. {_SUPPORTED}")
+    if callable(dataset):
+        try:
+            inspect.signature(dataset).bind()
+        except TypeError as exc:
+            raise TypeError(
+                f"The callable {getattr(dataset, '__name__', kind)} needs arguments ({exc}); "
+                f"a generator factory must take none (use functools.partial). {_SUPPORTED}"
+            ) from None
+        except ValueError:
+            pass  # builtins without a signature: accept
+        return
+    raise TypeError(f"Cannot wrap a {kind}. {_SUPPORTED}")
+
+
+class TunedPyDataset(keras.utils.PyDataset):
+    """A `keras.utils.PyDataset` served by keras-loadtune's restartable prefetcher.
+
+    Pass it to `fit`, `evaluate` or `predict` like the dataset it wraps. Keras drives our
+    enqueuer through the same start/get/stop protocol it uses for its own, so
+    `fit(shuffle=...)`, `class_weight`, epoch hooks and tensor-spec peeking behave
+    exactly as with the unwrapped dataset. What changes: `reconfigure()` switches
+    `workers`, `max_queue_size` and threads/processes at the next batch boundary, mid
+    epoch, without losing, repeating or reordering a batch; worker pools live across
+    epochs; `stats` exposes per-batch wait/produce timings; worker errors reach `fit`
+    with their original type.
+
+    Usually created by `LoadTuner.wrap(dataset)`.
+
+    Args:
+        dataset: A `keras.utils.PyDataset` instance, or a zero-argument callable returning an
+            iterator of batches (a *generator factory*: every worker runs its own copy, so
+            batch order is then not defined, and `num_batches` must be given or the
+            stream is infinite and `fit` needs `steps_per_epoch`).
+        config: Starting `LoaderConfig`; defaults to the dataset's own
+            `workers` / `max_queue_size` / `use_multiprocessing`.
+        timeout: Optional per-batch timeout in seconds; a batch slower than this raises
+            `BatchTimeoutError` naming its index instead of hanging.
+        idle_timeout: Seconds without a consumer after which workers are released (they
+            restart on next use); frees processes after an interrupted `fit`.
+        num_batches: Batches per epoch for a generator factory (`None`: infinite).
+
+    Example:
+
+    ```python
+    import keras_loadtune as klt
+
+    train = klt.TunedPyDataset(my_pydataset)          # or: tuner.wrap(my_pydataset)
+    model.fit(train, epochs=3)
+    train.reconfigure(klt.LoaderConfig(workers=8, max_queue_size=16))
+    train.close()                                      # or use `with ... as train:`
+    ```
+    """
+
+    def __init__(
+        self,
+        dataset: keras.utils.PyDataset | Callable[[], Iterator[Any]],
+        config: LoaderConfig | None = None,
+        *,
+        timeout: float | None = None,
+        idle_timeout: float | None = 10.0,
+        num_batches: int | None = None,
+    ):
+        _check_source(dataset)
+        if config is not None and not isinstance(config, LoaderConfig):
+            raise TypeError(f"config must be a LoaderConfig or None; got {type(config).__name__}.")
+        is_factory = not isinstance(dataset, keras.utils.PyDataset)
+        if num_batches is not None:
+            if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+                raise ValueError(
+                    f"num_batches must be a positive int or None; got {num_batches!r}."
+                )
+            if not is_factory:
+                raise ValueError(
+                    "num_batches is only for generator factories; a PyDataset defines its own."
+                )
+        config = config or (_config_of(dataset) if not is_factory else LoaderConfig())
+        super().__init__(
+            workers=config.workers,
+            use_multiprocessing=config.use_multiprocessing,
+            max_queue_size=config.max_queue_size,
+        )
+        self.dataset = dataset
+        self._source = GeneratorFactorySource(dataset) if is_factory else dataset
+        self._num_batches = num_batches
+        self._is_factory = is_factory
+        self._config = config
+        self._timeout = timeout
+        self._idle_timeout = idle_timeout
+        self._prefetcher: Prefetcher | None = None
+        self._stats = LoaderStats()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.process_mode_error: DatasetNotPicklableError | None = None
+        Prefetcher(self._source, config, timeout=timeout, idle_timeout=None).close()  # validate
+        _hooks.install()
+
+    # -- Keras PyDataset protocol ----------------------------------------------------------
+    @property
+    def num_batches(self) -> int | None:
+        if self._is_factory:
+            return self._num_batches
+        return self.dataset.num_batches
+
+    def __len__(self) -> int:
+        n = self.num_batches
+        if n is None:
+            raise TypeError("This dataset is infinite (num_batches is None); it has no len().")
+        return n
+
+    def __getitem__(self, index: int) -> Any:
+        """Random access, in the calling thread (Keras peeks at batches this way)."""
+        return self._source[index]
+
+    def on_epoch_begin(self) -> None:
+        if not self._is_factory:
+            self.dataset.on_epoch_begin()
+
+    def on_epoch_end(self) -> None:
+        if not self._is_factory:
+            self.dataset.on_epoch_end()
+
+    # The three knobs reflect the active config; change them with `reconfigure`.
+    @property
+    def workers(self) -> int:
+        return self._config.workers
+
+    @workers.setter
+    def workers(self, value: int) -> None:
+        self._init_knob("workers", value)
+
+    @property
+    def use_multiprocessing(self) -> bool:
+        return self._config.use_multiprocessing
+
+    @use_multiprocessing.setter
+    def use_multiprocessing(self, value: bool) -> None:
+        self._init_knob("use_multiprocessing", value)
+
+    @property
+    def max_queue_size(self) -> int:
+        return self._config.max_queue_size
+
+    @max_queue_size.setter
+    def max_queue_size(self, value: int) -> None:
+        self._init_knob("max_queue_size", value)
+
+    def _init_knob(self, name: str, value: Any) -> None:
+        if "_config" in self.__dict__:
+            raise AttributeError(
+                f"{name} of a TunedPyDataset follows its LoaderConfig; use "
+                f"reconfigure(LoaderConfig(...)) to change it."
+            )
+        # PyDataset.__init__ assigns the knobs before our config exists: nothing to do.
+
+    # -- our API ---------------------------------------------------------------------------
+    @property
+    def config(self) -> LoaderConfig:
+        """The active `LoaderConfig`."""
+        return self._config
+
+    @property
+    def stats(self) -> LoaderStats:
+        """Read-only per-batch records (`BatchRecord`) and worker start-ups (`StartupRecord`)."""
+        return self._stats if self._prefetcher is None else self._prefetcher.stats
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Pids of live worker processes (empty in thread mode or before first use)."""
+        return [] if self._prefetcher is None else self._prefetcher.worker_pids
+
+    def reconfigure(self, config: LoaderConfig) -> None:
+        """Switches the loader to `config` at the next batch boundary.
+
+        Safe to call from a Keras callback or any thread, mid-epoch. Nothing is lost,
+        repeated or reordered. If `config` asks for processes and the dataset cannot be
+        pickled, `DatasetNotPicklableError` is raised and the current config stays.
+
+        Example:
+
+        ```python
+        train.reconfigure(klt.LoaderConfig(workers=6, max_queue_size=12))
+        ```
+        """
+        if not isinstance(config, LoaderConfig):
+            raise TypeError(f"config must be a LoaderConfig; got {type(config).__name__}.")
+        with self._lock:
+            self._check_open()
+            if self._prefetcher is not None:
+                try:
+                    self._prefetcher.reconfigure(config)
+                except DatasetNotPicklableError as exc:
+                    self.process_mode_error = exc
+                    raise
+            elif config.use_multiprocessing:
+                from keras_loadtune.engine._processes import pickle_source
+
+                try:
+                    pickle_source(self._source)
+                except DatasetNotPicklableError as exc:
+                    self.process_mode_error = exc
+                    raise
+            self._config = config
+
+    def close(self) -> None:
+        """Stops all workers. Idempotent. The dataset cannot be iterated afterwards."""
+        with self._lock:
+            self._closed = True
+            prefetcher, self._prefetcher = self._prefetcher, None
+        if prefetcher is not None:
+            self._stats = prefetcher.stats
+            prefetcher.close()
+
+    def release_workers(self) -> None:
+        """Stops idle workers but stays usable; they restart on next use (e.g. after `fit`)."""
+        prefetcher = self._prefetcher
+        if prefetcher is not None:
+            prefetcher.release_workers()
+
+    def __enter__(self) -> TunedPyDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TunedPyDataset({type(self.dataset).__name__}, {self._config})"
+
+    # -- engine access (used by the Keras adapter) -----------------------------------------
+    def _engine(self) -> Prefetcher:
+        with self._lock:
+            self._check_open()
+            if self._prefetcher is None:
+                self._prefetcher = Prefetcher(
+                    self._source,
+                    self._config,
+                    timeout=self._timeout,
+                    idle_timeout=self._idle_timeout,
+                    name="keras_loadtune",
+                )
+                self._prefetcher.stats = self._stats  # one history across restarts
+            return self._prefetcher
+
+    def _current_engine(self) -> Prefetcher | None:
+        return self._prefetcher
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(
+                "This TunedPyDataset was closed; wrap the dataset again to keep using it."
+            )
+
+
+def wrap(
+    dataset: keras.utils.PyDataset | Callable[[], Iterator[Any]],
+    config: LoaderConfig | None = None,
+    **kwargs: Any,
+) -> TunedPyDataset:
+    """Wraps a dataset for live loader tuning; same as `TunedPyDataset(dataset, config, ...)`.
+
+    Example:
+
+    ```python
+    import keras_loadtune as klt
+
+    train = klt.wrap(my_pydataset)
+    ```
+    """
+    return TunedPyDataset(dataset, config, **kwargs)
