@@ -1,0 +1,443 @@
+"""`LoadTuner`: the Keras callback that measures data wait and tunes the loader live."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_loadtune.config import LoaderConfig
+from keras_loadtune.decision.resources import process_tree_rss
+from keras_loadtune.decision.session import TuningSession
+from keras_loadtune.decision.settings import TunerSettings
+from keras_loadtune.engine import DatasetNotPicklableError
+from keras_loadtune.keras_adapter.dataset import TunedPyDataset
+from keras_loadtune.measurement import StepSample, estimate_wait_fraction
+from keras_loadtune.report import TuningReport
+
+logger = logging.getLogger("keras_loadtune")
+
+WAIT_KEY = "data_wait_fraction"
+_VERBOSE = (0, 1, 2)
+
+
+def _ensure_log_handler(verbose: int) -> None:
+    """Makes INFO lines visible when the application configured no logging (as Optuna does)."""
+    if verbose == 0:
+        return
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
+    # absl (imported by TensorFlow) puts a handler on the root logger that drops INFO;
+    # only an application's own root handlers count as "logging is configured".
+    root_handlers = [h for h in logging.getLogger().handlers if type(h).__name__ != "ABSLHandler"]
+    if not logger.handlers and not root_handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+class LoadTuner(keras.callbacks.Callback):
+    """Measures how long training waits for data, and tunes the input pipeline live.
+
+    Add it to `fit` and wrap your dataset with `tuner.wrap`. During the first steps it
+    times, per step, how long the model waited for its batch versus how long the step
+    computed (compile/trace steps excluded). If the wait is under `wait_threshold` of
+    the step time, training is compute-bound: it says so once and keeps your config.
+    Otherwise an Optuna study picks `workers`, `max_queue_size` and threads vs processes
+    trial by trial on live training steps (seeded by an analytical model of what it
+    measured), the loader is restarted with each trial's config between two steps
+    without losing or repeating a batch, and the fastest config is kept. Your own
+    config is always one of the measured candidates, so the result is never slower
+    than doing nothing.
+
+    Every epoch, `data_wait_fraction` is added to Keras `logs` (so History, CSVLogger,
+    TensorBoard and the progress bar show it). The result is `tuner.report`, also
+    logged through `logging.getLogger("keras_loadtune")` when tuning ends.
+
+    The tuner never breaks training: if tuning fails (storage down, unpicklable
+    dataset, an Optuna error), it logs one warning, keeps the best config it knows,
+    and training goes on.
+
+    Args:
+        max_workers: Most worker threads to try. Default: `min(32, 4 * cores)`; threads
+            beyond the core count pay off for latency-bound loaders (I/O, network).
+        max_process_workers: Most worker processes to try. Default: the core count.
+        queue_size_range: Inclusive `(min, max)` for `max_queue_size`. Default `(1, 64)`.
+        modes: Worker kinds to search: any of `"thread"`, `"process"`.
+        max_trials: Most configs measured per tuning round (yours included). Default 10.
+        max_tuning_steps: Training steps tuning may use (probe included). Default 800.
+        max_tuning_seconds: Seconds tuning may use. Default 300.
+        ram_budget: Bytes the loader may add (worker processes, queued batches).
+            Default: 50% of the RAM available at start, as tf.data does.
+        sampler: An `optuna.samplers.BaseSampler`; default a seeded TPE that knows the
+            RAM constraint.
+        seed: Seed for the default sampler.
+        wait_threshold: Wait fraction under which training counts as compute-bound.
+            Default 0.05 (the TensorFlow profiler's "not input-bound" line).
+        probe_steps: Steps measured on your config before deciding. Default 20.
+        warmup_steps: First steps of each `fit` ignored (graph tracing). Default 2.
+        timeout: Per-batch timeout (seconds) for datasets this tuner wraps.
+        verbose: 0 silent (warnings only), 1 a few log lines, 2 every trial.
+        settings: A full `TunerSettings` (advanced); the keyword knobs above override it.
+
+    Example:
+
+    ```python
+    import keras_loadtune as klt
+
+    tuner = klt.LoadTuner()
+    model.fit(tuner.wrap(train_ds), validation_data=tuner.wrap(val_ds),
+              epochs=5, callbacks=[tuner])
+    tuner.best_config      # LoaderConfig(workers=..., max_queue_size=..., ...)
+    print(tuner.report)    # table of trials, winner, speedup, time spent tuning
+    ```
+    """
+
+    def __init__(
+        self,
+        *,
+        max_workers: int | None = None,
+        max_process_workers: int | None = None,
+        queue_size_range: tuple[int, int] | None = None,
+        modes: tuple[str, ...] | list[str] | None = None,
+        max_trials: int | None = None,
+        max_tuning_steps: int | None = None,
+        max_tuning_seconds: float | None = None,
+        ram_budget: int | None = None,
+        sampler: Any = None,
+        seed: int | None = None,
+        wait_threshold: float | None = None,
+        probe_steps: int | None = None,
+        warmup_steps: int = 2,
+        timeout: float | None = None,
+        verbose: int = 1,
+        settings: TunerSettings | None = None,
+    ):
+        super().__init__()
+        if verbose not in _VERBOSE:
+            raise ValueError(f"verbose must be one of {_VERBOSE}; got {verbose!r}.")
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int >= 0; got {warmup_steps!r}.")
+        if settings is not None and not isinstance(settings, TunerSettings):
+            raise TypeError(
+                f"settings must be a TunerSettings or None; got {type(settings).__name__}."
+            )
+        overrides = {
+            "max_thread_workers": max_workers,
+            "max_process_workers": max_process_workers,
+            "queue_size_range": tuple(queue_size_range) if queue_size_range else None,
+            "modes": tuple(modes) if modes is not None else None,
+            "max_trials": max_trials,
+            "max_tuning_steps": max_tuning_steps,
+            "max_tuning_seconds": max_tuning_seconds,
+            "ram_budget_bytes": ram_budget,
+            "sampler": sampler,
+            "seed": seed,
+            "wait_threshold": wait_threshold,
+            "probe_steps": probe_steps,
+        }
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        base = settings or TunerSettings()
+        self.settings = base.replace(**overrides) if overrides else base
+        self.verbose = verbose
+        self.warmup_steps = warmup_steps
+        self.timeout = timeout
+        self._datasets: list[TunedPyDataset] = []
+        self._cursors: dict[int, int] = {}
+        self._startup_cursors: dict[int, int] = {}
+        self._train_ds: TunedPyDataset | None = None
+        self._session: TuningSession | None = None
+        self._notes: list[str] = []
+        self._broken = False
+        self._reported = False
+        self._epoch_fractions: list[float] = []
+        self._step_times: list[float] = []
+        self._epoch_wait = 0.0
+        self._epoch_step = 0.0
+        self._fit_step = 0
+        self._t_begin = 0.0
+        _ensure_log_handler(verbose)
+
+    # -- public API ------------------------------------------------------------------------
+    def wrap(
+        self,
+        dataset: keras.utils.PyDataset | Callable[[], Iterator[Any]],
+        config: LoaderConfig | None = None,
+        **kwargs: Any,
+    ) -> TunedPyDataset:
+        """Wraps `dataset` so this tuner can reconfigure its loader while training runs.
+
+        The wrapped dataset starts from the dataset's own `workers`, `max_queue_size` and
+        `use_multiprocessing` (or `config`). Datasets wrapped by the same tuner but not
+        used for training (validation, evaluate, predict) get the tuned config too.
+
+        Example:
+
+        ```python
+        train = tuner.wrap(train_ds)
+        model.fit(train, epochs=3, callbacks=[tuner])
+        ```
+        """
+        kwargs.setdefault("timeout", self.timeout)
+        wrapped = TunedPyDataset(dataset, config, **kwargs)
+        self._datasets.append(wrapped)
+        return wrapped
+
+    @property
+    def best_config(self) -> LoaderConfig | None:
+        """The config tuning settled on (the current one while still tuning)."""
+        if self._session is not None and self._session.best_config is not None:
+            return self._session.best_config
+        if self._train_ds is not None:
+            return self._train_ds.config
+        return self._datasets[0].config if self._datasets else None
+
+    @property
+    def phase(self) -> str:
+        """`"idle"` before training, else the tuning session's phase."""
+        if self._broken:
+            return "stopped"
+        return self._session.phase if self._session is not None else "idle"
+
+    @property
+    def report(self) -> TuningReport:
+        """The tuning report (`print` it, `.to_dict()`, or display it in a notebook)."""
+        return self._build_report()
+
+    # -- Keras hooks -----------------------------------------------------------------------
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._fit_step = 0
+        for ds in self._datasets:
+            self._cursors[id(ds)] = ds.stats.delivered
+            self._startup_cursors[id(ds)] = len(ds.stats.startups)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_wait = 0.0
+        self._epoch_step = 0.0
+        self._step_times = []
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self._t_begin = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        step_s = time.perf_counter() - self._t_begin
+        self._fit_step += 1
+        try:
+            records = self._new_records()
+            if self._fit_step <= self.warmup_steps:
+                return
+            wait_s = sum(r.wait_s for r in records) if records is not None else None
+            self._epoch_step += step_s
+            if wait_s is None:
+                self._step_times.append(step_s)
+            else:
+                self._epoch_wait += min(wait_s, step_s)
+                if logs is not None and self._epoch_step > 0:
+                    logs[WAIT_KEY] = self._epoch_wait / self._epoch_step
+                self._drive(StepSample(wait_s=min(wait_s, step_s), step_s=step_s), records)
+        except Exception as exc:  # the tuner must never break training
+            self._give_up(exc)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        try:
+            if self._step_times:  # not wrapped: estimate from step-time spread
+                fraction = estimate_wait_fraction(np.asarray(self._step_times))
+            elif self._epoch_step > 0:
+                fraction = self._epoch_wait / self._epoch_step
+            else:
+                return
+            fraction = float(min(max(fraction, 0.0), 1.0))
+            self._epoch_fractions.append(fraction)
+            if logs is not None:
+                logs[WAIT_KEY] = fraction
+        except Exception as exc:
+            self._give_up(exc)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        try:
+            session = self._session
+            if session is not None and session.phase in ("probe", "tuning"):
+                best = session.stop("training ended before tuning finished")
+                if best is not None:
+                    self._apply(best)
+            self._log_report_once(final=True)
+        except Exception as exc:
+            self._give_up(exc)
+        finally:
+            for ds in self._datasets:
+                ds.release_workers()
+
+    # -- internals -------------------------------------------------------------------------
+    def _new_records(self) -> list | None:
+        """Batch records delivered since the last step; None when no wrapped dataset fed it."""
+        if not self._datasets:
+            return None
+        candidates = [self._train_ds] if self._train_ds is not None else self._datasets
+        best: tuple[TunedPyDataset, list] | None = None
+        for ds in candidates:
+            cursor = self._cursors.get(id(ds), 0)
+            delivered = ds.stats.delivered
+            if delivered > cursor:
+                records = ds.stats.batches_since(cursor)
+                self._cursors[id(ds)] = delivered
+                if best is None or len(records) > len(best[1]):
+                    best = (ds, records)
+        if best is None:
+            return [] if self._train_ds is not None else None
+        if self._train_ds is None:
+            self._train_ds = best[0]
+        return best[1]
+
+    def _drive(self, sample: StepSample, records: list) -> None:
+        if self._broken or self._train_ds is None:
+            return
+        session = self._session
+        if session is None:
+            session = self._session = TuningSession(
+                self._train_ds.config,
+                self.settings,
+                rss_probe=process_tree_rss,
+                process_mode_available="process" in self.settings.modes,
+                logger=logger,
+            )
+        if session.phase in ("compute-bound", "stopped"):
+            return
+        if records:
+            session.observe_loader(records)
+        self._feed_startups(session)
+        before = session.phase
+        config = session.observe_step(sample)
+        if config is not None and config != self._train_ds.config:
+            self._apply(config)
+        if before != session.phase and session.phase in ("steady", "compute-bound"):
+            self._log_report_once(final=False)
+            if session.phase == "steady":
+                self._spread_best()
+
+    def _apply(self, config: LoaderConfig) -> None:
+        ds = self._train_ds
+        if ds is None or config == ds.config:
+            return
+        try:
+            ds.reconfigure(config)
+        except DatasetNotPicklableError as exc:
+            note = f"process mode skipped: {exc}"
+            logger.warning("keras_loadtune: %s", note)
+            if self._session is not None:
+                self._session.mark_failed(config, note)
+        except Exception as exc:
+            logger.warning("keras_loadtune: could not switch the loader to %s: %s", config, exc)
+            if self._session is not None:
+                self._session.mark_failed(config, f"{type(exc).__name__}: {exc}")
+
+    def _feed_startups(self, session: TuningSession) -> None:
+        ds = self._train_ds
+        startups = ds.stats.startups
+        start = self._startup_cursors.get(id(ds), 0)
+        for record in startups[start:]:
+            session.observe_startup(record.config, record.seconds)
+        self._startup_cursors[id(ds)] = len(startups)
+
+    def _spread_best(self) -> None:
+        """Datasets wrapped by this tuner but not trained on run on the tuned config."""
+        best = self.best_config
+        if best is None:
+            return
+        for ds in self._datasets:
+            if ds is not self._train_ds and ds.config != best:
+                try:
+                    ds.reconfigure(best)
+                except Exception as exc:
+                    logger.info("keras_loadtune: kept %s for %r: %s", ds.config, ds, exc)
+
+    def _give_up(self, exc: Exception) -> None:
+        if self._broken:
+            return
+        self._broken = True
+        note = (
+            f"tuning stopped after an internal error ({type(exc).__name__}: {exc}); "
+            "training went on"
+        )
+        self._notes.append(note)
+        logger.warning("keras_loadtune: %s", note, exc_info=logger.isEnabledFor(logging.DEBUG))
+
+    def _log_report_once(self, *, final: bool) -> None:
+        if self.verbose == 0:
+            return
+        report = self._build_report()
+        if not self._reported and report.decision not in ("in-progress",):
+            self._reported = True
+            logger.info("%s", report)
+        elif final:
+            logger.info("%s", report.summary_line())
+
+    def _build_report(self) -> TuningReport:
+        session = self._session
+        notes = list(self._notes)
+        if session is None:
+            measured_unwrapped = self._train_ds is None and bool(self._epoch_fractions)
+            decision = "not-wrapped" if measured_unwrapped else "in-progress"
+            if decision == "not-wrapped":
+                notes.append(
+                    "the training data was not wrapped, so it was only measured; to let the "
+                    "tuner act, pass `tuner.wrap(dataset)` to fit()"
+                )
+            return TuningReport(
+                decision="tuning-failed" if self._broken else decision,
+                baseline_config=None,
+                best_config=None,
+                probe_wait_fraction=self._epoch_fractions[0] if self._epoch_fractions else None,
+                final_wait_fraction=self._epoch_fractions[-1] if self._epoch_fractions else None,
+                epoch_wait_fractions=list(self._epoch_fractions),
+                notes=notes,
+            )
+        notes.extend(n for n in session.notes if n not in notes)
+        phase = session.phase
+        best = session.best_config
+        if self._broken:
+            decision = "tuning-failed"
+        elif phase == "compute-bound":
+            decision = "compute-bound"
+        elif phase in ("probe", "tuning"):
+            decision = "in-progress"
+        elif best is None or best == session.baseline:
+            decision = "kept-baseline"
+        else:
+            decision = "tuned"
+        trials = list(session.trials)
+        baseline_trial = next((t for t in trials if t.source == "baseline"), None)
+        best_trial = next(
+            (t for t in trials if t.config == best and t.steps_per_s is not None), None
+        )
+        probe = session.probe_stats
+        profile = {}
+        if session.profile is not None:
+            profile = {
+                "produce_wall_s": session.profile.produce_wall_s,
+                "produce_cpu_s": session.profile.produce_cpu_s,
+                "batch_nbytes": float(session.profile.batch_nbytes),
+            }
+        if probe is not None:
+            profile["step_compute_s"] = probe.median_compute_s
+        profile["cores"] = float(self.settings.cores)
+        return TuningReport(
+            decision=decision,
+            baseline_config=session.baseline,
+            best_config=best,
+            trials=trials,
+            probe_wait_fraction=probe.wait_fraction if probe is not None else None,
+            final_wait_fraction=self._epoch_fractions[-1] if self._epoch_fractions else None,
+            baseline_steps_per_s=baseline_trial.steps_per_s if baseline_trial else None,
+            best_steps_per_s=best_trial.steps_per_s if best_trial else None,
+            tuning_seconds=session.tuning_seconds,
+            tuning_steps=session.tuning_steps,
+            epoch_wait_fractions=list(self._epoch_fractions),
+            notes=notes,
+            reopen_reasons=list(session.reopen_reasons),
+            profile=profile,
+        )
