@@ -1,0 +1,314 @@
+"""The analytical pipeline model: predict a config's throughput and memory, seed the search.
+
+A fluid (average-rate) model of a Keras `PyDataset` pipeline. One batch costs
+the loader `produce_wall_s` of wall time, `produce_cpu_s` of which need a core;
+the trainer needs `step_compute_s` per step. Keras keeps at most
+`max_queue_size` futures queued, plus the one its producer thread holds while
+blocked on the full queue, plus the one the trainer waits on, so
+`min(workers, max_queue_size + 2)` batches are produced concurrently. Then:
+
+- **threads** overlap latency freely, share the cores, and serialise the
+  GIL-holding part of the CPU work (`gil_fraction x produce_cpu_s` per batch);
+- **processes** have a GIL each but pay to pickle every batch across a pipe
+  (`batch_nbytes / ipc_bytes_per_s`, in the worker and again in the trainer),
+  cost start-up time and resident memory per process;
+- throughput is the smallest of the trainer's rate and the loader's limits
+  (latency: `n / wall`, cores: `cores / cpu`, GIL: `1 / (gil x cpu)`) — Little's law.
+
+A single-worker probe cannot tell GIL-holding Python from GIL-releasing NumPy
+(both show CPU time ~ wall time), so for CPU-heavy loaders `seed_configs` seeds
+one thread config (optimistic: GIL released) and one process config, and the
+live measurement decides.
+
+Example:
+
+```python
+from keras_loadtune import LoaderConfig
+from keras_loadtune.decision.analytical import predict, seed_configs
+from keras_loadtune.decision.settings import TunerSettings
+from keras_loadtune.measurement import LoaderProfile
+
+io_bound = LoaderProfile(produce_wall_s=0.040, produce_cpu_s=0.002, cpu_ratio=0.05,
+                         batch_nbytes=1 << 20, jitter_cv=0.1)
+seeds = seed_configs(io_bound, 0.010, 8, TunerSettings(cores=8), LoaderConfig())
+seeds[0]                                          # 6 threads, queue 7
+predict(seeds[0], io_bound, 0.010, 8).steps_per_s  # 100.0: the compute floor
+```
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from keras_loadtune.config import LoaderConfig
+from keras_loadtune.decision.settings import TunerSettings
+from keras_loadtune.measurement import LoaderProfile
+
+# Loaders whose CPU time is at least this share of their wall time are "CPU-heavy":
+# threads may be GIL-bound, so a process config is seeded too.
+CPU_HEAVY_RATIO = 0.3
+# Pickling throughput across a process pipe, bytes/s (order of magnitude; one side).
+IPC_BYTES_PER_S = 1.0e9
+# Headroom over the compute floor that seeds aim for (plus the loader's jitter).
+RATE_MARGIN = 0.25
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the analytical model expects from one config.
+
+    Args:
+        steps_per_s: Predicted training throughput.
+        produce_rate: Batches/s the loader could deliver if the trainer never waited.
+        extra_rss_bytes: Memory the config holds beyond the trainer itself (queued and
+            in-flight batches, worker processes).
+        bottleneck: `"compute"`, `"latency"`, `"cores"`, `"gil"` or `"ipc"`.
+
+    Example:
+
+    ```python
+    from keras_loadtune.decision.analytical import Prediction
+
+    Prediction(100.0, 120.0, 1 << 20, "compute").bottleneck  # 'compute'
+    ```
+    """
+
+    steps_per_s: float
+    produce_rate: float
+    extra_rss_bytes: int
+    bottleneck: str
+
+
+def concurrency(config: LoaderConfig) -> int:
+    """Batches produced at once: `min(workers, max_queue_size + 2)`.
+
+    Keras's `OrderedEnqueuer` submits a batch to the pool, then blocks putting its
+    future into a queue of `max_queue_size`; the trainer takes the head future out
+    of the queue before waiting on it. So the queue, the blocked producer and the
+    trainer hold `max_queue_size + 2` unconsumed batches.
+
+    Example:
+
+    ```python
+    from keras_loadtune import LoaderConfig
+    from keras_loadtune.decision.analytical import concurrency
+
+    concurrency(LoaderConfig(workers=8, max_queue_size=3))  # 5
+    ```
+    """
+    return min(config.workers, config.max_queue_size + 2)
+
+
+def extra_rss_bytes(
+    config: LoaderConfig, batch_nbytes: int, *, process_rss_bytes: int | None = None
+) -> int:
+    """Memory a config holds beyond the trainer: the `max_queue_size + 2` unconsumed
+    batches (see `concurrency`), a pickled copy of each in process mode, plus one
+    `process_rss_bytes` per worker process (0 when unknown).
+
+    Example:
+
+    ```python
+    from keras_loadtune import LoaderConfig
+    from keras_loadtune.decision.analytical import extra_rss_bytes
+
+    extra_rss_bytes(LoaderConfig(2, 4), 1000)                       # 6000
+    extra_rss_bytes(LoaderConfig(2, 4, True), 1000, process_rss_bytes=10**6)  # 2012000
+    ```
+    """
+    held = (config.max_queue_size + 2) * int(batch_nbytes)
+    if config.use_multiprocessing:
+        held = 2 * held + config.workers * int(process_rss_bytes or 0)
+    return int(held)
+
+
+def predict(
+    config: LoaderConfig,
+    profile: LoaderProfile,
+    step_compute_s: float,
+    cores: int,
+    *,
+    gil_fraction: float = 0.0,
+    process_rss_bytes: int | None = None,
+    ipc_bytes_per_s: float = IPC_BYTES_PER_S,
+) -> Prediction:
+    """Predict throughput and memory of `config` for a loader with `profile`.
+
+    Args:
+        config: The loader config.
+        profile: Per-batch costs measured on the baseline.
+        step_compute_s: Trainer compute seconds per step (the compute floor is its inverse).
+        cores: Cores shared by the trainer and the loader.
+        gil_fraction: Share of the loader's CPU time that holds the GIL (0: NumPy/I/O,
+            1: pure Python). Only matters for threads.
+        process_rss_bytes: Resident memory of one worker process, if known.
+        ipc_bytes_per_s: Pickling throughput for process mode.
+
+    Example:
+
+    ```python
+    from keras_loadtune import LoaderConfig
+    from keras_loadtune.decision.analytical import predict
+    from keras_loadtune.measurement import LoaderProfile
+
+    py = LoaderProfile(0.02, 0.02, 1.0, 1000, 0.0)
+    predict(LoaderConfig(8, 9), py, 0.005, 16, gil_fraction=1.0).bottleneck  # 'gil'
+    ```
+    """
+    compute = max(float(step_compute_s), 1e-9)
+    wall = max(profile.produce_wall_s, 1e-9)
+    cpu = min(max(profile.produce_cpu_s, 0.0), wall)
+    n = concurrency(config)
+    loader_cores = max(cores - 1, 1)
+    limits: dict[str, float] = {}
+    if config.use_multiprocessing:
+        ipc = profile.batch_nbytes / ipc_bytes_per_s
+        compute += ipc  # the trainer unpickles every batch
+        limits["latency"] = n / (wall + ipc)
+        limits["cores"] = loader_cores / max(cpu + ipc, 1e-9)
+    else:
+        limits["latency"] = n / wall
+        limits["cores"] = loader_cores / max(cpu, 1e-9)
+        gil = min(max(gil_fraction, 0.0), 1.0) * cpu
+        if gil > 0:
+            limits["gil"] = 1.0 / gil
+    bottleneck = min(limits, key=limits.__getitem__)
+    produce_rate = limits[bottleneck]
+    floor = 1.0 / compute
+    if floor <= produce_rate:
+        rate, bottleneck = floor, "compute"
+    else:
+        rate = produce_rate
+    if config.use_multiprocessing and bottleneck == "compute" and profile.batch_nbytes > 0:
+        bottleneck = "ipc" if profile.batch_nbytes / ipc_bytes_per_s > step_compute_s else "compute"
+    return Prediction(
+        steps_per_s=rate,
+        produce_rate=produce_rate,
+        extra_rss_bytes=extra_rss_bytes(
+            config, profile.batch_nbytes, process_rss_bytes=process_rss_bytes
+        ),
+        bottleneck=bottleneck,
+    )
+
+
+def queue_for(workers: int, jitter_cv: float, settings: TunerSettings) -> int:
+    """Queue depth for `workers`: Little's law (every worker needs one of the
+    `max_queue_size + 2` slots, see `concurrency`) plus a jitter buffer of
+    `2 x jitter_cv x workers + 1` batches, within `settings.queue_size_range`.
+
+    Example:
+
+    ```python
+    from keras_loadtune.decision.analytical import queue_for
+    from keras_loadtune.decision.settings import TunerSettings
+
+    queue_for(6, 0.1, TunerSettings(cores=4))  # 7
+    ```
+    """
+    low, high = settings.queue_size_range
+    depth = workers - 2 + math.ceil(2.0 * max(jitter_cv, 0.0) * workers) + 1
+    return int(min(max(depth, low), high))
+
+
+def _fit_ram(
+    config: LoaderConfig,
+    profile: LoaderProfile,
+    settings: TunerSettings,
+    baseline_extra: int,
+    process_rss_bytes: int | None,
+) -> LoaderConfig | None:
+    """Shrink queue, then workers, until the predicted extra memory fits the budget."""
+    budget = int(settings.ram_budget_bytes) + baseline_extra  # type: ignore[arg-type]
+    low_q = settings.queue_size_range[0]
+    workers, queue = config.workers, config.max_queue_size
+    while True:
+        cand = LoaderConfig(workers, queue, config.use_multiprocessing)
+        extra = extra_rss_bytes(cand, profile.batch_nbytes, process_rss_bytes=process_rss_bytes)
+        if extra <= budget:
+            return cand
+        if queue > max(low_q, workers - 2):
+            queue -= 1
+        elif workers > 1:
+            workers -= 1
+            queue = max(min(queue, workers), low_q)
+        else:
+            return None
+
+
+def seed_configs(
+    profile: LoaderProfile,
+    step_compute_s: float,
+    cores: int,
+    settings: TunerSettings,
+    baseline: LoaderConfig,
+    *,
+    modes: tuple[str, ...] | None = None,
+    process_rss_bytes: int | None = None,
+) -> list[LoaderConfig]:
+    """Configs the pipeline model expects to reach the compute floor, to measure first.
+
+    - Threads (always, if allowed): enough to cover the latency, about
+      `produce_wall_s / step_compute_s x (1 + margin)`, capped by
+      `settings.max_thread_workers` and, for CPU-heavy loaders, by what the cores can run.
+    - Processes (if allowed and `profile.cpu_ratio >= CPU_HEAVY_RATIO`): the same
+      rule with the pickling cost added, capped by `max_process_workers` and `cores`.
+    - Queue from `queue_for` (Little's law + jitter); configs predicted over the RAM
+      budget are shrunk (queue first) until they fit, or dropped.
+
+    The baseline itself and duplicates are left out (the baseline is measured anyway).
+    The thread seed comes first (cheaper to start).
+
+    Args:
+        profile: Loader costs measured during the probe.
+        step_compute_s: Median trainer compute per step during the probe.
+        cores: Cores of the machine.
+        settings: Search ranges and RAM budget.
+        baseline: The user's config.
+        modes: Modes still allowed (default `settings.modes`).
+        process_rss_bytes: Resident memory per worker process, when known.
+
+    Example:
+
+    ```python
+    from keras_loadtune import LoaderConfig
+    from keras_loadtune.decision.analytical import seed_configs
+    from keras_loadtune.decision.settings import TunerSettings
+    from keras_loadtune.measurement import LoaderProfile
+
+    python_heavy = LoaderProfile(0.02, 0.02, 1.0, 1 << 16, 0.05)
+    [c.mode for c in seed_configs(python_heavy, 0.005, 16, TunerSettings(cores=16),
+                                  LoaderConfig())]  # ['thread', 'process']
+    ```
+    """
+    modes = settings.modes if modes is None else modes
+    compute = max(float(step_compute_s), 1e-6)
+    target = (1.0 + RATE_MARGIN + max(profile.jitter_cv, 0.0)) / compute
+    wall = max(profile.produce_wall_s, 1e-9)
+    ratio = min(max(profile.cpu_ratio, 0.0), 1.0)
+    loader_cores = max(cores - 1, 1)
+    baseline_extra = extra_rss_bytes(
+        baseline, profile.batch_nbytes, process_rss_bytes=process_rss_bytes
+    )
+    seeds: list[LoaderConfig] = []
+
+    if "thread" in modes:
+        workers = math.ceil(target * wall)
+        if ratio >= CPU_HEAVY_RATIO:
+            workers = min(workers, math.ceil(loader_cores / ratio))
+        workers = int(min(max(workers, 1), settings.worker_cap("thread")))
+        seeds.append(LoaderConfig(workers, queue_for(workers, profile.jitter_cv, settings), False))
+
+    if "process" in modes and ratio >= CPU_HEAVY_RATIO:
+        wall_p = wall + profile.batch_nbytes / IPC_BYTES_PER_S
+        cap = min(settings.worker_cap("process"), cores)
+        workers = int(min(max(math.ceil(target * wall_p), 1), cap))
+        proc = LoaderConfig(workers, queue_for(workers, profile.jitter_cv, settings), True)
+        seeds.append(proc)
+
+    out: list[LoaderConfig] = []
+    for seed in seeds:
+        fitted = _fit_ram(seed, profile, settings, baseline_extra, process_rss_bytes)
+        if fitted is not None and fitted != baseline and fitted not in out:
+            out.append(fitted)
+    return out

@@ -1,0 +1,204 @@
+"""TuningSession: the state machine, its Optuna records and its failure handling."""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+import pytest
+
+from keras_loadtune import LoaderConfig
+from keras_loadtune.decision import TunerSettings, TuningSession
+from keras_loadtune.decision.simulator import SimulatedPipeline, simulate_tuning
+from keras_loadtune.measurement import StepSample
+from keras_loadtune.trial import (
+    ATTR_CONSTRAINT,
+    ATTR_SOURCE,
+    ATTR_STATE,
+    PARAM_MODE,
+    PARAM_WORKERS,
+    TrialRecord,
+)
+
+GIB = 1 << 30
+
+
+def _settings(cores: int = 16, **kw) -> TunerSettings:
+    return TunerSettings(**{"cores": cores, "seed": 0, "ram_budget_bytes": 8 * GIB, **kw})
+
+
+class _BrokenStorage(optuna.storages.InMemoryStorage):
+    def create_new_trial(self, study_id, template_trial=None):
+        raise RuntimeError("storage is down")
+
+
+def _feed(session: TuningSession, sample: StepSample, n: int) -> list[LoaderConfig]:
+    out = []
+    for _ in range(n):
+        cfg = session.observe_step(sample)
+        if cfg is not None:
+            out.append(cfg)
+    return out
+
+
+def test_compute_bound_stops_after_probe_without_optuna(caplog):
+    session = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=2))
+    with caplog.at_level(logging.INFO, logger="keras_loadtune"):
+        switches = _feed(session, StepSample(0.0001, 0.01), 500)
+    assert switches == []
+    assert session.phase == "compute-bound" and session.compute_bound
+    assert session.study is None and session.trials == []
+    assert session.tuning_steps == 2 + 1 + 10  # skip + refill (1 worker) + probe
+    assert sum("not input-bound" in r.getMessage() for r in caplog.records) == 1
+    assert session.best_config == LoaderConfig() and session.speedup is None
+
+
+def test_input_bound_probe_records_baseline_and_switches():
+    session = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=2))
+    switches = _feed(session, StepSample(0.03, 0.04), 13)
+    assert session.phase == "tuning"
+    assert len(switches) == 1 and switches[0] != LoaderConfig()
+    base = session.trials[0]
+    assert (base.source, base.state, base.config) == ("baseline", "complete", LoaderConfig())
+    assert base.steps_per_s == pytest.approx(25.0)
+    assert session.notes == ["no loader records: the pipeline model used step times only"]
+
+
+def test_trials_are_stored_as_trial_py_defines():
+    pipe = SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, seed=0)
+    res = simulate_tuning(pipe, _settings(), baseline=LoaderConfig(), total_steps=600)
+    study = res.session.study
+    assert study is not None and study.direction.name == "MAXIMIZE"
+    for rec in res.session.trials:
+        frozen = study.trials[rec.number]
+        assert frozen.params == rec.optuna_params()
+        back = TrialRecord.from_frozen_trial(frozen)
+        assert (back.config, back.state, back.source) == (rec.config, rec.state, rec.source)
+        assert back.steps_per_s == rec.steps_per_s
+        assert frozen.user_attrs[ATTR_CONSTRAINT][0] <= 0
+        assert frozen.constraints == {"ram_excess_bytes": frozen.user_attrs[ATTR_CONSTRAINT][0]}
+    assert (
+        study.best_trial.params
+        == TrialRecord(0, res.session.best_config, "complete", "sampler").optuna_params()
+    )
+    assert res.session.trials[0].source == "baseline"
+    assert {r.source for r in res.session.trials[1:]} <= {"analytical", "sampler"}
+    procs = [r for r in res.session.trials if r.config.use_multiprocessing]
+    assert procs and all(r.startup_s == pytest.approx(0.5 + 0.01 * r.config.workers) for r in procs)
+    assert res.session.tuning_seconds > sum(r.startup_s for r in procs)
+
+
+def test_optuna_failure_settles_on_baseline_with_note():
+    study = optuna.create_study(direction="maximize", storage=_BrokenStorage())
+    pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01, cores=8, seed=0)
+    res = simulate_tuning(
+        pipe, _settings(cores=8), baseline=LoaderConfig(), total_steps=300, study=study
+    )
+    session = res.session
+    assert session.finished_reason == "error"
+    assert res.final_config == LoaderConfig() and res.switches == []
+    assert any("storage is down" in n for n in session.notes)
+    assert session.trials[0].source == "baseline"  # the measurement is kept
+    assert session.observe_step(StepSample(0.03, 0.04)) is None
+
+
+def test_minimizing_study_rejected():
+    with pytest.raises(ValueError, match="maximize"):
+        TuningSession(LoaderConfig(), _settings(), study=optuna.create_study())
+
+
+def test_bad_arguments_rejected():
+    with pytest.raises(TypeError, match="baseline"):
+        TuningSession({"workers": 2}, _settings())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="settings"):
+        TuningSession(LoaderConfig(), {"max_trials": 3})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cores"):
+        TuningSession(LoaderConfig(), _settings(), cores=0)
+
+
+def test_unpicklable_dataset_disables_process_mode():
+    pipe = SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, picklable=False, seed=0)
+    res = simulate_tuning(pipe, _settings(), baseline=LoaderConfig(), total_steps=800)
+    session = res.session
+    failed = [r for r in session.trials if r.state == "failed"]
+    assert failed and all(r.config.use_multiprocessing for r in failed)
+    assert "process" not in session.modes
+    assert any(n.startswith("process mode skipped:") for n in session.notes)
+    assert not session.best_config.use_multiprocessing
+    later = [r for r in session.trials if r.number > failed[0].number]
+    assert all(not r.config.use_multiprocessing for r in later)
+
+
+def test_process_mode_unavailable_never_proposes_processes():
+    pipe = SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, seed=0)
+    res = simulate_tuning(
+        pipe, _settings(), baseline=LoaderConfig(), total_steps=800, process_mode_available=False
+    )
+    study = res.session.study
+    assert len(study.trials) >= 4
+    assert all(t.params[PARAM_MODE] == "thread" for t in study.trials)
+    assert res.session.notes[0].startswith("process mode skipped")
+
+
+def test_process_cap_proposals_skipped_without_running():
+    settings = _settings(max_process_workers=2, max_thread_workers=8, patience=6)
+    pipe = SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, seed=1)
+    res = simulate_tuning(pipe, settings, baseline=LoaderConfig(), total_steps=1500)
+    for rec in res.session.trials:
+        assert rec.config.workers <= (2 if rec.config.use_multiprocessing else 8)
+    over_cap = [
+        t
+        for t in res.session.study.trials
+        if t.params[PARAM_MODE] == "process" and t.params[PARAM_WORKERS] > 2
+    ]
+    assert over_cap, "the sampler should have proposed some over-cap process configs"
+    assert all(t.user_attrs[ATTR_STATE] == "skipped" for t in over_cap)
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in over_cap)
+
+
+def test_no_config_measured_twice():
+    settings = _settings(
+        modes=("thread",), max_thread_workers=2, queue_size_range=(1, 2), patience=10
+    )
+    pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01, cores=8, seed=0)
+    res = simulate_tuning(pipe, settings, baseline=LoaderConfig(1, 1), total_steps=1500)
+    measured = [r.config for r in res.session.trials if r.state == "complete"]
+    assert len(measured) == len(set(measured)) == 4  # the whole space, the baseline included
+    dupes = [t for t in res.session.study.trials if "duplicate" in t.user_attrs.get("reason", "")]
+    assert dupes and all(t.user_attrs[ATTR_SOURCE] == "sampler" for t in dupes)
+    assert res.session.phase == "stopped" and "converged" in res.session.finished_reason
+
+
+def test_step_budget_is_respected():
+    settings = _settings(cores=4, max_tuning_steps=120, patience=50, max_trials=50)
+    pipe = SimulatedPipeline(io_s=0.3, compute_s=0.01, numpy_s=0.01, cores=4, seed=0)
+    res = simulate_tuning(pipe, settings, baseline=LoaderConfig(4, 4), total_steps=600)
+    assert res.session.tuning_steps <= 121
+    assert "step budget" in res.session.finished_reason
+
+
+def test_time_budget_is_respected():
+    settings = _settings(cores=4, max_tuning_seconds=5.0, patience=50, max_trials=50)
+    pipe = SimulatedPipeline(io_s=0.3, compute_s=0.01, numpy_s=0.01, cores=4, seed=0)
+    res = simulate_tuning(pipe, settings, baseline=LoaderConfig(4, 4), total_steps=600)
+    assert "time budget" in res.session.finished_reason
+    assert 5.0 <= res.session.tuning_seconds < 7.0
+
+
+def test_stop_mid_trial_prunes_it_and_returns_best():
+    pipe = SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, seed=0)
+    res = simulate_tuning(pipe, _settings(), baseline=LoaderConfig(), total_steps=40)
+    session = res.session
+    assert session.phase == "stopped" and session.finished_reason == "training ended"
+    last = session.trials[-1]
+    assert last.state == "pruned" and last.reason == "stopped: training ended"
+    assert session.study.trials[last.number].state == optuna.trial.TrialState.PRUNED
+    assert res.final_config == session.best_config == LoaderConfig()
+    assert session.stop("again") is None
+
+
+def test_optuna_verbosity_restored():
+    level = optuna.logging.get_verbosity()
+    pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01, cores=8, seed=0)
+    simulate_tuning(pipe, _settings(cores=8), baseline=LoaderConfig(), total_steps=200)
+    assert optuna.logging.get_verbosity() == level
