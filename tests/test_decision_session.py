@@ -129,6 +129,20 @@ def test_unpicklable_dataset_disables_process_mode():
     assert all(not r.config.use_multiprocessing for r in later)
 
 
+def test_mark_failed_mid_trial_moves_on_and_notes_once():
+    session = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=2))
+    (first,) = _feed(session, StepSample(0.03, 0.04), 13)
+    assert session.current_config == first
+    proc = LoaderConfig(4, 4, True)
+    session.mark_failed(first, "boom")
+    assert session.current_config == LoaderConfig()  # the loader kept the old config
+    assert session.trials[-1].state == "failed" and session.trials[-1].reason == "boom"
+    assert session.observe_step(StepSample(0.03, 0.04)) not in (None, first)
+    session.mark_failed(proc, "process mode skipped: dataset not picklable")
+    assert session.notes[-1] == "process mode skipped: dataset not picklable"
+    assert session.modes == ("thread",)
+
+
 def test_process_mode_unavailable_never_proposes_processes():
     pipe = SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, seed=0)
     res = simulate_tuning(

@@ -640,6 +640,9 @@ class TuningSession:
         return self._next()
 
     def _mark_failed(self, config: LoaderConfig, reason: str) -> None:
+        prefix = "process mode skipped:"
+        if reason.startswith(prefix):  # callers may phrase it like our note already
+            reason = reason[len(prefix) :].strip()
         if config.use_multiprocessing and "process" in self._modes:
             self._modes.remove("process")
             self.notes.append(f"process mode skipped: {reason}")
