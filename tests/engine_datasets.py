@@ -64,3 +64,80 @@ class HangingDataset(IndexDataset):
         if index == self.hang_at:
             time.sleep(3600)
         return super().__getitem__(index)
+
+
+class JitterDataset(IndexDataset):
+    """Like `IndexDataset`, but batches take 0-4 ms (a fixed function of the index).
+
+    Workers therefore finish out of order, which is what the reorder buffer must undo.
+    """
+
+    def __getitem__(self, index: int):
+        time.sleep(((index * 7919) % 5) * 0.001)
+        return super().__getitem__(index)
+
+
+class BigFailingDataset(IndexDataset):
+    """Big (shared-memory sized) batches; `__getitem__(fail_at)` raises."""
+
+    def __init__(self, n: int, fail_at: int, shape: tuple[int, ...] = (256, 256)):
+        super().__init__(n, shape=shape)
+        self.fail_at = fail_at
+
+    def __getitem__(self, index: int):
+        if index == self.fail_at:
+            raise ValueError(f"corrupt record {index}")
+        return super().__getitem__(index)
+
+
+class BigSuicidalDataset(SuicidalDataset):
+    """Big (shared-memory sized) batches; the worker producing `kill_at` SIGKILLs itself."""
+
+    def __init__(self, n: int, kill_at: int, delay: float = 0.0):
+        super().__init__(n, kill_at)
+        self.shape = (256, 256)
+        self.delay = delay
+
+
+class LockHoldingDataset(IndexDataset):
+    """Cannot be pickled: holds a `threading.Lock`."""
+
+    def __init__(self, n: int):
+        super().__init__(n)
+        import threading
+
+        self.lock = threading.Lock()
+
+
+class LambdaDataset(IndexDataset):
+    """Cannot be pickled: holds a lambda."""
+
+    def __init__(self, n: int):
+        super().__init__(n)
+        self.transform = lambda x: x
+
+
+class RecordingDataset(IndexDataset):
+    """Thread mode only: remembers every index it was asked for."""
+
+    def __init__(self, n: int, delay: float = 0.0):
+        super().__init__(n, delay)
+        self.calls: list[int] = []
+
+    def __getitem__(self, index: int):
+        self.calls.append(index)
+        return super().__getitem__(index)
+
+
+def count_to_three():
+    """A generator factory: yields 0, 1, 2 (as arrays) and stops."""
+    for i in range(3):
+        yield np.array([i])
+
+
+def pid_stream():
+    """A generator factory: an endless stream of (worker pid, serial number) pairs."""
+    serial = 0
+    while True:
+        yield np.array([os.getpid(), serial])
+        serial += 1

@@ -319,17 +319,22 @@ class Prefetcher:
                 len(stuck),
             )
 
-    def release_workers(self, timeout: float = 5.0) -> bool:
+    def release_workers(self, timeout: float = 5.0, *, force: bool = False) -> bool:
         """Stops the worker pool but keeps the pass; workers restart on the next use.
 
-        Only acts when no work is in flight, so nothing needs to be submitted again.
+        Only acts when no work is in flight, so nothing needs to be submitted again, unless
+        `force`: then positions in flight are dropped and submitted again on restart (used
+        after a failed pass, whose remaining batches nobody will ask for).
         Returns True if a pool was released.
         """
         with self._reconfigure_lock, self._cond:
-            if self._pool is None or self._outstanding:
+            if self._pool is None or (self._outstanding and not force):
                 return False
             pool = self._pool
             self._pool = None
+            if self._outstanding:
+                self._outstanding.clear()
+                self._submitted = self._cursor  # _top_up skips what is already buffered
         pool.close(timeout)
         logger.debug("keras_loadtune: released idle workers (%s)", self._config)
         return True
@@ -399,6 +404,8 @@ class Prefetcher:
         while self._submitted < limit:
             position = self._submitted
             self._submitted += 1
+            if position in self._buffer:
+                continue
             self._outstanding.add(position)
             self._pool.submit((self._pass_id, position), self._index_at(position))
 

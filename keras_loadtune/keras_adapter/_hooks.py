@@ -103,7 +103,7 @@ class KerasEnqueuer:
                 # the real error; that warning would only mislead.
                 warnings.filterwarnings("ignore", message=_RAN_OUT, category=UserWarning)
                 # Workers of a failed pass are stopped right away: nothing is left behind.
-                prefetcher.release_workers(timeout=1.0)
+                prefetcher.release_workers(timeout=1.0, force=True)
                 return
             yield batch
 
