@@ -3,12 +3,19 @@
 Start method: `forkserver` (falling back to `spawn` where the platform lacks it).
 `fork` is never used: forking a trainer whose TensorFlow runtime already runs
 threads can copy a held lock into the child and deadlock it (CPython 3.12+ warns
-about exactly this). The forkserver is a small, single-threaded process started
-once; every worker is forked from it, so each start costs a fork plus whatever
-unpickling the dataset imports (for a `keras.utils.PyDataset`, importing Keras
-and its backend: about a second or more per worker, paid in parallel). The cost
-is measured per start and exposed as `StartupRecord`s so the tuner can weigh it;
-pools stay alive across epochs and are resized in place rather than restarted.
+about exactly this). The forkserver is a separate process started once, that
+never runs a training step; every worker is forked from it.
+
+Cost: a worker must import whatever unpickling the dataset imports; for a
+`keras.utils.PyDataset` that is Keras and TensorFlow, about 3 s per worker on a
+2-core machine (over 10 s when the cores are busy). So, like Python's own default
+for the forkserver (which preloads `__main__`), we also preload the module that
+defines the dataset's class: the forkserver imports it (and Keras) once, and each
+worker then starts in tens of milliseconds. The forkserver only imports; it never
+builds a model or runs an op. Set `KERAS_LOADTUNE_PRELOAD=0` to turn the extra
+preload off (each worker then imports on its own). Start-up is measured per start
+and exposed as `StartupRecord`s so the tuner can weigh it; pools stay alive
+across epochs and are resized in place rather than restarted.
 
 Each worker has its own pipe, so the trainer always knows which batch a worker
 holds: a worker killed by a signal is seen at once (its sentinel fires) and
@@ -22,6 +29,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,15 +47,44 @@ _PER_WORKER_INFLIGHT = 2
 _preload_done = False
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def _preload_modules(source: Any) -> list[str]:
+    """Modules the forkserver imports once, before it forks any worker."""
+    modules = ["__main__", "keras_loadtune.engine._worker"]
+    if os.environ.get("KERAS_LOADTUNE_PRELOAD", "1") == "0":
+        return modules
+    owner = getattr(source, "factory", source)  # GeneratorFactorySource wraps a callable
+    module = getattr(owner, "__module__", None) or type(owner).__module__
+    if module and module not in ("__main__", "builtins") and module in sys.modules:
+        modules.append(module)
+    return modules
+
+
+def _context(source: Any) -> multiprocessing.context.BaseContext:
     global _preload_done
     ctx = multiprocessing.get_context(START_METHOD)
     if START_METHOD == "forkserver" and not _preload_done:
-        # Keep the forkserver light: our worker loop (numpy only) plus __main__ so that
-        # datasets defined in a script's main module unpickle in the workers.
-        ctx.set_forkserver_preload(["__main__", "keras_loadtune.engine._worker"])
+        # Takes effect when the forkserver starts (first worker of the program).
+        ctx.set_forkserver_preload(_preload_modules(source))
         _preload_done = True
     return ctx
+
+
+def prewarm(source: Any) -> bool:
+    """Starts the forkserver (and its one-time imports) now, in the background.
+
+    The first process-mode start then costs milliseconds instead of the seconds the
+    forkserver spends importing the dataset's module. Returns False when the start
+    method is not forkserver (nothing to warm).
+    """
+    if START_METHOD != "forkserver":
+        return False
+    _context(source)
+    from multiprocessing import forkserver
+
+    threading.Thread(
+        target=forkserver.ensure_running, name="keras_loadtune-prewarm", daemon=True
+    ).start()
+    return True
 
 
 def pickle_source(source: Any) -> bytes:
@@ -92,7 +129,7 @@ class ProcessPool:
         self._blob = pickle_source(source)
         self._sink = sink
         self._name = name
-        self._ctx = _context()
+        self._ctx = _context(source)
         self._workers: dict[int, _Worker] = {}
         self._lock = threading.RLock()
         self._next_wid = 0

@@ -160,6 +160,7 @@ class LoadTuner(keras.callbacks.Callback):
         self._epoch_wait = 0.0
         self._epoch_step = 0.0
         self._fit_step = 0
+        self._drain_left: int | None = None
         self._t_begin = 0.0
         _ensure_log_handler(verbose)
 
@@ -215,6 +216,12 @@ class LoadTuner(keras.callbacks.Callback):
         for ds in self._datasets:
             self._cursors[id(ds)] = ds.stats.delivered
             self._startup_cursors[id(ds)] = len(ds.stats.startups)
+        if "process" in self.settings.modes and self._session is None and self._datasets:
+            try:
+                # Pays the forkserver's one-time imports during the probe, not in a trial.
+                self._datasets[0].prewarm_processes()
+            except Exception as exc:  # pragma: no cover - best effort
+                logger.debug("keras_loadtune: process prewarm failed: %s", exc)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch_wait = 0.0
@@ -297,6 +304,8 @@ class LoadTuner(keras.callbacks.Callback):
         if self._broken or self._train_ds is None:
             return
         session = self._session
+        if session is None and self._draining(records):
+            return
         if session is None:
             session = self._session = TuningSession(
                 self._train_ds.config,
@@ -318,6 +327,24 @@ class LoadTuner(keras.callbacks.Callback):
             self._log_report_once(final=False)
             if session.phase == "steady":
                 self._spread_best()
+
+    def _draining(self, records: list) -> bool:
+        """True while the queue filled during graph tracing is still being drained.
+
+        Before the first step runs, the loader prefetches up to `max_queue_size` batches
+        while Keras traces the model; steps fed from that stock never wait, and a probe
+        measured on them would call any loader "compute-bound". The probe starts once a
+        batch arrives with at most one other batch ready, or after `2 * max_queue_size`
+        steps (a loader that keeps its queue full really is keeping up).
+        """
+        if self._drain_left is None:
+            self._drain_left = 2 * self._train_ds.config.max_queue_size
+        if self._drain_left <= 0:
+            return False
+        self._drain_left -= 1
+        if records and records[-1].queue_depth <= 1:
+            self._drain_left = 0
+        return True
 
     def _apply(self, config: LoaderConfig) -> None:
         ds = self._train_ds

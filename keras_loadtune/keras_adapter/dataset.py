@@ -162,7 +162,16 @@ class TunedPyDataset(keras.utils.PyDataset):
 
     def __getitem__(self, index: int) -> Any:
         """Random access, in the calling thread (Keras peeks at batches this way)."""
-        return self._source[index]
+        try:
+            return self._source[index]
+        except Exception as exc:
+            # Keras peeks at the first batches for the tensor spec; a failure there must
+            # name the index like a worker failure does.
+            exc.add_note(
+                f"keras_loadtune: raised by {type(self.dataset).__name__}.__getitem__({index}) "
+                "in the calling thread."
+            )
+            raise
 
     def on_epoch_begin(self) -> None:
         if not self._is_factory:
@@ -253,6 +262,20 @@ class TunedPyDataset(keras.utils.PyDataset):
                     self.process_mode_error = exc
                     raise
             self._config = config
+
+    def prewarm_processes(self) -> bool:
+        """Starts the process-worker machinery in the background, ahead of a switch.
+
+        Returns False (and does nothing) if the dataset cannot be pickled.
+        """
+        from keras_loadtune.engine._processes import pickle_source, prewarm
+
+        try:
+            pickle_source(self._source)
+        except DatasetNotPicklableError as exc:
+            self.process_mode_error = exc
+            return False
+        return prewarm(self._source)
 
     def close(self) -> None:
         """Stops all workers. Idempotent. The dataset cannot be iterated afterwards."""
