@@ -216,3 +216,37 @@ def test_optuna_verbosity_restored():
     pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01, cores=8, seed=0)
     simulate_tuning(pipe, _settings(cores=8), baseline=LoaderConfig(), total_steps=200)
     assert optuna.logging.get_verbosity() == level
+
+
+def _open_trial(session: TuningSession) -> LoaderConfig:
+    """Drives a session through its probe until the first trial config is handed out."""
+    switches = _feed(session, StepSample(0.03, 0.04), 13)
+    assert session.phase == "tuning" and len(switches) == 1
+    return switches[0]
+
+
+def test_stop_counts_a_trial_cut_short_once_its_minimum_window_ran():
+    settings = _settings(
+        probe_steps=10, skip_steps=2, min_trial_steps=10, max_trial_steps=200, settle_rel_tol=1e-6
+    )
+    session = TuningSession(LoaderConfig(), settings)
+    config = _open_trial(session)
+    # Noisy steps keep the window from settling; enough of them for a minimum window.
+    for k in range(60):
+        assert session.observe_step(StepSample(0.0, 0.008 if k % 2 else 0.012)) is None
+    assert session.stop("training ended") is None  # the loader already runs the winner
+    last = session.trials[-1]
+    assert (last.config, last.state) == (config, "complete")
+    assert last.steps_per_s == pytest.approx(100.0, rel=0.05)
+    assert session.best_config == config
+
+
+def test_stop_prunes_a_trial_that_measured_too_little():
+    session = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=2))
+    config = _open_trial(session)
+    for _ in range(3):
+        session.observe_step(StepSample(0.0, 0.01))
+    assert session.stop("training ended") == LoaderConfig()  # back to the measured baseline
+    last = session.trials[-1]
+    assert (last.config, last.state) == (config, "pruned")
+    assert "training ended" in last.reason

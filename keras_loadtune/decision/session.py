@@ -368,7 +368,21 @@ class TuningSession:
             active = self._active
             if active is not None:
                 self._active = None
-                self._tell_unmeasured(active, "pruned", f"stopped: {reason}", partial=True)
+                min_steps, _ = self._window_steps(active.config)
+                if len(active.samples) >= min_steps:
+                    # Enough of the window ran to count: a trial cut short by the end of
+                    # training is still a measurement, not a loss.
+                    stats = window_stats(align_to_cycles(active.samples))
+                    self._record_measured(
+                        active.config,
+                        active.source,
+                        stats,
+                        active.peak_rss,
+                        active.startup_s,
+                        active.trial,
+                    )
+                else:
+                    self._tell_unmeasured(active, "pruned", f"stopped: {reason}", partial=True)
         except Exception as exc:
             self._note_error(exc)
         self._close_round()
