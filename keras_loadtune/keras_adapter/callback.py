@@ -216,12 +216,6 @@ class LoadTuner(keras.callbacks.Callback):
         for ds in self._datasets:
             self._cursors[id(ds)] = ds.stats.delivered
             self._startup_cursors[id(ds)] = len(ds.stats.startups)
-        if "process" in self.settings.modes and self._session is None and self._datasets:
-            try:
-                # Pays the forkserver's one-time imports during the probe, not in a trial.
-                self._datasets[0].prewarm_processes()
-            except Exception as exc:  # pragma: no cover - best effort
-                logger.debug("keras_loadtune: process prewarm failed: %s", exc)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch_wait = 0.0
@@ -321,12 +315,29 @@ class LoadTuner(keras.callbacks.Callback):
         self._feed_startups(session)
         before = session.phase
         config = session.observe_step(sample)
+        if before == "probe" and session.phase == "tuning":
+            self._prewarm_if_cpu_bound(session)
         if config is not None and config != self._train_ds.config:
             self._apply(config)
         if before != session.phase and session.phase in ("steady", "compute-bound"):
             self._log_report_once(final=False)
             if session.phase == "steady":
                 self._spread_best()
+
+    def _prewarm_if_cpu_bound(self, session: TuningSession) -> None:
+        """Starts the process machinery early when the probe says processes may pay off.
+
+        The forkserver's one-time imports (Keras, TensorFlow: seconds) then overlap the
+        first trials instead of stalling the first process trial. Latency-bound loaders
+        (CPU time far below wall time) never need processes: nothing is started for them.
+        """
+        profile = session.profile
+        if "process" not in session.modes or profile is None or profile.cpu_ratio < 0.3:
+            return
+        try:
+            self._train_ds.prewarm_processes()
+        except Exception as exc:  # best effort: the first process trial just starts slower
+            logger.debug("keras_loadtune: process prewarm failed: %s", exc)
 
     def _draining(self, records: list) -> bool:
         """True while the queue filled during graph tracing is still being drained.
