@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import itertools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,9 +94,11 @@ class LoaderStats:
         with self._lock:
             if not self._batches or self._batches[-1].sequence < sequence:
                 return []
-            first = self._batches[0].sequence
-            start = max(sequence - first, 0)
-            return list(self._batches)[start:]
+            wanted = min(self._batches[-1].sequence + 1 - sequence, len(self._batches))
+            # Read from the right end: O(new records), not O(history), on every step.
+            newest = list(itertools.islice(reversed(self._batches), wanted))
+            newest.reverse()
+            return newest
 
     @property
     def startups(self) -> list[StartupRecord]:
