@@ -70,7 +70,7 @@ def test_any_reconfiguration_schedule_delivers_exactly_the_pass(schedule):
     stream_next = 0
     config = initial
     # A per-batch timeout turns a lost batch into a failure instead of a hang.
-    with Prefetcher(JitterDataset(n), initial, timeout=15, idle_timeout=None) as pf:
+    with Prefetcher(JitterDataset(n), initial, timeout=5, idle_timeout=None) as pf:
         for order, taken, events in passes:
             pf.begin_pass(order)
             if order is None:
