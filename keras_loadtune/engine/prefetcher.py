@@ -43,6 +43,14 @@ _OK = 0
 _ERR = 1
 
 
+def check_seconds(arg: str, value: Any) -> None:
+    """Raises ValueError unless `value` is None or a positive number of seconds."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
+    ):
+        raise ValueError(f"{arg} must be a positive number of seconds or None; got {value!r}.")
+
+
 class EndOfPass(Exception):
     """Raised by `Prefetcher.next()` when every position of a finite pass was delivered."""
 
@@ -84,13 +92,15 @@ class Prefetcher:
         idle_timeout: float | None = 10.0,
         name: str = "keras_loadtune",
     ):
+        if not hasattr(type(source), "__getitem__"):
+            raise TypeError(
+                "source must be indexable (define __getitem__(index) -> batch); "
+                f"got {type(source).__name__}."
+            )
         if not isinstance(config, LoaderConfig):
             raise TypeError(f"config must be a LoaderConfig; got {type(config).__name__}.")
-        for arg, value in (("timeout", timeout), ("idle_timeout", idle_timeout)):
-            if value is not None and not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(
-                    f"{arg} must be a positive number of seconds or None; got {value!r}."
-                )
+        check_seconds("timeout", timeout)
+        check_seconds("idle_timeout", idle_timeout)
         self._source = source
         self._config = config
         self._timeout = timeout
@@ -126,6 +136,7 @@ class Prefetcher:
 
     @property
     def source(self) -> Any:
+        """The indexable dataset the workers read from."""
         return self._source
 
     @property
@@ -143,6 +154,7 @@ class Prefetcher:
 
     @property
     def closed(self) -> bool:
+        """True once `close()` ran; a closed prefetcher cannot be restarted."""
         return self._closed
 
     @property
@@ -158,6 +170,14 @@ class Prefetcher:
         Undelivered results of the previous pass are dropped. An infinite stream starts at
         the index after the last one delivered, so it continues across passes and restarts.
         """
+        if order is not None and (
+            isinstance(order, (str, bytes, dict))
+            or not (hasattr(order, "__len__") and hasattr(order, "__getitem__"))
+        ):
+            raise TypeError(
+                "order must be a sequence of dataset indices (list, range, array) or None "
+                f"for an infinite stream; got {type(order).__name__}."
+            )
         self._check_open()
         pool = self._ensure_pool()
         if isinstance(pool, ProcessPool):
@@ -357,6 +377,7 @@ class Prefetcher:
 
     # -- ResultSink (called from worker threads / the collector thread) ---------------
     def on_result(self, key: Any, batch: Any, wall_s: float, cpu_s: float, nbytes: int) -> None:
+        """Pool callback: a batch for `key` = (pass id, position) is ready; stale keys drop."""
         with self._cond:
             if self._accepts(key):
                 position = key[1]
@@ -365,6 +386,7 @@ class Prefetcher:
                 self._cond.notify_all()
 
     def on_error(self, key: Any, exc: BaseException) -> None:
+        """Pool callback: `__getitem__` raised for `key`; it is raised in order by `next()`."""
         with self._cond:
             if self._accepts(key):
                 position = key[1]
@@ -378,6 +400,7 @@ class Prefetcher:
                 self._cond.notify_all()
 
     def on_fatal(self, exc: BaseException) -> None:
+        """Pool callback: the pool is broken (a worker died); `next()` raises `exc`."""
         with self._cond:
             if self._fatal is None:
                 self._fatal = exc

@@ -16,6 +16,7 @@ from keras_loadtune.engine import (
     LoaderStats,
     Prefetcher,
 )
+from keras_loadtune.engine.prefetcher import check_seconds
 from keras_loadtune.keras_adapter import _hooks
 
 _SUPPORTED = (
@@ -145,6 +146,7 @@ class TunedPyDataset(keras.utils.PyDataset):
         self._closed = False
         self.process_mode_error: DatasetNotPicklableError | None = None
         Prefetcher(self._source, config, timeout=timeout, idle_timeout=None).close()  # validate
+        check_seconds("idle_timeout", idle_timeout)
         _hooks.install()
 
     # -- Keras PyDataset protocol ----------------------------------------------------------
@@ -184,6 +186,7 @@ class TunedPyDataset(keras.utils.PyDataset):
     # The three knobs reflect the active config; change them with `reconfigure`.
     @property
     def workers(self) -> int:
+        """Worker count of the active config (read-only; see `reconfigure`)."""
         return self._config.workers
 
     @workers.setter
@@ -192,6 +195,7 @@ class TunedPyDataset(keras.utils.PyDataset):
 
     @property
     def use_multiprocessing(self) -> bool:
+        """Whether the active config runs processes (read-only; see `reconfigure`)."""
         return self._config.use_multiprocessing
 
     @use_multiprocessing.setter
@@ -200,6 +204,7 @@ class TunedPyDataset(keras.utils.PyDataset):
 
     @property
     def max_queue_size(self) -> int:
+        """Queue depth of the active config (read-only; see `reconfigure`)."""
         return self._config.max_queue_size
 
     @max_queue_size.setter
