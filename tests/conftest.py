@@ -6,6 +6,7 @@ Opt in per module with ``pytestmark = pytest.mark.usefixtures("no_leaks")``.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
@@ -15,6 +16,25 @@ import pytest
 ENGINE_THREAD_PREFIX = "keras_loadtune"
 JANITOR_THREAD = "keras_loadtune-janitor"
 SHM_DIR = "/dev/shm"
+
+
+def pytest_collection_finish(session) -> None:
+    """When Keras tests were collected, let the forkserver preload their dataset module.
+
+    This is what the engine does for users (it preloads the module defining the dataset's
+    class, so worker processes start in milliseconds instead of importing TensorFlow each,
+    several seconds on a busy 2-core machine). The forkserver starts once per session, so
+    it is warmed here, before the first test (an engine test) would start it without that
+    module. Engine-only runs do not import `keras_datasets` and skip this.
+    """
+    keras_datasets = sys.modules.get("keras_datasets")
+    if keras_datasets is None:
+        return
+    from keras_loadtune.engine import _processes
+
+    prewarm = getattr(_processes, "prewarm", None)
+    if prewarm is not None:
+        prewarm(keras_datasets.IndexPyDataset(1))
 
 
 def shm_segments() -> list[str]:
@@ -120,3 +140,12 @@ def no_leaks():
     yield
     problems = leaks(pids, threads, shm)
     assert not problems, "; ".join(problems)
+
+
+# --- persistence: keep the default study storage out of the real ~/.cache ---------------
+@pytest.fixture(autouse=True)
+def _isolated_study_cache(tmp_path_factory, monkeypatch):
+    """`LoadTuner(storage="default")` writes `$XDG_CACHE_HOME/keras_loadtune/studies.db`:
+    point XDG_CACHE_HOME at a fresh temp dir per test, so no test writes into the user's
+    cache or warm-starts from another test's study."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))

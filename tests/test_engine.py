@@ -336,8 +336,9 @@ def test_idle_timeout_releases_workers_and_the_pass_continues(config):
         pf.begin_pass(range(12))
         assert drain(pf, 5) == [0, 1, 2, 3, 4]
         pids = pf.worker_pids
-        assert wait_until(lambda: pf._pool is None, timeout=5), "workers were not released"
-        assert not any(pid_alive(p) for p in pids)
+        assert wait_until(
+            lambda: pf._pool is None and not any(pid_alive(p) for p in pids), timeout=5
+        ), "workers were not released"
         assert not [t for t in engine_threads() if "-thread-" in t.name]
         assert drain(pf) == list(range(5, 12))
         assert pf.worker_pids != pids or not pids
