@@ -25,6 +25,7 @@ reported as `WorkerDiedError` naming pid, signal and batch, instead of the hang
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import pickle
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from keras_loadtune.engine import _transfer
+from keras_loadtune.engine import _forkserver_path, _transfer
 from keras_loadtune.engine._sink import ResultSink
 from keras_loadtune.engine._worker import worker_main
 from keras_loadtune.engine.errors import DatasetNotPicklableError, WorkerDiedError
@@ -48,8 +49,12 @@ _preload_done = False
 
 
 def _preload_modules(source: Any) -> list[str]:
-    """Modules the forkserver imports once, before it forks any worker."""
-    modules = ["__main__", "keras_loadtune.engine._worker"]
+    """Modules the forkserver imports once, before it forks any worker (in this order)."""
+    modules = [
+        "keras_loadtune.engine._forkserver_path",
+        "__main__",
+        "keras_loadtune.engine._worker",
+    ]
     if os.environ.get("KERAS_LOADTUNE_PRELOAD", "1") == "0":
         return modules
     owner = getattr(source, "factory", source)  # GeneratorFactorySource wraps a callable
@@ -63,7 +68,9 @@ def _context(source: Any) -> multiprocessing.context.BaseContext:
     global _preload_done
     ctx = multiprocessing.get_context(START_METHOD)
     if START_METHOD == "forkserver" and not _preload_done:
-        # Takes effect when the forkserver starts (first worker of the program).
+        # Takes effect when the forkserver starts (first worker of the program); the
+        # forkserver inherits the environment, which carries our sys.path to it.
+        os.environ[_forkserver_path.ENV_VAR] = json.dumps(sys.path)
         ctx.set_forkserver_preload(_preload_modules(source))
         _preload_done = True
     return ctx
