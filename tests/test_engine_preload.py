@@ -7,12 +7,16 @@ import textwrap
 SCRIPT = textwrap.dedent(
     """
     import sys
-    sys.path.insert(0, {moddir!r})
-    import farmod
+
     from keras_loadtune import LoaderConfig
     from keras_loadtune.engine import Prefetcher
 
     if __name__ == "__main__":
+        # Only the trainer adds this path (as pytest does for test folders): re-running
+        # this script in the forkserver as __mp_main__ does not import farmod.
+        sys.path.insert(0, {moddir!r})
+        import farmod
+
         with Prefetcher(farmod.Probe(), LoaderConfig(2, 2, True)) as pf:
             pf.begin_pass([0, 1])
             for _ in range(2):
