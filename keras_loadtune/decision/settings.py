@@ -197,6 +197,12 @@ class TunerSettings:
                 "TunerSettings.max_trial_steps must be >= min_trial_steps; got "
                 f"max_trial_steps={self.max_trial_steps}, min_trial_steps={self.min_trial_steps}."
             )
+        if self.max_tuning_steps is not None and self.max_tuning_steps < self.probe_steps:
+            raise ValueError(
+                "TunerSettings.max_tuning_steps must leave room for the probe: it must be >= "
+                f"probe_steps; got max_tuning_steps={self.max_tuning_steps}, "
+                f"probe_steps={self.probe_steps}."
+            )
         _check_float("settle_rel_tol", self.settle_rel_tol, 0.0, 1.0)
         _check_int("patience", self.patience, 1)
         _check_float("min_improvement", self.min_improvement, 0.0, 1.0, closed=True)

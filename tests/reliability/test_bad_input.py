@@ -304,11 +304,6 @@ def test_tuner_settings(kwargs, exc, name, accepted):
     _check(lambda: TunerSettings(**kwargs), exc, name, accepted)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TunerSettings accepts a step budget smaller than the probe it must run "
-    "(max_tuning_steps < probe_steps): the budget cannot be met, yet no error is raised",
-)
 def test_tuner_settings_step_budget_smaller_than_the_probe():
     from keras_loadtune.decision import TunerSettings
 
