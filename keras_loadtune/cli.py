@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         const=1,
         default=0,
         choices=(0, 1, 2),
-        help="Keras verbosity; bare --verbose means 1 (default: 0)",
+        help="tuner log lines: 0 the report only, 1 a few lines, 2 every trial; bare "
+        "--verbose means 1 (default: 0). Keras's progress bar is always shown",
     )
     demo.set_defaults(func=_cmd_demo)
     return parser

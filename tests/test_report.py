@@ -514,3 +514,26 @@ def test_load_report_missing_study_lists_the_others(tmp_path):
     optuna.create_study(study_name="real", storage=url)
     with pytest.raises(StudyNotFoundError, match=r"no study named 'ghost'.*studies there: real"):
         load_report(url, "ghost")
+
+
+def test_repr_is_one_short_line_that_points_to_print():
+    from keras_loadtune import LoaderConfig
+    from keras_loadtune.report import TuningReport
+    from keras_loadtune.trial import TrialRecord
+
+    trials = [
+        TrialRecord(i, LoaderConfig(i + 1, 4), "complete", "sampler", steps_per_s=10.0 * (i + 1))
+        for i in range(40)
+    ]
+    report = TuningReport(
+        decision="tuned",
+        baseline_config=LoaderConfig(),
+        best_config=LoaderConfig(4, 8),
+        trials=trials,
+        baseline_steps_per_s=10.0,
+        best_steps_per_s=25.0,
+    )
+    text = repr(report)
+    assert "\\n" not in text and len(text) < 120
+    assert "tuned" in text and "4 threads, queue 8" in text and "2.50x" in text
+    assert "40 trial" in text

@@ -175,6 +175,14 @@ class TuningReport:
         return max(matches, key=lambda t: t.steps_per_s if _format.is_number(t.steps_per_s) else -1)
 
     # ---------------------------------------------------------------- rendering
+    def __repr__(self) -> str:
+        best = "none" if self.best_config is None else str(self.best_config)
+        speedup = "" if self.speedup is None else f", {self.speedup:.2f}x"
+        return (
+            f"<TuningReport {self.decision}: {best}{speedup}, {len(self.trials)} trial(s); "
+            "print() it for the table>"
+        )
+
     def __str__(self) -> str:
         from keras_loadtune.report._text import render_text
 
