@@ -13,6 +13,17 @@ Phases::
       └──> tuning ──(budget / patience / floor)──> steady ──(sustained drift)──> tuning
                                                       any phase ──stop()──> stopped
 
+**Warm start.** When the study already holds measured trials (a stored study of the
+same workload and host, see `keras_loadtune.persistence`), the probe is skipped: the
+first step switches to the stored best config (`stored_best`), which is measured over
+one short trial window (source `"warm-start"`). If it runs at least
+`WARM_START_TOLERANCE` (0.8) of its stored steps/s (allowing for the window's noise),
+or the loader no longer makes training wait, the session settles at once
+(`warm_start_kept`). Otherwise it re-tunes with a small budget (`reopen_trials` more
+trials): the user's config is measured first (source `"baseline"`), then the
+pipeline model's seeds and the sampler, which sees the whole stored history. If the
+stored config cannot run at all, the session falls back to the normal probe.
+
 **Search space.** Optuna params `mode` (categorical, always both choices so a
 stored study stays compatible when process mode gets disabled), `workers`
 (int, `1 .. max(max_workers, baseline.workers)`) and `max_queue_size`. Processes
@@ -109,6 +120,10 @@ RECENT_RECORDS = 512
 TPE_STARTUP_TRIALS = 4
 # Name of the Optuna constraint (`Trial.set_constraint`) holding the RAM excess in bytes.
 CONSTRAINT_KEY = "ram_excess_bytes"
+# A warm-started config is kept if it runs at least this share of its stored steps/s.
+WARM_START_TOLERANCE = 0.8
+# Standard errors of the verify window's mean added before comparing with the stored figure.
+WARM_START_NOISE_SE = 2.0
 
 
 def _cost_key(config: LoaderConfig) -> tuple[int, int, int]:
@@ -126,6 +141,125 @@ def _quiet_optuna() -> Iterator[None]:
         yield
     finally:
         optuna.logging.set_verbosity(level)
+
+
+def default_sampler(settings: TunerSettings) -> Any:
+    """`settings.sampler`, or the seeded multivariate TPE the session uses by default."""
+    import optuna
+
+    if settings.sampler is not None:
+        return settings.sampler
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=settings.seed, n_startup_trials=TPE_STARTUP_TRIALS, multivariate=True
+        )
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """The best config a stored study knows, to start from instead of probing.
+
+    Args:
+        study_name: The study it comes from.
+        config: The stored best config.
+        steps_per_s: Its stored throughput (median over its measurements).
+        measurements: How many measured trials ran it.
+        baseline_steps_per_s: Stored throughput of this run's baseline config, if any.
+    """
+
+    study_name: str
+    config: LoaderConfig
+    steps_per_s: float
+    measurements: int
+    baseline_steps_per_s: float | None = None
+
+
+def stored_best(
+    study: optuna.Study,
+    baseline: LoaderConfig,
+    *,
+    min_improvement: float = 0.02,
+    allowed: Callable[[LoaderConfig], bool] | None = None,
+) -> WarmStart | None:
+    """The best measured, feasible config of a study written by `TuningSession`.
+
+    Only trials the tuner measured count (`klt_state="complete"`, RAM constraint <= 0);
+    a config measured several times (reruns, a fleet) counts with its median. As when
+    tuning, among configs within `min_improvement` of the fastest the cheapest wins.
+    `allowed` filters out configs this run cannot use. `None` when nothing qualifies.
+    """
+    import statistics
+
+    from optuna.trial import TrialState as OptunaState
+
+    from keras_loadtune.trial import ATTR_STATE, params_to_config
+
+    values: dict[LoaderConfig, list[float]] = {}
+    for t in study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE,)):
+        attrs = t.user_attrs
+        if attrs.get(ATTR_STATE) != "complete" or t.value is None:
+            continue
+        constraint = attrs.get(ATTR_CONSTRAINT) or [0.0]
+        if any(float(c) > 0 for c in constraint):
+            continue
+        try:
+            config = params_to_config(t.params)
+        except (KeyError, TypeError, ValueError):
+            continue
+        values.setdefault(config, []).append(float(t.value))
+    medians = {c: statistics.median(v) for c, v in values.items()}
+    usable = {c: v for c, v in medians.items() if v > 0 and (allowed is None or allowed(c))}
+    if not usable:
+        return None
+    top = max(usable.values())
+    close = [c for c, v in usable.items() if v >= (1.0 - min_improvement) * top]
+    best = min(close, key=_cost_key)
+    return WarmStart(
+        study_name=study.study_name,
+        config=best,
+        steps_per_s=usable[best],
+        measurements=len(values[best]),
+        baseline_steps_per_s=medians.get(baseline),
+    )
+
+
+def _ask_fixed(study: optuna.Study, params: dict[str, Any]) -> Any:
+    """A new RUNNING trial whose `params` are fixed, like `enqueue_trial` + `ask`.
+
+    Made RUNNING in one storage call, so with several processes on one study no other
+    process can pop it from the WAITING queue (which would give each of them a trial
+    with the other's params). `None` if the study does not expose what this needs
+    (the caller then enqueues).
+    """
+    import datetime
+
+    import optuna
+    from optuna.trial import FrozenTrial
+    from optuna.trial import TrialState as OptunaState
+
+    storage = getattr(study, "_storage", None)
+    study_id = getattr(study, "_study_id", None)
+    if storage is None or study_id is None:
+        return None
+    template = FrozenTrial(
+        number=-1,
+        state=OptunaState.RUNNING,
+        value=None,
+        datetime_start=datetime.datetime.now(),
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs={"fixed_params": dict(params)},
+        intermediate_values={},
+        trial_id=-1,
+    )
+    trial_id = storage.create_new_trial(study_id, template_trial=template)
+    local = getattr(study, "_thread_local", None)
+    if local is not None:  # as Study.ask: re-read the trials from storage next time
+        local.cached_all_trials = None
+    return optuna.Trial(study, trial_id)
 
 
 @dataclass
@@ -157,6 +291,8 @@ class TuningSession:
             worker processes (e.g. not picklable).
         cores: Cores for the pipeline model; `None` uses `settings.cores`.
         logger: Where progress is logged.
+        warm_start: Start from the best config `study` already holds, if it holds one
+            (see "Warm start" in the module docs); `False` always probes.
 
     Attributes:
         phase: `"probe"`, `"tuning"`, `"steady"`, `"compute-bound"` or `"stopped"`.
@@ -165,6 +301,8 @@ class TuningSession:
             disabled mode are only in the Optuna study, as `klt_state="skipped"`).
         notes: Human-readable warnings for the report.
         reopen_reasons: Why drift reopened the study, one line per reopen.
+        warm_start: The stored best this session started from (`None`: no warm start).
+        warm_start_kept: True once the stored best was verified and kept.
 
     Example:
 
@@ -192,6 +330,7 @@ class TuningSession:
         process_mode_available: bool = True,
         cores: int | None = None,
         logger: logging.Logger | None = None,
+        warm_start: bool = True,
     ) -> None:
         if not isinstance(baseline, LoaderConfig):
             raise TypeError(
@@ -222,6 +361,10 @@ class TuningSession:
         self.profile: LoaderProfile | None = None
         self.finished_reason: str | None = None
         self.baseline_record: TrialRecord | None = None
+        self.warm_start: WarmStart | None = None
+        self.warm_start_kept = False
+        self._warm_pending = bool(warm_start) and study is not None
+        self._pending_baseline = False
 
         self._modes = [m for m in settings.modes if process_mode_available or m != "process"]
         if "process" in settings.modes and not process_mode_available:
@@ -323,6 +466,11 @@ class TuningSession:
                 self._started_at = self._clock()
                 self._round_start_time = self._started_at
             self._tuning_steps += 1
+            if phase == "probe" and self._warm_pending:
+                self._warm_pending = False
+                warm = self._load_warm_start()
+                if warm is not None:
+                    return self._begin_warm_start(warm)
             if phase == "probe":
                 return self._probe_step(sample)
             return self._tuning_step(sample)
@@ -477,6 +625,8 @@ class TuningSession:
         self._record_measured(
             active.config, active.source, stats, active.peak_rss, active.startup_s, active.trial
         )
+        if active.source == "warm-start":
+            return self._after_warm_start(active.config, stats)
         return self._next()
 
     def _prune_for_ram(self, active: _ActiveTrial, rss: int) -> LoaderConfig | None:
@@ -496,6 +646,82 @@ class TuningSession:
         )
         return self._next()
 
+    def _load_warm_start(self) -> WarmStart | None:
+        """The stored best of the study, or `None` (empty study, nothing usable, error)."""
+        study = self._study
+        if study is None:
+            return None
+        try:
+            with _quiet_optuna():
+                return stored_best(
+                    study,
+                    self.baseline,
+                    min_improvement=self.settings.min_improvement,
+                    allowed=lambda c: self._infeasible_reason(c) is None,
+                )
+        except Exception as exc:  # an unreadable study: probe as if it were empty
+            self.notes.append(f"could not read the stored study ({type(exc).__name__}: {exc})")
+            self._log.warning("keras-loadtune: could not read the stored study: %s", exc)
+            return None
+
+    def _begin_warm_start(self, warm: WarmStart) -> LoaderConfig | None:
+        """Skip the probe: switch to the stored best and measure one trial window."""
+        self.warm_start = warm
+        self._probe_rss = self._read_rss()  # the loader still runs the baseline
+        self.phase = "tuning"
+        self._log.info(
+            "keras-loadtune: warm start from study %r: verifying %s (stored %.1f steps/s "
+            "over %d measurement(s))",
+            warm.study_name,
+            warm.config,
+            warm.steps_per_s,
+            warm.measurements,
+        )
+        trial = self._ask(config_to_params(warm.config))
+        config = self._suggest(trial)
+        # Skip the refill even without a switch: the loader only just started.
+        self._active = _ActiveTrial(config, "warm-start", trial, self._refill_steps(config))
+        return self._switch_to(config)
+
+    def _after_warm_start(self, config: LoaderConfig, stats: WindowStats) -> LoaderConfig | None:
+        """Keep the verified stored config, or re-tune with a small budget."""
+        warm = self.warm_start
+        assert warm is not None
+        s = self.settings
+        measured = float(stats.steps_per_s)
+        noise = WARM_START_NOISE_SE * stats.cv / max(stats.steps, 1) ** 0.5
+        ratio = measured / warm.steps_per_s
+        figures = f"{measured:.1f} steps/s vs {warm.steps_per_s:.1f} stored"
+        if ratio * (1.0 + noise) >= WARM_START_TOLERANCE or stats.wait_fraction < s.wait_threshold:
+            self.warm_start_kept = True
+            return self._finish(f"warm start from study {warm.study_name!r}: {figures}")
+        note = (
+            f"warm start: {config} ran {figures} ({ratio:.0%}, under "
+            f"{WARM_START_TOLERANCE:.0%}); re-tuned with {s.reopen_trials} more trials"
+        )
+        self.notes.append(note)
+        self._log.warning("keras-loadtune: %s", note)
+        self._round_limit = s.reopen_trials + 2  # + the warm-start and baseline windows
+        records = list(self._recent_records)[-max(s.drift_window_steps, 16) :]
+        self.profile = self._profile_from(records, stats, config)
+        self._seed_compute_s = stats.median_compute_s
+        self._pending_baseline = True
+        self._pending_seeds = self._compute_seeds()
+        return self._next()
+
+    def _warm_start_failed(self) -> LoaderConfig | None:
+        """The stored config did not run (failed / over the RAM budget): probe as usual."""
+        warm = self.warm_start
+        assert warm is not None
+        self.notes.append(
+            f"warm start: {warm.config} from study {warm.study_name!r} could not be "
+            "measured; probed and tuned from the start"
+        )
+        self.phase = "probe"
+        self._probe_samples = []
+        self._probe_records = []
+        return self._switch_to(self.baseline)
+
     def _steady_step(self, sample: StepSample) -> LoaderConfig | None:
         if self._pending_switch is not None:
             target, self._pending_switch = self._pending_switch, None
@@ -513,18 +739,25 @@ class TuningSession:
 
     def _next(self) -> LoaderConfig | None:
         """Pick the next config to measure (or finish); return it if the loader must switch."""
+        if self.warm_start is not None and self.profile is None:
+            return self._warm_start_failed()
         reason = self._stop_reason()
         if reason is not None:
             return self._finish(reason)
         for _ in range(MAX_ASKS_PER_DECISION):
             source: TrialSource = "sampler"
             enqueue: dict[str, Any] | None = None
-            if self._pending_seeds:
+            if self._pending_baseline:
+                self._pending_baseline = False
+                base = self.baseline
+                if base not in self._measured and self._infeasible_reason(base) is None:
+                    enqueue, source = config_to_params(base), "baseline"
+            if enqueue is None and self._pending_seeds:
                 seed = self._pending_seeds.pop(0)
                 if self._infeasible_reason(seed) or seed in self._measured:
                     continue
                 enqueue, source = config_to_params(seed), "analytical"
-            elif len(self._modes) == 1:
+            elif enqueue is None and len(self._modes) == 1:
                 enqueue = {PARAM_MODE: self._modes[0]}
             trial = self._ask(enqueue)
             config = self._suggest(trial)
@@ -571,6 +804,7 @@ class TuningSession:
         if (
             best is not None
             and not self._pending_seeds
+            and not self._pending_baseline
             and best.wait_fraction is not None
             and best.wait_fraction < s.wait_threshold
         ):
@@ -630,6 +864,7 @@ class TuningSession:
             self.notes.append(f"drift detected but the reopen budget is spent: {reason}")
             return None
         self._reopens += 1
+        self.warm_start_kept = False
         self.reopen_reasons.append(reason)
         self._log.warning("keras-loadtune: input-bound again (%s); reopening the study.", reason)
         self._drift = None
@@ -865,6 +1100,8 @@ class TuningSession:
         )
         self.trials.append(record)
         self._measured[config] = record
+        if source == "baseline":
+            self.baseline_record = record
         self._round_trials += 1
         value = float(stats.steps_per_s)
         if self._best is None or value > self._best_value * (1.0 + self.settings.min_improvement):
@@ -891,15 +1128,7 @@ class TuningSession:
         if self._study is None:
             import optuna
 
-            sampler = self.settings.sampler
-            if sampler is None:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    sampler = optuna.samplers.TPESampler(
-                        seed=self.settings.seed,
-                        n_startup_trials=TPE_STARTUP_TRIALS,
-                        multivariate=True,
-                    )
+            sampler = default_sampler(self.settings)
             with _quiet_optuna():
                 self._study = optuna.create_study(direction="maximize", sampler=sampler)
         return self._study
@@ -920,6 +1149,9 @@ class TuningSession:
         study = self._ensure_study()
         with _quiet_optuna():
             if enqueue is not None:
+                trial = _ask_fixed(study, enqueue)
+                if trial is not None:
+                    return trial
                 study.enqueue_trial(enqueue)
             return study.ask()
 

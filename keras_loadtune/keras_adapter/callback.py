@@ -10,9 +10,10 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_loadtune import persistence
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.resources import process_tree_rss
-from keras_loadtune.decision.session import TuningSession
+from keras_loadtune.decision.session import TuningSession, default_sampler
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.engine import DatasetNotPicklableError
 from keras_loadtune.keras_adapter.dataset import TunedPyDataset
@@ -84,6 +85,15 @@ class LoadTuner(keras.callbacks.Callback):
         timeout: Per-batch timeout (seconds) for datasets this tuner wraps.
         verbose: 0 silent (warnings only), 1 a few log lines, 2 every trial.
         settings: A full `TunerSettings` (advanced); the keyword knobs above override it.
+        storage: Where trials are kept (`keras_loadtune.persistence`): `"default"` a
+            SQLite file in the user's cache dir (`$XDG_CACHE_HOME/keras_loadtune/
+            studies.db`), `None` in memory only, or an Optuna storage URL
+            (`sqlite:///klt.db`, `postgresql://...`) a fleet can share. A rerun of the
+            same workload on the same kind of host starts from the stored best config
+            (verified over a few steps) instead of tuning again. If the storage cannot
+            be opened, one warning is logged and tuning runs in memory.
+        study_name: The study to use in `storage`; default `klt-<dataset class>-<hash>`
+            of a fingerprint of the workload and host (see `keras_loadtune.persistence`).
 
     Example:
 
@@ -117,12 +127,16 @@ class LoadTuner(keras.callbacks.Callback):
         timeout: float | None = None,
         verbose: int = 1,
         settings: TunerSettings | None = None,
+        storage: str | None = "default",
+        study_name: str | None = None,
     ):
         super().__init__()
         if verbose not in _VERBOSE:
             raise ValueError(f"verbose must be one of {_VERBOSE}; got {verbose!r}.")
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int >= 0; got {warmup_steps!r}.")
+        persistence.check_storage(storage)
+        persistence.check_study_name(study_name)
         if settings is not None and not isinstance(settings, TunerSettings):
             raise TypeError(
                 f"settings must be a TunerSettings or None; got {type(settings).__name__}."
@@ -147,6 +161,9 @@ class LoadTuner(keras.callbacks.Callback):
         self.verbose = verbose
         self.warmup_steps = warmup_steps
         self.timeout = timeout
+        self.storage = storage
+        self.study_name = study_name
+        self._study_handle: persistence.StudyHandle | None = None
         self._datasets: list[TunedPyDataset] = []
         self._cursors: dict[int, int] = {}
         self._startup_cursors: dict[int, int] = {}
@@ -267,6 +284,7 @@ class LoadTuner(keras.callbacks.Callback):
                 if best is not None:
                     self._apply(best)
             self._log_report_once(final=True)
+            self._store_report()
         except Exception as exc:
             self._give_up(exc)
         finally:
@@ -304,6 +322,7 @@ class LoadTuner(keras.callbacks.Callback):
             session = self._session = TuningSession(
                 self._train_ds.config,
                 self.settings,
+                study=self._open_study(),
                 rss_probe=process_tree_rss,
                 process_mode_available="process" in self.settings.modes,
                 logger=logger,
@@ -321,8 +340,37 @@ class LoadTuner(keras.callbacks.Callback):
             self._apply(config)
         if before != session.phase and session.phase in ("steady", "compute-bound"):
             self._log_report_once(final=False)
+            self._store_report()
             if session.phase == "steady":
                 self._spread_best()
+
+    def _open_study(self) -> Any:
+        """The Optuna study to tune in (`None`: the session's own, in memory); never raises."""
+        if self.storage is None:
+            return None
+        try:
+            ds = self._train_ds
+            workload = persistence.workload_fingerprint(ds, list(ds.stats))
+            host = persistence.host_fingerprint(self.settings.cores)
+            sampler = default_sampler(self.settings)
+        except Exception as exc:  # pragma: no cover - fingerprints read only our own data
+            note = f"storage not used ({type(exc).__name__}: {exc}); tuned in memory"
+            logger.warning("keras_loadtune: %s", note)
+            self._study_handle = persistence.StudyHandle(None, self.study_name, None, note)
+            return None
+        self._study_handle = persistence.open_study(
+            self.storage, self.study_name, workload=workload, host=host, sampler=sampler
+        )
+        return self._study_handle.study
+
+    def _store_report(self) -> None:
+        """Keep the report (without trials: those are the study's) as a study user attr."""
+        if self._session is None or self._study_handle is None:
+            return
+        error = persistence.store_report(self._study_handle, self._build_report().to_dict())
+        if error is not None and error not in self._notes:
+            self._notes.append(error)
+            logger.warning("keras_loadtune: %s", error)
 
     def _prewarm_if_cpu_bound(self, session: TuningSession) -> None:
         """Starts the process machinery early when the probe says processes may pay off.
@@ -434,6 +482,10 @@ class LoadTuner(keras.callbacks.Callback):
                 epoch_wait_fractions=list(self._epoch_fractions),
                 notes=notes,
             )
+        handle = self._study_handle
+        if handle is not None and handle.note and handle.note not in notes:
+            notes.append(handle.note)
+        stored = handle if handle is not None and handle.study is not None else None
         notes.extend(n for n in session.notes if n not in notes)
         phase = session.phase
         best = session.best_config
@@ -443,6 +495,8 @@ class LoadTuner(keras.callbacks.Callback):
             decision = "compute-bound"
         elif phase in ("probe", "tuning"):
             decision = "in-progress"
+        elif session.warm_start_kept:
+            decision = "warm-start"
         elif best is None or best == session.baseline:
             decision = "kept-baseline"
         else:
@@ -463,6 +517,10 @@ class LoadTuner(keras.callbacks.Callback):
         if probe is not None:
             profile["step_compute_s"] = probe.median_compute_s
         profile["cores"] = float(self.settings.cores)
+        warm = session.warm_start
+        baseline_sps = baseline_trial.steps_per_s if baseline_trial else None
+        if baseline_sps is None and warm is not None:  # not re-measured: the stored figure
+            baseline_sps = warm.baseline_steps_per_s
         return TuningReport(
             decision=decision,
             baseline_config=session.baseline,
@@ -470,7 +528,7 @@ class LoadTuner(keras.callbacks.Callback):
             trials=trials,
             probe_wait_fraction=probe.wait_fraction if probe is not None else None,
             final_wait_fraction=self._epoch_fractions[-1] if self._epoch_fractions else None,
-            baseline_steps_per_s=baseline_trial.steps_per_s if baseline_trial else None,
+            baseline_steps_per_s=baseline_sps,
             best_steps_per_s=best_trial.steps_per_s if best_trial else None,
             tuning_seconds=session.tuning_seconds,
             tuning_steps=session.tuning_steps,
@@ -478,4 +536,7 @@ class LoadTuner(keras.callbacks.Callback):
             notes=notes,
             reopen_reasons=list(session.reopen_reasons),
             profile=profile,
+            study_name=stored.study_name if stored is not None else None,
+            storage_url=stored.storage_url if stored is not None else None,
+            warm_start_from=warm.study_name if warm is not None else None,
         )

@@ -1,0 +1,500 @@
+"""Where tuning studies live and what they are called.
+
+`LoadTuner` records every trial in an Optuna study. By default the study is kept in a
+SQLite file in the user's cache directory, so a later run of the same workload on the
+same kind of machine starts from the best config found before (warm start) instead
+of tuning again; a fleet of hosts can share one study through a database URL.
+
+- **Where** (`resolve_storage`): `storage=None` keeps the study in memory (nothing is
+  written); `"default"` is `$XDG_CACHE_HOME/keras_loadtune/studies.db`, or
+  `~/.cache/keras_loadtune/studies.db` when `XDG_CACHE_HOME` is unset, empty or
+  relative (XDG base directory rules); any other string is an Optuna / SQLAlchemy
+  storage URL (`sqlite:///path.db`, `postgresql://user:pw@host/db`, ...).
+- **What it is called** (`study_name_for`): `klt-<dataset class>-<12 hex>`, the hex
+  being a SHA-256 of the workload fingerprint (dataset class, batches per epoch, shapes
+  and dtypes of the first batch, a coarse profile of how long a batch takes to produce
+  and how much of that is CPU) and of the host fingerprint (cores, RAM in GiB, Python,
+  TensorFlow and Keras versions). Both fingerprints are stored as study user attrs
+  (`klt_workload`, `klt_host`), readable in optuna-dashboard.
+- **Opening** (`open_study`) never raises: an unreachable or broken storage gives one
+  warning and an in-memory study, and `StudyHandle.note` says so for the report.
+
+Several processes may tune into one study at once: studies are created with
+`optuna.create_study(load_if_exists=True)`, and trials are written through Optuna's
+RDB storage (SQLite waits for locks; PostgreSQL handles concurrent writers).
+
+Example:
+
+```python
+from keras_loadtune import persistence
+
+persistence.default_storage_path()        # ~/.cache/keras_loadtune/studies.db
+host = persistence.host_fingerprint()
+work = persistence.workload_fingerprint(my_pydataset)
+name = persistence.study_name_for(work, host)   # 'klt-MyDataset-3f2a9c01b7de'
+handle = persistence.open_study("default", name, workload=work, host=host)
+handle.study, handle.note                 # an optuna.Study, None when all went well
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import re
+import sys
+import time
+import types
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+logger = logging.getLogger("keras_loadtune")
+
+#: The `storage` value that means "the SQLite file in the user's cache directory".
+DEFAULT_STORAGE = "default"
+#: Study user attrs holding the fingerprints (JSON-ready dicts).
+STUDY_ATTR_WORKLOAD = "klt_workload"
+STUDY_ATTR_HOST = "klt_host"
+#: Study user attr holding the SHA-256 (hex) of both fingerprints.
+STUDY_ATTR_FINGERPRINT = "klt_fingerprint"
+#: Seconds to wait for a database server to accept a connection.
+CONNECT_TIMEOUT_S = 5
+#: Seconds a SQLite writer waits for another process's lock before failing.
+SQLITE_LOCK_TIMEOUT_S = 30
+# Optuna's limit on study names.
+_MAX_NAME = 512
+# Records (the most recent) the produce-time profile is taken from.
+_PROFILE_RECORDS = 32
+# Attempts to create the RDB storage (concurrent first-time table creation can race).
+_STORAGE_ATTEMPTS = 3
+
+
+# ----------------------------------------------------------------------------- where
+
+
+def cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/keras_loadtune`, or `~/.cache/keras_loadtune` (XDG rules:
+    an unset, empty or relative `XDG_CACHE_HOME` is ignored)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
+    return root / "keras_loadtune"
+
+
+def default_storage_path() -> Path:
+    """The SQLite file `storage="default"` stands for (not created by this call)."""
+    return cache_dir() / "studies.db"
+
+
+def default_storage_url() -> str:
+    """`sqlite:///<default_storage_path()>`."""
+    return f"sqlite:///{default_storage_path()}"
+
+
+def check_storage(storage: Any) -> None:
+    """Validate a `storage` argument up front (types and obvious mistakes only).
+
+    Whether the storage can be reached is only known when it is opened; that never
+    raises (see `open_study`).
+
+    Raises:
+        TypeError: Not a string or `None`.
+        ValueError: An empty string, or neither `"default"` nor a URL (`scheme://...`).
+    """
+    if storage is None:
+        return
+    if not isinstance(storage, str):
+        raise TypeError(
+            "storage must be None (in memory), 'default' (a SQLite file in the cache "
+            f"directory) or an Optuna storage URL; got {type(storage).__name__}."
+        )
+    if storage == DEFAULT_STORAGE:
+        return
+    if not re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", storage):
+        hint = f" (did you mean 'sqlite:///{storage}'?)" if storage.strip() else ""
+        raise ValueError(
+            "storage must be None, 'default' or a storage URL like 'sqlite:///klt.db' or "
+            f"'postgresql://user@host/db'; got {storage!r}{hint}."
+        )
+
+
+def check_study_name(study_name: Any) -> None:
+    """Validate a `study_name` argument: `None` or a non-empty string of at most 512 chars.
+
+    Raises:
+        TypeError: Not a string or `None`.
+        ValueError: Empty, blank or too long.
+    """
+    if study_name is None:
+        return
+    if not isinstance(study_name, str):
+        raise TypeError(f"study_name must be a str or None; got {type(study_name).__name__}.")
+    if not study_name.strip() or len(study_name) > _MAX_NAME:
+        raise ValueError(
+            f"study_name must be a non-empty string of at most {_MAX_NAME} characters; "
+            f"got {study_name!r}."
+        )
+
+
+def resolve_storage(storage: str | None) -> str | None:
+    """The storage URL for a `storage` argument (`None` stays `None`: in memory)."""
+    check_storage(storage)
+    if storage == DEFAULT_STORAGE:
+        return default_storage_url()
+    return storage
+
+
+# ---------------------------------------------------------------------- fingerprints
+
+
+@dataclass(frozen=True)
+class WorkloadFingerprint:
+    """What the input pipeline is, coarsely enough that a rerun matches.
+
+    Args:
+        dataset: `module.qualname` of the dataset class (or generator factory).
+        num_batches: Batches per epoch (`None`: infinite or unknown).
+        batch: Shapes and dtypes of the first batch's arrays, e.g.
+            `"((32, 32, 32, 3) float32, (32,) int32)"` (`"?"` when unknown).
+        produce_ms_log2: `round(log2(median ms to produce a batch))` (`None`: unknown).
+        cpu_bucket: Share of that time spent on CPU: `"io"` (< 25%), `"mixed"` or
+            `"cpu"` (>= 75%) (`None`: unknown).
+    """
+
+    dataset: str
+    num_batches: int | None
+    batch: str
+    produce_ms_log2: int | None
+    cpu_bucket: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def class_name(self) -> str:
+        """The dataset class's own name (the last part of its qualname)."""
+        return self.dataset.rsplit(".", 1)[-1]
+
+
+@dataclass(frozen=True)
+class HostFingerprint:
+    """What the machine is: hosts with equal fingerprints share what was learned."""
+
+    cores: int
+    ram_gib: int
+    python: str
+    tensorflow: str | None
+    keras: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _version(module: str, *distributions: str) -> str | None:
+    loaded = sys.modules.get(module)
+    version = getattr(loaded, "__version__", None)
+    if isinstance(version, str):
+        return version
+    from importlib import metadata
+
+    for dist in distributions:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def host_fingerprint(cores: int | None = None) -> HostFingerprint:
+    """This machine's fingerprint (TensorFlow is not imported for it)."""
+    import psutil
+
+    from keras_loadtune.decision.resources import available_cores
+
+    return HostFingerprint(
+        cores=int(cores if cores is not None else available_cores()),
+        ram_gib=round(psutil.virtual_memory().total / 2**30),
+        python=".".join(platform.python_version_tuple()[:2]),
+        tensorflow=_version("tensorflow", "tensorflow", "tensorflow-cpu", "tf-nightly"),
+        keras=_version("keras", "keras", "keras-nightly"),
+    )
+
+
+def batch_structure(batch: Any, _depth: int = 0) -> str:
+    """Shapes and dtypes of a batch's arrays as one string (nested tuples/lists/dicts)."""
+    if _depth > 8:
+        return "..."
+    if isinstance(batch, Mapping):
+        items = sorted(batch.items(), key=lambda kv: str(kv[0]))
+        inner = ", ".join(f"{k}: {batch_structure(v, _depth + 1)}" for k, v in items)
+        return "{" + inner + "}"
+    if isinstance(batch, (tuple, list)):
+        inner = ", ".join(batch_structure(v, _depth + 1) for v in batch)
+        return "(" + inner + ("," if len(batch) == 1 else "") + ")"
+    shape, dtype = getattr(batch, "shape", None), getattr(batch, "dtype", None)
+    if shape is not None and dtype is not None:
+        dims = tuple(None if d is None else int(d) for d in tuple(shape))
+        name = getattr(dtype, "name", None) or str(dtype)
+        return f"{dims} {name}"
+    if batch is None:
+        return "None"
+    return type(batch).__name__
+
+
+def _class_path(obj: Any) -> str:
+    """`module.qualname` of a dataset's class, or of a generator factory function."""
+    is_function = isinstance(obj, (types.FunctionType, types.MethodType))
+    target = obj if is_function or isinstance(obj, type) else type(obj)
+    module = getattr(target, "__module__", None) or "?"
+    return f"{module}.{target.__qualname__}"
+
+
+def profile_buckets(records: Iterable[Any]) -> tuple[int | None, str | None]:
+    """`(round(log2(median produce ms)), cpu bucket)` of batch records (`None`s if none)."""
+    recent = list(records)[-_PROFILE_RECORDS:]
+    walls = sorted(float(r.produce_wall_s) for r in recent)
+    cpus = sorted(float(r.produce_cpu_s) for r in recent)
+    if not walls:
+        return None, None
+    wall = walls[len(walls) // 2]
+    cpu = cpus[len(cpus) // 2]
+    ms = max(wall * 1000.0, 1e-3)
+    ratio = min(max(cpu / wall, 0.0), 1.0) if wall > 0 else 0.0
+    bucket = "io" if ratio < 0.25 else "mixed" if ratio < 0.75 else "cpu"
+    return round(math.log2(ms)), bucket
+
+
+def workload_fingerprint(
+    dataset: Any,
+    records: Iterable[Any] = (),
+    *,
+    first_batch: Any = None,
+    num_batches: int | None = None,
+) -> WorkloadFingerprint:
+    """Fingerprint of an input pipeline.
+
+    Args:
+        dataset: The user's dataset (a `PyDataset` or generator factory); a
+            `TunedPyDataset` is unwrapped.
+        records: Recent `BatchRecord`s (`produce_wall_s`, `produce_cpu_s`) for the
+            produce-time profile; none leaves it unknown.
+        first_batch: The first batch, if already at hand; otherwise `dataset[0]` is
+            read once (a failure leaves the structure unknown).
+        num_batches: Batches per epoch; default `dataset.num_batches` / `len(dataset)`.
+    """
+    inner = getattr(dataset, "dataset", None)
+    source = inner if inner is not None and hasattr(dataset, "reconfigure") else dataset
+    if num_batches is None:
+        try:
+            num_batches = getattr(dataset, "num_batches", None)
+            if num_batches is None and hasattr(dataset, "__len__"):
+                num_batches = len(dataset)
+        except Exception:  # infinite / unknown length
+            num_batches = None
+    if first_batch is None:
+        try:
+            first_batch = dataset[0]
+        except Exception as exc:  # pragma: no cover - depends on the user's dataset
+            logger.debug("keras_loadtune: could not read batch 0 for the fingerprint: %s", exc)
+    structure = "?" if first_batch is None else batch_structure(first_batch)
+    log2_ms, cpu = profile_buckets(records)
+    return WorkloadFingerprint(
+        dataset=_class_path(source),
+        num_batches=int(num_batches) if isinstance(num_batches, int) else None,
+        batch=structure,
+        produce_ms_log2=log2_ms,
+        cpu_bucket=cpu,
+    )
+
+
+def fingerprint_hash(workload: WorkloadFingerprint, host: HostFingerprint) -> str:
+    """SHA-256 (hex) of both fingerprints' canonical JSON."""
+    text = json.dumps(
+        {"workload": workload.to_dict(), "host": host.to_dict()}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def study_name_for(workload: WorkloadFingerprint, host: HostFingerprint) -> str:
+    """`klt-<dataset class>-<first 12 hex of fingerprint_hash>`."""
+    cls = re.sub(r"[^A-Za-z0-9_.\-]+", "_", workload.class_name).strip("_") or "dataset"
+    return f"klt-{cls[:64]}-{fingerprint_hash(workload, host)[:12]}"
+
+
+# ------------------------------------------------------------------------- opening
+
+
+@dataclass
+class StudyHandle:
+    """What `open_study` opened.
+
+    Args:
+        study: The Optuna study, or `None` when the session should make its own
+            in-memory one (`storage=None`, or the storage could not be used).
+        study_name: The study's name (`None` when in memory and unnamed).
+        storage_url: The storage URL with its password redacted (`None` in memory).
+        note: Why the study is in memory although storage was asked for, for the report.
+    """
+
+    study: optuna.Study | None
+    study_name: str | None
+    storage_url: str | None
+    note: str | None = None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _with_installed_driver(parsed: Any) -> Any:
+    """`postgresql://` means psycopg (3) to SQLAlchemy >= 2.1, psycopg2 to older ones:
+    pick whichever of the two is installed."""
+    import importlib.util
+
+    if parsed.drivername != "postgresql":
+        return parsed
+    for module, driver in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return parsed.set(drivername=driver)
+    return parsed
+
+
+def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    import optuna
+    from sqlalchemy.engine import make_url
+
+    parsed = _with_installed_driver(make_url(url))
+    url = parsed.render_as_string(hide_password=False)
+    backend = parsed.get_backend_name()
+    engine_kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S}
+    elif backend in ("postgresql", "mysql", "mariadb"):
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+        engine_kwargs["pool_pre_ping"] = True
+    last: Exception | None = None
+    for attempt in range(_STORAGE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as exc:
+            # Two processes creating the tables of a fresh database at once can collide
+            # (duplicate type/table); the loser finds them there on the next attempt.
+            text = str(exc).lower()
+            if not any(k in text for k in ("already exists", "duplicate", "unique")):
+                raise
+            last = exc
+            time.sleep(0.1 * (attempt + 1))
+    assert last is not None
+    raise last
+
+
+def open_study(
+    storage: str | None,
+    study_name: str | None,
+    *,
+    workload: WorkloadFingerprint | None = None,
+    host: HostFingerprint | None = None,
+    sampler: Any = None,
+) -> StudyHandle:
+    """Open (or create) the study `study_name` in `storage`; never raises.
+
+    Args:
+        storage: `None` (in memory), `"default"` or a storage URL.
+        study_name: The study's name; `None` names it from the fingerprints (needs both).
+        workload, host: Fingerprints, stored as study user attrs.
+        sampler: The sampler for the study (default: Optuna's).
+
+    Returns:
+        A `StudyHandle`. On any error (unreachable server, missing driver, a study of
+        that name that minimizes...) one warning is logged and `handle.study` is
+        `None` (the caller tunes in memory); `handle.note` says why.
+    """
+    import optuna
+
+    from keras_loadtune.report._format import redact_url
+
+    if study_name is None and workload is not None and host is not None:
+        study_name = study_name_for(workload, host)
+    url = resolve_storage(storage)
+    if url is None:
+        return StudyHandle(None, study_name, None)
+    shown = redact_url(url)
+    try:
+        rdb = _rdb_storage(url)
+        with _quiet_optuna():
+            study = optuna.create_study(
+                storage=rdb,
+                study_name=study_name,
+                direction="maximize",
+                sampler=sampler,
+                load_if_exists=True,
+            )
+        if [d.name for d in study.directions] != ["MAXIMIZE"]:
+            raise ValueError(f"study {study.study_name!r} does not maximize one objective")
+        _tag(study, workload, host)
+    except Exception as exc:
+        note = f"storage unreachable ({shown}: {_first_line(exc)}); tuned in memory"
+        logger.warning("keras_loadtune: %s", note)
+        return StudyHandle(None, study_name, None, note)
+    return StudyHandle(study, study.study_name, shown)
+
+
+def _tag(
+    study: optuna.Study, workload: WorkloadFingerprint | None, host: HostFingerprint | None
+) -> None:
+    """Store the fingerprints as study user attrs (first writer wins)."""
+    if workload is None or host is None:
+        return
+    attrs = study.user_attrs
+    digest = fingerprint_hash(workload, host)
+    if STUDY_ATTR_FINGERPRINT not in attrs:
+        study.set_user_attr(STUDY_ATTR_WORKLOAD, workload.to_dict())
+        study.set_user_attr(STUDY_ATTR_HOST, host.to_dict())
+        study.set_user_attr(STUDY_ATTR_FINGERPRINT, digest)
+    elif attrs[STUDY_ATTR_FINGERPRINT] != digest:
+        logger.info(
+            "keras_loadtune: study %r was recorded for another workload or host; its best "
+            "config is verified before it is kept",
+            study.study_name,
+        )
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Keep Optuna's INFO lines ("A new study created ...") off the training console."""
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(level)
+
+
+def store_report(handle: StudyHandle | None, report_dict: Mapping[str, Any]) -> str | None:
+    """Write a report (its `to_dict()`, `"trials"` dropped) into the study user attr
+    `STUDY_ATTR_REPORT`; returns an error line instead of raising."""
+    if handle is None or handle.study is None or handle.storage_url is None:
+        return None
+    from keras_loadtune.report import STUDY_ATTR_REPORT
+
+    data = {k: v for k, v in report_dict.items() if k != "trials"}
+    try:
+        handle.study.set_user_attr(STUDY_ATTR_REPORT, data)
+    except Exception as exc:
+        return f"could not store the report in study {handle.study_name!r}: {_first_line(exc)}"
+    return None

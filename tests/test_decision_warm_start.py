@@ -1,0 +1,216 @@
+"""TuningSession warm start from a stored study (simulator only, no TensorFlow)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from keras_loadtune import LoaderConfig
+from keras_loadtune.decision import TunerSettings, TuningSession
+from keras_loadtune.decision.session import (
+    WARM_START_TOLERANCE,
+    WarmStart,
+    default_sampler,
+    stored_best,
+)
+from keras_loadtune.decision.simulator import SimulatedPipeline, simulate_tuning
+from keras_loadtune.measurement import StepSample
+from keras_loadtune.trial import ATTR_CONSTRAINT, ATTR_SOURCE, ATTR_STATE, config_to_params
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+GIB = 1 << 30
+LATENCY = dict(io_s=0.04, compute_s=0.01, cores=8)
+GIL = dict(python_s=0.02, compute_s=0.005, cores=16)
+
+
+def _settings(cores: int, **kw) -> TunerSettings:
+    return TunerSettings(**{"cores": cores, "seed": 0, "ram_budget_bytes": 8 * GIB, **kw})
+
+
+def _study(settings: TunerSettings, name: str = "klt-test") -> optuna.Study:
+    return optuna.create_study(
+        study_name=name, direction="maximize", sampler=default_sampler(settings)
+    )
+
+
+def _run(study, pipe_kw, *, seed=0, steps=800, **kw):
+    settings = _settings(pipe_kw["cores"])
+    pipe = SimulatedPipeline(seed=seed, noise_cv=0.05, **pipe_kw)
+    return simulate_tuning(
+        pipe, settings, baseline=LoaderConfig(), total_steps=steps, study=study, **kw
+    )
+
+
+def _add(study, config, value, *, state="complete", constraint=0.0, source="sampler"):
+    trial = optuna.trial.create_trial(
+        params=config_to_params(config),
+        distributions={
+            "mode": optuna.distributions.CategoricalDistribution(["thread", "process"]),
+            "workers": optuna.distributions.IntDistribution(1, 64),
+            "max_queue_size": optuna.distributions.IntDistribution(1, 64),
+        },
+        value=value,
+        user_attrs={ATTR_STATE: state, ATTR_SOURCE: source, ATTR_CONSTRAINT: [constraint]},
+    )
+    study.add_trial(trial)
+
+
+@pytest.mark.parametrize("pipe_kw", [LATENCY, GIL], ids=["latency", "gil"])
+def test_second_run_on_the_same_study_spends_far_fewer_tuning_steps(pipe_kw):
+    study = _study(_settings(pipe_kw["cores"]))
+    first = _run(study, pipe_kw, seed=0)
+    second = _run(study, pipe_kw, seed=1)
+    s1, s2 = first.session, second.session
+    assert s1.warm_start is None and not s1.warm_start_kept
+    assert s2.warm_start is not None and s2.warm_start.study_name == "klt-test"
+    assert s2.warm_start_kept and s2.finished_reason.startswith("warm start from study")
+    assert s2.best_config == s1.best_config == second.final_config
+    assert s2.tuning_steps * 2 <= s1.tuning_steps, (s1.tuning_steps, s2.tuning_steps)
+    assert s2.tuning_seconds < s1.tuning_seconds
+    # One measured trial: the verify window of the stored best, no probe, no baseline.
+    assert [(t.source, t.state) for t in s2.trials] == [("warm-start", "complete")]
+    assert s2.baseline_record is None and s2.probe_stats is None
+    assert second.final_steps_per_s == pytest.approx(first.final_steps_per_s, rel=0.05)
+    assert second.switches[0] == (0, s1.best_config)  # switched on the very first step
+    # The verify window was recorded in the study, as trial.py defines.
+    frozen = study.trials[s2.trials[0].number]
+    assert frozen.user_attrs[ATTR_SOURCE] == "warm-start"
+    assert frozen.params == config_to_params(s1.best_config)
+    # A third run still warm-starts, now from two measurements of the config.
+    third = _run(study, pipe_kw, seed=2)
+    assert third.session.warm_start_kept and third.session.warm_start.measurements >= 2
+
+
+def test_clearly_slower_stored_config_reopens_tuning_with_the_user_config_measured():
+    study = _study(_settings(8))
+    first = _run(study, LATENCY)
+    slower = dict(LATENCY, io_s=0.16)  # the storage got 4x slower: 5 threads no longer do
+    second = _run(study, slower, steps=1000)
+    s = second.session
+    assert s.warm_start is not None and not s.warm_start_kept
+    sources = [t.source for t in s.trials]
+    assert sources[:2] == ["warm-start", "baseline"]
+    assert s.trials[1].config == LoaderConfig() and s.baseline_record is s.trials[1]
+    measured = [t for t in s.trials if t.state == "complete"]
+    assert len(measured) <= _settings(8).reopen_trials + 2
+    assert any("re-tuned" in n and f"{WARM_START_TOLERANCE:.0%}" in n for n in s.notes)
+    assert s.best_config.workers > first.session.best_config.workers
+    assert second.final_steps_per_s == pytest.approx(100, rel=0.1)  # the compute floor
+    assert s.tuning_steps < first.session.tuning_steps + 200
+
+
+def test_slightly_slower_or_noisy_stored_config_is_kept():
+    settings = _settings(8)
+    study = _study(settings)
+    first = _run(study, LATENCY)
+    best = first.session.best_config
+    # The stored figure is 15% too optimistic: within tolerance, keep it.
+    value = first.steps_per_s_by_config[best] * 1.15
+    _add(study, best, value)
+    _add(study, best, value)
+    second = _run(study, LATENCY, seed=3)
+    assert second.session.warm_start_kept and second.session.best_config == best
+
+
+def test_stored_config_that_cannot_run_falls_back_to_the_probe():
+    study = _study(_settings(16))
+    first = _run(study, GIL)
+    assert first.session.best_config.use_multiprocessing
+    second = _run(study, dict(GIL, picklable=False), steps=900)
+    s = second.session
+    assert [t.source for t in s.trials[:2]] == ["warm-start", "baseline"]
+    assert s.trials[0].state == "failed"
+    assert any("could not be measured" in n for n in s.notes)
+    assert s.probe_stats is not None and not s.best_config.use_multiprocessing
+    assert not s.warm_start_kept
+
+
+def test_disabled_process_mode_warm_starts_from_the_best_thread_config():
+    study = _study(_settings(16))
+    _run(study, GIL)
+    second = _run(study, GIL, process_mode_available=False)
+    s = second.session
+    assert s.warm_start is not None and not s.warm_start.config.use_multiprocessing
+    assert not s.trials[0].config.use_multiprocessing
+
+
+def test_warm_start_false_probes_as_usual():
+    settings = _settings(8)
+    study = _study(settings)
+    _run(study, LATENCY)
+    pipe = SimulatedPipeline(**LATENCY)
+    pipe.reconfigure(LoaderConfig())
+    session = TuningSession(
+        LoaderConfig(), settings, study=study, warm_start=False, clock=lambda: pipe.now
+    )
+    for _ in range(60):
+        session.observe_step(pipe.step())
+    assert session.warm_start is None and session.trials[0].source == "baseline"
+
+
+def test_empty_or_foreign_study_probes_as_usual():
+    settings = _settings(8)
+    study = _study(settings)
+    # Trials another tool wrote (no klt user attrs) and tuner trials that are not usable.
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
+    _add(study, LoaderConfig(4, 4), 500.0, constraint=1.0)  # over the RAM budget
+    _add(study, LoaderConfig(5, 5), 600.0, state="skipped")  # a duplicate, not a measurement
+    res = _run(study, LATENCY)
+    assert res.session.warm_start is None and res.session.trials[0].source == "baseline"
+
+
+def test_unreadable_study_is_noted_and_probed():
+    settings = _settings(8)
+    study = _study(settings)
+    _add(study, LoaderConfig(4, 4), 50.0)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    study.get_trials = broken  # type: ignore[method-assign]
+    pipe = SimulatedPipeline(**LATENCY)
+    session = TuningSession(LoaderConfig(), settings, study=study, clock=lambda: pipe.now)
+    session.observe_step(StepSample(0.03, 0.04))
+    assert session.phase == "probe" and session.warm_start is None
+    assert any("disk on fire" in n for n in session.notes)
+
+
+def test_stored_best_median_cost_and_feasibility():
+    study = _study(_settings(8))
+    base = LoaderConfig()
+    _add(study, base, 20.0, source="baseline")
+    _add(study, LoaderConfig(8, 8), 100.0)
+    _add(study, LoaderConfig(8, 8), 30.0)
+    _add(study, LoaderConfig(8, 8), 90.0)  # median 90
+    _add(study, LoaderConfig(4, 4), 89.0)  # within 2% of 90 and cheaper
+    _add(study, LoaderConfig(6, 6, True), 500.0)  # fastest, but processes are not allowed
+    warm = stored_best(study, base, allowed=lambda c: not c.use_multiprocessing)
+    assert warm == WarmStart("klt-test", LoaderConfig(4, 4), 89.0, 1, 20.0)
+    warm = stored_best(study, base, min_improvement=0.0, allowed=lambda c: c.workers < 6)
+    assert warm is not None and warm.config == LoaderConfig(4, 4)
+    assert stored_best(study, LoaderConfig(3, 3)).baseline_steps_per_s is None
+    assert stored_best(_study(_settings(8), "empty"), base) is None
+
+
+def test_drift_after_a_warm_start_reopens_and_clears_the_kept_flag():
+    study = _study(_settings(8))
+    _run(study, LATENCY)
+    res = _run(study, LATENCY, seed=1, steps=1500, changes={400: {"io_s": 0.12}})
+    s = res.session
+    assert s.warm_start is not None and s.reopen_reasons
+    assert not s.warm_start_kept
+    assert res.final_steps_per_s == pytest.approx(100, rel=0.1)
+
+
+def test_fixed_trials_are_never_taken_from_another_process_queue():
+    """A trial another process enqueued (WAITING) is not popped by our fixed-param asks."""
+    settings = _settings(8)
+    study = _study(settings)
+    study.enqueue_trial(config_to_params(LoaderConfig(3, 3)))  # "another process"
+    res = _run(study, LATENCY)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [
+        config_to_params(LoaderConfig(3, 3))
+    ]
+    for rec in res.session.trials:
+        assert study.trials[rec.number].params == rec.optuna_params()

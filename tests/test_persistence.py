@@ -1,0 +1,254 @@
+"""`keras_loadtune.persistence`: where studies live, what they are called, opening them."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import optuna
+import pytest
+
+from keras_loadtune import persistence
+from keras_loadtune.report import STUDY_ATTR_REPORT
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+class FakeDataset:
+    """Indexable like a PyDataset, without Keras."""
+
+    num_batches = 150
+
+    def __init__(self, dtype=np.float32):
+        self.dtype = dtype
+        self.reads = 0
+
+    def __getitem__(self, index):
+        self.reads += 1
+        return np.zeros((32, 8), self.dtype), {"label": np.zeros(32, np.int32)}
+
+
+def _records(wall_s: float, cpu_s: float, n: int = 40):
+    return [SimpleNamespace(produce_wall_s=wall_s, produce_cpu_s=cpu_s) for _ in range(n)]
+
+
+def _fp(**changes):
+    workload = persistence.WorkloadFingerprint("m.DS", 150, "((32, 8) float32,)", 5, "io")
+    host = persistence.HostFingerprint(8, 16, "3.11", "2.21.0", "3.15.1")
+    fields = {**workload.to_dict(), **changes}
+    return persistence.WorkloadFingerprint(**fields), host
+
+
+# ------------------------------------------------------------------------------- where
+
+
+def test_default_storage_follows_xdg_cache_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert persistence.default_storage_path() == tmp_path / "keras_loadtune" / "studies.db"
+    assert (
+        persistence.resolve_storage("default") == f"sqlite:///{tmp_path}/keras_loadtune/studies.db"
+    )
+    for ignored in ("", "relative/dir"):  # XDG: unset, empty or relative -> ~/.cache
+        monkeypatch.setenv("XDG_CACHE_HOME", ignored)
+        assert persistence.cache_dir() == Path.home() / ".cache" / "keras_loadtune"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert persistence.cache_dir() == Path.home() / ".cache" / "keras_loadtune"
+
+
+def test_the_test_suite_never_uses_the_real_cache():
+    assert not str(persistence.cache_dir()).startswith(str(Path.home() / ".cache"))
+
+
+@pytest.mark.parametrize("good", [None, "default", "sqlite:///x.db", "postgresql://u@h/db"])
+def test_check_storage_accepts(good):
+    persistence.check_storage(good)
+    assert persistence.resolve_storage(None) is None
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "match"),
+    [
+        (3, TypeError, "storage must be None"),
+        (Path("x.db"), TypeError, "PosixPath"),
+        ("", ValueError, "storage must be None, 'default' or a storage URL"),
+        ("klt.db", ValueError, "did you mean 'sqlite:///klt.db'"),
+        ("Default", ValueError, "storage URL"),
+    ],
+)
+def test_check_storage_rejects(bad, error, match):
+    with pytest.raises(error, match=match):
+        persistence.check_storage(bad)
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [(1, TypeError), ("", ValueError), ("  ", ValueError), ("x" * 513, ValueError)],
+)
+def test_check_study_name_rejects(bad, error):
+    with pytest.raises(error, match="study_name"):
+        persistence.check_study_name(bad)
+
+
+# ------------------------------------------------------------------------ fingerprints
+
+
+def test_workload_fingerprint_reads_one_batch_and_buckets_the_profile():
+    ds = FakeDataset()
+    fp = persistence.workload_fingerprint(ds, _records(0.041, 0.001))
+    assert ds.reads == 1
+    assert fp.dataset == f"{__name__}.FakeDataset" and fp.class_name == "FakeDataset"
+    assert fp.num_batches == 150
+    assert fp.batch == "((32, 8) float32, {label: (32,) int32})"
+    assert (fp.produce_ms_log2, fp.cpu_bucket) == (5, "io")
+    # Run-to-run noise stays in the same buckets; a different workload does not.
+    again = persistence.workload_fingerprint(ds, _records(0.038, 0.002))
+    assert again == fp
+    assert persistence.workload_fingerprint(ds, _records(0.160, 0.001)) != fp
+    assert persistence.workload_fingerprint(ds, _records(0.040, 0.039)).cpu_bucket == "cpu"
+    assert persistence.workload_fingerprint(ds, _records(0.040, 0.020)).cpu_bucket == "mixed"
+    assert persistence.workload_fingerprint(FakeDataset(np.float16), _records(0.04, 0)) != fp
+
+
+def test_workload_fingerprint_of_unknowns():
+    class Broken:
+        def __getitem__(self, index):
+            raise OSError("no batch for you")
+
+    def factory():
+        yield np.zeros(3)
+
+    fp = persistence.workload_fingerprint(Broken())
+    assert (fp.batch, fp.num_batches, fp.produce_ms_log2, fp.cpu_bucket) == ("?", None, None, None)
+    fp = persistence.workload_fingerprint(factory, first_batch=np.zeros((2, 3), np.uint8))
+    assert fp.dataset.endswith("factory") and fp.batch == "(2, 3) uint8"
+    assert persistence.batch_structure([np.zeros(2)]) == "((2,) float64,)"
+    assert persistence.batch_structure(None) == "None"
+
+
+def test_host_fingerprint_is_this_machine_without_importing_tensorflow():
+    before = "tensorflow" in sys.modules
+    host = persistence.host_fingerprint()
+    assert ("tensorflow" in sys.modules) == before
+    assert host.cores >= 1 and host.ram_gib >= 0
+    assert host.python == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert host.keras and host.tensorflow  # the dev install has both
+    assert persistence.host_fingerprint(cores=3).cores == 3
+
+
+def test_study_name_is_stable_and_changes_with_workload_or_host():
+    workload, host = _fp()
+    name = persistence.study_name_for(workload, host)
+    assert name == persistence.study_name_for(*_fp())
+    assert name.startswith("klt-DS-") and len(name) == len("klt-DS-") + 12
+    assert name[-12:] == persistence.fingerprint_hash(workload, host)[:12]
+    assert persistence.study_name_for(*_fp(num_batches=151)) != name
+    other_host = persistence.HostFingerprint(16, 16, "3.11", "2.21.0", "3.15.1")
+    assert persistence.study_name_for(workload, other_host) != name
+    odd = persistence.WorkloadFingerprint("m.f.<locals>.My DS", None, "?", None, None)
+    assert persistence.study_name_for(odd, host).startswith("klt-My_DS-")
+
+
+# ----------------------------------------------------------------------------- opening
+
+
+def test_open_study_creates_the_default_sqlite_file_and_tags_the_study():
+    workload, host = _fp()
+    path = persistence.default_storage_path()
+    assert not path.exists()
+    handle = persistence.open_study("default", None, workload=workload, host=host)
+    assert handle.note is None and path.exists()
+    assert handle.study_name == persistence.study_name_for(workload, host)
+    assert handle.storage_url == f"sqlite:///{path}"
+    attrs = handle.study.user_attrs
+    assert attrs[persistence.STUDY_ATTR_WORKLOAD] == workload.to_dict()
+    assert attrs[persistence.STUDY_ATTR_HOST] == host.to_dict()
+    assert attrs[persistence.STUDY_ATTR_FINGERPRINT] == persistence.fingerprint_hash(workload, host)
+    # Reopening loads the same study (load_if_exists), e.g. from a second process.
+    handle.study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
+    again = persistence.open_study("default", None, workload=workload, host=host)
+    assert len(again.study.trials) == 1 and again.study.direction.name == "MAXIMIZE"
+
+
+def test_explicit_study_name_overrides_the_fingerprint(tmp_path):
+    url = f"sqlite:///{tmp_path / 'nested' / 'dir' / 'k.db'}"
+    workload, host = _fp()
+    handle = persistence.open_study(url, "my-run", workload=workload, host=host)
+    assert handle.study_name == "my-run" and handle.study.study_name == "my-run"
+    other = persistence.open_study(url, "my-run", workload=_fp(num_batches=9)[0], host=host)
+    assert other.study is not None  # first writer's tags stay
+    tags = other.study.user_attrs[persistence.STUDY_ATTR_WORKLOAD]
+    assert tags["num_batches"] == 150
+
+
+def test_none_storage_is_in_memory_and_writes_nothing(tmp_path):
+    handle = persistence.open_study(None, None, workload=_fp()[0], host=_fp()[1])
+    assert handle.study is None and handle.storage_url is None and handle.note is None
+    assert handle.study_name.startswith("klt-DS-")
+    assert not persistence.default_storage_path().exists()
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "nosuchdb://somewhere/db",
+        "postgresql+psycopg2://klt:hunter2@127.0.0.1:{port}/klt",
+        "sqlite:////proc/no/such/dir/k.db",
+    ],
+    ids=["unknown-dialect", "server-down", "unwritable-path"],
+)
+def test_unusable_storage_falls_back_to_memory_with_one_warning(url, caplog):
+    url = url.format(port=_closed_port())
+    with caplog.at_level("WARNING", logger="keras_loadtune"):
+        handle = persistence.open_study(url, "s")
+    assert handle.study is None and handle.storage_url is None
+    assert handle.note.startswith("storage unreachable (") and handle.note.endswith(
+        "; tuned in memory"
+    )
+    assert "hunter2" not in handle.note
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and handle.note in warnings[0].getMessage()
+
+
+def test_a_minimizing_study_of_that_name_is_not_used(tmp_path):
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    optuna.create_study(study_name="taken", storage=url, direction="minimize")
+    handle = persistence.open_study(url, "taken")
+    assert handle.study is None and "does not maximize" in handle.note
+
+
+def test_store_report_drops_trials_and_reports_errors(tmp_path):
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    handle = persistence.open_study(url, "r")
+    assert persistence.store_report(handle, {"decision": "tuned", "trials": [1, 2]}) is None
+    assert handle.study.user_attrs[STUDY_ATTR_REPORT] == {"decision": "tuned"}
+    assert persistence.store_report(None, {}) is None
+    assert persistence.store_report(persistence.StudyHandle(None, "x", None), {}) is None
+
+    class Down:
+        study_name = "r"
+
+        def set_user_attr(self, key, value):
+            raise RuntimeError("connection lost")
+
+    error = persistence.store_report(persistence.StudyHandle(Down(), "r", url), {})
+    assert (
+        error.startswith("could not store the report in study 'r'") and "connection lost" in error
+    )
+
+
+def test_postgresql_url_without_driver_uses_the_installed_psycopg():
+    from sqlalchemy.engine import make_url
+
+    chosen = persistence._with_installed_driver(make_url("postgresql://u@h/db")).drivername
+    assert chosen in ("postgresql+psycopg", "postgresql+psycopg2")
+    kept = persistence._with_installed_driver(make_url("postgresql+psycopg2://u@h/db"))
+    assert kept.drivername == "postgresql+psycopg2"

@@ -1,0 +1,164 @@
+"""`LoadTuner(storage=..., study_name=...)` in short real Keras fits, and the CLI on the result."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import keras_loadtune as klt  # noqa: E402
+from keras_loadtune import cli, persistence  # noqa: E402
+from keras_loadtune.decision import TunerSettings  # noqa: E402
+from keras_loadtune.report import STUDY_ATTR_REPORT, load_report  # noqa: E402
+
+pytestmark = [pytest.mark.keras, pytest.mark.timeout(180)]
+FEATURES = 8
+
+
+class SleepyDataset(keras.utils.PyDataset):
+    """Every batch waits 15 ms (I/O-like): input-bound on a one-layer model."""
+
+    def __init__(self, n: int = 40, **kwargs):
+        super().__init__(**kwargs)
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int):
+        time.sleep(0.015)
+        rng = np.random.default_rng(index)
+        return rng.random((16, FEATURES), dtype=np.float32), rng.random((16, 1), dtype=np.float32)
+
+
+def _tuner(**kw) -> klt.LoadTuner:
+    settings = TunerSettings(
+        cores=2,
+        max_thread_workers=6,
+        modes=("thread",),
+        queue_size_range=(1, 8),
+        max_trials=4,
+        probe_steps=6,
+        skip_steps=0,
+        min_trial_steps=4,
+        max_trial_steps=8,
+        patience=3,
+        seed=0,
+    )
+    kw.setdefault("verbose", 0)
+    return klt.LoadTuner(settings=settings, warmup_steps=1, **kw)
+
+
+def _fit(tuner: klt.LoadTuner, epochs: int = 3):
+    model = keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    data = tuner.wrap(SleepyDataset(workers=1, max_queue_size=2))
+    try:
+        history = model.fit(data, epochs=epochs, verbose=0, callbacks=[tuner])
+    finally:
+        data.close()
+    return history
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_second_fit_warm_starts_from_the_stored_study_and_the_cli_shows_it(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'klt.db'}"
+    first = _tuner(storage=url)
+    _fit(first)
+    rep1 = first.report
+    assert rep1.decision in ("tuned", "kept-baseline"), str(rep1)
+    assert rep1.study_name.startswith("klt-SleepyDataset-") and rep1.storage_url == url
+    assert rep1.warm_start_from is None
+
+    second = _tuner(storage=url)
+    _fit(second)
+    rep2 = second.report
+    assert rep2.decision == "warm-start", str(rep2)
+    assert rep2.warm_start_from == rep2.study_name == rep1.study_name
+    assert rep2.best_config == rep1.best_config
+    assert rep2.tuning_steps < rep1.tuning_steps
+    assert [t.source for t in rep2.trials] == ["warm-start"]
+    assert "warm-started" in str(rep2)
+
+    # The report is stored without its trials (those are the study's own).
+    study = persistence.open_study(url, rep2.study_name).study
+    stored = study.user_attrs[STUDY_ATTR_REPORT]
+    assert "trials" not in stored and stored["decision"] == "warm-start"
+    assert stored["final_wait_fraction"] is not None  # written again at train end
+    back = load_report(url, rep2.study_name)
+    assert back.decision == "warm-start" and back.best_config == rep2.best_config
+    assert len(back.trials) == len(rep1.trials) + 1
+
+    assert cli.main(["report", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith(rep2.study_name))
+    assert "warm-start" in row and str(rep2.best_config) in row
+    assert cli.main(["report", "--storage", url, "--study", rep2.study_name]) == 0
+    out = capsys.readouterr().out
+    assert "warm-started" in out and rep2.study_name in out
+
+
+def test_default_storage_is_the_cache_file_and_none_writes_nothing():
+    path = persistence.default_storage_path()
+    assert not path.exists()
+    tuner = _tuner(storage=None)
+    _fit(tuner, epochs=2)
+    assert not path.exists() and tuner.report.study_name is None
+    tuner = _tuner()  # storage="default"
+    _fit(tuner, epochs=2)
+    assert path.exists()
+    assert tuner.report.storage_url == f"sqlite:///{path}"
+    assert tuner.report.study_name in [
+        r["name"] for r in klt.report.list_studies(f"sqlite:///{path}")
+    ]
+
+
+def test_explicit_study_name(tmp_path):
+    url = f"sqlite:///{tmp_path / 'klt.db'}"
+    tuner = _tuner(storage=url, study_name="nightly-run")
+    _fit(tuner, epochs=2)
+    assert tuner.report.study_name == "nightly-run"
+    assert load_report(url, "nightly-run").study_name == "nightly-run"
+
+
+@pytest.mark.parametrize("kind", ["bad-url", "server-down"])
+def test_unusable_storage_warns_once_and_training_goes_on(kind, caplog):
+    url = {
+        "bad-url": "nosuchdb://nowhere/db",
+        "server-down": f"postgresql+psycopg2://klt:pw@127.0.0.1:{_closed_port()}/klt",
+    }[kind]
+    tuner = _tuner(storage=url)
+    with caplog.at_level("WARNING", logger="keras_loadtune"):
+        history = _fit(tuner, epochs=2)
+    assert len(history.history["loss"]) == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "storage unreachable" in warnings[0], warnings
+    report = tuner.report
+    assert report.decision in ("tuned", "kept-baseline"), str(report)
+    assert report.study_name is None and report.storage_url is None
+    note = next(n for n in report.notes if n.startswith("storage unreachable ("))
+    assert note.endswith("; tuned in memory") and ":pw@" not in note
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"storage": 3}, TypeError),
+        ({"storage": "klt.db"}, ValueError),
+        ({"storage": ""}, ValueError),
+        ({"study_name": ""}, ValueError),
+        ({"study_name": 7}, TypeError),
+    ],
+)
+def test_storage_arguments_are_validated_up_front(kwargs, error):
+    with pytest.raises(error):
+        klt.LoadTuner(**kwargs)
