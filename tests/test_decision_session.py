@@ -250,3 +250,39 @@ def test_stop_prunes_a_trial_that_measured_too_little():
     last = session.trials[-1]
     assert (last.config, last.state) == (config, "pruned")
     assert "training ended" in last.reason
+
+
+class _Rec:
+    """Duck-typed engine batch record."""
+
+    def __init__(self, wall: float, cpu: float):
+        self.produce_wall_s = wall
+        self.produce_cpu_s = cpu
+        self.nbytes = 1 << 20
+        self.wait_s = 0.0
+
+
+def _probe_with_loader(cpu_s: float, mode_processes: bool = False) -> TuningSession:
+    baseline = LoaderConfig(1, 10, mode_processes)
+    session = TuningSession(baseline, _settings(probe_steps=10, skip_steps=2))
+    for _ in range(40):
+        session.observe_loader([_Rec(wall=cpu_s + 0.001, cpu=cpu_s)])
+        session.observe_step(StepSample(0.0005, 0.040))  # 1% wait: looks compute-bound
+        if session.phase != "probe":
+            break
+    return session
+
+
+def test_cpu_heavy_loader_threads_are_tuned_although_the_step_barely_waits(caplog):
+    with caplog.at_level(logging.INFO, logger="keras_loadtune"):
+        session = _probe_with_loader(cpu_s=0.015)  # 15 ms of loader CPU per 40 ms step
+    assert session.phase == "tuning"
+    assert any("compete with training" in r.getMessage() for r in caplog.records)
+
+
+def test_light_loader_threads_still_count_as_compute_bound():
+    assert _probe_with_loader(cpu_s=0.001).phase == "compute-bound"
+
+
+def test_cpu_heavy_loader_already_in_processes_is_compute_bound():
+    assert _probe_with_loader(cpu_s=0.015, mode_processes=True).phase == "compute-bound"

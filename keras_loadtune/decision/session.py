@@ -110,6 +110,9 @@ if TYPE_CHECKING:  # pragma: no cover
 PHASES = ("probe", "tuning", "steady", "compute-bound", "stopped")
 # Measured steps between two RSS probes during a trial (psutil walks the process tree).
 RSS_EVERY = 5
+# Loader threads whose CPU time per batch is at least this share of a training step
+# contend with training for the GIL/cores: tune even when the step barely waits.
+CONTENTION_CPU_SHARE = 0.25
 # Optuna asks per decision before giving up (skipped proposals cost no training step).
 MAX_ASKS_PER_DECISION = 64
 # Consecutive duplicate proposals after which the search counts as converged.
@@ -538,7 +541,7 @@ class TuningSession:
             self.finished_reason = reason
         self.phase = "stopped"
         self._drift = None
-        self._log.info("keras-loadtune: stopped (%s); keeping %s", reason, self.best_config)
+        self._log.info("keras_loadtune: stopped (%s); keeping %s", reason, self.best_config)
         return self._switch_to(self.best_config)
 
     # ------------------------------------------------------------------ phases
@@ -553,22 +556,25 @@ class TuningSession:
         stats = window_stats(align_to_cycles(self._probe_samples[skip:]))
         self.probe_stats = stats
         self._probe_rss = self._read_rss()
-        if stats.wait_fraction < s.wait_threshold:
+        contention = self._loader_contention(stats)
+        if stats.wait_fraction < s.wait_threshold and contention is None:
             self.phase = "compute-bound"
             self.finished_reason = "compute-bound"
             self._close_round()
             self._log.info(
-                "keras-loadtune: not input-bound (waits %.1f%% of each step < %.0f%%); "
+                "keras_loadtune: not input-bound (waits %.1f%% of each step < %.0f%%); "
                 "keeping %s, no tuning.",
                 100 * stats.wait_fraction,
                 100 * s.wait_threshold,
                 self.baseline,
             )
             return None
+        if contention is not None:
+            self._log.info("keras_loadtune: %s", contention)
         self.profile = self._profile_from(self._probe_records, stats, self.baseline)
         self.phase = "tuning"
         self._log.info(
-            "keras-loadtune: input-bound (waits %.0f%% of each step at %.1f steps/s on %s); "
+            "keras_loadtune: input-bound (waits %.0f%% of each step at %.1f steps/s on %s); "
             "tuning.",
             100 * stats.wait_fraction,
             stats.steps_per_s,
@@ -579,10 +585,38 @@ class TuningSession:
         self._seed_compute_s = stats.median_compute_s
         self._pending_seeds = self._compute_seeds()
         self._log.info(
-            "keras-loadtune: pipeline model seeds: %s",
+            "keras_loadtune: pipeline model seeds: %s",
             ", ".join(str(c) for c in self._pending_seeds) or "none",
         )
         return self._next()
+
+    def _loader_contention(self, stats: WindowStats) -> str | None:
+        """Why the loader may slow training although the step barely waits, or None.
+
+        Loader *threads* doing CPU work (pure Python above all) run inside the trainer's
+        process: they hold its GIL and share its cores, so they slow every training
+        step instead of making it wait. The probe then shows a small wait and a long
+        "compute" time, and only moving that work out of the process can tell. A loader
+        whose CPU time per batch is a sizeable share of the step counts as contending.
+        """
+        if self.baseline.use_multiprocessing or not self._probe_records:
+            return None
+        try:
+            profile = loader_profile(self._probe_records)
+        except ValueError:
+            return None
+        step_s = stats.mean_step_s
+        if step_s <= 0 or profile.cpu_ratio < 0.5:
+            return None
+        share = profile.produce_cpu_s / step_s
+        if share < CONTENTION_CPU_SHARE:
+            return None
+        return (
+            f"loader threads use {profile.produce_cpu_s * 1e3:.1f} ms of CPU per batch "
+            f"({share:.0%} of a {step_s * 1e3:.1f} ms step) inside the trainer's process; "
+            "they compete with training for the GIL and cores, so tuning although the wait "
+            f"is only {stats.wait_fraction:.1%}"
+        )
 
     def _tuning_step(self, sample: StepSample) -> LoaderConfig | None:
         s = self.settings
@@ -661,7 +695,7 @@ class TuningSession:
                 )
         except Exception as exc:  # an unreadable study: probe as if it were empty
             self.notes.append(f"could not read the stored study ({type(exc).__name__}: {exc})")
-            self._log.warning("keras-loadtune: could not read the stored study: %s", exc)
+            self._log.warning("keras_loadtune: could not read the stored study: %s", exc)
             return None
 
     def _begin_warm_start(self, warm: WarmStart) -> LoaderConfig | None:
@@ -670,7 +704,7 @@ class TuningSession:
         self._probe_rss = self._read_rss()  # the loader still runs the baseline
         self.phase = "tuning"
         self._log.info(
-            "keras-loadtune: warm start from study %r: verifying %s (stored %.1f steps/s "
+            "keras_loadtune: warm start from study %r: verifying %s (stored %.1f steps/s "
             "over %d measurement(s))",
             warm.study_name,
             warm.config,
@@ -700,7 +734,7 @@ class TuningSession:
             f"{WARM_START_TOLERANCE:.0%}); re-tuned with {s.reopen_trials} more trials"
         )
         self.notes.append(note)
-        self._log.warning("keras-loadtune: %s", note)
+        self._log.warning("keras_loadtune: %s", note)
         self._round_limit = s.reopen_trials + 2  # + the warm-start and baseline windows
         records = list(self._recent_records)[-max(s.drift_window_steps, 16) :]
         self.profile = self._profile_from(records, stats, config)
@@ -784,7 +818,7 @@ class TuningSession:
                 )
                 continue
             self._active = _ActiveTrial(config, source, trial, self._refill_steps(config))
-            self._log.info("keras-loadtune: trial %d (%s): %s", trial.number, source, config)
+            self._log.info("keras_loadtune: trial %d (%s): %s", trial.number, source, config)
             switch = self._switch_to(config)
             if switch is None:  # already running: no refill to skip
                 self._active.skip_left = 0
@@ -840,7 +874,7 @@ class TuningSession:
                 )
         speedup = self.speedup
         self._log.info(
-            "keras-loadtune: tuning done (%s): %s%s",
+            "keras_loadtune: tuning done (%s): %s%s",
             reason,
             self.best_config,
             f", {speedup:.2f}x the baseline's steps/s" if speedup is not None else "",
@@ -866,7 +900,7 @@ class TuningSession:
         self._reopens += 1
         self.warm_start_kept = False
         self.reopen_reasons.append(reason)
-        self._log.warning("keras-loadtune: input-bound again (%s); reopening the study.", reason)
+        self._log.warning("keras_loadtune: input-bound again (%s); reopening the study.", reason)
         self._drift = None
         self.phase = "tuning"
         self.finished_reason = None
@@ -895,10 +929,10 @@ class TuningSession:
         if config.use_multiprocessing and "process" in self._modes:
             self._modes.remove("process")
             self.notes.append(f"process mode skipped: {reason}")
-            self._log.warning("keras-loadtune: process mode disabled: %s", reason)
+            self._log.warning("keras_loadtune: process mode disabled: %s", reason)
         else:
             self.notes.append(f"config {config} failed: {reason}")
-            self._log.warning("keras-loadtune: %s failed: %s", config, reason)
+            self._log.warning("keras_loadtune: %s failed: %s", config, reason)
         if self._loader_config == config:
             self._loader_config = self._previous_config
         active = self._active
@@ -929,7 +963,7 @@ class TuningSession:
             f"keeping {self.best_config}"
         )
         self.notes.append(msg)
-        self._log.warning("keras-loadtune: %s", msg, exc_info=exc)
+        self._log.warning("keras_loadtune: %s", msg, exc_info=exc)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -970,7 +1004,7 @@ class TuningSession:
         try:
             return int(self._rss_probe())
         except Exception as exc:  # a probe failure must not stop tuning
-            self._log.debug("keras-loadtune: RSS probe failed: %s", exc)
+            self._log.debug("keras_loadtune: RSS probe failed: %s", exc)
             return None
 
     def _budget(self) -> int:
@@ -1111,7 +1145,7 @@ class TuningSession:
         self._best_value = max(self._best_value, value)
         self._best = self._pick_best()
         self._log.info(
-            "keras-loadtune: trial %d %s: %.1f steps/s, waits %.0f%%%s",
+            "keras_loadtune: trial %d %s: %.1f steps/s, waits %.0f%%%s",
             record.number,
             config,
             value,
@@ -1137,7 +1171,7 @@ class TuningSession:
         try:
             direction = study.direction
         except Exception as exc:  # a broken storage is handled when tuning starts
-            self._log.debug("keras-loadtune: could not read the study direction: %s", exc)
+            self._log.debug("keras_loadtune: could not read the study direction: %s", exc)
             return
         if direction.name != "MAXIMIZE":
             raise ValueError(
@@ -1246,7 +1280,7 @@ class TuningSession:
             self._round_trials += 1
             self._since_improvement += 1
         self._log.info(
-            "keras-loadtune: trial %d %s %s: %s", record.number, active.config, state, reason
+            "keras_loadtune: trial %d %s %s: %s", record.number, active.config, state, reason
         )
         self._tell(
             active.trial,
