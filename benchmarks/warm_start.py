@@ -7,13 +7,15 @@ Runs, side by side in one process (fresh model each):
    storage is a fresh temporary SQLite file: it probes and tunes;
 3. a second tuned run, same workload, same storage: it warm-starts from the stored best.
 
-Each run is 3 epochs x 150 steps. Prints the wall time of every `fit`, its ratio to
-the compute floor, and the tuner's summary; the target is second run <= 1.10x the floor.
+Each run is 3 epochs x 150 steps; the three runs alternate within each repeat (a fresh
+storage file per repeat) and medians are shown, so a noisy machine slows all of them
+alike. Prints the wall time of every `fit`, its ratio to the compute floor, and the
+tuner's decision; the target is second run <= 1.10x the floor.
 
 Usage:
 
 ```bash
-python benchmarks/warm_start.py                 # ~1 min on 2 cores
+python benchmarks/warm_start.py                 # ~1.5 min on 2 cores
 python benchmarks/warm_start.py --steps 100 --epochs 2 --latency-ms 40
 ```
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -53,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=150, help="batches per epoch (150)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (3)")
     parser.add_argument("--latency-ms", type=float, default=40.0, help="per batch (40)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats, medians shown (3)")
     parser.add_argument("--verbose", action="store_true", help="show the tuner's log lines")
     args = parser.parse_args(argv)
 
@@ -62,42 +66,53 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("keras_loadtune").setLevel(logging.WARNING)
     verbose = 1 if args.verbose else 0
-    with tempfile.TemporaryDirectory(prefix="klt-warm-") as tmp:
-        storage = f"sqlite:///{Path(tmp) / 'studies.db'}"
-        floor = _fit(ArrayDataset(args.steps), args.epochs)
-        rows = [("compute floor (ArrayDataset)", floor, None)]
-        for label in ("first tuned run", "second tuned run (same storage)"):
-            tuner = klt.LoadTuner(storage=storage, verbose=verbose)
-            data = tuner.wrap(LatencyDataset(args.steps, latency_s=args.latency_ms / 1000))
-            wall = _fit(data, args.epochs, [tuner])
-            data.close()
-            rows.append((label, wall, tuner.report))
-        # The floor again, last: the machine's speed may drift during the runs.
-        floor2 = _fit(ArrayDataset(args.steps), args.epochs)
-        floor = min(floor, floor2)
+    walls: dict[str, list[float]] = {"floor": [], "first": [], "second": []}
+    reports: dict[str, list] = {"first": [], "second": []}
+    _fit(ArrayDataset(20), 1)  # warm-up: TensorFlow's one-off start-up costs
+    for repeat in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="klt-warm-") as tmp:
+            storage = f"sqlite:///{Path(tmp) / 'studies.db'}"  # fresh per repeat
+            walls["floor"].append(_fit(ArrayDataset(args.steps), args.epochs))
+            for run in ("first", "second"):
+                tuner = klt.LoadTuner(storage=storage, verbose=verbose)
+                data = tuner.wrap(LatencyDataset(args.steps, latency_s=args.latency_ms / 1000))
+                walls[run].append(_fit(data, args.epochs, [tuner]))
+                data.close()
+                reports[run].append(tuner.report)
+        print(
+            f"repeat {repeat + 1}/{args.repeats}: floor {walls['floor'][-1]:.2f} s, "
+            f"first {walls['first'][-1]:.2f} s, second {walls['second'][-1]:.2f} s",
+            flush=True,
+        )
 
+    floor = statistics.median(walls["floor"])
     print(
         f"\nwarm start: LatencyDataset {args.latency_ms:.0f} ms/batch, small_cnn, "
-        f"{args.epochs} epochs x {args.steps} steps; storage: a temporary SQLite file"
+        f"{args.epochs} epochs x {args.steps} steps, median of {args.repeats} repeats; "
+        "storage: a fresh temporary SQLite file per repeat"
     )
-    print(f"{'run':34} {'wall s':>7} {'x floor':>8}  tuning  decision / config")
-    for label, wall, report in rows:
-        if report is None:
-            print(f"{label:34} {wall:7.2f} {wall / floor:8.2f}x")
-            continue
-        print(
-            f"{label:34} {wall:7.2f} {wall / floor:8.2f}x  {report.tuning_steps:4d} st  "
-            f"{report.decision}: {report.best_config}"
-        )
-    print(f"(floor = min of two floor runs: {min(rows[0][1], floor2):.2f} / {floor2:.2f} s)")
-    first, second = rows[1], rows[2]
-    print(f"study: {second[2].study_name}, warm_start_from: {second[2].warm_start_from}")
-    ratio = second[1] / floor
+    print(f"{'run':34} {'wall s':>7} {'x floor':>8}  {'tuning':>7}  decision / config")
+    labels = {
+        "floor": "compute floor (ArrayDataset)",
+        "first": "first tuned run",
+        "second": "second tuned run (same storage)",
+    }
+    for run, label in labels.items():
+        wall = statistics.median(walls[run])
+        line = f"{label:34} {wall:7.2f} {wall / floor:7.2f}x"
+        if run in reports:
+            rep = reports[run][-1]
+            steps = statistics.median(r.tuning_steps for r in reports[run])
+            line += f"  {steps:4.0f} st  {rep.decision}: {rep.best_config}"
+        print(line)
+    second = reports["second"][-1]
+    print(f"study: {second.study_name}, warm_start_from: {second.warm_start_from}")
+    ratio = statistics.median(walls["second"]) / floor
+    first_ratio = statistics.median(walls["first"]) / floor
     verdict = "PASS" if ratio <= TARGET else "MISS"
     print(
         f"second run / floor = {ratio:.3f} (target <= {TARGET:.2f}): {verdict}; "
-        f"first run / floor = {first[1] / floor:.3f}; "
-        f"tuning steps {first[2].tuning_steps} -> {second[2].tuning_steps}"
+        f"first run / floor = {first_ratio:.3f}"
     )
     return 0
 
