@@ -16,6 +16,7 @@ from keras_loadtune.decision.resources import process_tree_rss
 from keras_loadtune.decision.session import TuningSession, default_sampler
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.engine import DatasetNotPicklableError
+from keras_loadtune.engine.prefetcher import check_seconds
 from keras_loadtune.keras_adapter.dataset import TunedPyDataset
 from keras_loadtune.measurement import StepSample, estimate_wait_fraction
 from keras_loadtune.report import TuningReport
@@ -23,6 +24,11 @@ from keras_loadtune.report import TuningReport
 logger = logging.getLogger("keras_loadtune")
 
 WAIT_KEY = "data_wait_fraction"
+# LoadTuner arguments whose TunerSettings field has another name.
+_SETTINGS_ARGS = {
+    "max_thread_workers": "max_workers",
+    "ram_budget_bytes": "ram_budget",
+}
 _VERBOSE = (0, 1, 2)
 
 
@@ -156,8 +162,17 @@ class LoadTuner(keras.callbacks.Callback):
             "probe_steps": probe_steps,
         }
         overrides = {k: v for k, v in overrides.items() if v is not None}
+        check_seconds("timeout", timeout)
         base = settings or TunerSettings()
-        self.settings = base.replace(**overrides) if overrides else base
+        try:
+            self.settings = base.replace(**overrides) if overrides else base
+        except (TypeError, ValueError) as exc:
+            # Name the argument the user passed, not the settings field behind it.
+            message = str(exc)
+            for field, arg in _SETTINGS_ARGS.items():
+                message = message.replace(f"TunerSettings.{field}", f"LoadTuner {arg}")
+                message = message.replace(f"{field}=", f"{arg}=")
+            raise type(exc)(message) from None
         self.verbose = verbose
         self.warmup_steps = warmup_steps
         self.timeout = timeout
@@ -413,9 +428,10 @@ class LoadTuner(keras.callbacks.Callback):
             ds.reconfigure(config)
         except DatasetNotPicklableError as exc:
             note = f"process mode skipped: {exc}"
-            logger.warning("keras_loadtune: %s", note)
             if self._session is not None:
-                self._session.mark_failed(config, note)
+                self._session.mark_failed(config, note)  # logs the one warning
+            else:
+                logger.warning("keras_loadtune: %s", note)
         except Exception as exc:
             logger.warning("keras_loadtune: could not switch the loader to %s: %s", config, exc)
             if self._session is not None:

@@ -247,11 +247,6 @@ def test_load_tuner_kwargs(keras_ready, kwargs, exc, name, accepted):
 
 @pytest.mark.keras
 @pytest.mark.parametrize("timeout", [0, -1, "5"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="LoadTuner(timeout=...) is stored unchecked (callback.py); the error only comes "
-    "later, from tuner.wrap(...)",
-)
 def test_load_tuner_timeout_is_checked_at_construction(keras_ready, timeout):
     import keras_loadtune as klt
 
@@ -260,12 +255,6 @@ def test_load_tuner_timeout_is_checked_at_construction(keras_ready, timeout):
 
 @pytest.mark.keras
 @pytest.mark.parametrize("value", [0, -2])
-@pytest.mark.xfail(
-    strict=True,
-    reason="LoadTuner(max_workers=0) reports 'TunerSettings.max_thread_workers must be >= 1': "
-    "the message names the settings field, not the argument the user passed (callback.py "
-    "maps max_workers -> max_thread_workers without translating the error)",
-)
 def test_load_tuner_max_workers_names_the_argument(keras_ready, value):
     import keras_loadtune as klt
 

@@ -148,12 +148,6 @@ def test_unpicklable_dataset_tunes_threads_only(keras_ready, closing, holder):
     assert tuner.best_config is not None and not tuner.best_config.use_multiprocessing
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="callback.LoadTuner._apply logs 'keras_loadtune: process mode skipped: ...' and "
-    "TuningSession._mark_failed logs 'keras-loadtune: process mode disabled: ...' for the "
-    "same event: two warnings instead of one",
-)
 def test_unpicklable_dataset_logs_one_warning(keras_ready, klt_log, closing):
     _train_unpicklable(keras_ready, "lock", closing)
     warnings = _warnings(klt_log)
