@@ -449,6 +449,11 @@ class TuningSession:
         return float(self._best.steps_per_s or 0.0) / float(base.steps_per_s)
 
     @property
+    def pending_seeds(self) -> tuple[LoaderConfig, ...]:
+        """Analytical seeds not yet tried, in the order they will run."""
+        return tuple(self._pending_seeds)
+
+    @property
     def modes(self) -> tuple[str, ...]:
         """Worker modes still allowed (process mode drops out after a failure)."""
         return tuple(self._modes)

@@ -193,6 +193,7 @@ class LoadTuner(keras.callbacks.Callback):
         self._epoch_step = 0.0
         self._fit_step = 0
         self._drain_left: int | None = None
+        self._compute_bound_reopens: list[str] = []
         self._t_begin = 0.0
         _ensure_log_handler(verbose)
 
@@ -286,6 +287,7 @@ class LoadTuner(keras.callbacks.Callback):
                 return
             fraction = float(min(max(fraction, 0.0), 1.0))
             self._epoch_fractions.append(fraction)
+            self._reopen_if_no_longer_compute_bound(epoch, fraction)
             if logs is not None:
                 logs[WAIT_KEY] = fraction
         except Exception as exc:
@@ -298,6 +300,7 @@ class LoadTuner(keras.callbacks.Callback):
                 best = session.stop("training ended before tuning finished")
                 if best is not None:
                     self._apply(best)
+                self._spread_best()
             self._log_report_once(final=True)
             self._store_report()
         except Exception as exc:
@@ -350,7 +353,7 @@ class LoadTuner(keras.callbacks.Callback):
         before = session.phase
         config = session.observe_step(sample)
         if before == "probe" and session.phase == "tuning":
-            self._prewarm_if_cpu_bound(session)
+            self._prewarm_if_processes_pending(session)
         if config is not None and config != self._train_ds.config:
             self._apply(config)
         if before != session.phase and session.phase in ("steady", "compute-bound"):
@@ -387,15 +390,15 @@ class LoadTuner(keras.callbacks.Callback):
             self._notes.append(error)
             logger.warning("keras_loadtune: %s", error)
 
-    def _prewarm_if_cpu_bound(self, session: TuningSession) -> None:
-        """Starts the process machinery early when the probe says processes may pay off.
+    def _prewarm_if_processes_pending(self, session: TuningSession) -> None:
+        """Starts the process machinery early when the pipeline model seeded a process trial.
 
-        The forkserver's one-time imports (Keras, TensorFlow: seconds) then overlap the
-        first trials instead of stalling the first process trial. Latency-bound loaders
-        (CPU time far below wall time) never need processes: nothing is started for them.
+        The forkserver's one-time imports (Keras, TensorFlow: seconds, and the memory of
+        one more interpreter) then overlap the trials before it instead of stalling the
+        first process trial. Nothing is started for loaders the model sends to threads
+        (latency-bound ones) or when the RAM budget left no process seed.
         """
-        profile = session.profile
-        if "process" not in session.modes or profile is None or profile.cpu_ratio < 0.3:
+        if not any(c.use_multiprocessing for c in session.pending_seeds):
             return
         try:
             self._train_ds.prewarm_processes()
@@ -419,6 +422,29 @@ class LoadTuner(keras.callbacks.Callback):
         if records and records[-1].queue_depth <= 1:
             self._drain_left = 0
         return True
+
+    def _reopen_if_no_longer_compute_bound(self, epoch: int, fraction: float) -> None:
+        """A compute-bound verdict is re-checked once per epoch, at no per-step cost.
+
+        If a whole epoch then waited for data well above the threshold (a cache went
+        cold, the network slowed), the probe runs again on the current config and may
+        start tuning.
+        """
+        session = self._session
+        limit = self.settings.wait_threshold + self.settings.drift_margin
+        if session is None or session.phase != "compute-bound" or fraction <= limit:
+            return
+        if len(self._compute_bound_reopens) >= self.settings.max_reopens:
+            return
+        reason = (
+            f"epoch {epoch + 1} waited for data {fraction:.0%} of step time after a "
+            f"compute-bound verdict (limit {limit:.0%}): probing again"
+        )
+        logger.info("keras_loadtune: %s", reason)
+        self._compute_bound_reopens.append(reason)
+        self._session = None
+        self._drain_left = 0
+        self._reported = False
 
     def _apply(self, config: LoaderConfig) -> None:
         ds = self._train_ds
@@ -550,7 +576,7 @@ class LoadTuner(keras.callbacks.Callback):
             tuning_steps=session.tuning_steps,
             epoch_wait_fractions=list(self._epoch_fractions),
             notes=notes,
-            reopen_reasons=list(session.reopen_reasons),
+            reopen_reasons=[*self._compute_bound_reopens, *session.reopen_reasons],
             profile=profile,
             study_name=stored.study_name if stored is not None else None,
             storage_url=stored.storage_url if stored is not None else None,

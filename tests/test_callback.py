@@ -1,0 +1,149 @@
+"""LoadTuner end to end on real (tiny) Keras fits: logs, decisions, reports, re-checks."""
+
+from __future__ import annotations
+
+import csv
+import logging
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.keras, pytest.mark.usefixtures("no_leaks")]
+
+keras = pytest.importorskip("keras")
+
+from keras_datasets import FEATURES, IndexPyDataset  # noqa: E402
+
+import keras_loadtune as klt  # noqa: E402
+
+
+def _model() -> keras.Model:
+    model = keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    return model
+
+
+def _tuner(**kwargs) -> klt.LoadTuner:
+    kwargs = {"storage": None, "seed": 0, "verbose": 0, **kwargs}
+    return klt.LoadTuner(**kwargs)
+
+
+class SlowsDownAfterFirstEpoch(IndexPyDataset):
+    """Fast in epoch 1, then every batch waits 20 ms (a cache went cold)."""
+
+    def on_epoch_begin(self) -> None:
+        super().on_epoch_begin()
+        self.delay = 0.02 if self.begins >= 2 else 0.0
+
+
+def test_wait_fraction_reaches_history_csvlogger_and_batch_logs(tmp_path):
+    tuner = _tuner()
+    seen_in_batches = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if logs and "data_wait_fraction" in logs:
+                seen_in_batches.append(logs["data_wait_fraction"])
+
+    log = tmp_path / "log.csv"
+    with tuner.wrap(IndexPyDataset(n=30, delay=0.005)) as train:
+        history = _model().fit(
+            train,
+            epochs=2,
+            verbose=0,
+            callbacks=[tuner, Spy(), keras.callbacks.CSVLogger(str(log))],
+        )
+    fractions = history.history["data_wait_fraction"]
+    assert len(fractions) == 2 and all(0.0 <= f <= 1.0 for f in fractions)
+    with log.open() as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["data_wait_fraction"]) for r in rows] == pytest.approx(fractions)
+    assert seen_in_batches and all(0.0 <= f <= 1.0 for f in seen_in_batches)
+    assert tuner.report.epoch_wait_fractions == pytest.approx(fractions)
+
+
+def test_latency_bound_loader_is_tuned_to_more_threads_and_reported(caplog):
+    tuner = _tuner(verbose=1, modes=("thread",))
+    with (
+        caplog.at_level(logging.INFO, logger="keras_loadtune"),
+        tuner.wrap(IndexPyDataset(n=150, delay=0.02)) as train,
+    ):
+        _model().fit(train, epochs=2, verbose=0, callbacks=[tuner])
+        assert train.config == tuner.best_config
+    report = tuner.report
+    assert report.decision == "tuned", str(report)
+    assert report.baseline_config == klt.LoaderConfig()
+    assert tuner.best_config.workers >= 3 and not tuner.best_config.use_multiprocessing
+    assert report.speedup is not None and report.speedup > 2.0
+    assert report.trials[0].source == "baseline" and report.trials[0].state == "complete"
+    assert report.probe_wait_fraction > 0.5
+    assert report.epoch_wait_fractions[-1] < report.probe_wait_fraction
+    reports = [r for r in caplog.records if "tuning report" in r.getMessage()]
+    assert len(reports) == 1  # the full report once, when tuning ends
+
+
+def test_compute_bound_training_keeps_the_users_config_and_runs_no_trial():
+    tuner = _tuner()
+    start = klt.LoaderConfig(2, 6)
+    with tuner.wrap(IndexPyDataset(n=80), start) as train:
+        _model().fit(train, epochs=2, verbose=0, callbacks=[tuner])
+        assert train.config == start
+    report = tuner.report
+    assert report.decision == "compute-bound", str(report)
+    assert report.trials == [] and tuner.best_config == start
+    assert "nothing to tune" in str(report)
+
+
+def test_unwrapped_data_is_measured_and_the_report_says_how_to_tune():
+    tuner = _tuner()
+    history = _model().fit(IndexPyDataset(n=20), epochs=2, verbose=0, callbacks=[tuner])
+    fractions = history.history["data_wait_fraction"]
+    assert len(fractions) == 2 and all(0.0 <= f <= 1.0 for f in fractions)
+    report = tuner.report
+    assert report.decision == "not-wrapped"
+    assert "tuner.wrap" in str(report)
+
+
+def test_datasets_wrapped_by_the_same_tuner_get_the_tuned_config():
+    tuner = _tuner(modes=("thread",))
+    with (
+        tuner.wrap(IndexPyDataset(n=120, delay=0.02)) as train,
+        tuner.wrap(IndexPyDataset(n=4)) as val,
+    ):
+        _model().fit(train, validation_data=val, epochs=2, verbose=0, callbacks=[tuner])
+        assert tuner.report.decision == "tuned"
+        assert val.config == tuner.best_config == train.config
+
+
+def test_compute_bound_verdict_is_rechecked_every_epoch():
+    tuner = _tuner(modes=("thread",))
+    with tuner.wrap(SlowsDownAfterFirstEpoch(n=60)) as train:
+        _model().fit(train, epochs=3, verbose=0, callbacks=[tuner])
+    report = tuner.report
+    assert report.epoch_wait_fractions[0] < 0.1 < report.epoch_wait_fractions[1]
+    assert report.reopen_reasons and "epoch 2" in report.reopen_reasons[0]
+    assert tuner.phase != "compute-bound"
+    assert report.decision in ("tuned", "in-progress", "kept-baseline")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"verbose": 3}, "verbose"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"timeout": 0}, "timeout"),
+        ({"max_workers": 0}, "max_workers"),
+        ({"ram_budget": -5}, "ram_budget"),
+        ({"modes": ("thread", "gpu")}, "modes"),
+    ],
+)
+def test_bad_arguments_are_rejected_up_front_naming_the_argument(kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        klt.LoadTuner(**kwargs)
+
+
+def test_wrap_rejects_what_it_cannot_run():
+    tuner = _tuner()
+    for bad in ([1, 2, 3], 7, (x for x in range(3)), np.zeros(3)):
+        with pytest.raises(TypeError, match="PyDataset"):
+            tuner.wrap(bad)
