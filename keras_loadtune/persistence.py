@@ -349,6 +349,14 @@ class StudyHandle:
     study_name: str | None
     storage_url: str | None
     note: str | None = None
+    working: optuna.Study | None = None
+    copied: int = 0
+    written: int = 0
+
+    @property
+    def live(self) -> optuna.Study | None:
+        """The study to ask/tell in during training: the in-memory working copy if any."""
+        return self.working if self.working is not None else self.study
 
 
 def _first_line(exc: BaseException) -> str:
@@ -449,7 +457,72 @@ def open_study(
         note = f"storage unreachable ({shown}: {_first_line(exc)}); tuned in memory"
         logger.warning("keras_loadtune: %s", note)
         return StudyHandle(None, study_name, None, note)
-    return StudyHandle(study, study.study_name, shown)
+    handle = StudyHandle(study, study.study_name, shown)
+    try:
+        attach_working_copy(handle, sampler)
+    except Exception as exc:  # the stored study stays usable directly
+        logger.debug("keras_loadtune: no working copy of %s: %s", study.study_name, exc)
+    return handle
+
+
+def attach_working_copy(handle: StudyHandle, sampler: Any = None) -> None:
+    """Gives `handle` an in-memory copy of its stored study to tune in.
+
+    Every ask/tell of a live tuning session then costs microseconds instead of a
+    database round trip inside the training step, and a storage that goes down
+    mid-training cannot stall it. The stored finished trials are copied in (the
+    sampler and the warm start see the whole history); `sync_trials` writes the new
+    ones back when tuning settles and when training ends.
+
+    Example:
+
+    ```python
+    handle = open_study("default", None, workload=w, host=h)   # attaches the copy
+    session = TuningSession(baseline, settings, study=handle.live)
+    ...
+    sync_trials(handle)
+    ```
+    """
+    import optuna
+
+    stored = handle.study
+    if stored is None:
+        return
+    finished = [t for t in stored.get_trials(deepcopy=False) if t.state.is_finished()]
+    with _quiet_optuna():
+        working = optuna.create_study(
+            direction="maximize", sampler=sampler, study_name=stored.study_name
+        )
+    working.add_trials(finished)
+    handle.working = working
+    handle.copied = len(finished)
+    handle.written = 0
+
+
+def sync_trials(handle: StudyHandle | None) -> str | None:
+    """Writes the working copy's new finished trials to the stored study, in order.
+
+    Idempotent: each trial is written once. Returns an error line instead of raising.
+    """
+    if handle is None or handle.study is None or handle.working is None:
+        return None
+    trials = handle.working.get_trials(deepcopy=False)[handle.copied + handle.written :]
+    new = []
+    for trial in trials:
+        if not trial.state.is_finished():
+            break
+        new.append(trial)
+    if not new:
+        return None
+    try:
+        handle.study.add_trials(new)
+    except Exception as exc:
+        return (
+            f"could not store {len(new)} trial(s) in study {handle.study_name!r}: "
+            f"{_first_line(exc)}"
+        )
+    handle.written += len(new)
+    return None
 
 
 def _tag(

@@ -252,3 +252,59 @@ def test_postgresql_url_without_driver_uses_the_installed_psycopg():
     assert chosen in ("postgresql+psycopg", "postgresql+psycopg2")
     kept = persistence._with_installed_driver(make_url("postgresql+psycopg2://u@h/db"))
     assert kept.drivername == "postgresql+psycopg2"
+
+
+def _stored_trial(workers: int, steps_per_s: float) -> optuna.trial.FrozenTrial:
+    from keras_loadtune import LoaderConfig
+    from keras_loadtune.trial import TrialRecord, config_to_params
+
+    record = TrialRecord(
+        0, LoaderConfig(workers, 8), "complete", "sampler", steps_per_s=steps_per_s
+    )
+    return optuna.trial.create_trial(
+        params=config_to_params(record.config),
+        distributions={
+            "workers": optuna.distributions.IntDistribution(1, 64),
+            "max_queue_size": optuna.distributions.IntDistribution(1, 64),
+            "mode": optuna.distributions.CategoricalDistribution(("thread", "process")),
+        },
+        value=steps_per_s,
+        user_attrs=record.optuna_user_attrs(),
+    )
+
+
+def test_tuning_happens_in_a_working_copy_synced_back_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    first = persistence.open_study(url, "shared")
+    first.study.add_trials([_stored_trial(2, 10.0), _stored_trial(4, 20.0)])
+
+    handle = persistence.open_study(url, "shared")
+    live = handle.live
+    assert live is handle.working and live is not handle.study
+    assert isinstance(live._storage, optuna.storages.InMemoryStorage)
+    assert [t.params["workers"] for t in live.trials] == [2, 4]  # history copied in
+
+    live.add_trial(_stored_trial(6, 30.0))
+    running = live.ask()  # an unfinished trial is not written
+    assert len(handle.study.trials) == 2  # nothing reached storage mid-training
+    assert persistence.sync_trials(handle) is None
+    assert [t.params["workers"] for t in handle.study.trials] == [2, 4, 6]
+    assert persistence.sync_trials(handle) is None  # idempotent
+    assert len(handle.study.trials) == 3
+    live.tell(running, 1.0)
+    live.add_trial(_stored_trial(8, 40.0))
+    persistence.sync_trials(handle)
+    assert [t.value for t in handle.study.trials][3:] == [1.0, 40.0]
+
+
+def test_sync_errors_are_reported_not_raised(tmp_path):
+    handle = persistence.open_study(f"sqlite:///{tmp_path / 's.db'}", "shared")
+    handle.live.add_trial(_stored_trial(3, 12.0))
+
+    def down(trials):
+        raise RuntimeError("database is gone")
+
+    handle.study.add_trials = down
+    error = persistence.sync_trials(handle)
+    assert error is not None and "database is gone" in error and "1 trial" in error
+    assert handle.written == 0

@@ -379,16 +379,19 @@ class LoadTuner(keras.callbacks.Callback):
         self._study_handle = persistence.open_study(
             self.storage, self.study_name, workload=workload, host=host, sampler=sampler
         )
-        return self._study_handle.study
+        return self._study_handle.live
 
     def _store_report(self) -> None:
         """Keep the report (without trials: those are the study's) as a study user attr."""
         if self._session is None or self._study_handle is None:
             return
-        error = persistence.store_report(self._study_handle, self._build_report().to_dict())
-        if error is not None and error not in self._notes:
-            self._notes.append(error)
-            logger.warning("keras_loadtune: %s", error)
+        for error in (
+            persistence.sync_trials(self._study_handle),
+            persistence.store_report(self._study_handle, self._build_report().to_dict()),
+        ):
+            if error is not None and error not in self._notes:
+                self._notes.append(error)
+                logger.warning("keras_loadtune: %s", error)
 
     def _prewarm_if_processes_pending(self, session: TuningSession) -> None:
         """Starts the process machinery early when the pipeline model seeded a process trial.
