@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the same tuning report LoadTuner printed at the end of training.",
     )
     rep.add_argument(
-        "--storage", required=True, metavar="URL", help="Optuna storage URL, e.g. sqlite:///klt.db"
+        "--storage",
+        default="default",
+        metavar="URL",
+        help="Optuna storage URL, e.g. sqlite:///klt.db (default: 'default', the cache "
+        "file LoadTuner writes to)",
     )
     rep.add_argument("--study", metavar="NAME", help="study name (omit to list the studies)")
     rep.add_argument("--json", action="store_true", help="print JSON instead of text")

@@ -364,7 +364,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def _with_installed_driver(parsed: Any) -> Any:
+def with_installed_driver(parsed: Any) -> Any:
     """`postgresql://` means psycopg (3) to SQLAlchemy >= 2.1, psycopg2 to older ones:
     pick whichever of the two is installed."""
     import importlib.util
@@ -381,7 +381,7 @@ def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
     import optuna
     from sqlalchemy.engine import make_url
 
-    parsed = _with_installed_driver(make_url(url))
+    parsed = with_installed_driver(make_url(url))
     url = parsed.render_as_string(hide_password=False)
     backend = parsed.get_backend_name()
     engine_kwargs: dict[str, Any] = {}

@@ -140,7 +140,7 @@ def test_version(capsys):
 
 
 def test_usage_errors_exit_2(capsys):
-    for argv in ([], ["report"], ["demo", "--loader", "nope"], ["demo", "--epochs", "0"]):
+    for argv in ([], ["demo", "--loader", "nope"], ["demo", "--epochs", "0"]):
         with pytest.raises(SystemExit) as exc:
             cli.main(argv)
         assert exc.value.code == 2
@@ -189,3 +189,21 @@ def test_demo_missing_dependency_names_it(capsys, monkeypatch):
     monkeypatch.setattr(cli.importlib, "import_module", fail)
     code, _, err = run(capsys, "demo")
     assert code == 2 and "needs tensorflow" in one_error_line(err)
+
+
+def test_report_reads_the_default_cache_storage_that_load_tuner_writes(capsys):
+    from keras_loadtune import persistence
+
+    path = persistence.default_storage_path()  # under the per-test XDG_CACHE_HOME
+    code, _, err = run(capsys, "report")
+    assert code == 2 and "no such SQLite file" in one_error_line(err)
+    assert not path.exists()  # reading never creates the file
+    populate(
+        optuna.create_study(
+            study_name="run1", storage=persistence.default_storage_url(), direction="maximize"
+        ),
+        make_report(),
+    )
+    for argv in (["report"], ["report", "--storage", "default"]):
+        code, out, _ = run(capsys, *argv)
+        assert code == 0 and "run1" in out

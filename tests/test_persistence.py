@@ -248,9 +248,9 @@ def test_store_report_drops_trials_and_reports_errors(tmp_path):
 def test_postgresql_url_without_driver_uses_the_installed_psycopg():
     from sqlalchemy.engine import make_url
 
-    chosen = persistence._with_installed_driver(make_url("postgresql://u@h/db")).drivername
+    chosen = persistence.with_installed_driver(make_url("postgresql://u@h/db")).drivername
     assert chosen in ("postgresql+psycopg", "postgresql+psycopg2")
-    kept = persistence._with_installed_driver(make_url("postgresql+psycopg2://u@h/db"))
+    kept = persistence.with_installed_driver(make_url("postgresql+psycopg2://u@h/db"))
     assert kept.drivername == "postgresql+psycopg2"
 
 

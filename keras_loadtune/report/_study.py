@@ -102,9 +102,13 @@ def open_storage(storage: str | optuna.storages.BaseStorage) -> optuna.storages.
     import optuna
     from sqlalchemy.engine import make_url
 
+    from keras_loadtune import persistence
+
+    if storage == persistence.DEFAULT_STORAGE:  # what LoadTuner(storage="default") uses
+        storage = persistence.default_storage_url()
     shown = _describe(storage)
     try:
-        url = make_url(storage)
+        url = persistence.with_installed_driver(make_url(storage))
     except Exception as exc:
         hint = ""
         if "://" not in storage and os.path.exists(storage):
@@ -120,7 +124,9 @@ def open_storage(storage: str | optuna.storages.BaseStorage) -> optuna.storages.
         engine_kwargs["connect_args"] = {"connect_timeout": _CONNECT_TIMEOUT_S}
     try:
         return optuna.storages.RDBStorage(
-            storage, engine_kwargs=engine_kwargs or None, skip_table_creation=True
+            url.render_as_string(hide_password=False),
+            engine_kwargs=engine_kwargs or None,
+            skip_table_creation=True,
         )
     except ImportError as exc:
         raise StorageError(
