@@ -198,6 +198,7 @@ def test_report_reads_the_default_cache_storage_that_load_tuner_writes(capsys):
     code, _, err = run(capsys, "report")
     assert code == 2 and "no such SQLite file" in one_error_line(err)
     assert not path.exists()  # reading never creates the file
+    path.parent.mkdir(parents=True)
     populate(
         optuna.create_study(
             study_name="run1", storage=persistence.default_storage_url(), direction="maximize"
