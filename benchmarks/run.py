@@ -601,7 +601,8 @@ def markdown(
         "plain-Keras config of a small exhaustive grid, chosen by a short fit of each (its "
         "search time is not counted). **tf.data** = `tf.data.Dataset.range(n).map(lambda i: "
         "tf.py_function(loader[i]), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)` over the "
-        "same loader. **keras-loadtune** = `LoadTuner(seed=0)` + `tuner.wrap(ds)` starting from "
+        "same loader. **keras-loadtune** = `LoadTuner(seed=0, storage=None)` + `tuner.wrap(ds)` "
+        "starting from "
         "Keras's default config; its probe, trials and worker start-ups (process workers import "
         "Keras/TensorFlow when they unpickle the dataset) are in its wall time. **floor** = the "
         "same model on the same batches already in memory.",

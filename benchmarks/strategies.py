@@ -235,7 +235,8 @@ class Runner:
 
     def _run_tuner(self, model: keras.Model, repeat: int) -> RunResult:
         s = self.scenario
-        tuner = klt.LoadTuner(seed=0, verbose=0, ram_budget=s.ram_budget)
+        # storage=None: every repeat measures a cold tune (warm starts: benchmarks/warm_start.py)
+        tuner = klt.LoadTuner(seed=0, verbose=0, ram_budget=s.ram_budget, storage=None)
         plain = s.make_dataset(self.steps, self.env, **DEFAULT_CONFIG)
         with tuner.wrap(plain) as train:
             timing = timed_fit(model, train, self.epochs, callbacks=[tuner])

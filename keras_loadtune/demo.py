@@ -74,7 +74,9 @@ def run_demo(
         f"steps, starting from Keras's default PyDataset config (1 worker).",
         flush=True,
     )
-    tuner = klt.LoadTuner(verbose=verbose, seed=0)
+    # storage=None: the demo tunes from scratch on every run. Real runs keep their
+    # studies (storage="default") and warm-start the next time.
+    tuner = klt.LoadTuner(verbose=verbose, seed=0, storage=None)
     started = time.perf_counter()
     with tuner.wrap(dataset) as train:
         history = model.fit(train, epochs=epochs, callbacks=[tuner], verbose=1)
