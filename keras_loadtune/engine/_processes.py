@@ -155,7 +155,8 @@ class ProcessPool:
 
     @property
     def pids(self) -> list[int]:
-        return [w.pid for w in self._workers.values()]
+        """Pids of the active workers (not those finishing their last tasks after a resize)."""
+        return [w.pid for w in self._workers.values() if not w.stopping]
 
     def resize(self, workers: int) -> int:
         """Starts or stops processes to reach `workers`; returns how many were started.
