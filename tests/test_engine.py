@@ -473,3 +473,20 @@ def test_forced_release_with_work_in_flight_loses_and_repeats_nothing(config):
         assert pf.release_workers(timeout=1.0, force=True) is True
         assert pf.worker_pids == []
         assert drain(pf) == list(range(2, 16))
+
+
+def test_worker_ids_and_segment_names_are_never_reused_across_pools():
+    """A retired pool unlinks its workers' segments by name prefix: a newer pool's worker
+    must never share that prefix, or its batches vanish before the trainer reads them."""
+    ds = IndexDataset(30, shape=(256, 256))  # 512 KiB: travels through shared memory
+    with Prefetcher(ds, LoaderConfig(2, 4, True)) as pf:
+        pf.begin_pass(range(30))
+        got = drain(pf, 5)
+        first = set(pf._pool._workers)
+        pf.reconfigure(LoaderConfig(2, 4, False))
+        got += drain(pf, 5)
+        pf.reconfigure(LoaderConfig(2, 4, True))
+        second = set(pf._pool._workers)
+        got += drain(pf)
+        assert got == list(range(30))
+    assert first and second and not first & second

@@ -25,6 +25,7 @@ reported as `WorkerDiedError` naming pid, signal and batch, instead of the hang
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -45,6 +46,10 @@ from keras_loadtune.engine.errors import DatasetNotPicklableError, WorkerDiedErr
 START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 STARTUP_TIMEOUT_S = 300.0
 _PER_WORKER_INFLIGHT = 2
+# Worker ids are unique for the life of the trainer, across pools: they name each
+# worker's shared-memory segments, and a retired pool cleaning up after its workers
+# must never match the segments of a newer pool's workers.
+_WORKER_IDS = itertools.count()
 _preload_done = False
 
 
@@ -139,7 +144,6 @@ class ProcessPool:
         self._ctx = _context(source)
         self._workers: dict[int, _Worker] = {}
         self._lock = threading.RLock()
-        self._next_wid = 0
         self._closed = False
         self._failed = False
         # Wakes the collector when the set of workers changes.
@@ -194,8 +198,7 @@ class ProcessPool:
 
     def _spawn(self) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        wid = self._next_wid
-        self._next_wid += 1
+        wid = next(_WORKER_IDS)
         process = self._ctx.Process(
             target=worker_main,
             args=(child_conn, wid, self._blob, os.getpid()),
