@@ -201,7 +201,7 @@ def test_time_budget_is_respected():
 
 def test_stop_mid_trial_prunes_it_and_returns_best():
     pipe = SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, seed=0)
-    res = simulate_tuning(pipe, _settings(), baseline=LoaderConfig(), total_steps=40)
+    res = simulate_tuning(pipe, _settings(), baseline=LoaderConfig(), total_steps=24)
     session = res.session
     assert session.phase == "stopped" and session.finished_reason == "training ended"
     last = session.trials[-1]
@@ -286,3 +286,34 @@ def test_light_loader_threads_still_count_as_compute_bound():
 
 def test_cpu_heavy_loader_already_in_processes_is_compute_bound():
     assert _probe_with_loader(cpu_s=0.015, mode_processes=True).phase == "compute-bound"
+
+
+def _probe_length(sample: StepSample, **kw) -> int:
+    session = TuningSession(
+        LoaderConfig(), _settings(probe_steps=20, skip_steps=2), probe_in_steady_state=True, **kw
+    )
+    for n in range(1, 100):
+        session.observe_step(sample)
+        if session.phase != "probe":
+            return n
+    raise AssertionError("the probe never ended")
+
+
+def test_a_clearly_input_bound_probe_ends_early_a_borderline_one_runs_in_full():
+    assert _probe_length(StepSample(0.030, 0.040)) <= 8  # waits 75%: decided in a few steps
+    assert _probe_length(StepSample(0.004, 0.040)) == 20  # waits 10%: the whole probe
+
+
+def test_probe_in_steady_state_skips_no_refill_steps():
+    settings = _settings(probe_steps=20, skip_steps=2)
+    refill = TuningSession(LoaderConfig(), settings)
+    steady = TuningSession(LoaderConfig(), settings, probe_in_steady_state=True)
+    borderline = StepSample(0.004, 0.040)
+    counts = []
+    for session in (refill, steady):
+        n = 0
+        while session.phase == "probe":
+            session.observe_step(borderline)
+            n += 1
+        counts.append(n)
+    assert counts[0] - counts[1] == 2 + 1  # skip_steps + one batch in flight

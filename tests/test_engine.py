@@ -490,3 +490,15 @@ def test_worker_ids_and_segment_names_are_never_reused_across_pools():
         got += drain(pf)
         assert got == list(range(30))
     assert first and second and not first & second
+
+
+def test_records_flag_the_end_of_pass_stretch_where_workers_have_nothing_left():
+    with Prefetcher(IndexDataset(10), LoaderConfig(2, 4)) as pf:
+        pf.begin_pass(range(10))
+        drain(pf)
+        tails = [r.pass_tail for r in pf.stats]
+        # After delivering position p, positions up to p + 1 + queue are submitted.
+        assert tails == [p >= 10 - 4 - 1 for p in range(10)]
+        pf.begin_pass(None)  # an infinite stream has no tail
+        drain(pf, 5)
+        assert not any(r.pass_tail for r in pf.stats.batches_since(10))

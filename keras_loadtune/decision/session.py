@@ -110,6 +110,8 @@ if TYPE_CHECKING:  # pragma: no cover
 PHASES = ("probe", "tuning", "steady", "compute-bound", "stopped")
 # Measured steps between two RSS probes during a trial (psutil walks the process tree).
 RSS_EVERY = 5
+# Fewest probe steps before a clearly input-bound pipeline may end the probe early.
+PROBE_MIN_STEPS = 6
 # Loader threads whose CPU time per batch is at least this share of a training step
 # contend with training for the GIL/cores: tune even when the step barely waits.
 CONTENTION_CPU_SHARE = 0.25
@@ -334,6 +336,7 @@ class TuningSession:
         cores: int | None = None,
         logger: logging.Logger | None = None,
         warm_start: bool = True,
+        probe_in_steady_state: bool = False,
     ) -> None:
         if not isinstance(baseline, LoaderConfig):
             raise TypeError(
@@ -348,6 +351,7 @@ class TuningSession:
             raise ValueError(f"TuningSession: cores must be an int >= 1 or None; got {cores!r}.")
         self.baseline = baseline
         self.settings = settings
+        self._probe_in_steady_state = bool(probe_in_steady_state)
         self.cores = int(cores if cores is not None else settings.cores)  # type: ignore[arg-type]
         self._clock = clock
         self._rss_probe = rss_probe if rss_probe is not None else resources.process_tree_rss
@@ -554,11 +558,13 @@ class TuningSession:
     def _probe_step(self, sample: StepSample) -> LoaderConfig | None:
         s = self.settings
         self._probe_samples.append(sample)
-        skip = self._refill_steps(self.baseline)
+        skip = 0 if self._probe_in_steady_state else self._refill_steps(self.baseline)
         probe_steps = max(s.probe_steps, 2 * analytical.concurrency(self.baseline))
-        if len(self._probe_samples) < skip + probe_steps:
+        measured = self._probe_samples[skip:]
+        early = len(measured) < probe_steps and self._clearly_input_bound(measured)
+        if len(measured) < probe_steps and not early:
             return None
-        stats = window_stats(align_to_cycles(self._probe_samples[skip:]))
+        stats = window_stats(align_to_cycles(measured[-PROBE_MIN_STEPS:] if early else measured))
         self.probe_stats = stats
         self._probe_rss = self._read_rss()
         contention = self._loader_contention(stats)
@@ -594,6 +600,20 @@ class TuningSession:
             ", ".join(str(c) for c in self._pending_seeds) or "none",
         )
         return self._next()
+
+    def _clearly_input_bound(self, samples: list[StepSample]) -> bool:
+        """An early end to the probe: every one of the last few steps waited a lot.
+
+        Every probe step on a slow loader costs a full produce time, so once each of the
+        last `PROBE_MIN_STEPS` steps waited at least four times `wait_threshold` of its
+        time, more probe steps would only confirm it (the baseline is then measured on
+        those steps). Borderline pipelines still run the whole probe.
+        """
+        n = len(samples)
+        if n < max(PROBE_MIN_STEPS, 2 * analytical.concurrency(self.baseline)):
+            return False
+        line = 4 * self.settings.wait_threshold
+        return all(x.wait_s >= line * x.step_s for x in samples[-PROBE_MIN_STEPS:])
 
     def _loader_contention(self, stats: WindowStats) -> str | None:
         """Why the loader may slow training although the step barely waits, or None.

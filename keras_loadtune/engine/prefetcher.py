@@ -262,6 +262,7 @@ class Prefetcher:
                 self._stream_next = index + 1
             self._top_up()
             depth = len(self._buffer)
+            tail = not self._infinite and self._submitted >= len(self._order)  # type: ignore[arg-type]
             config = self._config
             sequence = self._sequence
             self._sequence += 1
@@ -271,7 +272,9 @@ class Prefetcher:
             raise entry[1]
         _, batch, wall, cpu, nbytes = entry
         self.stats.add_batch(
-            BatchRecord(sequence, index, wait_s, wall, cpu, depth, nbytes, config, t0 + wait_s)
+            BatchRecord(
+                sequence, index, wait_s, wall, cpu, depth, nbytes, config, t0 + wait_s, tail
+            )
         )
         return batch
 

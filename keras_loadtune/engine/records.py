@@ -26,6 +26,9 @@ class BatchRecord:
         nbytes: Bytes of array data in the batch.
         config: The loader config that produced it.
         delivered_at: `time.perf_counter()` at delivery.
+        pass_tail: True when every position of the (finite) pass had already been handed
+            to the workers: the end-of-epoch stretch where the consumer drains what is
+            left and the workers sit idle, which makes any config look fast.
     """
 
     sequence: int
@@ -37,6 +40,7 @@ class BatchRecord:
     nbytes: int
     config: LoaderConfig
     delivered_at: float
+    pass_tail: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -333,6 +333,8 @@ class LoadTuner(keras.callbacks.Callback):
     def _drive(self, sample: StepSample, records: list) -> None:
         if self._broken or self._train_ds is None:
             return
+        if self._in_pass_tail(records):
+            return
         session = self._session
         if session is None and self._draining(records):
             return
@@ -343,6 +345,7 @@ class LoadTuner(keras.callbacks.Callback):
                 study=self._open_study(),
                 rss_probe=process_tree_rss,
                 process_mode_available="process" in self.settings.modes,
+                probe_in_steady_state=True,  # the stock prefetched during tracing is drained
                 logger=logger,
             )
         if session.phase in ("compute-bound", "stopped"):
@@ -407,6 +410,22 @@ class LoadTuner(keras.callbacks.Callback):
             self._train_ds.prewarm_processes()
         except Exception as exc:  # best effort: the first process trial just starts slower
             logger.debug("keras_loadtune: process prewarm failed: %s", exc)
+
+    def _in_pass_tail(self, records: list) -> bool:
+        """True for steps at the end of an epoch, once the workers have nothing left to start.
+
+        The consumer then drains batches produced earlier while the workers sit idle, so
+        every step runs at compute speed whatever the config; a big queue makes that
+        stretch long. Those steps would flatter the config under trial, so the tuner does
+        not see them (they still count in the epoch's `data_wait_fraction`). When the
+        epoch is too short to have anything but such stretches, every step counts.
+        """
+        if not records or not records[-1].pass_tail:
+            return False
+        ds = self._train_ds
+        n = ds.num_batches
+        config = ds.config
+        return n is not None and n > 2 * (config.max_queue_size + config.workers)
 
     def _draining(self, records: list) -> bool:
         """True while the queue filled during graph tracing is still being drained.
