@@ -159,7 +159,7 @@ def test_two_processes_tune_one_study_then_a_new_host_warm_starts(study_name):
     assert "error" not in r3, r3.get("error")
     assert r3["warm"] and r3["kept"], r3
     assert LoaderConfig.from_dict(r3["best"]) == warm.config
-    assert r3["steps"] * 2 < min(r["steps"] for r in results)
+    assert r3["steps"] < min(r["steps"] for r in results)  # no probe, one verify window
 
     # The stored study reads back through the report API (as `keras-loadtune report`).
     names = [row["name"] for row in list_studies(POSTGRES_URL)]
