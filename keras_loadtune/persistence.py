@@ -39,7 +39,6 @@ handle.study, handle.note                 # an optuna.Study, None when all went 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -50,10 +49,12 @@ import re
 import sys
 import time
 import types
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from keras_loadtune._optuna_logging import quiet_optuna
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -442,7 +443,7 @@ def open_study(
     shown = redact_url(url)
     try:
         rdb = _rdb_storage(url)
-        with _quiet_optuna():
+        with quiet_optuna():
             study = optuna.create_study(
                 storage=rdb,
                 study_name=study_name,
@@ -489,7 +490,7 @@ def attach_working_copy(handle: StudyHandle, sampler: Any = None) -> None:
     if stored is None:
         return
     finished = [t for t in stored.get_trials(deepcopy=False) if t.state.is_finished()]
-    with _quiet_optuna():
+    with quiet_optuna():
         working = optuna.create_study(
             direction="maximize", sampler=sampler, study_name=stored.study_name
         )
@@ -543,19 +544,6 @@ def _tag(
             "config is verified before it is kept",
             study.study_name,
         )
-
-
-@contextlib.contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    """Keep Optuna's INFO lines ("A new study created ...") off the training console."""
-    import optuna
-
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(level)
 
 
 def store_report(handle: StudyHandle | None, report_dict: Mapping[str, Any]) -> str | None:

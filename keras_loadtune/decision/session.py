@@ -71,15 +71,15 @@ print(session.phase, session.best_config, session.speedup)
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from keras_loadtune._optuna_logging import quiet_optuna
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision import analytical, resources
 from keras_loadtune.decision.settings import MODES, TunerSettings
@@ -133,19 +133,6 @@ WARM_START_NOISE_SE = 2.0
 
 def _cost_key(config: LoaderConfig) -> tuple[int, int, int]:
     return (int(config.use_multiprocessing), config.workers, config.max_queue_size)
-
-
-@contextlib.contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    """Keep Optuna's per-trial INFO lines off the training console (we log our own)."""
-    import optuna
-
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(level)
 
 
 def default_sampler(settings: TunerSettings) -> Any:
@@ -711,7 +698,7 @@ class TuningSession:
         if study is None:
             return None
         try:
-            with _quiet_optuna():
+            with quiet_optuna():
                 return stored_best(
                     study,
                     self.baseline,
@@ -1188,7 +1175,7 @@ class TuningSession:
             import optuna
 
             sampler = default_sampler(self.settings)
-            with _quiet_optuna():
+            with quiet_optuna():
                 self._study = optuna.create_study(direction="maximize", sampler=sampler)
         return self._study
 
@@ -1206,7 +1193,7 @@ class TuningSession:
 
     def _ask(self, enqueue: dict[str, Any] | None) -> Any:
         study = self._ensure_study()
-        with _quiet_optuna():
+        with quiet_optuna():
             if enqueue is not None:
                 trial = _ask_fixed(study, enqueue)
                 if trial is not None:
@@ -1246,7 +1233,7 @@ class TuningSession:
             "pruned": optuna.trial.TrialState.PRUNED,
             "failed": optuna.trial.TrialState.FAIL,
         }[state]
-        with _quiet_optuna():
+        with quiet_optuna():
             if optuna_state == optuna.trial.TrialState.COMPLETE:
                 self._study.tell(trial, value)  # type: ignore[union-attr]
             else:
