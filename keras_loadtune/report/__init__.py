@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.report import _format
@@ -65,15 +65,7 @@ Decision = Literal[
     "warm-start",
 ]
 #: Every value `TuningReport.decision` may take.
-DECISIONS: tuple[str, ...] = (
-    "tuned",
-    "compute-bound",
-    "not-wrapped",
-    "tuning-failed",
-    "in-progress",
-    "kept-baseline",
-    "warm-start",
-)
+DECISIONS: tuple[str, ...] = get_args(Decision)
 #: Written as `"format_version"` by `TuningReport.to_dict`.
 REPORT_FORMAT_VERSION = 1
 
