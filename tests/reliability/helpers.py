@@ -3,44 +3,15 @@
 from __future__ import annotations
 
 import os
-import threading
-import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
 
-ENGINE_PREFIX = "keras_loadtune"
-JANITOR = "keras_loadtune-janitor"
-SHM_DIR = "/dev/shm"
+# The leak probes the whole test suite uses (tests/conftest.py), re-exported here.
+from conftest import engine_threads, shm_segments, wait_until, worker_processes
 
-
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0, every: float = 0.05) -> bool:
-    """Polls `predicate` until truthy or `timeout` passes; returns its last truth value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return bool(predicate())
-        time.sleep(every)
-
-
-def worker_processes() -> list[psutil.Process]:
-    """Live worker processes: grandchildren (workers fork from the forkserver).
-
-    The forkserver and the resource tracker are direct children and persist legitimately.
-    """
-    me = os.getpid()
-    found = []
-    for proc in psutil.Process(me).children(recursive=True):
-        try:
-            if proc.ppid() != me and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.NoSuchProcess:
-            continue
-    return found
+__all__ = ["engine_threads", "shm_segments", "wait_until", "worker_processes"]
 
 
 def zombies() -> list[int]:
@@ -53,23 +24,6 @@ def zombies() -> list[int]:
         except psutil.NoSuchProcess:
             continue
     return found
-
-
-def engine_threads(include_janitor: bool = False) -> list[threading.Thread]:
-    return [
-        t
-        for t in threading.enumerate()
-        if t.name.startswith(ENGINE_PREFIX) and (include_janitor or t.name != JANITOR)
-    ]
-
-
-def shm_segments() -> list[str]:
-    """Shared-memory segments of this process's prefetchers (`klt_<our pid>_*`)."""
-    prefix = f"klt_{os.getpid()}_"
-    try:
-        return sorted(n for n in os.listdir(SHM_DIR) if n.startswith(prefix))
-    except OSError:  # pragma: no cover
-        return []
 
 
 @dataclass(frozen=True)
