@@ -1,6 +1,12 @@
 """Shared fixtures: a leak checker for engine threads, worker processes and /dev/shm segments.
 
 Opt in per module with ``pytestmark = pytest.mark.usefixtures("no_leaks")``.
+
+Markers. A test is Keras-facing (marker ``keras``, run once per Keras backend by
+``tests/run_all.py``) when it is marked so by hand, when it uses a fixture of
+``KERAS_FIXTURES``, or when its module imports Keras, a backend, or a Keras test helper at
+module level (``keras_marked`` below decides, so no Keras test can be forgotten by the
+per-backend runs). Every other test is backend-independent and runs once.
 """
 
 from __future__ import annotations
@@ -9,9 +15,70 @@ import os
 import sys
 import threading
 import time
+import types
 
 import psutil
 import pytest
+
+# Module-level imports of these (or of names defined in them) make a test module Keras-facing.
+KERAS_MODULES = (
+    "keras",
+    "tensorflow",
+    "jax",
+    "torch",
+    "keras_datasets",
+    "reliability.kdata",
+    "keras_loadtune.keras_adapter",
+)
+# Fixtures that import Keras for the test.
+KERAS_FIXTURES = frozenset({"keras_ready"})
+
+
+def _from_keras(value: object) -> bool:
+    """Whether `value` is one of `KERAS_MODULES` or was defined in one of them."""
+    if isinstance(value, types.ModuleType):
+        name = value.__name__
+    else:
+        try:
+            name = getattr(value, "__module__", None)
+        except Exception:  # an odd object's attribute access may raise anything
+            return False
+    if not isinstance(name, str):
+        return False
+    return any(name == m or name.startswith(m + ".") for m in KERAS_MODULES)
+
+
+def imports_keras(module: types.ModuleType) -> bool:
+    """Whether a test module imported Keras, a backend or a Keras test helper at module level."""
+    return any(_from_keras(value) for value in list(vars(module).values()))
+
+
+def keras_marked(item: pytest.Item, module_cache: dict[str, bool]) -> bool:
+    """Whether a collected test is Keras-facing (see the module docstring)."""
+    if item.get_closest_marker("keras") is not None:
+        return True
+    if KERAS_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    module = getattr(item, "module", None)
+    if module is None:
+        return False
+    if module.__name__ not in module_cache:
+        module_cache[module.__name__] = imports_keras(module)
+    return module_cache[module.__name__]
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Marks every Keras-facing test `keras` (see the module docstring)."""
+    cache: dict[str, bool] = {}
+    for item in items:
+        if item.get_closest_marker("keras") is None and keras_marked(item, cache):
+            item.add_marker(pytest.mark.keras)
+
+
+def pytest_report_header(config) -> str:
+    """Names the Keras backend of this run (Keras reads the same variable)."""
+    return f"KERAS_BACKEND: {os.environ.get('KERAS_BACKEND', '(unset: tensorflow)')}"
+
 
 ENGINE_THREAD_PREFIX = "keras_loadtune"
 JANITOR_THREAD = "keras_loadtune-janitor"
