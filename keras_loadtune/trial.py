@@ -16,7 +16,9 @@ from keras_loadtune.config import LoaderConfig
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
-TrialState = Literal["complete", "pruned", "failed", "skipped"]
+TrialOutcome = Literal["complete", "pruned", "failed", "skipped"]
+# Deprecated alias (it shadowed `optuna.trial.TrialState`); use `TrialOutcome`.
+TrialState = TrialOutcome
 TrialSource = Literal["baseline", "analytical", "sampler", "warm-start", "verify"]
 
 # Optuna trial params (what was tried).
@@ -34,6 +36,15 @@ ATTR_SOURCE = "source"
 ATTR_STATE = "klt_state"
 ATTR_REASON = "reason"
 ATTR_CONSTRAINT = "constraint"  # list[float]; <= 0 is feasible (Optuna constraints_func)
+# Name of the Optuna constraint (`Trial.set_constraint`) holding the RAM excess in bytes.
+CONSTRAINT_KEY = "ram_excess_bytes"
+
+# Optuna study user attrs written by `keras_loadtune.persistence`.
+STUDY_ATTR_WORKLOAD = "klt_workload"
+STUDY_ATTR_HOST = "klt_host"
+STUDY_ATTR_FINGERPRINT = "klt_fingerprint"
+# The last `TuningReport.to_dict()` of a run, kept on the study for `keras-loadtune report`.
+STUDY_ATTR_REPORT = "klt_report"
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ class TrialRecord:
 
     number: int
     config: LoaderConfig
-    state: TrialState
+    state: TrialOutcome
     source: TrialSource
     steps_per_s: float | None = None
     wait_fraction: float | None = None

@@ -113,8 +113,9 @@ def test_predict_limits():
     cfg1 = LoaderConfig(1, 10)
     assert predict(cfg1, IO_BOUND, 0.010, 8).steps_per_s == pytest.approx(25.0)
     assert predict(cfg1, IO_BOUND, 0.010, 8).bottleneck == "latency"
-    # The queue bounds the batches in flight.
-    assert predict(LoaderConfig(16, 1), IO_BOUND, 0.001, 8).steps_per_s == pytest.approx(75.0)
+    # The engine's window bounds the batches in flight: queue 1 = one batch at a time.
+    assert predict(LoaderConfig(16, 1), IO_BOUND, 0.001, 8).steps_per_s == pytest.approx(25.0)
+    assert predict(LoaderConfig(16, 3), IO_BOUND, 0.001, 8).steps_per_s == pytest.approx(75.0)
     # Cores bound CPU work; processes pay pickling.
     numpy = LoaderProfile(0.02, 0.02, 1.0, 0, 0.0)
     assert predict(LoaderConfig(16, 20), numpy, 0.0001, 5).bottleneck == "cores"
@@ -124,7 +125,9 @@ def test_predict_limits():
 
 
 def test_memory_model():
-    assert extra_rss_bytes(LoaderConfig(2, 4), 1000) == 6000
-    assert extra_rss_bytes(LoaderConfig(2, 4, True), 1000, process_rss_bytes=10**6) == 2_012_000
-    assert queue_for(6, 0.1, TunerSettings(cores=4)) == 7
+    # held_batches (4) + the trainer's batch; doubled (pickled copies) in process mode.
+    assert extra_rss_bytes(LoaderConfig(2, 4), 1000) == 5000
+    assert extra_rss_bytes(LoaderConfig(2, 4, True), 1000, process_rss_bytes=10**6) == 2_010_000
+    # Every worker needs a position of the window (6) + 2 x 0.1 x 6 -> 2 + 1 ready batches.
+    assert queue_for(6, 0.1, TunerSettings(cores=4)) == 9
     assert queue_for(100, 0.0, TunerSettings(cores=4)) == 64

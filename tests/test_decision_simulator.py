@@ -48,15 +48,22 @@ def test_simulator_cpu_contention_and_queue_bound():
     two = static_grid(numpy.__class__(**{**numpy.__dict__, "cores": 2}), [LoaderConfig(8, 10)])
     eight = static_grid(numpy, [LoaderConfig(8, 10)])
     assert two[LoaderConfig(8, 10)].steps_per_s < 0.4 * eight[LoaderConfig(8, 10)].steps_per_s
-    # Keras keeps max_queue_size + 2 batches in flight, whatever the worker count.
+    # The Prefetcher keeps max_queue_size batches in flight, whatever the worker count.
     io = static_grid(PipelineParams(io_s=0.1, compute_s=0.001), [LoaderConfig(16, 2)])
-    assert io[LoaderConfig(16, 2)].steps_per_s == pytest.approx(40.0, rel=0.05)
+    assert io[LoaderConfig(16, 2)].steps_per_s == pytest.approx(20.0, rel=0.05)
 
 
 def test_simulator_restart_costs_and_memory():
-    pipe = SimulatedPipeline(io_s=0.01, process_startup_s=0.5, process_rss_bytes=100 << 20)
-    assert pipe.reconfigure(LoaderConfig(4, 4, True)) == pytest.approx(0.54)
+    pipe = SimulatedPipeline(
+        io_s=0.01, process_startup_s=0.5, process_worker_s=0.03, process_rss_bytes=100 << 20
+    )
+    # The first process pool starts the forkserver, then each worker process.
+    assert pipe.reconfigure(LoaderConfig(4, 4, True)) == pytest.approx(0.62)
     assert pipe.reconfigure(LoaderConfig(4, 4, True)) == 0.0
+    # Growing the pool pays only the added workers; back to processes, no forkserver.
+    assert pipe.reconfigure(LoaderConfig(6, 4, True)) == pytest.approx(0.06)
+    pipe.reconfigure(LoaderConfig(2, 4))
+    assert pipe.reconfigure(LoaderConfig(2, 4, True)) == pytest.approx(0.06)
     pipe.run_steps(LoaderConfig(4, 4, True), 20)
     rss = pipe.rss()
     assert rss >= pipe.params.base_rss_bytes + 4 * (100 << 20)

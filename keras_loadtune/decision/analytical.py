@@ -1,11 +1,12 @@
 """The analytical pipeline model: predict a config's throughput and memory, seed the search.
 
-A fluid (average-rate) model of a Keras `PyDataset` pipeline. One batch costs
-the loader `produce_wall_s` of wall time, `produce_cpu_s` of which need a core;
-the trainer needs `step_compute_s` per step. Keras keeps at most
-`max_queue_size` futures queued, plus the one its producer thread holds while
-blocked on the full queue, plus the one the trainer waits on, so
-`min(workers, max_queue_size + 2)` batches are produced concurrently. Then:
+A fluid (average-rate) model of the project's `Prefetcher` (the loader a
+`TunedPyDataset` runs). One batch costs the loader `produce_wall_s` of wall time,
+`produce_cpu_s` of which need a core; the trainer needs `step_compute_s` per step.
+The queue arithmetic is the engine's own (`keras_loadtune.engine.arithmetic`): at
+most `max_queue_size` positions are submitted or buffered ahead of the cursor, so
+`in_flight(config) = min(workers, max_queue_size)` batches are produced
+concurrently. Then:
 
 - **threads** overlap latency freely, share the cores, and serialise the
   GIL-holding part of the CPU work (`gil_fraction x produce_cpu_s` per batch);
@@ -26,6 +27,7 @@ Example:
 from keras_loadtune import LoaderConfig
 from keras_loadtune.decision.analytical import predict, seed_configs
 from keras_loadtune.decision.settings import TunerSettings
+from keras_loadtune.engine.arithmetic import held_batches, in_flight
 from keras_loadtune.measurement import LoaderProfile
 
 io_bound = LoaderProfile(produce_wall_s=0.040, produce_cpu_s=0.002, cpu_ratio=0.05,
@@ -43,6 +45,7 @@ from dataclasses import dataclass
 
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.settings import TunerSettings
+from keras_loadtune.engine.arithmetic import held_batches, in_flight
 from keras_loadtune.measurement import LoaderProfile
 
 # Loaders whose CPU time is at least this share of their wall time are "CPU-heavy":
@@ -81,31 +84,30 @@ class Prediction:
 
 
 def concurrency(config: LoaderConfig) -> int:
-    """Batches produced at once: `min(workers, max_queue_size + 2)`.
+    """Batches produced at once: the engine's `in_flight(config)`.
 
-    Keras's `OrderedEnqueuer` submits a batch to the pool, then blocks putting its
-    future into a queue of `max_queue_size`; the trainer takes the head future out
-    of the queue before waiting on it. So the queue, the blocked producer and the
-    trainer hold `max_queue_size + 2` unconsumed batches.
+    Args:
+        config: The loader config.
+
+    Returns:
+        `min(workers, max_queue_size)`, see `keras_loadtune.engine.arithmetic`.
 
     Example:
 
-    ```python
-    from keras_loadtune import LoaderConfig
-    from keras_loadtune.decision.analytical import concurrency
-
-    concurrency(LoaderConfig(workers=8, max_queue_size=3))  # 5
-    ```
+    >>> from keras_loadtune import LoaderConfig
+    >>> concurrency(LoaderConfig(workers=8, max_queue_size=3))
+    3
     """
-    return min(config.workers, config.max_queue_size + 2)
+    return in_flight(config)
 
 
 def extra_rss_bytes(
     config: LoaderConfig, batch_nbytes: int, *, process_rss_bytes: int | None = None
 ) -> int:
-    """Memory a config holds beyond the trainer: the `max_queue_size + 2` unconsumed
-    batches (see `concurrency`), a pickled copy of each in process mode, plus one
-    `process_rss_bytes` per worker process (0 when unknown).
+    """Memory a config holds beyond the trainer: `held_batches(config) + 1` batches
+    (the loader's window plus the trainer's batch, see `keras_loadtune.engine.arithmetic`),
+    a pickled copy of each in process mode, plus one `process_rss_bytes` per worker
+    process (0 when unknown).
 
     Example:
 
@@ -113,11 +115,11 @@ def extra_rss_bytes(
     from keras_loadtune import LoaderConfig
     from keras_loadtune.decision.analytical import extra_rss_bytes
 
-    extra_rss_bytes(LoaderConfig(2, 4), 1000)                       # 6000
-    extra_rss_bytes(LoaderConfig(2, 4, True), 1000, process_rss_bytes=10**6)  # 2012000
+    extra_rss_bytes(LoaderConfig(2, 4), 1000)                       # 5000
+    extra_rss_bytes(LoaderConfig(2, 4, True), 1000, process_rss_bytes=10**6)  # 2010000
     ```
     """
-    held = (config.max_queue_size + 2) * int(batch_nbytes)
+    held = (held_batches(config) + 1) * int(batch_nbytes)
     if config.use_multiprocessing:
         held = 2 * held + config.workers * int(process_rss_bytes or 0)
     return int(held)
@@ -194,20 +196,21 @@ def predict(
 
 def queue_for(workers: int, jitter_cv: float, settings: TunerSettings) -> int:
     """Queue depth for `workers`: Little's law (every worker needs one of the
-    `max_queue_size + 2` slots, see `concurrency`) plus a jitter buffer of
-    `2 x jitter_cv x workers + 1` batches, within `settings.queue_size_range`.
+        `max_queue_size` positions of the window, see `concurrency`) plus a jitter buffer
+        of `2 x jitter_cv x workers + 1` ready batches, within `settings.queue_size_range`.
 
-    Example:
+        Example:
 
-    ```python
-    from keras_loadtune.decision.analytical import queue_for
-    from keras_loadtune.decision.settings import TunerSettings
+        ```python
+        from keras_loadtune.decision.analytical import queue_for
+        from keras_loadtune.decision.settings import TunerSettings
+    from keras_loadtune.engine.arithmetic import held_batches, in_flight
 
-    queue_for(6, 0.1, TunerSettings(cores=4))  # 7
-    ```
+        queue_for(6, 0.1, TunerSettings(cores=4))  # 9
+        ```
     """
     low, high = settings.queue_size_range
-    depth = workers - 2 + math.ceil(2.0 * max(jitter_cv, 0.0) * workers) + 1
+    depth = workers + math.ceil(2.0 * max(jitter_cv, 0.0) * workers) + 1
     return int(min(max(depth, low), high))
 
 
@@ -227,7 +230,7 @@ def _fit_ram(
         extra = extra_rss_bytes(cand, profile.batch_nbytes, process_rss_bytes=process_rss_bytes)
         if extra <= budget:
             return cand
-        if queue > max(low_q, workers - 2):
+        if queue > max(low_q, workers):
             queue -= 1
         elif workers > 1:
             workers -= 1
@@ -248,38 +251,39 @@ def seed_configs(
 ) -> list[LoaderConfig]:
     """Configs the pipeline model expects to reach the compute floor, to measure first.
 
-    - Threads (always, if allowed): enough to cover the latency, about
-      `produce_wall_s / step_compute_s x (1 + margin)`, capped by
-      `settings.max_thread_workers` and, for CPU-heavy loaders, by what the cores can run.
-    - Processes (if allowed and `profile.cpu_ratio >= CPU_HEAVY_RATIO`): the same
-      rule with the pickling cost added, capped by `max_process_workers` and `cores`.
-    - Queue from `queue_for` (Little's law + jitter); configs predicted over the RAM
-      budget are shrunk (queue first) until they fit, or dropped.
+        - Threads (always, if allowed): enough to cover the latency, about
+          `produce_wall_s / step_compute_s x (1 + margin)`, capped by
+          `settings.max_thread_workers` and, for CPU-heavy loaders, by what the cores can run.
+        - Processes (if allowed and `profile.cpu_ratio >= CPU_HEAVY_RATIO`): the same
+          rule with the pickling cost added, capped by `max_process_workers` and `cores`.
+        - Queue from `queue_for` (Little's law + jitter); configs predicted over the RAM
+          budget are shrunk (queue first) until they fit, or dropped.
 
-    The baseline itself and duplicates are left out (the baseline is measured anyway).
-    The thread seed comes first (cheaper to start).
+        The baseline itself and duplicates are left out (the baseline is measured anyway).
+        The thread seed comes first (cheaper to start).
 
-    Args:
-        profile: Loader costs measured during the probe.
-        step_compute_s: Median trainer compute per step during the probe.
-        cores: Cores of the machine.
-        settings: Search ranges and RAM budget.
-        baseline: The user's config.
-        modes: Modes still allowed (default `settings.modes`).
-        process_rss_bytes: Resident memory per worker process, when known.
+        Args:
+            profile: Loader costs measured during the probe.
+            step_compute_s: Median trainer compute per step during the probe.
+            cores: Cores of the machine.
+            settings: Search ranges and RAM budget.
+            baseline: The user's config.
+            modes: Modes still allowed (default `settings.modes`).
+            process_rss_bytes: Resident memory per worker process, when known.
 
-    Example:
+        Example:
 
-    ```python
-    from keras_loadtune import LoaderConfig
-    from keras_loadtune.decision.analytical import seed_configs
-    from keras_loadtune.decision.settings import TunerSettings
-    from keras_loadtune.measurement import LoaderProfile
+        ```python
+        from keras_loadtune import LoaderConfig
+        from keras_loadtune.decision.analytical import seed_configs
+        from keras_loadtune.decision.settings import TunerSettings
+    from keras_loadtune.engine.arithmetic import held_batches, in_flight
+        from keras_loadtune.measurement import LoaderProfile
 
-    python_heavy = LoaderProfile(0.02, 0.02, 1.0, 1 << 16, 0.05)
-    [c.mode for c in seed_configs(python_heavy, 0.005, 16, TunerSettings(cores=16),
-                                  LoaderConfig())]  # ['thread', 'process']
-    ```
+        python_heavy = LoaderProfile(0.02, 0.02, 1.0, 1 << 16, 0.05)
+        [c.mode for c in seed_configs(python_heavy, 0.005, 16, TunerSettings(cores=16),
+                                      LoaderConfig())]  # ['thread', 'process']
+        ```
     """
     modes = settings.modes if modes is None else modes
     compute = max(float(step_compute_s), 1e-6)

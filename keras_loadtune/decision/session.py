@@ -1,17 +1,20 @@
 """`TuningSession`: the tuning policy as a state machine driven one training step at a time.
 
-The Keras callback stays thin: after every training step it hands the session a
-`StepSample`; when the session answers with a `LoaderConfig`, the callback
-restarts the loader with it before the next step. Everything else (probing,
-seeding, Optuna ask/tell, stopping, drift) lives here, free of TensorFlow, so
-the policy is tested against `keras_loadtune.decision.simulator` with a fake clock.
+A facade over phase objects that return results and never call back:
+`probe.Probe`, `warm_start` (verify), `search.SearchRound` (one per round: a drift
+reopen or a warm-start re-tune is a new round), `steady.SteadyWatch`,
+`memory.MemoryBudget` and `optuna_bridge.StudyBridge` (the only user of
+`optuna.Trial`). The session owns the `Phase`, the current config (the one place it
+is held) and the error policy. `decision.driver.Driver` runs it (observe -> decide ->
+apply -> acknowledge) for the Keras callback and the simulator; `observe` returns a
+`StepResult` with the config to switch to and the `Event`s of the step.
 
-Phases::
+Phases (`Phase`, a `str` enum: `Phase.STEADY == "steady"`)::
 
     probe ──(wait < threshold)──> compute-bound        (observe_step: None forever)
       │
       └──> tuning ──(budget / patience / floor)──> steady ──(sustained drift)──> tuning
-                                                      any phase ──stop()──> stopped
+    verify (warm start) ──> steady | tuning | probe    any phase ──stop()──> stopped
 
 **Warm start.** When the study already holds measured trials (a stored study of the
 same workload and host, see `keras_loadtune.persistence`), the probe is skipped: the
@@ -55,214 +58,107 @@ shorter queue) is kept.
 
 Example:
 
-```python
-from keras_loadtune import LoaderConfig
-from keras_loadtune.decision import TunerSettings, TuningSession
-from keras_loadtune.measurement import StepSample
-
-session = TuningSession(LoaderConfig(), TunerSettings(cores=8, seed=0))
-for wait_s, step_s in timings:                 # one pair per training step
-    new_config = session.observe_step(StepSample(wait_s, step_s))
-    if new_config is not None:
-        loader.reconfigure(new_config)          # before the next step
-print(session.phase, session.best_config, session.speedup)
-```
+>>> from keras_loadtune import LoaderConfig
+>>> from keras_loadtune.decision import TunerSettings, TuningSession
+>>> from keras_loadtune.measurement import StepSample
+>>> session = TuningSession(LoaderConfig(), TunerSettings(cores=8, seed=0))
+>>> result = session.observe(StepSample(wait_s=0.03, step_s=0.04))  # one per training step
+>>> result.switch_to is None, session.phase
+(True, <Phase.PROBE: 'probe'>)
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from keras_loadtune._optuna_logging import quiet_optuna
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision import analytical, resources
-from keras_loadtune.decision.settings import MODES, TunerSettings
+from keras_loadtune.decision.memory import MemoryBudget
+from keras_loadtune.decision.optuna_bridge import (
+    TPE_STARTUP_TRIALS,
+    StudyBridge,
+    check_direction,
+    default_sampler,
+)
+from keras_loadtune.decision.probe import Probe, profile_from, refill_steps
+from keras_loadtune.decision.search import SearchRound, TrialWindow, window_steps
+from keras_loadtune.decision.settings import TunerSettings
+from keras_loadtune.decision.steady import SteadyWatch
+from keras_loadtune.decision.warm_start import (
+    WARM_START_NOISE_SE,
+    WARM_START_TOLERANCE,
+    WarmStart,
+    stored_best,
+    verify,
+)
 from keras_loadtune.measurement import (
-    DriftDetector,
     LoaderProfile,
     StepSample,
     WindowStats,
     align_to_cycles,
-    loader_profile,
     window_is_settled,
     window_stats,
 )
-from keras_loadtune.trial import (
-    ATTR_CONSTRAINT,
-    PARAM_MODE,
-    PARAM_QUEUE,
-    PARAM_WORKERS,
-    TrialRecord,
-    TrialSource,
-    TrialState,
-    config_to_params,
-)
+from keras_loadtune.trial import CONSTRAINT_KEY, TrialOutcome, TrialRecord, TrialSource
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
-PHASES = ("probe", "tuning", "steady", "compute-bound", "stopped")
 # Measured steps between two RSS probes during a trial (psutil walks the process tree).
 RSS_EVERY = 5
-# Fewest probe steps before a clearly input-bound pipeline may end the probe early.
-PROBE_MIN_STEPS = 6
-# Loader threads whose CPU time per batch is at least this share of a training step
-# contend with training for the GIL/cores: tune even when the step barely waits.
-CONTENTION_CPU_SHARE = 0.25
-# Optuna asks per decision before giving up (skipped proposals cost no training step).
-MAX_ASKS_PER_DECISION = 64
-# Consecutive duplicate proposals after which the search counts as converged.
-MAX_CONSECUTIVE_DUPLICATES = 12
 # Producer records kept for re-profiling when drift reopens the study.
 RECENT_RECORDS = 512
-# Startup trials of the default TPE sampler (the baseline and the seeds count).
-TPE_STARTUP_TRIALS = 4
-# Name of the Optuna constraint (`Trial.set_constraint`) holding the RAM excess in bytes.
-CONSTRAINT_KEY = "ram_excess_bytes"
-# A warm-started config is kept if it runs at least this share of its stored steps/s.
-WARM_START_TOLERANCE = 0.8
-# Standard errors of the verify window's mean added before comparing with the stored figure.
-WARM_START_NOISE_SE = 2.0
 
 
-def _cost_key(config: LoaderConfig) -> tuple[int, int, int]:
-    return (int(config.use_multiprocessing), config.workers, config.max_queue_size)
+class Phase(str, enum.Enum):
+    """Where the session is. A `str` enum: `Phase.TUNING == "tuning"`."""
+
+    PROBE = "probe"
+    VERIFY = "verify"
+    TUNING = "tuning"
+    STEADY = "steady"
+    COMPUTE_BOUND = "compute-bound"
+    STOPPED = "stopped"
+
+    def __str__(self) -> str:
+        return self.value
 
 
-def default_sampler(settings: TunerSettings) -> Any:
-    """`settings.sampler`, or the seeded multivariate TPE the session uses by default."""
-    import optuna
+# Phases in which the session measures (tuning steps and seconds count).
+_ACTIVE = (Phase.PROBE, Phase.VERIFY, Phase.TUNING)
 
-    if settings.sampler is not None:
-        return settings.sampler
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            seed=settings.seed, n_startup_trials=TPE_STARTUP_TRIALS, multivariate=True
-        )
+
+class Event(str, enum.Enum):
+    """What happened during one `observe` (see `StepResult.events`)."""
+
+    TUNING_STARTED = "tuning-started"
+    SETTLED = "settled"
+    COMPUTE_BOUND = "compute-bound"
+    REOPENED = "reopened"
+    STOPPED = "stopped"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
-class WarmStart:
-    """The best config a stored study knows, to start from instead of probing.
+class StepResult:
+    """The session's answer to one training step.
 
     Args:
-        study_name: The study it comes from.
-        config: The stored best config.
-        steps_per_s: Its stored throughput (median over its measurements).
-        measurements: How many measured trials ran it.
-        baseline_steps_per_s: Stored throughput of this run's baseline config, if any.
+        switch_to: The config the loader must run before the next step, or `None`.
+        events: What happened, in order (e.g. `Event.SETTLED`).
     """
 
-    study_name: str
-    config: LoaderConfig
-    steps_per_s: float
-    measurements: int
-    baseline_steps_per_s: float | None = None
-
-
-def stored_best(
-    study: optuna.Study,
-    baseline: LoaderConfig,
-    *,
-    min_improvement: float = 0.02,
-    allowed: Callable[[LoaderConfig], bool] | None = None,
-) -> WarmStart | None:
-    """The best measured, feasible config of a study written by `TuningSession`.
-
-    Only trials the tuner measured count (`klt_state="complete"`, RAM constraint <= 0);
-    a config measured several times (reruns, a fleet) counts with its median. As when
-    tuning, among configs within `min_improvement` of the fastest the cheapest wins.
-    `allowed` filters out configs this run cannot use. `None` when nothing qualifies.
-    """
-    import statistics
-
-    from optuna.trial import TrialState as OptunaState
-
-    from keras_loadtune.trial import ATTR_STATE, params_to_config
-
-    values: dict[LoaderConfig, list[float]] = {}
-    for t in study.get_trials(deepcopy=False, states=(OptunaState.COMPLETE,)):
-        attrs = t.user_attrs
-        if attrs.get(ATTR_STATE) != "complete" or t.value is None:
-            continue
-        constraint = attrs.get(ATTR_CONSTRAINT) or [0.0]
-        if any(float(c) > 0 for c in constraint):
-            continue
-        try:
-            config = params_to_config(t.params)
-        except (KeyError, TypeError, ValueError):
-            continue
-        values.setdefault(config, []).append(float(t.value))
-    medians = {c: statistics.median(v) for c, v in values.items()}
-    usable = {c: v for c, v in medians.items() if v > 0 and (allowed is None or allowed(c))}
-    if not usable:
-        return None
-    top = max(usable.values())
-    close = [c for c, v in usable.items() if v >= (1.0 - min_improvement) * top]
-    best = min(close, key=_cost_key)
-    return WarmStart(
-        study_name=study.study_name,
-        config=best,
-        steps_per_s=usable[best],
-        measurements=len(values[best]),
-        baseline_steps_per_s=medians.get(baseline),
-    )
-
-
-def _ask_fixed(study: optuna.Study, params: dict[str, Any]) -> Any:
-    """A new RUNNING trial whose `params` are fixed, like `enqueue_trial` + `ask`.
-
-    Made RUNNING in one storage call, so with several processes on one study no other
-    process can pop it from the WAITING queue (which would give each of them a trial
-    with the other's params). `None` if the study does not expose what this needs
-    (the caller then enqueues).
-    """
-    import datetime
-
-    import optuna
-    from optuna.trial import FrozenTrial
-    from optuna.trial import TrialState as OptunaState
-
-    storage = getattr(study, "_storage", None)
-    study_id = getattr(study, "_study_id", None)
-    if storage is None or study_id is None:
-        return None
-    template = FrozenTrial(
-        number=-1,
-        state=OptunaState.RUNNING,
-        value=None,
-        datetime_start=datetime.datetime.now(),
-        datetime_complete=None,
-        params={},
-        distributions={},
-        user_attrs={},
-        system_attrs={"fixed_params": dict(params)},
-        intermediate_values={},
-        trial_id=-1,
-    )
-    trial_id = storage.create_new_trial(study_id, template_trial=template)
-    local = getattr(study, "_thread_local", None)
-    if local is not None:  # as Study.ask: re-read the trials from storage next time
-        local.cached_all_trials = None
-    return optuna.Trial(study, trial_id)
-
-
-@dataclass
-class _ActiveTrial:
-    config: LoaderConfig
-    source: TrialSource
-    trial: Any  # optuna.Trial
-    skip_left: int
-    samples: list[StepSample] = field(default_factory=list)
-    peak_rss: int | None = None
-    startup_s: float | None = None
+    switch_to: LoaderConfig | None = None
+    events: tuple[Event, ...] = ()
 
 
 class TuningSession:
@@ -284,10 +180,13 @@ class TuningSession:
         cores: Cores for the pipeline model; `None` uses `settings.cores`.
         logger: Where progress is logged.
         warm_start: Start from the best config `study` already holds, if it holds one
-            (see "Warm start" in the module docs); `False` always probes.
+            (see `decision.warm_start`); `False` always probes.
+        probe_in_steady_state: The loader already ran before the first observed step,
+            so the probe skips no refill.
 
     Attributes:
-        phase: `"probe"`, `"tuning"`, `"steady"`, `"compute-bound"` or `"stopped"`.
+        phase: A `Phase` (compares equal to `"probe"`, `"verify"`, `"tuning"`,
+            `"steady"`, `"compute-bound"` and `"stopped"`).
         trials: `TrialRecord`s of the baseline, measured, failed and RAM-skipped
             trials (sampler proposals that were duplicates, over a worker cap or in a
             disabled mode are only in the Optuna study, as `klt_state="skipped"`).
@@ -298,17 +197,15 @@ class TuningSession:
 
     Example:
 
-    ```python
-    from keras_loadtune import LoaderConfig
-    from keras_loadtune.decision import TunerSettings, TuningSession
-    from keras_loadtune.measurement import StepSample
-
-    session = TuningSession(LoaderConfig(), TunerSettings(cores=4, probe_steps=5,
-                                                          skip_steps=0))
-    for _ in range(6):  # 1 refill step (1 worker) + 5 probe steps
-        session.observe_step(StepSample(wait_s=0.0, step_s=0.01))
-    session.phase  # 'compute-bound': no waiting, nothing to tune
-    ```
+    >>> from keras_loadtune import LoaderConfig
+    >>> from keras_loadtune.decision import TunerSettings
+    >>> from keras_loadtune.measurement import StepSample
+    >>> session = TuningSession(LoaderConfig(), TunerSettings(cores=4, probe_steps=5,
+    ...                                                       skip_steps=0))
+    >>> for _ in range(6):  # 1 refill step (1 worker) + 5 probe steps
+    ...     _ = session.observe_step(StepSample(wait_s=0.0, step_s=0.01))
+    >>> session.phase == "compute-bound"  # no waiting, nothing to tune
+    True
     """
 
     def __init__(
@@ -325,29 +222,36 @@ class TuningSession:
         warm_start: bool = True,
         probe_in_steady_state: bool = False,
     ) -> None:
-        if not isinstance(baseline, LoaderConfig):
-            raise TypeError(
-                f"TuningSession: baseline must be a LoaderConfig; got {type(baseline).__name__}."
-            )
-        if not isinstance(settings, TunerSettings):
-            raise TypeError(
-                f"TuningSession: settings must be a TunerSettings; got {type(settings).__name__}."
-            )
-        bad_cores = isinstance(cores, bool) or not isinstance(cores, int) or cores < 1
-        if cores is not None and bad_cores:
-            raise ValueError(f"TuningSession: cores must be an int >= 1 or None; got {cores!r}.")
+        from keras_loadtune._validate import check_instance, int_at_least
+
+        check_instance("TuningSession: baseline", baseline, LoaderConfig)
+        check_instance("TuningSession: settings", settings, TunerSettings)
+        if cores is not None:
+            int_at_least("TuningSession: cores", cores, 1, none_ok=True)
         self.baseline = baseline
         self.settings = settings
-        self._probe_in_steady_state = bool(probe_in_steady_state)
         self.cores = int(cores if cores is not None else settings.cores)  # type: ignore[arg-type]
         self._clock = clock
-        self._rss_probe = rss_probe if rss_probe is not None else resources.process_tree_rss
         self._log = logger if logger is not None else logging.getLogger("keras_loadtune")
-        self._study = study
         if study is not None:
-            self._check_study_direction(study)
+            check_direction(study, self._log)
+        self._bridge = StudyBridge(settings, baseline, study)
+        self._memory = MemoryBudget(
+            settings,
+            baseline,
+            rss_probe if rss_probe is not None else resources.process_tree_rss,
+            self._log,
+        )
+        self._probe: Probe | None = Probe(
+            settings, baseline, in_steady_state=bool(probe_in_steady_state)
+        )
+        self._probe_in_steady_state = bool(probe_in_steady_state)
+        self._watch = SteadyWatch(settings)
+        self._round: SearchRound | None = None
+        self._window: TrialWindow | None = None
+        self._events: list[Event] = []
 
-        self.phase = "probe"
+        self.phase = Phase.PROBE
         self.trials: list[TrialRecord] = []
         self.notes: list[str] = []
         self.reopen_reasons: list[str] = []
@@ -358,34 +262,15 @@ class TuningSession:
         self.warm_start: WarmStart | None = None
         self.warm_start_kept = False
         self._warm_pending = bool(warm_start) and study is not None
-        self._pending_baseline = False
 
         self._modes = [m for m in settings.modes if process_mode_available or m != "process"]
         if "process" in settings.modes and not process_mode_available:
             self.notes.append("process mode skipped: the dataset cannot run in worker processes")
-        self._loader_config = baseline
-        self._previous_config = baseline
+        self._config = baseline  # the config the loader runs: the one place it is held
+        self._previous_config = baseline  # restored if the switch fails
         self._pending_switch: LoaderConfig | None = None
-        self._probe_samples: list[StepSample] = []
-        self._probe_records: list[Any] = []
         self._recent_records: deque[Any] = deque(maxlen=RECENT_RECORDS)
-        self._probe_rss: int | None = None
-        self._process_rss: int | None = None
-        self._measured: dict[LoaderConfig, TrialRecord] = {}
-        self._best: TrialRecord | None = None
-        self._best_value = 0.0
-        self._since_improvement = 0
-        self._active: _ActiveTrial | None = None
-        self._pending_seeds: list[LoaderConfig] = []
         self._seed_compute_s = 0.0
-        self._round_trials = 0
-        self._round_limit = settings.max_trials
-        self._round_start_steps = 0
-        self._round_start_time: float | None = None
-        self._duplicates = 0
-        self._reopens = 0
-        self._drift: DriftDetector | None = None
-        self._steady_skip = 0
         self._tuning_steps = 0
         self._seconds_done = 0.0
         self._started_at: float | None = None
@@ -393,24 +278,25 @@ class TuningSession:
     # ------------------------------------------------------------------ public API
 
     @property
-    def best_config(self) -> LoaderConfig:
-        """Best feasible measured config so far (the baseline until one beats it)."""
-        return self._best.config if self._best is not None else self.baseline
-
-    @property
     def best_record(self) -> TrialRecord | None:
         """The `TrialRecord` of `best_config`, once something was measured."""
-        return self._best
+        return self._round.best if self._round is not None else None
+
+    @property
+    def best_config(self) -> LoaderConfig:
+        """Best feasible measured config so far (the baseline until one beats it)."""
+        best = self.best_record
+        return best.config if best is not None else self.baseline
 
     @property
     def current_config(self) -> LoaderConfig:
         """The config the session believes the loader runs now."""
-        return self._loader_config
+        return self._config
 
     @property
     def study(self) -> optuna.Study | None:
         """The Optuna study (created when tuning starts)."""
-        return self._study
+        return self._bridge.study
 
     @property
     def tuning_steps(self) -> int:
@@ -421,7 +307,7 @@ class TuningSession:
     def tuning_seconds(self) -> float:
         """Clock seconds spent probing and tuning (all rounds; start-up included)."""
         running = 0.0
-        if self._started_at is not None and self.phase in ("probe", "tuning"):
+        if self._started_at is not None and self.phase in _ACTIVE:
             running = self._clock() - self._started_at
         return self._seconds_done + running
 
@@ -434,63 +320,60 @@ class TuningSession:
     @property
     def speedup(self) -> float | None:
         """Best steps/s over the baseline's steps/s (`None` before both are known)."""
-        base = self.baseline_record
-        if self._best is None or base is None or not base.steps_per_s:
+        base, best = self.baseline_record, self.best_record
+        if best is None or base is None or not base.steps_per_s:
             return None
-        return float(self._best.steps_per_s or 0.0) / float(base.steps_per_s)
+        return float(best.steps_per_s or 0.0) / float(base.steps_per_s)
 
     @property
     def pending_seeds(self) -> tuple[LoaderConfig, ...]:
         """Analytical seeds not yet tried, in the order they will run."""
-        return tuple(self._pending_seeds)
+        return tuple(self._round.pending_seeds) if self._round is not None else ()
 
     @property
     def modes(self) -> tuple[str, ...]:
         """Worker modes still allowed (process mode drops out after a failure)."""
         return tuple(self._modes)
 
-    def observe_step(self, sample: StepSample) -> LoaderConfig | None:
-        """Record one training step; return a config to switch the loader to now, or `None`.
+    def observe(self, sample: StepSample) -> StepResult:
+        """Record one training step; return the switch to make now and the step's events.
 
         Never raises because of Optuna or policy errors: they are logged, noted, and
         the session settles on the best known config.
         """
-        phase = self.phase
-        if phase in ("compute-bound", "stopped"):
-            return None
-        try:
-            if phase == "steady":
-                return self._steady_step(sample)
-            if self._started_at is None:
-                self._started_at = self._clock()
-                self._round_start_time = self._started_at
-            self._tuning_steps += 1
-            if phase == "probe" and self._warm_pending:
-                self._warm_pending = False
-                warm = self._load_warm_start()
-                if warm is not None:
-                    return self._begin_warm_start(warm)
-            if phase == "probe":
-                return self._probe_step(sample)
-            return self._tuning_step(sample)
-        except Exception as exc:
-            return self._abandon(exc)
+        self._events = []
+        switch = self._observe(sample)
+        return StepResult(switch, tuple(self._events))
+
+    def observe_step(self, sample: StepSample) -> LoaderConfig | None:
+        """`observe(sample).switch_to`: a config to switch the loader to now, or `None`."""
+        return self.observe(sample).switch_to
 
     def observe_loader(self, records: Iterable[Any]) -> None:
         """Add per-batch producer records (`produce_wall_s`, `produce_cpu_s`, `nbytes`)."""
-        if self.phase in ("compute-bound", "stopped"):
+        if self.phase in (Phase.COMPUTE_BOUND, Phase.STOPPED):
             return
         records = list(records)
-        if self.phase == "probe":
-            self._probe_records.extend(records)
+        if self.phase == Phase.PROBE and self._probe is not None:
+            self._probe.add_records(records)
         self._recent_records.extend(records)
 
     def observe_startup(self, config: LoaderConfig, seconds: float) -> None:
         """Record the worker start-up seconds of a reconfigure to `config`."""
-        active = self._active
-        if active is not None and active.config == config:
-            active.startup_s = float(seconds)
+        window = self._window
+        if window is not None and window.config == config:
+            window.startup_s = float(seconds)
         self._log.debug("loader restart to %s took %.3f s", config, seconds)
+
+    def acknowledge(self, config: LoaderConfig) -> None:
+        """The loader now runs `config` (the switch returned by `observe` succeeded).
+
+        Optional for callers that report failures through `mark_failed` only; once
+        acknowledged, a later `mark_failed(config, ...)` no longer rolls back to the
+        config before it.
+        """
+        if config == self._config:
+            self._previous_config = config
 
     def mark_failed(self, config: LoaderConfig, reason: str) -> None:
         """The reconfigure to `config` failed; the loader kept its previous config.
@@ -509,56 +392,76 @@ class TuningSession:
         Returns:
             The best config if the loader should switch to it, else `None`.
         """
-        if self.phase == "stopped":
+        if self.phase == Phase.STOPPED:
             return None
         try:
-            active = self._active
-            if active is not None:
-                self._active = None
-                min_steps, _ = self._window_steps(active.config)
-                if len(active.samples) >= min_steps:
+            window, self._window = self._window, None
+            if window is not None:
+                min_steps, _ = window_steps(self.settings, window.config)
+                if len(window.samples) >= min_steps:
                     # Enough of the window ran to count: a trial cut short by the end of
                     # training is still a measurement, not a loss.
-                    stats = window_stats(align_to_cycles(active.samples))
-                    self._record_measured(
-                        active.config,
-                        active.source,
-                        stats,
-                        active.peak_rss,
-                        active.startup_s,
-                        active.trial,
-                    )
+                    stats = window_stats(align_to_cycles(window.samples))
+                    self._record_measured(window, stats)
                 else:
-                    self._tell_unmeasured(active, "pruned", f"stopped: {reason}", partial=True)
+                    self._tell_unmeasured(window, "pruned", f"stopped: {reason}", partial=True)
         except Exception as exc:
             self._note_error(exc)
-        self._close_round()
+        self._close_clock()
         if self.finished_reason is None:
             self.finished_reason = reason
-        self.phase = "stopped"
-        self._drift = None
+        self._enter(Phase.STOPPED)
+        self._watch.disarm()
         self._log.info("keras_loadtune: stopped (%s); keeping %s", reason, self.best_config)
         return self._switch_to(self.best_config)
 
     # ------------------------------------------------------------------ phases
 
-    def _probe_step(self, sample: StepSample) -> LoaderConfig | None:
-        s = self.settings
-        self._probe_samples.append(sample)
-        skip = 0 if self._probe_in_steady_state else self._refill_steps(self.baseline)
-        probe_steps = max(s.probe_steps, 2 * analytical.concurrency(self.baseline))
-        measured = self._probe_samples[skip:]
-        early = len(measured) < probe_steps and self._clearly_input_bound(measured)
-        if len(measured) < probe_steps and not early:
+    def _enter(self, phase: Phase) -> None:
+        event = {
+            Phase.TUNING: Event.TUNING_STARTED,
+            Phase.STEADY: Event.SETTLED,
+            Phase.COMPUTE_BOUND: Event.COMPUTE_BOUND,
+            Phase.STOPPED: Event.STOPPED,
+        }.get(phase)
+        if event is not None and phase != self.phase:
+            self._events.append(event)
+        self.phase = phase
+
+    def _observe(self, sample: StepSample) -> LoaderConfig | None:
+        if self.phase in (Phase.COMPUTE_BOUND, Phase.STOPPED):
             return None
-        stats = window_stats(align_to_cycles(measured[-PROBE_MIN_STEPS:] if early else measured))
+        try:
+            if self.phase == Phase.STEADY:
+                return self._steady_step(sample)
+            if self._started_at is None:
+                self._started_at = self._clock()
+            self._tuning_steps += 1
+            if self.phase == Phase.PROBE and self._warm_pending:
+                self._warm_pending = False
+                warm = self._load_warm_start()
+                if warm is not None:
+                    return self._begin_warm_start(warm)
+            if self.phase == Phase.PROBE:
+                return self._probe_step(sample)
+            return self._window_step(sample)
+        except Exception as exc:
+            return self._abandon(exc)
+
+    def _probe_step(self, sample: StepSample) -> LoaderConfig | None:
+        assert self._probe is not None
+        verdict = self._probe.add(sample)
+        if verdict is None:
+            return None
+        s = self.settings
+        stats = verdict.stats
         self.probe_stats = stats
-        self._probe_rss = self._read_rss()
-        contention = self._loader_contention(stats)
-        if stats.wait_fraction < s.wait_threshold and contention is None:
-            self.phase = "compute-bound"
+        self._probe = None
+        self._memory.mark_probe()
+        if not verdict.input_bound:
             self.finished_reason = "compute-bound"
-            self._close_round()
+            self._close_clock()
+            self._enter(Phase.COMPUTE_BOUND)
             self._log.info(
                 "keras_loadtune: not input-bound (waits %.1f%% of each step < %.0f%%); "
                 "keeping %s, no tuning.",
@@ -567,10 +470,10 @@ class TuningSession:
                 self.baseline,
             )
             return None
-        if contention is not None:
-            self._log.info("keras_loadtune: %s", contention)
-        self.profile = self._profile_from(self._probe_records, stats, self.baseline)
-        self.phase = "tuning"
+        if verdict.contention is not None:
+            self._log.info("keras_loadtune: %s", verdict.contention)
+        self._set_profile(verdict.records, stats, self.baseline)
+        self._enter(Phase.TUNING)
         self._log.info(
             "keras_loadtune: input-bound (waits %.0f%% of each step at %.1f steps/s on %s); "
             "tuning.",
@@ -578,113 +481,73 @@ class TuningSession:
             stats.steps_per_s,
             self.baseline,
         )
-        self._record_measured(self.baseline, "baseline", stats, self._probe_rss, None, None)
-        self.baseline_record = self._measured[self.baseline]
-        self._seed_compute_s = stats.median_compute_s
-        self._pending_seeds = self._compute_seeds()
+        self._new_round(s.max_trials)
+        window = TrialWindow(self.baseline, "baseline", None, 0, peak_rss=self._memory.probe_rss)
+        self._record_measured(window, stats)
+        self._seed_round(stats)
         self._log.info(
             "keras_loadtune: pipeline model seeds: %s",
-            ", ".join(str(c) for c in self._pending_seeds) or "none",
+            ", ".join(str(c) for c in self.pending_seeds) or "none",
         )
         return self._next()
 
-    def _clearly_input_bound(self, samples: list[StepSample]) -> bool:
-        """An early end to the probe: every one of the last few steps waited a lot.
-
-        Every probe step on a slow loader costs a full produce time, so once each of the
-        last `PROBE_MIN_STEPS` steps waited at least four times `wait_threshold` of its
-        time, more probe steps would only confirm it (the baseline is then measured on
-        those steps). Borderline pipelines still run the whole probe.
-        """
-        n = len(samples)
-        if n < max(PROBE_MIN_STEPS, 2 * analytical.concurrency(self.baseline)):
-            return False
-        line = 4 * self.settings.wait_threshold
-        return all(x.wait_s >= line * x.step_s for x in samples[-PROBE_MIN_STEPS:])
-
-    def _loader_contention(self, stats: WindowStats) -> str | None:
-        """Why the loader may slow training although the step barely waits, or None.
-
-        Loader *threads* doing CPU work (pure Python above all) run inside the trainer's
-        process: they hold its GIL and share its cores, so they slow every training
-        step instead of making it wait. The probe then shows a small wait and a long
-        "compute" time, and only moving that work out of the process can tell. A loader
-        whose CPU time per batch is a sizeable share of the step counts as contending.
-        """
-        if self.baseline.use_multiprocessing or not self._probe_records:
-            return None
-        try:
-            profile = loader_profile(self._probe_records)
-        except ValueError:
-            return None
-        step_s = stats.mean_step_s
-        if step_s <= 0 or profile.cpu_ratio < 0.5:
-            return None
-        share = profile.produce_cpu_s / step_s
-        if share < CONTENTION_CPU_SHARE:
-            return None
-        return (
-            f"loader threads use {profile.produce_cpu_s * 1e3:.1f} ms of CPU per batch "
-            f"({share:.0%} of a {step_s * 1e3:.1f} ms step) inside the trainer's process; "
-            "they compete with training for the GIL and cores, so tuning although the wait "
-            f"is only {stats.wait_fraction:.1%}"
-        )
-
-    def _tuning_step(self, sample: StepSample) -> LoaderConfig | None:
-        s = self.settings
-        active = self._active
-        if active is None:
+    def _window_step(self, sample: StepSample) -> LoaderConfig | None:
+        window = self._window
+        if window is None:
             return self._next()
-        if active.skip_left > 0:
-            active.skip_left -= 1
+        if window.skip_left > 0:
+            window.skip_left -= 1
             return None
-        active.samples.append(sample)
-        n = len(active.samples)
+        window.samples.append(sample)
+        n = len(window.samples)
         if n == 1 or n % RSS_EVERY == 0:
-            rss = self._read_rss()
-            if rss is not None:
-                active.peak_rss = max(active.peak_rss or 0, rss)
-                if self._rss_excess(rss) > 0:
-                    return self._prune_for_ram(active, rss)
-        budget_reason = self._budget_spent()
-        min_steps, max_steps = self._window_steps(active.config)
+            over = self._sample_rss(window)
+            if over is not None:
+                return self._prune_for_ram(window, over)
+        assert self._round is not None
+        budget_reason = self._round.budget_spent(self._tuning_steps, self._clock())
+        min_steps, max_steps = window_steps(self.settings, window.config)
         if budget_reason is not None and n < min_steps:
-            self._active = None
-            self._tell_unmeasured(active, "pruned", budget_reason, partial=True)
+            self._window = None
+            self._tell_unmeasured(window, "pruned", budget_reason, partial=True)
             return self._finish(budget_reason)
         if budget_reason is None and not window_is_settled(
-            active.samples,
+            window.samples,
             min_steps=min_steps,
             max_steps=max_steps,
-            rel_tol=s.settle_rel_tol,
+            rel_tol=self.settings.settle_rel_tol,
         ):
             return None
-        self._active = None
-        rss = self._read_rss()
-        if rss is not None:
-            active.peak_rss = max(active.peak_rss or 0, rss)
-            if self._rss_excess(rss) > 0:
-                return self._prune_for_ram(active, rss)
-        stats = window_stats(align_to_cycles(active.samples))
-        if active.config.use_multiprocessing and active.peak_rss is not None:
-            self._learn_process_rss(active.config, active.peak_rss)
-        self._record_measured(
-            active.config, active.source, stats, active.peak_rss, active.startup_s, active.trial
-        )
-        if active.source == "warm-start":
-            return self._after_warm_start(active.config, stats)
+        self._window = None
+        over = self._sample_rss(window)
+        if over is not None:
+            return self._prune_for_ram(window, over)
+        stats = window_stats(align_to_cycles(window.samples))
+        if window.config.use_multiprocessing and window.peak_rss is not None:
+            self._memory.learn_process_rss(window.config, window.peak_rss, self.profile)
+        self._record_measured(window, stats)
+        if window.source == "warm-start":
+            return self._after_warm_start(window.config, stats)
         return self._next()
 
-    def _prune_for_ram(self, active: _ActiveTrial, rss: int) -> LoaderConfig | None:
+    def _sample_rss(self, window: TrialWindow) -> int | None:
+        """Read the RSS into `window`; its rss if over the budget, else `None`."""
+        rss = self._memory.read()
+        if rss is None:
+            return None
+        window.peak_rss = max(window.peak_rss or 0, rss)
+        return rss if self._memory.excess(rss) > 0 else None
+
+    def _prune_for_ram(self, window: TrialWindow, rss: int) -> LoaderConfig | None:
         """Stop a trial whose measured memory went over the budget, then move on."""
-        self._active = None
-        over = self._rss_excess(rss)
-        if self._learn_process_rss(active.config, rss):
+        self._window = None
+        over = self._memory.excess(rss)
+        if self._memory.learn_process_rss(window.config, rss, self.profile) and self._round:
             # Now that a worker process's memory is known, re-fit the seeds to the budget.
-            fresh = self._compute_seeds()
-            self._pending_seeds = [c for c in fresh if c != active.config] + self._pending_seeds
+            fresh = [c for c in self._compute_seeds() if c != window.config]
+            self._round.pending_seeds = fresh + self._round.pending_seeds
         self._tell_unmeasured(
-            active,
+            window,
             "pruned",
             f"RSS {rss / 2**20:.0f} MiB, {over / 2**20:.0f} MiB over the RAM budget",
             partial=True,
@@ -694,7 +557,7 @@ class TuningSession:
 
     def _load_warm_start(self) -> WarmStart | None:
         """The stored best of the study, or `None` (empty study, nothing usable, error)."""
-        study = self._study
+        study = self._bridge.study
         if study is None:
             return None
         try:
@@ -713,8 +576,8 @@ class TuningSession:
     def _begin_warm_start(self, warm: WarmStart) -> LoaderConfig | None:
         """Skip the probe: switch to the stored best and measure one trial window."""
         self.warm_start = warm
-        self._probe_rss = self._read_rss()  # the loader still runs the baseline
-        self.phase = "tuning"
+        self._memory.mark_probe()  # the loader still runs the baseline
+        self._enter(Phase.VERIFY)
         self._log.info(
             "keras_loadtune: warm start from study %r: verifying %s (stored %.1f steps/s "
             "over %d measurement(s))",
@@ -723,36 +586,36 @@ class TuningSession:
             warm.steps_per_s,
             warm.measurements,
         )
-        trial = self._ask(config_to_params(warm.config))
-        config = self._suggest(trial)
+        self._new_round(self.settings.max_trials)
+        from keras_loadtune.trial import config_to_params
+
+        trial = self._bridge.ask(config_to_params(warm.config))
+        config = self._bridge.suggest(trial)
         # Skip the refill even without a switch: the loader only just started.
-        self._active = _ActiveTrial(config, "warm-start", trial, self._refill_steps(config))
+        self._window = TrialWindow(config, "warm-start", trial, self._refill(config))
         return self._switch_to(config)
 
     def _after_warm_start(self, config: LoaderConfig, stats: WindowStats) -> LoaderConfig | None:
         """Keep the verified stored config, or re-tune with a small budget."""
         warm = self.warm_start
-        assert warm is not None
+        assert warm is not None and self._round is not None
         s = self.settings
-        measured = float(stats.steps_per_s)
-        noise = WARM_START_NOISE_SE * stats.cv / max(stats.steps, 1) ** 0.5
-        ratio = measured / warm.steps_per_s
-        figures = f"{measured:.1f} steps/s vs {warm.steps_per_s:.1f} stored"
-        if ratio * (1.0 + noise) >= WARM_START_TOLERANCE or stats.wait_fraction < s.wait_threshold:
+        verdict = verify(warm, stats, wait_threshold=s.wait_threshold)
+        if verdict.kept:
             self.warm_start_kept = True
-            return self._finish(f"warm start from study {warm.study_name!r}: {figures}")
+            return self._finish(f"warm start from study {warm.study_name!r}: {verdict.figures}")
         note = (
-            f"warm start: {config} ran {figures} ({ratio:.0%}, under "
+            f"warm start: {config} ran {verdict.figures} ({verdict.ratio:.0%}, under "
             f"{WARM_START_TOLERANCE:.0%}); re-tuned with {s.reopen_trials} more trials"
         )
         self.notes.append(note)
         self._log.warning("keras_loadtune: %s", note)
-        self._round_limit = s.reopen_trials + 2  # + the warm-start and baseline windows
+        self._enter(Phase.TUNING)
+        self._round.limit = s.reopen_trials + 2  # + the warm-start and baseline windows
         records = list(self._recent_records)[-max(s.drift_window_steps, 16) :]
-        self.profile = self._profile_from(records, stats, config)
-        self._seed_compute_s = stats.median_compute_s
-        self._pending_baseline = True
-        self._pending_seeds = self._compute_seeds()
+        self._set_profile(records, stats, config)
+        self._round.pending_baseline = True
+        self._seed_round(stats)
         return self._next()
 
     def _warm_start_failed(self) -> LoaderConfig | None:
@@ -763,127 +626,86 @@ class TuningSession:
             f"warm start: {warm.config} from study {warm.study_name!r} could not be "
             "measured; probed and tuned from the start"
         )
-        self.phase = "probe"
-        self._probe_samples = []
-        self._probe_records = []
+        self._enter(Phase.PROBE)
+        self._probe = Probe(
+            self.settings, self.baseline, in_steady_state=self._probe_in_steady_state
+        )
         return self._switch_to(self.baseline)
 
     def _steady_step(self, sample: StepSample) -> LoaderConfig | None:
         if self._pending_switch is not None:
             target, self._pending_switch = self._pending_switch, None
             return self._switch_to(target)
-        if self._drift is None:
-            return None
-        if self._steady_skip > 0:
-            self._steady_skip -= 1
-            return None
-        if not self._drift.update(sample):
-            return None
-        return self._reopen()
+        drift = self._watch.update(sample)
+        return self._reopen(drift.stats, drift.threshold) if drift is not None else None
 
-    # ------------------------------------------------------------------ decisions
+    # ------------------------------------------------------------------ rounds
+
+    def _new_round(self, limit: int, *, first: bool = True) -> None:
+        """A new `SearchRound`; the first one's budget includes the probe's steps."""
+        self._round = SearchRound(
+            self.settings,
+            limit=limit,
+            start_steps=0 if first else self._tuning_steps,
+            start_time=self._started_at if self._started_at is not None else self._clock(),
+        )
+
+    def _seed_round(self, stats: WindowStats) -> None:
+        assert self._round is not None
+        self._seed_compute_s = stats.median_compute_s
+        self._round.pending_seeds = self._compute_seeds()
 
     def _next(self) -> LoaderConfig | None:
         """Pick the next config to measure (or finish); return it if the loader must switch."""
         if self.warm_start is not None and self.profile is None:
             return self._warm_start_failed()
-        reason = self._stop_reason()
+        rnd = self._round
+        assert rnd is not None
+        reason = rnd.stop_reason(
+            steps=self._tuning_steps, seconds=self._clock(), modes=tuple(self._modes)
+        )
         if reason is not None:
             return self._finish(reason)
-        for _ in range(MAX_ASKS_PER_DECISION):
-            source: TrialSource = "sampler"
-            enqueue: dict[str, Any] | None = None
-            if self._pending_baseline:
-                self._pending_baseline = False
-                base = self.baseline
-                if base not in self._measured and self._infeasible_reason(base) is None:
-                    enqueue, source = config_to_params(base), "baseline"
-            if enqueue is None and self._pending_seeds:
-                seed = self._pending_seeds.pop(0)
-                if self._infeasible_reason(seed) or seed in self._measured:
-                    continue
-                enqueue, source = config_to_params(seed), "analytical"
-            elif enqueue is None and len(self._modes) == 1:
-                enqueue = {PARAM_MODE: self._modes[0]}
-            trial = self._ask(enqueue)
-            config = self._suggest(trial)
-            why = self._infeasible_reason(config)
-            if why is not None:
-                self._tell_skipped(trial, config, why)
-                continue
-            known = self._measured.get(config)
-            if known is not None:
-                self._tell_duplicate(trial, known)
-                self._duplicates += 1
-                if self._duplicates >= MAX_CONSECUTIVE_DUPLICATES:
-                    return self._finish("search converged (the sampler only repeats configs)")
-                continue
-            self._duplicates = 0
-            over = self._predicted_excess(config)
-            if over > 0:
-                active = _ActiveTrial(config, source, trial, 0)
-                self._tell_unmeasured(
-                    active,
-                    "skipped",
-                    f"predicted {over / 2**20:.0f} MiB over the RAM budget",
-                    constraint=float(over),
-                )
-                continue
-            self._active = _ActiveTrial(config, source, trial, self._refill_steps(config))
-            self._log.info("keras_loadtune: trial %d (%s): %s", trial.number, source, config)
-            switch = self._switch_to(config)
-            if switch is None:  # already running: no refill to skip
-                self._active.skip_left = 0
-            return switch
-        return self._finish("no new config to try")
-
-    def _stop_reason(self) -> str | None:
-        s = self.settings
-        if self._round_trials >= self._round_limit:
-            return f"trial budget spent ({self._round_trials} trials)"
-        spent = self._budget_spent()
-        if spent is not None:
-            return spent
-        if self._since_improvement >= s.patience:
-            return f"best stable for {self._since_improvement} trials"
-        best = self._best
-        if (
-            best is not None
-            and not self._pending_seeds
-            and not self._pending_baseline
-            and best.wait_fraction is not None
-            and best.wait_fraction < s.wait_threshold
-        ):
-            return f"compute floor reached (waits {100 * best.wait_fraction:.1f}% of each step)"
-        if not self._modes:
-            return "no worker mode left to try"
-        return None
-
-    def _budget_spent(self) -> str | None:
-        s = self.settings
-        steps = self._tuning_steps - self._round_start_steps
-        if s.max_tuning_steps is not None and steps >= s.max_tuning_steps:
-            return f"step budget spent ({steps} steps)"
-        if s.max_tuning_seconds is not None and self._round_start_time is not None:
-            seconds = self._clock() - self._round_start_time
-            if seconds >= s.max_tuning_seconds:
-                return f"time budget spent ({seconds:.0f} s)"
-        return None
+        proposal = rnd.propose(
+            self._bridge,
+            baseline=self.baseline,
+            modes=tuple(self._modes),
+            infeasible=self._infeasible_reason,
+            predicted_excess=lambda c: self._memory.predicted_excess(c, self.profile),
+            refill=self._refill,
+            known_excess=lambda r: self._memory.excess(r.rss_bytes),
+        )
+        for record in proposal.skipped:
+            self.trials.append(record)
+            self._log.info(
+                "keras_loadtune: trial %d %s skipped: %s",
+                record.number,
+                record.config,
+                record.reason,
+            )
+        window = proposal.window
+        if window is None:
+            return self._finish(proposal.finish or "no new config to try")
+        self._window = window
+        self._log.info(
+            "keras_loadtune: trial %d (%s): %s", window.trial.number, window.source, window.config
+        )
+        switch = self._switch_to(window.config)
+        if switch is None:  # already running: no refill to skip
+            window.skip_left = 0
+        return switch
 
     def _finish(self, reason: str) -> LoaderConfig | None:
-        s = self.settings
-        self._close_round()
-        self.phase = "steady"
+        self._close_clock()
+        self._enter(Phase.STEADY)
         self.finished_reason = reason
-        self._pending_seeds = []
-        best = self._best
-        self._drift = None
-        if best is not None and self._reopens < s.max_reopens:
-            threshold = max(s.wait_threshold, best.wait_fraction or 0.0) + s.drift_margin
-            if threshold < 1.0:
-                self._drift = DriftDetector(
-                    threshold, s.drift_window_steps, s.drift_sustain_windows
-                )
+        if self._round is not None:
+            self._round.pending_seeds = []
+        best = self.best_record
+        if best is not None:
+            self._watch.arm(best.wait_fraction, self._refill(self.best_config))
+        else:
+            self._watch.disarm()
         speedup = self.speedup
         self._log.info(
             "keras_loadtune: tuning done (%s): %s%s",
@@ -891,48 +713,32 @@ class TuningSession:
             self.best_config,
             f", {speedup:.2f}x the baseline's steps/s" if speedup is not None else "",
         )
-        self._steady_skip = self._refill_steps(self.best_config)
         return self._switch_to(self.best_config)
 
-    def _reopen(self) -> LoaderConfig | None:
+    def _reopen(self, stats: WindowStats, threshold: float) -> LoaderConfig | None:
         s = self.settings
-        detector = self._drift
-        assert detector is not None
-        stats = detector.last_stats
-        assert stats is not None
-        config = self._loader_config
+        config = self._config
         reason = (
-            f"wait fraction {100 * stats.wait_fraction:.0f}% > {100 * detector.threshold:.0f}% "
+            f"wait fraction {100 * stats.wait_fraction:.0f}% > {100 * threshold:.0f}% "
             f"for {s.drift_sustain_windows} windows of {s.drift_window_steps} steps on {config}"
         )
-        if self._reopens >= s.max_reopens:
-            self._drift = None
-            self.notes.append(f"drift detected but the reopen budget is spent: {reason}")
-            return None
-        self._reopens += 1
         self.warm_start_kept = False
         self.reopen_reasons.append(reason)
         self._log.warning("keras_loadtune: input-bound again (%s); reopening the study.", reason)
-        self._drift = None
-        self.phase = "tuning"
+        self._events.append(Event.REOPENED)
+        self._enter(Phase.TUNING)
         self.finished_reason = None
         self._started_at = self._clock()
-        self._round_start_time = self._started_at
-        self._round_start_steps = self._tuning_steps
-        self._round_trials = 0
-        self._round_limit = s.reopen_trials + 1  # + the re-measured incumbent
-        self._measured = {}
-        self._best = None
-        self._best_value = 0.0
-        self._since_improvement = 0
-        self._duplicates = 0
+        self._new_round(s.reopen_trials + 1, first=False)  # + the re-measured incumbent
         records = list(self._recent_records)[-max(s.drift_window_steps, 16) :]
-        self.profile = self._profile_from(records, stats, config)
+        self._set_profile(records, stats, config)
         # The drift window is a fresh measurement of the incumbent: record it as such.
-        self._record_measured(config, "verify", stats, self._read_rss(), None, None)
-        self._seed_compute_s = stats.median_compute_s
-        self._pending_seeds = self._compute_seeds()
+        window = TrialWindow(config, "verify", None, 0, peak_rss=self._memory.read())
+        self._record_measured(window, stats)
+        self._seed_round(stats)
         return self._next()
+
+    # ------------------------------------------------------------------ failures
 
     def _mark_failed(self, config: LoaderConfig, reason: str) -> None:
         prefix = "process mode skipped:"
@@ -945,28 +751,29 @@ class TuningSession:
         else:
             self.notes.append(f"config {config} failed: {reason}")
             self._log.warning("keras_loadtune: %s failed: %s", config, reason)
-        if self._loader_config == config:
-            self._loader_config = self._previous_config
-        active = self._active
-        if active is not None and active.config == config:
-            self._active = None
-            self._tell_unmeasured(active, "failed", reason)
+        if self._config == config:
+            self._config = self._previous_config
+        window = self._window
+        if window is not None and window.config == config:
+            self._window = None
+            self._tell_unmeasured(window, "failed", reason)
             return
-        if config in self._measured:  # e.g. the switch to the best config failed
-            del self._measured[config]
-            self._best = self._pick_best()
-            if self.phase == "steady" and self.best_config != self._loader_config:
+        rnd = self._round
+        if rnd is not None and config in rnd.measured:  # e.g. the switch to the best failed
+            rnd.forget(config, self._feasible)
+            if self.phase == Phase.STEADY and self.best_config != self._config:
                 self._pending_switch = self.best_config
 
     def _abandon(self, exc: BaseException) -> LoaderConfig | None:
         """Stop tuning after an unexpected error; settle on the best known config."""
         self._note_error(exc)
-        self._active = None
-        self._pending_seeds = []
-        self._close_round()
-        self.phase = "steady"
+        self._window = None
+        if self._round is not None:
+            self._round.pending_seeds = []
+        self._close_clock()
+        self._enter(Phase.STEADY)
         self.finished_reason = "error"
-        self._drift = None
+        self._watch.disarm()
         return self._switch_to(self.best_config)
 
     def _note_error(self, exc: BaseException) -> None:
@@ -979,65 +786,25 @@ class TuningSession:
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _refill_steps(self, config: LoaderConfig) -> int:
-        """Steps to ignore after (re)starting the loader with `config`.
-
-        A restarted loader first makes the trainer wait (the refill), then hands out
-        the batches its workers built meanwhile at compute speed: a burst that
-        would overstate throughput. So skip `skip_steps` plus one step per batch
-        that can be prefetched (`analytical.concurrency`).
-        """
-        return self.settings.skip_steps + analytical.concurrency(config)
-
-    def _window_steps(self, config: LoaderConfig) -> tuple[int, int]:
-        """`(min, max)` measured steps of a trial window under `config`.
-
-        With `n` batches in flight, deliveries come in rounds of about `n` steps (a
-        burst of ready batches, then a wait), so a window shorter than a round can
-        miss the wait. Windows span at least two rounds: `2 x concurrency` steps.
-        """
-        s = self.settings
-        low = max(s.min_trial_steps, 2 * analytical.concurrency(config))
-        return low, max(s.max_trial_steps, low)
+    def _refill(self, config: LoaderConfig) -> int:
+        return refill_steps(self.settings, config)
 
     def _switch_to(self, config: LoaderConfig) -> LoaderConfig | None:
-        if config == self._loader_config:
+        if config == self._config:
             return None
-        self._previous_config = self._loader_config
-        self._loader_config = config
+        self._previous_config = self._config
+        self._config = config
         return config
 
-    def _close_round(self) -> None:
+    def _close_clock(self) -> None:
         if self._started_at is not None:
             self._seconds_done += self._clock() - self._started_at
             self._started_at = None
 
-    def _read_rss(self) -> int | None:
-        try:
-            return int(self._rss_probe())
-        except Exception as exc:  # a probe failure must not stop tuning
-            self._log.debug("keras_loadtune: RSS probe failed: %s", exc)
-            return None
-
-    def _budget(self) -> int:
-        return int(self.settings.ram_budget_bytes)  # type: ignore[arg-type]
-
-    def _rss_excess(self, rss: int | None) -> float:
-        if rss is None or self._probe_rss is None:
-            return 0.0
-        return float(rss - self._probe_rss - self._budget())
-
-    def _predicted_excess(self, config: LoaderConfig) -> float:
-        profile = self.profile
-        if profile is None:
-            return 0.0
-        extra = analytical.extra_rss_bytes(
-            config, profile.batch_nbytes, process_rss_bytes=self._process_rss
-        )
-        base = analytical.extra_rss_bytes(
-            self.baseline, profile.batch_nbytes, process_rss_bytes=self._process_rss
-        )
-        return float(extra - base - self._budget())
+    def _set_profile(self, records: list[Any], stats: WindowStats, config: LoaderConfig) -> None:
+        self.profile, note = profile_from(records, stats, config)
+        if note is not None:
+            self.notes.append(note)
 
     def _compute_seeds(self) -> list[LoaderConfig]:
         """Analytical seeds for the current profile (RAM fitted against the baseline,
@@ -1050,25 +817,8 @@ class TuningSession:
             self.settings,
             self.baseline,
             modes=tuple(self._modes),
-            process_rss_bytes=self._process_rss,
+            process_rss_bytes=self._memory.process_rss,
         )
-
-    def _learn_process_rss(self, config: LoaderConfig, rss: int) -> bool:
-        """Solve the memory model for the RSS of one worker process; True if learned."""
-        if not config.use_multiprocessing or self._probe_rss is None or self.profile is None:
-            return False
-        base = self.baseline
-        nbytes = self.profile.batch_nbytes
-        coef = config.workers - (base.workers if base.use_multiprocessing else 0)
-        if coef <= 0:
-            return False
-        const = analytical.extra_rss_bytes(config, nbytes, process_rss_bytes=0)
-        const -= analytical.extra_rss_bytes(base, nbytes, process_rss_bytes=0)
-        per_process = (rss - self._probe_rss - const) / coef
-        if per_process <= 0:
-            return False
-        self._process_rss = int(per_process)
-        return True
 
     def _infeasible_reason(self, config: LoaderConfig) -> str | None:
         mode = config.mode
@@ -1079,83 +829,44 @@ class TuningSession:
             return f"{config.workers} {mode} workers is over the cap of {cap}"
         return None
 
-    def _profile_from(
-        self, records: list[Any], stats: WindowStats, config: LoaderConfig
-    ) -> LoaderProfile:
-        if records:
-            return loader_profile(records)
-        # No producer records: infer the per-batch wall time from the step rate and
-        # leave the CPU share undecided (seeds both modes).
-        self.notes.append("no loader records: the pipeline model used step times only")
-        wall = analytical.concurrency(config) / max(stats.steps_per_s, 1e-9)
-        return LoaderProfile(
-            produce_wall_s=wall,
-            produce_cpu_s=0.5 * wall,
-            cpu_ratio=0.5,
-            batch_nbytes=0,
-            jitter_cv=stats.cv,
-            batches=0,
-        )
+    def _feasible(self, record: TrialRecord) -> bool:
+        return self._memory.excess(record.rss_bytes) <= 0
 
-    def _pick_best(self) -> TrialRecord | None:
-        feasible = [
-            r
-            for r in self._measured.values()
-            if r.state == "complete"
-            and r.steps_per_s is not None
-            and self._rss_excess(r.rss_bytes) <= 0
-        ]
-        if not feasible:
-            return None
-        top = max(float(r.steps_per_s) for r in feasible)  # type: ignore[arg-type]
-        close = [
-            r
-            for r in feasible
-            if float(r.steps_per_s) >= (1.0 - self.settings.min_improvement) * top  # type: ignore[arg-type]
-        ]
-        return min(close, key=lambda r: _cost_key(r.config))
+    def _record_measured(self, window: TrialWindow, stats: WindowStats) -> None:
+        """Record a measured window; tell Optuna (asking a fixed trial if it has none).
 
-    def _record_measured(
-        self,
-        config: LoaderConfig,
-        source: TrialSource,
-        stats: WindowStats,
-        rss: int | None,
-        startup_s: float | None,
-        trial: Any,
-    ) -> None:
+        If Optuna fails, the measurement is kept and the error re-raised, so that
+        `observe` settles on the best known config.
+        """
+        from keras_loadtune.trial import config_to_params
+
+        config, trial, rss = window.config, window.trial, window.peak_rss
         error: Exception | None = None
-        if trial is None:  # baseline / verify: recorded through an enqueued trial
+        if trial is None:  # baseline / verify: recorded through a fixed trial
             try:
-                trial = self._ask(config_to_params(config))
-                self._suggest(trial)
-            except Exception as exc:  # keep the measurement, then let observe_step bail out
+                trial = self._bridge.ask(config_to_params(config))
+                self._bridge.suggest(trial)
+            except Exception as exc:
                 error, trial = exc, None
-        excess = self._rss_excess(rss)
+        excess = self._memory.excess(rss)
         record = TrialRecord(
             number=trial.number if trial is not None else len(self.trials),
             config=config,
             state="complete",
-            source=source,
+            source=window.source,
             steps_per_s=stats.steps_per_s,
             wait_fraction=stats.wait_fraction,
             rss_bytes=rss,
-            startup_s=startup_s,
+            startup_s=window.startup_s,
             steps=stats.steps,
             extra={"median_step_s": stats.median_step_s, "cv": stats.cv},
         )
         self.trials.append(record)
-        self._measured[config] = record
-        if source == "baseline":
+        if window.source == "baseline":
             self.baseline_record = record
-        self._round_trials += 1
+        assert self._round is not None
+        self._round.add_measured(record, self._feasible)
         value = float(stats.steps_per_s)
-        if self._best is None or value > self._best_value * (1.0 + self.settings.min_improvement):
-            self._since_improvement = 0
-        else:
-            self._since_improvement += 1
-        self._best_value = max(self._best_value, value)
-        self._best = self._pick_best()
         self._log.info(
             "keras_loadtune: trial %d %s: %.1f steps/s, waits %.0f%%%s",
             record.number,
@@ -1166,137 +877,57 @@ class TuningSession:
         )
         if error is not None:
             raise error
-        self._tell(trial, record, value=value, constraint=excess)
-
-    # ------------------------------------------------------------------ Optuna
-
-    def _ensure_study(self) -> optuna.Study:
-        if self._study is None:
-            import optuna
-
-            sampler = default_sampler(self.settings)
-            with quiet_optuna():
-                self._study = optuna.create_study(direction="maximize", sampler=sampler)
-        return self._study
-
-    def _check_study_direction(self, study: optuna.Study) -> None:
-        try:
-            direction = study.direction
-        except Exception as exc:  # a broken storage is handled when tuning starts
-            self._log.debug("keras_loadtune: could not read the study direction: %s", exc)
-            return
-        if direction.name != "MAXIMIZE":
-            raise ValueError(
-                "TuningSession: the study must maximize steps/s "
-                f"(optuna.create_study(direction='maximize')); got {direction.name}."
-            )
-
-    def _ask(self, enqueue: dict[str, Any] | None) -> Any:
-        study = self._ensure_study()
-        with quiet_optuna():
-            if enqueue is not None:
-                trial = _ask_fixed(study, enqueue)
-                if trial is not None:
-                    return trial
-                study.enqueue_trial(enqueue)
-            return study.ask()
-
-    def _suggest(self, trial: Any) -> LoaderConfig:
-        s = self.settings
-        workers_high = max(s.max_workers, self.baseline.workers)
-        q_low = min(s.queue_size_range[0], self.baseline.max_queue_size)
-        q_high = max(s.queue_size_range[1], self.baseline.max_queue_size)
-        mode = trial.suggest_categorical(PARAM_MODE, list(MODES))
-        workers = trial.suggest_int(PARAM_WORKERS, 1, workers_high)
-        queue = trial.suggest_int(PARAM_QUEUE, q_low, q_high)
-        return LoaderConfig(int(workers), int(queue), mode == "process")
-
-    def _tell(
-        self,
-        trial: Any,
-        record: TrialRecord,
-        *,
-        value: float | None = None,
-        constraint: float = 0.0,
-        state: str = "complete",
-    ) -> None:
-        import optuna
-
-        attrs = record.optuna_user_attrs()
-        attrs[ATTR_CONSTRAINT] = [float(constraint)]
-        for key, val in attrs.items():
-            trial.set_user_attr(key, val)
-        if hasattr(trial, "set_constraint"):  # Optuna >= 5: samplers read it natively
-            trial.set_constraint(CONSTRAINT_KEY, float(constraint))
-        optuna_state = {
-            "complete": optuna.trial.TrialState.COMPLETE,
-            "pruned": optuna.trial.TrialState.PRUNED,
-            "failed": optuna.trial.TrialState.FAIL,
-        }[state]
-        with quiet_optuna():
-            if optuna_state == optuna.trial.TrialState.COMPLETE:
-                self._study.tell(trial, value)  # type: ignore[union-attr]
-            else:
-                self._study.tell(trial, state=optuna_state)  # type: ignore[union-attr]
-
-    def _tell_skipped(self, trial: Any, config: LoaderConfig, reason: str) -> None:
-        """A sampler proposal that cannot run here: pruned in Optuna, not in `trials`."""
-        record = TrialRecord(trial.number, config, "skipped", "sampler", reason=reason)
-        self._tell(trial, record, state="pruned")
-
-    def _tell_duplicate(self, trial: Any, known: TrialRecord) -> None:
-        record = TrialRecord(
-            trial.number,
-            known.config,
-            "skipped",
-            "sampler",
-            steps_per_s=known.steps_per_s,
-            wait_fraction=known.wait_fraction,
-            rss_bytes=known.rss_bytes,
-            reason=f"duplicate of trial {known.number}, not re-run",
-        )
-        self._tell(
-            trial,
-            record,
-            value=float(known.steps_per_s or 0.0),
-            constraint=self._rss_excess(known.rss_bytes),
-        )
+        self._bridge.tell(trial, record, value=value, constraint=excess)
 
     def _tell_unmeasured(
         self,
-        active: _ActiveTrial,
-        state: TrialState,
+        window: TrialWindow,
+        state: TrialOutcome,
         reason: str,
         *,
         partial: bool = False,
         constraint: float = 0.0,
     ) -> None:
-        """Record a trial that produced no objective value (pruned, failed or skipped)."""
-        stats = None
-        if partial and active.samples:
-            stats = window_stats(active.samples)
+        """Record a trial that produced no objective value (pruned or failed)."""
+        stats = window_stats(window.samples) if partial and window.samples else None
         record = TrialRecord(
-            number=active.trial.number,
-            config=active.config,
+            number=window.trial.number,
+            config=window.config,
             state=state,
-            source=active.source,
+            source=window.source,
             steps_per_s=stats.steps_per_s if stats else None,
             wait_fraction=stats.wait_fraction if stats else None,
-            rss_bytes=active.peak_rss,
-            startup_s=active.startup_s,
+            rss_bytes=window.peak_rss,
+            startup_s=window.startup_s,
             steps=stats.steps if stats else 0,
             reason=reason,
         )
         self.trials.append(record)
-        if state == "pruned":  # it cost training steps
-            self._round_trials += 1
-            self._since_improvement += 1
+        if state == "pruned" and self._round is not None:  # it cost training steps
+            self._round.add_pruned()
         self._log.info(
-            "keras_loadtune: trial %d %s %s: %s", record.number, active.config, state, reason
+            "keras_loadtune: trial %d %s %s: %s", record.number, window.config, state, reason
         )
-        self._tell(
-            active.trial,
+        self._bridge.tell(
+            window.trial,
             record,
             constraint=constraint,
             state="failed" if state == "failed" else "pruned",
         )
+
+
+# Names kept for callers of the single-module session (moved to the phase modules).
+__all__ = [
+    "CONSTRAINT_KEY",
+    "TPE_STARTUP_TRIALS",
+    "WARM_START_NOISE_SE",
+    "WARM_START_TOLERANCE",
+    "Event",
+    "Phase",
+    "StepResult",
+    "TrialSource",
+    "TuningSession",
+    "WarmStart",
+    "default_sampler",
+    "stored_best",
+]

@@ -71,7 +71,7 @@ class TunerSettings:
         wait_threshold: Wait fraction below which the pipeline is not input-bound
             (0.05, the TensorFlow profiler's line); also the "compute floor reached" line.
         probe_steps: Steps measured on the baseline before deciding to tune (at least
-            two delivery rounds: `2 x min(workers, max_queue_size + 2)`).
+            two delivery rounds: `2 x min(workers, max_queue_size)`, see `engine.in_flight`).
         skip_steps: Steps ignored after every loader restart (queue refill), plus one
             per batch the restarted loader can prefetch (those come out in a burst).
         min_trial_steps: Fewest measured steps per trial window (at least two

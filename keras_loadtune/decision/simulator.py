@@ -1,36 +1,44 @@
-"""A simulated Keras input pipeline with a fake clock, to test the policy without TensorFlow.
+"""A simulated input pipeline with a fake clock, to test the policy without TensorFlow.
 
-`SimulatedPipeline` is a discrete-event, processor-sharing model of a
-`keras.utils.PyDataset` feeding `model.fit`:
+`SimulatedPipeline` is a discrete-event, processor-sharing model of the project's
+`Prefetcher` (the loader a `TunedPyDataset` runs) feeding `model.fit`:
 
 - every batch costs `io_s` of latency (sleep/disk/network: no CPU, releases the
   GIL), then `numpy_s` of CPU that releases the GIL, then `python_s` of CPU that
   holds it (plus pickling `batch_nbytes` in process mode);
-- `workers` threads share **one** GIL; worker processes have one each;
-- like Keras's `OrderedEnqueuer`, batches are submitted in order and at most
-  `max_queue_size + 1` submitted batches wait to be taken by the trainer, which
-  takes them in order (head-of-line blocking);
-- the trainer's step needs `compute_s` of one core (plus unpickling in process mode);
+- worker threads share the trainer's GIL; worker processes have one each;
+- the queue arithmetic is the engine's (`keras_loadtune.engine.arithmetic`):
+  positions `cursor .. cursor + max_queue_size - 1` are submitted or buffered, so
+  `in_flight(config)` batches are produced at once; the trainer takes them in order
+  (head-of-line blocking);
+- the trainer's step needs `compute_s`: a `trainer_gil_share` part holds the GIL
+  (competing with loader threads, plus unpickling in process mode), the rest runs on
+  `trainer_cores` cores;
 - when more CPU work is runnable than `cores`, everything runs proportionally slower;
-- restarting the loader discards its work and costs start-up time; process pools
-  cost `process_rss_bytes` per worker; optional log-normal noise (`noise_cv`).
+- a reconfigure keeps finished and in-flight work, as the engine does: same mode
+  resizes the pool (only added workers pay `thread_startup_s` / `process_worker_s`),
+  another mode starts a new pool while the old one finishes what it runs; the
+  forkserver starts once (`process_startup_s`, first process pool only). The loader
+  keeps working during the start-up; the trainer waits for it;
+- process pools cost `process_rss_bytes` per worker; optional log-normal noise
+  (`noise_cv`, e.g. the jitter measured on the real loader).
 
-`simulate_tuning` drives a real `TuningSession` exactly as the Keras callback
-would; `static_grid` measures fixed configs, for exhaustive-oracle comparisons.
+`simulate_tuning` drives a real `TuningSession` through `decision.driver.Driver`,
+the loop the Keras callback uses; `static_grid` measures fixed configs, for
+exhaustive-oracle comparisons.
 
 Example:
 
-```python
-from keras_loadtune import LoaderConfig
-from keras_loadtune.decision import TunerSettings
-from keras_loadtune.decision.simulator import SimulatedPipeline, simulate_tuning
-
-pipe = SimulatedPipeline(io_s=0.040, compute_s=0.010, cores=8, seed=0)
-result = simulate_tuning(pipe, TunerSettings(cores=8, seed=0), baseline=LoaderConfig(),
-                         total_steps=800)
-result.session.best_config     # 5 threads, queue 4: enough to hide the 40 ms latency
-result.final_steps_per_s       # ~100: the compute floor
-```
+>>> from keras_loadtune import LoaderConfig
+>>> from keras_loadtune.decision import TunerSettings
+>>> from keras_loadtune.decision.simulator import SimulatedPipeline, simulate_tuning
+>>> pipe = SimulatedPipeline(io_s=0.040, compute_s=0.010, cores=8, seed=0)
+>>> result = simulate_tuning(pipe, TunerSettings(cores=8, seed=0), baseline=LoaderConfig(),
+...                          total_steps=800)
+>>> result.session.best_config.workers >= 5   # enough threads to hide 40 ms of latency
+True
+>>> round(result.final_steps_per_s)            # the compute floor
+100
 """
 
 from __future__ import annotations
@@ -45,8 +53,10 @@ from typing import Any
 import numpy as np
 
 from keras_loadtune.config import LoaderConfig
-from keras_loadtune.decision.session import TuningSession
+from keras_loadtune.decision.driver import Driver, Observation
+from keras_loadtune.decision.session import Phase, TuningSession
 from keras_loadtune.decision.settings import TunerSettings
+from keras_loadtune.engine.arithmetic import held_batches
 from keras_loadtune.measurement import StepSample, WindowStats, window_stats
 
 _IO, _NUMPY, _PYTHON = 0, 1, 2
@@ -61,11 +71,16 @@ class PipelineParams:
         io_s: Per-batch latency that needs no CPU and releases the GIL.
         python_s: Per-batch CPU seconds holding the GIL (pure Python).
         numpy_s: Per-batch CPU seconds releasing the GIL (NumPy, decoding in C).
-        compute_s: Trainer compute seconds per step (needs one core).
+        compute_s: Trainer seconds per step at full speed.
         cores: Cores shared by the trainer and the loader.
+        trainer_gil_share: Share of `compute_s` during which the trainer holds the GIL
+            (Python overhead of a step; loader threads compete for it).
+        trainer_cores: Cores the GIL-free part of a step keeps busy.
         batch_nbytes: Bytes per batch (memory, and pickling cost in process mode).
         ipc_bytes_per_s: Pickling throughput (each side) in process mode.
-        process_startup_s: Seconds to start a process pool (+ 10 ms per process).
+        process_startup_s: Seconds to start the forkserver (paid by the first process
+            pool only).
+        process_worker_s: Seconds per worker process started.
         process_rss_bytes: Resident memory of one worker process.
         thread_startup_s: Seconds to start one worker thread.
         base_rss_bytes: Resident memory of the trainer itself.
@@ -75,11 +90,8 @@ class PipelineParams:
 
     Example:
 
-    ```python
-    from keras_loadtune.decision.simulator import PipelineParams
-
-    PipelineParams(python_s=0.02, compute_s=0.005, cores=16).cores  # 16
-    ```
+    >>> PipelineParams(python_s=0.02, compute_s=0.005, cores=16).cores
+    16
     """
 
     io_s: float = 0.0
@@ -87,9 +99,12 @@ class PipelineParams:
     numpy_s: float = 0.0
     compute_s: float = 0.010
     cores: int = 8
+    trainer_gil_share: float = 0.0
+    trainer_cores: float = 1.0
     batch_nbytes: int = 1 << 20
     ipc_bytes_per_s: float = 1.0e9
     process_startup_s: float = 0.5
+    process_worker_s: float = 0.03
     process_rss_bytes: int = 150 << 20
     thread_startup_s: float = 0.0005
     base_rss_bytes: int = 1 << 30
@@ -98,22 +113,43 @@ class PipelineParams:
     picklable: bool = True
 
 
+class _Task:
+    """One batch being produced: its remaining phases and what it cost so far."""
+
+    __slots__ = ("cpu", "in_process", "phase_i", "phases", "pool", "position", "remaining", "start")
+
+    def __init__(
+        self, phases: list[tuple[int, float]], start: float, position: int, pool: int, proc: bool
+    ) -> None:
+        self.phases = phases
+        self.phase_i = 0
+        self.remaining = phases[0][1]
+        self.start = start
+        self.cpu = 0.0
+        self.position = position
+        self.pool = pool
+        self.in_process = proc
+
+    @property
+    def kind(self) -> int:
+        return self.phases[self.phase_i][0]
+
+
 class SimulatedPipeline:
-    """A simulated `PyDataset` + trainer; time only advances when it is run.
+    """A simulated `Prefetcher` + trainer; time only advances when it is run.
+
+    Implements the driver's `Applier` protocol (`reconfigure`).
 
     Args:
         params: A `PipelineParams`; keyword arguments override its fields.
 
     Example:
 
-    ```python
-    from keras_loadtune import LoaderConfig
-    from keras_loadtune.decision.simulator import SimulatedPipeline
-
-    pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01)
-    samples = pipe.run_steps(LoaderConfig(workers=1), 20)
-    samples[-1].wait_s  # ~0.03: one thread delivers a batch per 40 ms
-    ```
+    >>> from keras_loadtune import LoaderConfig
+    >>> pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01)
+    >>> samples = pipe.run_steps(LoaderConfig(workers=1), 20)
+    >>> round(samples[-1].wait_s, 3)  # one thread delivers a batch per 40 ms
+    0.03
     """
 
     def __init__(self, params: PipelineParams | None = None, **overrides: Any) -> None:
@@ -122,8 +158,15 @@ class SimulatedPipeline:
         self.config: LoaderConfig | None = None
         self._rng = np.random.default_rng(self.params.seed)
         self._records: list[SimpleNamespace] = []
+        self._startups: list[tuple[LoaderConfig, float]] = []
+        self._forkserver = False
+        self._pool = 0
+        self._head = 0  # the cursor: next position the trainer takes
+        self._next_submit = 0
+        self._pending: deque[int] = deque()
+        self._running: list[_Task] = []
+        self._done: dict[int, bool] = {}  # position -> produced in a worker process
         self._peak_held = 0
-        self._reset_loader()
 
     # --------------------------------------------------------------- public API
 
@@ -137,28 +180,40 @@ class SimulatedPipeline:
         self.params = replace(self.params, **changes)
 
     def reconfigure(self, config: LoaderConfig) -> float:
-        """Restart the loader with `config`; returns (and spends) the start-up seconds.
+        """Switch the loader to `config`, as `Prefetcher.reconfigure`; returns the start-up seconds.
+
+        The trainer waits for the start-up; the loader keeps producing meanwhile.
 
         Raises:
             RuntimeError: For a process config when the dataset is not picklable.
         """
-        if config == self.config:
+        old = self.config
+        if config == old:
             return 0.0
         p = self.params
         if config.use_multiprocessing and not p.picklable:
             raise RuntimeError("the dataset cannot be pickled for worker processes")
-        if config.use_multiprocessing:
-            startup = p.process_startup_s + 0.01 * config.workers
+        if old is not None and old.use_multiprocessing == config.use_multiprocessing:
+            added = max(config.workers - old.workers, 0)
         else:
-            startup = p.thread_startup_s * config.workers
+            added = config.workers
+            self._pool += 1  # a new pool; the old one finishes the tasks it runs
+        if config.use_multiprocessing:
+            startup = p.process_worker_s * added
+            if added and not self._forkserver:
+                startup += p.process_startup_s
+                self._forkserver = True
+        else:
+            startup = p.thread_startup_s * added
         self.config = config
-        self._reset_loader()
-        self.now += startup
+        if startup > 0:
+            self._run_for(startup)
+            self._startups.append((config, startup))
         self._fill()
         return startup
 
     def run_steps(self, config: LoaderConfig, n: int) -> list[StepSample]:
-        """Run `n` training steps under `config` (restarting the loader if it differs)."""
+        """Run `n` training steps under `config` (reconfiguring the loader if it differs)."""
         self.reconfigure(config)
         return [self.step() for _ in range(n)]
 
@@ -170,17 +225,19 @@ class SimulatedPipeline:
         start = self.now
         head = self._head
         self._fill()
-        self._head += 1  # the trainer takes the head future out of the queue ...
-        self._fill()  # ... which lets the producer submit another batch
         while head not in self._done:
-            self._advance(None)
+            self._advance(None, math.inf)
         ready = self.now
-        del self._done[head]
-        work = self._draw(p.compute_s)
-        if self.config.use_multiprocessing:
-            work += p.batch_nbytes / p.ipc_bytes_per_s
-        while work > _EPS:
-            work = self._advance(work)
+        from_process = self._done.pop(head)
+        self._head += 1  # the cursor moves past the delivered batch ...
+        self._fill()  # ... and the window offers one more position
+        compute = self._draw(p.compute_s)
+        gil = compute * min(max(p.trainer_gil_share, 0.0), 1.0)
+        if from_process:
+            gil += p.batch_nbytes / p.ipc_bytes_per_s  # unpickling holds the GIL
+        work = [gil, compute - compute * min(max(p.trainer_gil_share, 0.0), 1.0)]
+        while work[0] > _EPS or work[1] > _EPS:
+            self._advance(work, math.inf)
         return StepSample(wait_s=ready - start, step_s=self.now - start)
 
     def drain_records(self) -> list[SimpleNamespace]:
@@ -188,6 +245,11 @@ class SimulatedPipeline:
         `produce_cpu_s`, `nbytes`), like the engine reports them."""
         records, self._records = self._records, []
         return records
+
+    def drain_startups(self) -> list[tuple[LoaderConfig, float]]:
+        """`(config, seconds)` of each start-up since the last call (as `LoaderStats.startups`)."""
+        startups, self._startups = self._startups, []
+        return startups
 
     def rss(self) -> int:
         """Peak resident bytes since the last call: trainer + held batches + processes."""
@@ -208,15 +270,11 @@ class SimulatedPipeline:
 
     # --------------------------------------------------------------- internals
 
-    def _reset_loader(self) -> None:
-        self._pending: deque[int] = deque()
-        self._running: list[list[Any]] = []  # [remaining, phase_i, phases, start, cpu, idx]
-        self._done: dict[int, float] = {}
-        self._next_submit = getattr(self, "_head", 0)
-        self._head = self._next_submit
-        self._peak_held = 0
+    def _pool_busy(self) -> int:
+        return sum(1 for t in self._running if t.pool == self._pool)
 
     def _held(self) -> int:
+        # The window (buffered + in production) and the trainer's batch.
         return len(self._running) + len(self._done) + 1
 
     def _draw(self, mean: float) -> float:
@@ -229,14 +287,16 @@ class SimulatedPipeline:
     def _fill(self) -> None:
         cfg = self.config
         assert cfg is not None
-        # Untaken submitted batches: the queue (max_queue_size) + 1 held by the producer.
-        while self._next_submit - self._head < cfg.max_queue_size + 1:
+        limit = self._head + held_batches(cfg)  # as Prefetcher._top_up
+        while self._next_submit < limit:
             self._pending.append(self._next_submit)
             self._next_submit += 1
-        while self._pending and len(self._running) < cfg.workers:
+        busy = self._pool_busy()
+        while self._pending and busy < cfg.workers:
             self._start(self._pending.popleft())
+            busy += 1
 
-    def _start(self, idx: int) -> None:
+    def _start(self, position: int) -> None:
         p = self.params
         cfg = self.config
         assert cfg is not None
@@ -251,69 +311,84 @@ class SimulatedPipeline:
                 (_PYTHON, python),
             )
             if amount > 0
-        ]
-        if not phases:
-            phases = [(_IO, 0.0)]
-        self._running.append([phases[0][1], 0, phases, self.now, 0.0, idx])
+        ] or [(_IO, 0.0)]
+        self._running.append(_Task(phases, self.now, position, self._pool, cfg.use_multiprocessing))
         self._peak_held = max(self._peak_held, self._held())
 
-    def _advance(self, consumer_work: float | None) -> float:
-        """Advance to the next event; return the consumer's remaining work."""
-        cfg = self.config
-        assert cfg is not None
+    def _run_for(self, seconds: float) -> None:
+        """Let the loader work for `seconds` while the trainer waits (a start-up)."""
+        end = self.now + seconds
+        while self.now < end - _EPS:
+            if not self._running:
+                self.now = end
+                break
+            self._advance(None, end - self.now)
+
+    def _advance(self, trainer: list[float] | None, horizon: float) -> None:
+        """Advance to the next event (or `horizon` seconds); `trainer` is the step's
+        remaining `[gil_s, free_s]` work, updated in place (`None`: it waits)."""
+        p = self.params
         running = self._running
-        n_numpy = 0
-        n_python = 0
+        n_numpy = n_py_threads = n_py_procs = 0
         for task in running:
-            kind = task[2][task[1]][0]
+            kind = task.kind
             if kind == _NUMPY:
                 n_numpy += 1
             elif kind == _PYTHON:
-                n_python += 1
-        python_demand = n_python if cfg.use_multiprocessing else min(n_python, 1)
-        demand = n_numpy + python_demand + (1 if consumer_work is not None else 0)
-        share = min(1.0, self.params.cores / demand) if demand else 1.0
-        gil_rate = share if cfg.use_multiprocessing or n_python == 0 else share / n_python
-        rates = [
-            1.0 if k == _IO else share if k == _NUMPY else gil_rate
-            for k in (task[2][task[1]][0] for task in running)
-        ]
-        dt = math.inf
-        for task, rate in zip(running, rates):
-            dt = min(dt, task[0] / rate)
-        if consumer_work is not None:
-            dt = min(dt, consumer_work / share)
+                if task.in_process:
+                    n_py_procs += 1
+                else:
+                    n_py_threads += 1
+        trainer_gil = trainer is not None and trainer[0] > _EPS
+        trainer_free = trainer is not None and not trainer_gil
+        gil_holders = n_py_threads + (1 if trainer_gil else 0)
+        demand = n_numpy + n_py_procs + min(gil_holders, 1)
+        if trainer_free:
+            demand += max(p.trainer_cores, 1e-9)
+        share = min(1.0, p.cores / demand) if demand else 1.0
+        gil_rate = share / gil_holders if gil_holders else share
+        dt = horizon
+        rates = []
+        for task in running:
+            kind = task.kind
+            rate = 1.0 if kind == _IO else share if kind == _NUMPY or task.in_process else gil_rate
+            rates.append(rate)
+            if task.remaining / rate < dt:
+                dt = task.remaining / rate
+        trainer_rate = gil_rate if trainer_gil else share
+        if trainer is not None:
+            left = trainer[0] if trainer_gil else trainer[1]
+            dt = min(dt, left / trainer_rate)
         if dt == math.inf:
             raise RuntimeError("SimulatedPipeline deadlocked (no work in flight).")
         self.now += dt
-        finished: list[list[Any]] = []
+        if trainer is not None:
+            trainer[0 if trainer_gil else 1] -= dt * trainer_rate
+        finished: list[_Task] = []
         for task, rate in zip(running, rates):
             done = dt * rate
-            task[0] -= done
-            if task[2][task[1]][0] != _IO:
-                task[4] += done
-            while task[0] <= _EPS:
-                task[1] += 1
-                if task[1] >= len(task[2]):
+            task.remaining -= done
+            if task.kind != _IO:
+                task.cpu += done
+            while task.remaining <= _EPS:
+                task.phase_i += 1
+                if task.phase_i >= len(task.phases):
                     finished.append(task)
                     break
-                task[0] += task[2][task[1]][1]
+                task.remaining += task.phases[task.phase_i][1]
         if finished:
-            p = self.params
             for task in finished:
                 running.remove(task)
-                self._done[task[5]] = self.now
+                if task.position >= self._head and task.position not in self._done:
+                    self._done[task.position] = task.in_process
                 self._records.append(
                     SimpleNamespace(
-                        produce_wall_s=self.now - task[3],
-                        produce_cpu_s=task[4],
+                        produce_wall_s=self.now - task.start,
+                        produce_cpu_s=task.cpu,
                         nbytes=p.batch_nbytes,
                     )
                 )
             self._fill()
-        if consumer_work is None:
-            return 0.0
-        return consumer_work - dt * share
 
 
 @dataclass
@@ -359,10 +434,10 @@ def simulate_tuning(
 ) -> SimulationResult:
     """Train `total_steps` simulated steps with a `TuningSession` in charge of the loader.
 
-    Drives the session exactly as the Keras callback does: after each step,
-    `observe_loader` (new producer records) then `observe_step`; a returned config
-    is applied at once (`observe_startup` with the start-up seconds, or
-    `mark_failed` if the restart raises). Training ends with `session.stop`.
+    Drives the session through `decision.driver.Driver`, the loop the Keras callback
+    uses: one `Observation` per step (the step, the producer records and start-ups
+    since the last step); a returned config is applied at once (acknowledged, or
+    `mark_failed` if the restart raises). Training ends with `Driver.finish`.
 
     Args:
         pipeline: The simulated pipeline (its clock is the session's clock).
@@ -391,6 +466,7 @@ def simulate_tuning(
         settings = settings.replace(seed=seed)
     changes = dict(changes or {})
     pipeline.reconfigure(baseline)
+    pipeline.drain_startups()
     session = TuningSession(
         baseline,
         settings,
@@ -400,34 +476,25 @@ def simulate_tuning(
         process_mode_available=process_mode_available,
         cores=pipeline.cores,
     )
+    driver = Driver(session, pipeline)
     start = pipeline.now
     switches: list[tuple[int, LoaderConfig]] = []
     steady_from: tuple[int, float] | None = None
     for i in range(total_steps):
         if i in changes:
             pipeline.set_params(**changes[i])
-        sample = pipeline.step()
-        session.observe_loader(pipeline.drain_records())
-        new = session.observe_step(sample)
-        if new is not None:
-            switches.append((i, new))
-            try:
-                seconds = pipeline.reconfigure(new)
-            except Exception as exc:
-                session.mark_failed(new, str(exc))
-            else:
-                session.observe_startup(new, seconds)
-        if session.phase in ("steady", "compute-bound"):
+        observation = Observation(
+            pipeline.step(), pipeline.drain_records(), pipeline.drain_startups()
+        )
+        result = driver.step(observation)
+        if result.switch_to is not None:
+            switches.append((i, result.switch_to))
+        if session.phase in (Phase.STEADY, Phase.COMPUTE_BOUND):
             if steady_from is None:
                 steady_from = (i + 1, pipeline.now)
         else:
             steady_from = None
-    final = session.stop("training ended")
-    if final is not None:
-        try:
-            pipeline.reconfigure(final)
-        except Exception as exc:
-            session.mark_failed(final, str(exc))
+    driver.finish("training ended")
     final_rate = None
     if steady_from is not None and total_steps > steady_from[0]:
         final_rate = (total_steps - steady_from[0]) / (pipeline.now - steady_from[1])

@@ -19,13 +19,14 @@ with Prefetcher(dataset, LoaderConfig(workers=4, max_queue_size=8)) as pf:
 """
 
 from keras_loadtune.engine._processes import START_METHOD
+from keras_loadtune.engine.arithmetic import held_batches, in_flight
 from keras_loadtune.engine.errors import (
     BatchTimeoutError,
     DatasetNotPicklableError,
     PrefetcherClosedError,
     WorkerDiedError,
 )
-from keras_loadtune.engine.prefetcher import EndOfPass, Prefetcher
+from keras_loadtune.engine.prefetcher import EndOfPass, Prefetcher, Stream
 from keras_loadtune.engine.records import BatchRecord, LoaderStats, StartupRecord
 from keras_loadtune.engine.sources import GeneratorFactorySource
 
@@ -40,5 +41,8 @@ __all__ = [
     "Prefetcher",
     "PrefetcherClosedError",
     "StartupRecord",
+    "Stream",
     "WorkerDiedError",
+    "held_batches",
+    "in_flight",
 ]

@@ -1,0 +1,186 @@
+"""`Probe`: measure the user's config and decide whether the loader is worth tuning.
+
+The probe skips the refill after the loader started (unless the callback says the
+loader was already in steady state), then measures at least `settings.probe_steps`
+and two delivery rounds (`2 x in_flight(baseline)`). A clearly input-bound pipeline
+ends early: once each of the last `PROBE_MIN_STEPS` steps waited at least four times
+`wait_threshold` of its time, more steps would only confirm it.
+
+`Probe.add` returns a `ProbeVerdict` when done, `None` before. The verdict says
+whether the loader is input-bound, or contends with training (loader *threads* whose
+CPU time per batch is a sizeable share of the step: they slow every step through the
+GIL and shared cores instead of making it wait).
+
+Example:
+
+>>> from keras_loadtune import LoaderConfig
+>>> from keras_loadtune.decision.settings import TunerSettings
+>>> from keras_loadtune.measurement import StepSample
+>>> probe = Probe(TunerSettings(probe_steps=4, skip_steps=0), LoaderConfig())
+>>> verdicts = [probe.add(StepSample(wait_s=0.0, step_s=0.01)) for _ in range(5)]
+>>> verdicts[-1].input_bound
+False
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from keras_loadtune.config import LoaderConfig
+from keras_loadtune.decision.settings import TunerSettings
+from keras_loadtune.engine.arithmetic import in_flight
+from keras_loadtune.measurement import (
+    LoaderProfile,
+    StepSample,
+    WindowStats,
+    align_to_cycles,
+    loader_profile,
+    window_stats,
+)
+
+# Fewest probe steps before a clearly input-bound pipeline may end the probe early.
+PROBE_MIN_STEPS = 6
+# Loader threads whose CPU time per batch is at least this share of a training step
+# contend with training for the GIL/cores: tune even when the step barely waits.
+CONTENTION_CPU_SHARE = 0.25
+
+
+def refill_steps(settings: TunerSettings, config: LoaderConfig) -> int:
+    """Steps to ignore after (re)starting the loader with `config`.
+
+    A restarted loader first makes the trainer wait (the refill), then hands out the
+    batches its workers built meanwhile at compute speed: a burst that would overstate
+    throughput. So skip `skip_steps` plus one step per batch produced at once
+    (`engine.in_flight`).
+
+    Example:
+
+    >>> refill_steps(TunerSettings(skip_steps=2), LoaderConfig(workers=4, max_queue_size=3))
+    5
+    """
+    return settings.skip_steps + in_flight(config)
+
+
+def profile_from(
+    records: list[Any], stats: WindowStats, config: LoaderConfig
+) -> tuple[LoaderProfile, str | None]:
+    """The loader profile of producer records, or one inferred from step times.
+
+    Returns:
+        `(profile, note)`; `note` says the model used step times only, else `None`.
+
+    Example:
+
+    >>> from keras_loadtune.measurement import window_stats
+    >>> stats = window_stats([StepSample(0.03, 0.04)] * 4)
+    >>> profile, note = profile_from([], stats, LoaderConfig())
+    >>> round(profile.produce_wall_s, 3), note is not None
+    (0.04, True)
+    """
+    if records:
+        return loader_profile(records), None
+    wall = in_flight(config) / max(stats.steps_per_s, 1e-9)
+    profile = LoaderProfile(
+        produce_wall_s=wall,
+        produce_cpu_s=0.5 * wall,
+        cpu_ratio=0.5,
+        batch_nbytes=0,
+        jitter_cv=stats.cv,
+        batches=0,
+    )
+    return profile, "no loader records: the pipeline model used step times only"
+
+
+@dataclass(frozen=True)
+class ProbeVerdict:
+    """What the probe found.
+
+    Args:
+        stats: The baseline's window.
+        input_bound: Tuning is worth it (the step waits, or the loader contends).
+        contention: Why the loader contends with training although the step barely
+            waits, or `None`.
+        records: The producer records seen during the probe.
+    """
+
+    stats: WindowStats
+    input_bound: bool
+    contention: str | None
+    records: list[Any]
+
+
+class Probe:
+    """Measures the baseline, one step at a time.
+
+    Args:
+        settings: `probe_steps`, `skip_steps`, `wait_threshold`.
+        baseline: The config the loader runs.
+        in_steady_state: The loader already ran before the probe: no refill to skip.
+
+    Example:
+
+    >>> Probe(TunerSettings(), LoaderConfig()).steps
+    0
+    """
+
+    def __init__(
+        self, settings: TunerSettings, baseline: LoaderConfig, *, in_steady_state: bool = False
+    ) -> None:
+        self._settings = settings
+        self._baseline = baseline
+        self._skip = 0 if in_steady_state else refill_steps(settings, baseline)
+        self._samples: list[StepSample] = []
+        self._records: list[Any] = []
+
+    @property
+    def steps(self) -> int:
+        """Steps seen so far (refill included)."""
+        return len(self._samples)
+
+    def add_records(self, records: list[Any]) -> None:
+        """Add producer records (`produce_wall_s`, `produce_cpu_s`, `nbytes`)."""
+        self._records.extend(records)
+
+    def add(self, sample: StepSample) -> ProbeVerdict | None:
+        """Add one step; the verdict once the probe is done, else `None`."""
+        s = self._settings
+        self._samples.append(sample)
+        probe_steps = max(s.probe_steps, 2 * in_flight(self._baseline))
+        measured = self._samples[self._skip :]
+        early = len(measured) < probe_steps and self._clearly_input_bound(measured)
+        if len(measured) < probe_steps and not early:
+            return None
+        stats = window_stats(align_to_cycles(measured[-PROBE_MIN_STEPS:] if early else measured))
+        contention = self._contention(stats)
+        input_bound = stats.wait_fraction >= s.wait_threshold or contention is not None
+        return ProbeVerdict(stats, input_bound, contention, list(self._records))
+
+    def _clearly_input_bound(self, samples: list[StepSample]) -> bool:
+        if len(samples) < max(PROBE_MIN_STEPS, 2 * in_flight(self._baseline)):
+            return False
+        line = 4 * self._settings.wait_threshold
+        return all(x.wait_s >= line * x.step_s for x in samples[-PROBE_MIN_STEPS:])
+
+    def _contention(self, stats: WindowStats) -> str | None:
+        if self._baseline.use_multiprocessing or not self._records:
+            return None
+        try:
+            profile = loader_profile(self._records)
+        except ValueError:
+            return None
+        step_s = stats.mean_step_s
+        if step_s <= 0 or profile.cpu_ratio < 0.5:
+            return None
+        share = profile.produce_cpu_s / step_s
+        if share < CONTENTION_CPU_SHARE:
+            return None
+        return (
+            f"loader threads use {profile.produce_cpu_s * 1e3:.1f} ms of CPU per batch "
+            f"({share:.0%} of a {step_s * 1e3:.1f} ms step) inside the trainer's process; "
+            "they compete with training for the GIL and cores, so tuning although the wait "
+            f"is only {stats.wait_fraction:.1%}"
+        )
+
+
+__all__ = ["PROBE_MIN_STEPS", "Probe", "ProbeVerdict", "profile_from", "refill_steps"]

@@ -1,0 +1,318 @@
+"""`SearchRound`: one round of trials, from its first proposal to its stop reason.
+
+A round is created when tuning starts (after the probe), when a warm start is
+re-tuned, and when drift reopens the study: a reopen is a new `SearchRound`, not a
+reset of fields. The round owns its budget (`limit` trials), what it measured, its
+best, its patience count, the duplicate count, and the queue of fixed proposals
+(the baseline and the pipeline model's seeds) that run before the sampler's.
+
+`TrialWindow` is the trial that runs now: the refill steps it skips, the steps it
+measured, its peak RSS and start-up seconds. Its length comes from the engine's
+queue arithmetic (`window_steps`).
+
+Ranking (`cheapest_within`): among configs within `min_improvement` of the fastest,
+the cheapest wins (threads before processes, then fewer workers, then a shorter
+queue). The session and `warm_start.stored_best` share it.
+
+Example:
+
+>>> from keras_loadtune import LoaderConfig
+>>> fast = {LoaderConfig(8, 9): 100.0, LoaderConfig(4, 5): 99.0, LoaderConfig(1, 2): 30.0}
+>>> cheapest_within(fast, 0.02)
+LoaderConfig(workers=4, max_queue_size=5, use_multiprocessing=False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from keras_loadtune.config import LoaderConfig
+from keras_loadtune.decision.settings import TunerSettings
+from keras_loadtune.engine.arithmetic import in_flight
+from keras_loadtune.measurement import StepSample
+from keras_loadtune.trial import PARAM_MODE, TrialRecord, TrialSource, config_to_params
+
+if TYPE_CHECKING:  # pragma: no cover
+    from keras_loadtune.decision.optuna_bridge import StudyBridge
+
+# Optuna asks per decision before giving up (skipped proposals cost no training step).
+MAX_ASKS_PER_DECISION = 64
+# Consecutive duplicate proposals after which the search counts as converged.
+MAX_CONSECUTIVE_DUPLICATES = 12
+
+
+def cost_key(config: LoaderConfig) -> tuple[int, int, int]:
+    """Sort key of a config's cost: threads first, then fewer workers, then a shorter queue.
+
+    Example:
+
+    >>> cost_key(LoaderConfig(4, 8, True))
+    (1, 4, 8)
+    """
+    return (int(config.use_multiprocessing), config.workers, config.max_queue_size)
+
+
+def cheapest_within(values: Mapping[LoaderConfig, float], min_improvement: float) -> LoaderConfig:
+    """The cheapest config whose value is within `min_improvement` of the best value.
+
+    Args:
+        values: Steps/s by config (not empty).
+        min_improvement: Relative tolerance, e.g. 0.02.
+
+    Example:
+
+    >>> cheapest_within({LoaderConfig(2, 2): 50.0}, 0.02)
+    LoaderConfig(workers=2, max_queue_size=2, use_multiprocessing=False)
+    """
+    top = max(values.values())
+    close = [c for c, v in values.items() if v >= (1.0 - min_improvement) * top]
+    return min(close, key=cost_key)
+
+
+def window_steps(settings: TunerSettings, config: LoaderConfig) -> tuple[int, int]:
+    """`(min, max)` measured steps of a trial window under `config`.
+
+    With `n = in_flight(config)` batches produced at once, deliveries come in rounds of
+    about `n` steps (a burst of ready batches, then a wait), so a window shorter than a
+    round can miss the wait. Windows span at least two rounds.
+
+    Example:
+
+    >>> window_steps(TunerSettings(min_trial_steps=8, max_trial_steps=40), LoaderConfig(6, 6))
+    (12, 40)
+    """
+    low = max(settings.min_trial_steps, 2 * in_flight(config))
+    return low, max(settings.max_trial_steps, low)
+
+
+@dataclass
+class TrialWindow:
+    """The trial that runs now.
+
+    Args:
+        config: Its config.
+        source: Why it runs.
+        trial: Its `optuna.Trial`.
+        skip_left: Refill steps still to ignore.
+    """
+
+    config: LoaderConfig
+    source: TrialSource
+    trial: Any
+    skip_left: int
+    samples: list[StepSample] = field(default_factory=list)
+    peak_rss: int | None = None
+    startup_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What `SearchRound.propose` decided.
+
+    Args:
+        window: The trial to run next (`None`: the round is over).
+        finish: Why the round is over (`None` while a trial runs).
+        skipped: Trials told as skipped without running (RAM prediction), for the report.
+    """
+
+    window: TrialWindow | None
+    finish: str | None
+    skipped: list[TrialRecord]
+
+
+class SearchRound:
+    """One round of the search.
+
+    Args:
+        settings: Budget, patience, thresholds.
+        limit: Trials this round may run.
+        start_steps: The session's tuning steps when the round began.
+        start_time: The clock when the round began.
+        seeds: Fixed proposals (the pipeline model's seeds) to run first.
+        baseline_first: Re-measure the baseline before the seeds.
+
+    Example:
+
+    >>> r = SearchRound(TunerSettings(max_trials=3), limit=3, start_steps=0, start_time=0.0)
+    >>> r.stop_reason(steps=0, seconds=0.0, modes=("thread",)) is None
+    True
+    """
+
+    def __init__(
+        self,
+        settings: TunerSettings,
+        *,
+        limit: int,
+        start_steps: int,
+        start_time: float,
+        seeds: list[LoaderConfig] | None = None,
+        baseline_first: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.limit = limit
+        self.start_steps = start_steps
+        self.start_time = start_time
+        self.pending_seeds: list[LoaderConfig] = list(seeds or [])
+        self.pending_baseline = baseline_first
+        self.trials = 0
+        self.measured: dict[LoaderConfig, TrialRecord] = {}
+        self.best: TrialRecord | None = None
+        self.best_value = 0.0
+        self.since_improvement = 0
+        self.duplicates = 0
+
+    def add_measured(self, record: TrialRecord, feasible: Callable[[TrialRecord], bool]) -> None:
+        """Count a measured trial; update the best and the patience count."""
+        self.measured[record.config] = record
+        self.trials += 1
+        value = float(record.steps_per_s or 0.0)
+        if self.best is None or value > self.best_value * (1.0 + self.settings.min_improvement):
+            self.since_improvement = 0
+        else:
+            self.since_improvement += 1
+        self.best_value = max(self.best_value, value)
+        self.pick_best(feasible)
+
+    def add_pruned(self) -> None:
+        """Count a trial stopped early: it cost training steps and did not improve."""
+        self.trials += 1
+        self.since_improvement += 1
+
+    def forget(self, config: LoaderConfig, feasible: Callable[[TrialRecord], bool]) -> None:
+        """Drop a measured config that later failed to run."""
+        self.measured.pop(config, None)
+        self.pick_best(feasible)
+
+    def pick_best(self, feasible: Callable[[TrialRecord], bool]) -> TrialRecord | None:
+        """Re-rank: the cheapest feasible measured config close to the fastest."""
+        ok = {
+            r.config: float(r.steps_per_s)
+            for r in self.measured.values()
+            if r.state == "complete" and r.steps_per_s is not None and feasible(r)
+        }
+        self.best = (
+            self.measured[cheapest_within(ok, self.settings.min_improvement)] if ok else None
+        )
+        return self.best
+
+    def budget_spent(self, steps: int, seconds: float | None) -> str | None:
+        """Why the step or time budget of this round is spent, or `None`."""
+        s = self.settings
+        steps -= self.start_steps
+        if s.max_tuning_steps is not None and steps >= s.max_tuning_steps:
+            return f"step budget spent ({steps} steps)"
+        if s.max_tuning_seconds is not None and seconds is not None:
+            seconds -= self.start_time
+            if seconds >= s.max_tuning_seconds:
+                return f"time budget spent ({seconds:.0f} s)"
+        return None
+
+    def stop_reason(
+        self, *, steps: int, seconds: float | None, modes: tuple[str, ...]
+    ) -> str | None:
+        """Why the round should stop before its next trial, or `None`."""
+        s = self.settings
+        if self.trials >= self.limit:
+            return f"trial budget spent ({self.trials} trials)"
+        spent = self.budget_spent(steps, seconds)
+        if spent is not None:
+            return spent
+        if self.since_improvement >= s.patience:
+            return f"best stable for {self.since_improvement} trials"
+        best = self.best
+        if (
+            best is not None
+            and not self.pending_seeds
+            and not self.pending_baseline
+            and best.wait_fraction is not None
+            and best.wait_fraction < s.wait_threshold
+        ):
+            return f"compute floor reached (waits {100 * best.wait_fraction:.1f}% of each step)"
+        if not modes:
+            return "no worker mode left to try"
+        return None
+
+    def propose(
+        self,
+        bridge: StudyBridge,
+        *,
+        baseline: LoaderConfig,
+        modes: tuple[str, ...],
+        infeasible: Callable[[LoaderConfig], str | None],
+        predicted_excess: Callable[[LoaderConfig], float],
+        refill: Callable[[LoaderConfig], int],
+        known_excess: Callable[[TrialRecord], float],
+    ) -> Proposal:
+        """The next trial: the baseline if pending, then seeds, then the sampler.
+
+        Sampler proposals that cannot run here (a disabled mode, over a worker cap) or
+        that repeat a measured config are told to Optuna at once and cost no step; a
+        config predicted over the RAM budget is told as skipped.
+        """
+        skipped: list[TrialRecord] = []
+        for _ in range(MAX_ASKS_PER_DECISION):
+            source: TrialSource = "sampler"
+            fixed: dict[str, Any] | None = None
+            if self.pending_baseline:
+                self.pending_baseline = False
+                if baseline not in self.measured and infeasible(baseline) is None:
+                    fixed, source = config_to_params(baseline), "baseline"
+            if fixed is None and self.pending_seeds:
+                seed = self.pending_seeds.pop(0)
+                if infeasible(seed) or seed in self.measured:
+                    continue
+                fixed, source = config_to_params(seed), "analytical"
+            elif fixed is None and len(modes) == 1:
+                fixed = {PARAM_MODE: modes[0]}
+            trial = bridge.ask(fixed)
+            config = bridge.suggest(trial)
+            why = infeasible(config)
+            if why is not None:
+                record = TrialRecord(trial.number, config, "skipped", "sampler", reason=why)
+                bridge.tell(trial, record, state="pruned")
+                continue
+            known = self.measured.get(config)
+            if known is not None:
+                self._tell_duplicate(bridge, trial, known, known_excess(known))
+                self.duplicates += 1
+                if self.duplicates >= MAX_CONSECUTIVE_DUPLICATES:
+                    return Proposal(
+                        None, "search converged (the sampler only repeats configs)", skipped
+                    )
+                continue
+            self.duplicates = 0
+            over = predicted_excess(config)
+            if over > 0:
+                reason = f"predicted {over / 2**20:.0f} MiB over the RAM budget"
+                record = TrialRecord(trial.number, config, "skipped", source, reason=reason)
+                bridge.tell(trial, record, constraint=float(over), state="pruned")
+                skipped.append(record)
+                continue
+            return Proposal(TrialWindow(config, source, trial, refill(config)), None, skipped)
+        return Proposal(None, "no new config to try", skipped)
+
+    @staticmethod
+    def _tell_duplicate(bridge: StudyBridge, trial: Any, known: TrialRecord, excess: float) -> None:
+        record = TrialRecord(
+            trial.number,
+            known.config,
+            "skipped",
+            "sampler",
+            steps_per_s=known.steps_per_s,
+            wait_fraction=known.wait_fraction,
+            rss_bytes=known.rss_bytes,
+            reason=f"duplicate of trial {known.number}, not re-run",
+        )
+        bridge.tell(trial, record, value=float(known.steps_per_s or 0.0), constraint=excess)
+
+
+__all__ = [
+    "Proposal",
+    "SearchRound",
+    "TrialWindow",
+    "cheapest_within",
+    "cost_key",
+    "window_steps",
+]

@@ -1,0 +1,168 @@
+"""Warm start: start from the best config a stored study knows, and verify it.
+
+When the study already holds measured trials (a stored study of the same workload
+and host, see `keras_loadtune.persistence`), the session skips the probe: it switches
+to `stored_best(...)` and measures it over one trial window (phase `VERIFY`, source
+`"warm-start"`). `verify` keeps it if it runs at least `WARM_START_TOLERANCE` of its
+stored steps/s (allowing `WARM_START_NOISE_SE` standard errors of the window's mean),
+or if the loader no longer makes training wait; otherwise the session re-tunes with a
+small budget. If the stored config cannot run at all, the session probes as usual.
+
+Example:
+
+>>> from keras_loadtune import LoaderConfig
+>>> from keras_loadtune.measurement import StepSample, window_stats
+>>> warm = WarmStart("s", LoaderConfig(4, 5), steps_per_s=100.0, measurements=2)
+>>> stats = window_stats([StepSample(0.002, 0.0105)] * 20)
+>>> verify(warm, stats, wait_threshold=0.05).kept
+True
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from keras_loadtune.config import LoaderConfig
+from keras_loadtune.decision.search import cheapest_within
+from keras_loadtune.measurement import WindowStats
+from keras_loadtune.trial import ATTR_CONSTRAINT, ATTR_STATE, params_to_config
+
+if TYPE_CHECKING:  # pragma: no cover
+    import optuna
+
+# A warm-started config is kept if it runs at least this share of its stored steps/s.
+WARM_START_TOLERANCE = 0.8
+# Standard errors of the verify window's mean added before comparing with the stored figure.
+WARM_START_NOISE_SE = 2.0
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """The best config a stored study knows, to start from instead of probing.
+
+    Args:
+        study_name: The study it comes from.
+        config: The stored best config.
+        steps_per_s: Its stored throughput (median over its measurements).
+        measurements: How many measured trials ran it.
+        baseline_steps_per_s: Stored throughput of this run's baseline config, if any.
+
+    Example:
+
+    >>> WarmStart("s", LoaderConfig(), 10.0, 1).measurements
+    1
+    """
+
+    study_name: str
+    config: LoaderConfig
+    steps_per_s: float
+    measurements: int
+    baseline_steps_per_s: float | None = None
+
+
+def stored_best(
+    study: optuna.Study,
+    baseline: LoaderConfig,
+    *,
+    min_improvement: float = 0.02,
+    allowed: Callable[[LoaderConfig], bool] | None = None,
+) -> WarmStart | None:
+    """The best measured, feasible config of a study written by `TuningSession`.
+
+    Only trials the tuner measured count (`klt_state="complete"`, RAM constraint <= 0);
+    a config measured several times (reruns, a fleet) counts with its median. As when
+    tuning, among configs within `min_improvement` of the fastest the cheapest wins.
+
+    Args:
+        study: The stored study.
+        baseline: This run's config (its stored figure is reported too).
+        min_improvement: Tolerance of `search.cheapest_within`.
+        allowed: Filters out configs this run cannot use.
+
+    Returns:
+        The `WarmStart`, or `None` when nothing qualifies.
+
+    Example:
+
+    >>> import optuna
+    >>> stored_best(optuna.create_study(direction="maximize"), LoaderConfig()) is None
+    True
+    """
+    from optuna.trial import TrialState
+
+    values: dict[LoaderConfig, list[float]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        attrs = t.user_attrs
+        if attrs.get(ATTR_STATE) != "complete" or t.value is None:
+            continue
+        constraint = attrs.get(ATTR_CONSTRAINT) or [0.0]
+        if any(float(c) > 0 for c in constraint):
+            continue
+        try:
+            config = params_to_config(t.params)
+        except (KeyError, TypeError, ValueError):
+            continue
+        values.setdefault(config, []).append(float(t.value))
+    medians = {c: statistics.median(v) for c, v in values.items()}
+    usable = {c: v for c, v in medians.items() if v > 0 and (allowed is None or allowed(c))}
+    if not usable:
+        return None
+    best = cheapest_within(usable, min_improvement)
+    return WarmStart(
+        study_name=study.study_name,
+        config=best,
+        steps_per_s=usable[best],
+        measurements=len(values[best]),
+        baseline_steps_per_s=medians.get(baseline),
+    )
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The verdict on a warm-started config.
+
+    Args:
+        kept: Keep it (settle) rather than re-tune.
+        ratio: Measured over stored steps/s.
+        figures: `"<measured> steps/s vs <stored> stored"`, for notes and logs.
+    """
+
+    kept: bool
+    ratio: float
+    figures: str
+
+
+def verify(warm: WarmStart, stats: WindowStats, *, wait_threshold: float) -> Verification:
+    """Whether the verify window confirms the stored figure (see the module docs).
+
+    Args:
+        warm: The warm start.
+        stats: The verify window.
+        wait_threshold: Below this wait fraction the config is kept whatever its speed.
+
+    Example:
+
+    >>> from keras_loadtune.measurement import StepSample, window_stats
+    >>> w = WarmStart("s", LoaderConfig(4, 5), steps_per_s=100.0, measurements=1)
+    >>> verify(w, window_stats([StepSample(0.03, 0.04)] * 20), wait_threshold=0.05).kept
+    False
+    """
+    measured = float(stats.steps_per_s)
+    noise = WARM_START_NOISE_SE * stats.cv / max(stats.steps, 1) ** 0.5
+    ratio = measured / warm.steps_per_s
+    figures = f"{measured:.1f} steps/s vs {warm.steps_per_s:.1f} stored"
+    kept = ratio * (1.0 + noise) >= WARM_START_TOLERANCE or stats.wait_fraction < wait_threshold
+    return Verification(kept, ratio, figures)
+
+
+__all__ = [
+    "WARM_START_NOISE_SE",
+    "WARM_START_TOLERANCE",
+    "Verification",
+    "WarmStart",
+    "stored_best",
+    "verify",
+]
