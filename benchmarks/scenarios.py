@@ -69,6 +69,35 @@ class MnistLatencyDataset(keras.utils.PyDataset):
         return _mnist_batch(index, self.batch_size)
 
 
+class ArraySliceDataset(keras.utils.PyDataset):
+    """Batches sliced from large arrays held in memory (a data set loaded with `np.load`).
+
+    Batch `i` is rows `[i * batch_size, (i + 1) * batch_size)` of `x` and `y`; only the
+    first `num_batches * batch_size` rows are served, but the whole array travels with the
+    dataset (what a worker process gets when the dataset is shipped to it).
+    """
+
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, batch_size: int, num_batches: int, **kwargs: Any
+    ):
+        super().__init__(**kwargs)
+        if num_batches * batch_size > len(x):
+            raise ValueError(
+                f"{num_batches} batches of {batch_size} need {num_batches * batch_size} rows; "
+                f"the array has {len(x)}."
+            )
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.n = num_batches
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int):
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.x[rows], self.y[rows]
+
+
 def http_payload(index: int, batch_size: int, image_size: int) -> bytes:
     """Bytes the local server returns for batch `index`: uint8 pixels, then uint8 labels."""
     rng = np.random.default_rng(index)

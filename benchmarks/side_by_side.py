@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import math
 import os
 import shlex
 import statistics
@@ -203,7 +204,15 @@ def alternate(
     for r in range(repeats):
         k = r % len(labels)
         for label in labels[k:] + labels[:k]:
-            run = rows[label](r)
+            try:
+                run = rows[label](r)
+            except Exception as exc:  # a failing row is reported, not fatal
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                run = Run(float("nan"), 0, {"error": f"{type(exc).__name__}: {first}"[:300]})
+                if log:
+                    print(f"  repeat {r + 1}/{repeats}  {label:<36} ERROR {run.info['error']}")
+                results[label].append(run)
+                continue
             results[label].append(run)
             if log:
                 extra = f"  -> {run.info['config']}" if "config" in run.info else ""
@@ -214,9 +223,10 @@ def alternate(
     return results
 
 
-def median(xs: Sequence[float]) -> float:
-    """Median, NaN for an empty sequence."""
-    return statistics.median(xs) if xs else float("nan")
+def median(xs: Sequence[float | None]) -> float:
+    """Median of the finite values, NaN when there are none (failed runs are NaN)."""
+    finite = [x for x in xs if x is not None and math.isfinite(x)]
+    return statistics.median(finite) if finite else float("nan")
 
 
 def median_wall(runs: Sequence[Run]) -> float:
@@ -247,13 +257,15 @@ def print_table(
     print(f"{'row':<{width}} {'median s':>9} {'(min-max)':>15} {'ratio':>7}  vs / notes")
     ratios: dict[str, float] = {}
     for label, runs in results.items():
-        walls = [r.wall_s for r in runs]
+        walls = [r.wall_s for r in runs if math.isfinite(r.wall_s)]
         ref = reference.get(label)
         ratio = median(walls) / median_wall(results[ref]) if ref else float("nan")
         ratios[label] = ratio
-        span = f"({min(walls):.2f}-{max(walls):.2f})"
+        span = f"({min(walls):.2f}-{max(walls):.2f})" if walls else "(no run)"
         vs = f"x {ref}" if ref and ref != label else ""
-        text = "  ".join(t for t in (vs, notes.get(label, "")) if t)
+        errors = [r.info["error"] for r in runs if "error" in r.info]
+        failed = f"{len(errors)} failed: {'; '.join(sorted(set(errors)))}" if errors else ""
+        text = "  ".join(t for t in (vs, notes.get(label, ""), failed) if t)
         print(f"{label:<{width}} {median(walls):9.2f} {span:>15} {ratio:7.3f}  {text}")
     return ratios
 
