@@ -43,89 +43,48 @@ import hashlib
 import json
 import logging
 import math
-import os
 import platform
 import re
 import sys
-import time
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keras_loadtune._optuna_logging import quiet_optuna
+from keras_loadtune.storage import (
+    CONNECT_TIMEOUT_S,
+    DEFAULT_STORAGE,
+    SQLITE_LOCK_TIMEOUT_S,
+    cache_dir,
+    check_storage,
+    default_storage_path,
+    default_storage_url,
+    first_line,
+    open_rdb,
+    redact_url,
+    resolve_storage,
+    with_installed_driver,
+)
+from keras_loadtune.trial import (
+    STUDY_ATTR_FINGERPRINT,
+    STUDY_ATTR_HOST,
+    STUDY_ATTR_REPORT,
+    STUDY_ATTR_WORKLOAD,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
 logger = logging.getLogger("keras_loadtune")
 
-#: The `storage` value that means "the SQLite file in the user's cache directory".
-DEFAULT_STORAGE = "default"
-#: Study user attrs holding the fingerprints (JSON-ready dicts).
-STUDY_ATTR_WORKLOAD = "klt_workload"
-STUDY_ATTR_HOST = "klt_host"
-#: Study user attr holding the SHA-256 (hex) of both fingerprints.
-STUDY_ATTR_FINGERPRINT = "klt_fingerprint"
-#: Seconds to wait for a database server to accept a connection.
-CONNECT_TIMEOUT_S = 5
-#: Seconds a SQLite writer waits for another process's lock before failing.
-SQLITE_LOCK_TIMEOUT_S = 30
-# Optuna's limit on study names.
 _MAX_NAME = 512
 # Records (the most recent) the produce-time profile is taken from.
 _PROFILE_RECORDS = 32
 # Attempts to create the RDB storage (concurrent first-time table creation can race).
-_STORAGE_ATTEMPTS = 3
 
 
 # ----------------------------------------------------------------------------- where
-
-
-def cache_dir() -> Path:
-    """`$XDG_CACHE_HOME/keras_loadtune`, or `~/.cache/keras_loadtune` (XDG rules:
-    an unset, empty or relative `XDG_CACHE_HOME` is ignored)."""
-    base = os.environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if base and os.path.isabs(base) else Path.home() / ".cache"
-    return root / "keras_loadtune"
-
-
-def default_storage_path() -> Path:
-    """The SQLite file `storage="default"` stands for (not created by this call)."""
-    return cache_dir() / "studies.db"
-
-
-def default_storage_url() -> str:
-    """`sqlite:///<default_storage_path()>`."""
-    return f"sqlite:///{default_storage_path()}"
-
-
-def check_storage(storage: Any) -> None:
-    """Validate a `storage` argument up front (types and obvious mistakes only).
-
-    Whether the storage can be reached is only known when it is opened; that never
-    raises (see `open_study`).
-
-    Raises:
-        TypeError: Not a string or `None`.
-        ValueError: An empty string, or neither `"default"` nor a URL (`scheme://...`).
-    """
-    if storage is None:
-        return
-    if not isinstance(storage, str):
-        raise TypeError(
-            "storage must be None (in memory), 'default' (a SQLite file in the cache "
-            f"directory) or an Optuna storage URL; got {type(storage).__name__}."
-        )
-    if storage == DEFAULT_STORAGE:
-        return
-    if not re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", storage):
-        hint = f" (did you mean 'sqlite:///{storage}'?)" if storage.strip() else ""
-        raise ValueError(
-            "storage must be None, 'default' or a storage URL like 'sqlite:///klt.db' or "
-            f"'postgresql://user@host/db'; got {storage!r}{hint}."
-        )
 
 
 def check_study_name(study_name: Any) -> None:
@@ -144,14 +103,6 @@ def check_study_name(study_name: Any) -> None:
             f"study_name must be a non-empty string of at most {_MAX_NAME} characters; "
             f"got {study_name!r}."
         )
-
-
-def resolve_storage(storage: str | None) -> str | None:
-    """The storage URL for a `storage` argument (`None` stays `None`: in memory)."""
-    check_storage(storage)
-    if storage == DEFAULT_STORAGE:
-        return default_storage_url()
-    return storage
 
 
 # ---------------------------------------------------------------------- fingerprints
@@ -360,54 +311,9 @@ class StudyHandle:
         return self.working if self.working is not None else self.study
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
-def with_installed_driver(parsed: Any) -> Any:
-    """`postgresql://` means psycopg (3) to SQLAlchemy >= 2.1, psycopg2 to older ones:
-    pick whichever of the two is installed."""
-    import importlib.util
-
-    if parsed.drivername != "postgresql":
-        return parsed
-    for module, driver in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
-        if importlib.util.find_spec(module) is not None:
-            return parsed.set(drivername=driver)
-    return parsed
-
-
 def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
-    import optuna
-    from sqlalchemy.engine import make_url
-
-    parsed = with_installed_driver(make_url(url))
-    url = parsed.render_as_string(hide_password=False)
-    backend = parsed.get_backend_name()
-    engine_kwargs: dict[str, Any] = {}
-    if backend == "sqlite":
-        database = parsed.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine_kwargs["connect_args"] = {"timeout": SQLITE_LOCK_TIMEOUT_S}
-    elif backend in ("postgresql", "mysql", "mariadb"):
-        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
-        engine_kwargs["pool_pre_ping"] = True
-    last: Exception | None = None
-    for attempt in range(_STORAGE_ATTEMPTS):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except Exception as exc:
-            # Two processes creating the tables of a fresh database at once can collide
-            # (duplicate type/table); the loser finds them there on the next attempt.
-            text = str(exc).lower()
-            if not any(k in text for k in ("already exists", "duplicate", "unique")):
-                raise
-            last = exc
-            time.sleep(0.1 * (attempt + 1))
-    assert last is not None
-    raise last
+    """The writer's storage (kept for callers of the old name): `storage.open_rdb(url)`."""
+    return open_rdb(url, create=True)
 
 
 def open_study(
@@ -433,8 +339,6 @@ def open_study(
     """
     import optuna
 
-    from keras_loadtune.report._format import redact_url
-
     if study_name is None and workload is not None and host is not None:
         study_name = study_name_for(workload, host)
     url = resolve_storage(storage)
@@ -455,7 +359,7 @@ def open_study(
             raise ValueError(f"study {study.study_name!r} does not maximize one objective")
         _tag(study, workload, host)
     except Exception as exc:
-        note = f"storage unreachable ({shown}: {_first_line(exc)}); tuned in memory"
+        note = f"storage unreachable ({shown}: {first_line(exc)}); tuned in memory"
         logger.warning("keras_loadtune: %s", note)
         return StudyHandle(None, study_name, None, note)
     handle = StudyHandle(study, study.study_name, shown)
@@ -519,8 +423,7 @@ def sync_trials(handle: StudyHandle | None) -> str | None:
         handle.study.add_trials(new)
     except Exception as exc:
         return (
-            f"could not store {len(new)} trial(s) in study {handle.study_name!r}: "
-            f"{_first_line(exc)}"
+            f"could not store {len(new)} trial(s) in study {handle.study_name!r}: {first_line(exc)}"
         )
     handle.written += len(new)
     return None
@@ -551,11 +454,43 @@ def store_report(handle: StudyHandle | None, report_dict: Mapping[str, Any]) -> 
     `STUDY_ATTR_REPORT`; returns an error line instead of raising."""
     if handle is None or handle.study is None or handle.storage_url is None:
         return None
-    from keras_loadtune.report import STUDY_ATTR_REPORT
-
     data = {k: v for k, v in report_dict.items() if k != "trials"}
     try:
         handle.study.set_user_attr(STUDY_ATTR_REPORT, data)
     except Exception as exc:
-        return f"could not store the report in study {handle.study_name!r}: {_first_line(exc)}"
+        return f"could not store the report in study {handle.study_name!r}: {first_line(exc)}"
     return None
+
+
+__all__ = [
+    # Re-exported from `keras_loadtune.storage` and `keras_loadtune.trial` (moved there).
+    "CONNECT_TIMEOUT_S",
+    "DEFAULT_STORAGE",
+    "SQLITE_LOCK_TIMEOUT_S",
+    "STUDY_ATTR_FINGERPRINT",
+    "STUDY_ATTR_HOST",
+    "STUDY_ATTR_REPORT",
+    "STUDY_ATTR_WORKLOAD",
+    "HostFingerprint",
+    "StudyHandle",
+    "WorkloadFingerprint",
+    "attach_working_copy",
+    "batch_structure",
+    "cache_dir",
+    "check_storage",
+    "check_study_name",
+    "default_storage_path",
+    "default_storage_url",
+    "fingerprint_hash",
+    "first_line",
+    "host_fingerprint",
+    "open_study",
+    "profile_buckets",
+    "redact_url",
+    "resolve_storage",
+    "store_report",
+    "study_name_for",
+    "sync_trials",
+    "with_installed_driver",
+    "workload_fingerprint",
+]

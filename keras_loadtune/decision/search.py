@@ -31,8 +31,14 @@ from typing import TYPE_CHECKING, Any
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.engine.arithmetic import in_flight
-from keras_loadtune.measurement import StepSample
-from keras_loadtune.trial import PARAM_MODE, TrialRecord, TrialSource, config_to_params
+from keras_loadtune.measurement import StepSample, WindowStats, window_stats
+from keras_loadtune.trial import (
+    PARAM_MODE,
+    TrialOutcome,
+    TrialRecord,
+    TrialSource,
+    config_to_params,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from keras_loadtune.decision.optuna_bridge import StudyBridge
@@ -163,22 +169,77 @@ class SearchRound:
         self.since_improvement = 0
         self.duplicates = 0
 
-    def add_measured(self, record: TrialRecord, feasible: Callable[[TrialRecord], bool]) -> None:
-        """Count a measured trial; update the best and the patience count."""
+    def add_measured(
+        self,
+        window: TrialWindow,
+        stats: WindowStats,
+        number: int,
+        feasible: Callable[[TrialRecord], bool],
+    ) -> TrialRecord:
+        """Count a measured window; update the best and the patience count.
+
+        Args:
+            window: The trial window (its config, source, peak RSS, start-up).
+            stats: Its measured statistics.
+            number: The Optuna trial number.
+            feasible: Whether a record is within the RAM budget.
+
+        Returns:
+            The `TrialRecord` (state `"complete"`).
+        """
+        record = TrialRecord(
+            number=number,
+            config=window.config,
+            state="complete",
+            source=window.source,
+            steps_per_s=stats.steps_per_s,
+            wait_fraction=stats.wait_fraction,
+            rss_bytes=window.peak_rss,
+            startup_s=window.startup_s,
+            steps=stats.steps,
+            extra={"median_step_s": stats.median_step_s, "cv": stats.cv},
+        )
         self.measured[record.config] = record
         self.trials += 1
-        value = float(record.steps_per_s or 0.0)
+        value = float(stats.steps_per_s)
         if self.best is None or value > self.best_value * (1.0 + self.settings.min_improvement):
             self.since_improvement = 0
         else:
             self.since_improvement += 1
         self.best_value = max(self.best_value, value)
         self.pick_best(feasible)
+        return record
 
-    def add_pruned(self) -> None:
-        """Count a trial stopped early: it cost training steps and did not improve."""
-        self.trials += 1
-        self.since_improvement += 1
+    def add_unmeasured(
+        self, window: TrialWindow, state: TrialOutcome, reason: str, *, partial: bool = False
+    ) -> TrialRecord:
+        """A trial that produced no objective value; a pruned one counts against the round.
+
+        Args:
+            window: The trial window.
+            state: `"pruned"` (it cost training steps) or `"failed"`.
+            reason: Why.
+            partial: Keep the statistics of the steps it ran.
+
+        Returns:
+            The `TrialRecord`.
+        """
+        stats = window_stats(window.samples) if partial and window.samples else None
+        if state == "pruned":  # it cost training steps and did not improve
+            self.trials += 1
+            self.since_improvement += 1
+        return TrialRecord(
+            number=window.trial.number,
+            config=window.config,
+            state=state,
+            source=window.source,
+            steps_per_s=stats.steps_per_s if stats else None,
+            wait_fraction=stats.wait_fraction if stats else None,
+            rss_bytes=window.peak_rss,
+            startup_s=window.startup_s,
+            steps=stats.steps if stats else 0,
+            reason=reason,
+        )
 
     def forget(self, config: LoaderConfig, feasible: Callable[[TrialRecord], bool]) -> None:
         """Drop a measured config that later failed to run."""

@@ -16,45 +16,9 @@ Phases (`Phase`, a `str` enum: `Phase.STEADY == "steady"`)::
       └──> tuning ──(budget / patience / floor)──> steady ──(sustained drift)──> tuning
     verify (warm start) ──> steady | tuning | probe    any phase ──stop()──> stopped
 
-**Warm start.** When the study already holds measured trials (a stored study of the
-same workload and host, see `keras_loadtune.persistence`), the probe is skipped: the
-first step switches to the stored best config (`stored_best`), which is measured over
-one short trial window (source `"warm-start"`). If it runs at least
-`WARM_START_TOLERANCE` (0.8) of its stored steps/s (allowing for the window's noise),
-or the loader no longer makes training wait, the session settles at once
-(`warm_start_kept`). Otherwise it re-tunes with a small budget (`reopen_trials` more
-trials): the user's config is measured first (source `"baseline"`), then the
-pipeline model's seeds and the sampler, which sees the whole stored history. If the
-stored config cannot run at all, the session falls back to the normal probe.
-
-**Search space.** Optuna params `mode` (categorical, always both choices so a
-stored study stays compatible when process mode gets disabled), `workers`
-(int, `1 .. max(max_workers, baseline.workers)`) and `max_queue_size`. Processes
-may not exceed `settings.max_process_workers`, which is smaller than the thread
-cap on most machines. A mode-dependent range would give the param `workers`
-two distributions in one study, which Optuna samplers handle poorly, so a
-proposal over a mode's cap (or in a disabled mode) is *told as pruned without
-running* (`klt_state="skipped"`): it costs no training step, and a pruned trial
-without intermediate values ranks below every measured one for TPE, whose
-default here is multivariate, so it learns the `(mode, workers)` interaction.
-When only one mode is allowed, every sampler trial is enqueued with that mode
-fixed (the sampler picks the other two params), so nothing is wasted.
-
-**Memory.** `settings.ram_budget_bytes` is the memory the loader may add on top
-of the process tree's RSS during the probe. Each told trial carries the user attr
-`constraint = [rss - probe_rss - ram_budget]` (<= 0 is feasible) and the same
-value as Optuna constraint `"ram_excess_bytes"` (`Trial.set_constraint`, which
-Optuna 5 samplers such as TPE read natively, replacing the deprecated
-`constraints_func`; `study.best_trial` skips infeasible trials). Configs the
-analytical model predicts over budget are told as pruned without running; a trial
-whose measured RSS goes over budget is pruned at once. Only feasible, measured
-trials can become best.
-
-**Objective.** Steps/s of a trial window (see `measurement.window_stats`). The
-baseline is always measured (during the probe), so the result is never a config
-measured slower than doing nothing. Among configs within `min_improvement` of the
-fastest, the cheapest (threads before processes, then fewer workers, then a
-shorter queue) is kept.
+Where the rules live: warm start and its verification in `warm_start`, the search
+space, skipped proposals, RAM constraint and objective in `search` and
+`optuna_bridge`, the memory model in `memory`, the probe's verdict in `probe`.
 
 Example:
 
@@ -69,12 +33,10 @@ Example:
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from keras_loadtune._optuna_logging import quiet_optuna
@@ -87,6 +49,7 @@ from keras_loadtune.decision.optuna_bridge import (
     check_direction,
     default_sampler,
 )
+from keras_loadtune.decision.phase import _ACTIVE, Event, Phase, StepResult
 from keras_loadtune.decision.probe import Probe, profile_from, refill_steps
 from keras_loadtune.decision.search import SearchRound, TrialWindow, window_steps
 from keras_loadtune.decision.settings import TunerSettings
@@ -106,7 +69,13 @@ from keras_loadtune.measurement import (
     window_is_settled,
     window_stats,
 )
-from keras_loadtune.trial import CONSTRAINT_KEY, TrialOutcome, TrialRecord, TrialSource
+from keras_loadtune.trial import (
+    CONSTRAINT_KEY,
+    TrialOutcome,
+    TrialRecord,
+    TrialSource,
+    config_to_params,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -115,50 +84,6 @@ if TYPE_CHECKING:  # pragma: no cover
 RSS_EVERY = 5
 # Producer records kept for re-profiling when drift reopens the study.
 RECENT_RECORDS = 512
-
-
-class Phase(str, enum.Enum):
-    """Where the session is. A `str` enum: `Phase.TUNING == "tuning"`."""
-
-    PROBE = "probe"
-    VERIFY = "verify"
-    TUNING = "tuning"
-    STEADY = "steady"
-    COMPUTE_BOUND = "compute-bound"
-    STOPPED = "stopped"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-# Phases in which the session measures (tuning steps and seconds count).
-_ACTIVE = (Phase.PROBE, Phase.VERIFY, Phase.TUNING)
-
-
-class Event(str, enum.Enum):
-    """What happened during one `observe` (see `StepResult.events`)."""
-
-    TUNING_STARTED = "tuning-started"
-    SETTLED = "settled"
-    COMPUTE_BOUND = "compute-bound"
-    REOPENED = "reopened"
-    STOPPED = "stopped"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """The session's answer to one training step.
-
-    Args:
-        switch_to: The config the loader must run before the next step, or `None`.
-        events: What happened, in order (e.g. `Event.SETTLED`).
-    """
-
-    switch_to: LoaderConfig | None = None
-    events: tuple[Event, ...] = ()
 
 
 class TuningSession:
@@ -587,8 +512,6 @@ class TuningSession:
             warm.measurements,
         )
         self._new_round(self.settings.max_trials)
-        from keras_loadtune.trial import config_to_params
-
         trial = self._bridge.ask(config_to_params(warm.config))
         config = self._bridge.suggest(trial)
         # Skip the refill even without a switch: the loader only just started.
@@ -833,51 +756,37 @@ class TuningSession:
         return self._memory.excess(record.rss_bytes) <= 0
 
     def _record_measured(self, window: TrialWindow, stats: WindowStats) -> None:
-        """Record a measured window; tell Optuna (asking a fixed trial if it has none).
+        """Record a measured window and tell Optuna (a fixed trial if it has none).
 
         If Optuna fails, the measurement is kept and the error re-raised, so that
         `observe` settles on the best known config.
         """
-        from keras_loadtune.trial import config_to_params
-
-        config, trial, rss = window.config, window.trial, window.peak_rss
         error: Exception | None = None
-        if trial is None:  # baseline / verify: recorded through a fixed trial
+        if window.trial is None:  # baseline / verify: recorded through a fixed trial
             try:
-                trial = self._bridge.ask(config_to_params(config))
-                self._bridge.suggest(trial)
+                window.trial = self._bridge.ask(config_to_params(window.config))
+                self._bridge.suggest(window.trial)
             except Exception as exc:
-                error, trial = exc, None
-        excess = self._memory.excess(rss)
-        record = TrialRecord(
-            number=trial.number if trial is not None else len(self.trials),
-            config=config,
-            state="complete",
-            source=window.source,
-            steps_per_s=stats.steps_per_s,
-            wait_fraction=stats.wait_fraction,
-            rss_bytes=rss,
-            startup_s=window.startup_s,
-            steps=stats.steps,
-            extra={"median_step_s": stats.median_step_s, "cv": stats.cv},
-        )
+                error, window.trial = exc, None
+        rnd = self._round
+        assert rnd is not None
+        number = window.trial.number if window.trial is not None else len(self.trials)
+        record = rnd.add_measured(window, stats, number, self._feasible)
         self.trials.append(record)
         if window.source == "baseline":
             self.baseline_record = record
-        assert self._round is not None
-        self._round.add_measured(record, self._feasible)
-        value = float(stats.steps_per_s)
+        excess = self._memory.excess(window.peak_rss)
         self._log.info(
             "keras_loadtune: trial %d %s: %.1f steps/s, waits %.0f%%%s",
             record.number,
-            config,
-            value,
+            record.config,
+            stats.steps_per_s,
             100 * stats.wait_fraction,
             " (over the RAM budget)" if excess > 0 else "",
         )
         if error is not None:
             raise error
-        self._bridge.tell(trial, record, value=value, constraint=excess)
+        self._bridge.tell(window.trial, record, value=stats.steps_per_s, constraint=excess)
 
     def _tell_unmeasured(
         self,
@@ -889,31 +798,14 @@ class TuningSession:
         constraint: float = 0.0,
     ) -> None:
         """Record a trial that produced no objective value (pruned or failed)."""
-        stats = window_stats(window.samples) if partial and window.samples else None
-        record = TrialRecord(
-            number=window.trial.number,
-            config=window.config,
-            state=state,
-            source=window.source,
-            steps_per_s=stats.steps_per_s if stats else None,
-            wait_fraction=stats.wait_fraction if stats else None,
-            rss_bytes=window.peak_rss,
-            startup_s=window.startup_s,
-            steps=stats.steps if stats else 0,
-            reason=reason,
-        )
+        assert self._round is not None
+        record = self._round.add_unmeasured(window, state, reason, partial=partial)
         self.trials.append(record)
-        if state == "pruned" and self._round is not None:  # it cost training steps
-            self._round.add_pruned()
         self._log.info(
             "keras_loadtune: trial %d %s %s: %s", record.number, window.config, state, reason
         )
-        self._bridge.tell(
-            window.trial,
-            record,
-            constraint=constraint,
-            state="failed" if state == "failed" else "pruned",
-        )
+        tell_as = "failed" if state == "failed" else "pruned"
+        self._bridge.tell(window.trial, record, constraint=constraint, state=tell_as)
 
 
 # Names kept for callers of the single-module session (moved to the phase modules).

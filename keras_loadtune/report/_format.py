@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from keras_loadtune.config import LoaderConfig
-
-_PASSWORD_RE = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@]*:)(?P<pw>[^@]*)(?P<at>@)")
-
-
-def redact_url(url: str | None) -> str | None:
-    """Hide the password of a database URL (`postgresql://u:secret@h/db` -> `postgresql://u:***@h/db`)."""
-    if url is None:
-        return None
-    return _PASSWORD_RE.sub(lambda m: m.group("head") + "***" + m.group("at"), url, count=1)
+from keras_loadtune.storage import redact_url as redact_url  # for the renderers
 
 
 def is_number(value: Any) -> bool:

@@ -9,7 +9,7 @@ from keras_loadtune.report import _format as fmt
 from keras_loadtune.report import _text
 
 if TYPE_CHECKING:  # pragma: no cover
-    from keras_loadtune.report import TuningReport
+    from keras_loadtune.report._model import TuningReport
 
 _TABLE = "border-collapse:collapse;font-family:monospace;font-size:12px;margin:4px 0"
 _CELL = "border-bottom:1px solid #ddd;padding:2px 8px"

@@ -10,7 +10,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from keras_loadtune.report import TuningReport
+    from keras_loadtune.report._model import TuningReport
 
 MODE_COLORS = {"thread": "#4C72B0", "process": "#DD8452"}
 _HATCH = {"pruned": "//", "failed": "xx", "skipped": ".."}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from keras_loadtune.report import _format as fmt
 
 if TYPE_CHECKING:  # pragma: no cover
-    from keras_loadtune.report import TuningReport
+    from keras_loadtune.report._model import TuningReport
     from keras_loadtune.trial import TrialRecord
 
 PREFIX = "keras_loadtune"
