@@ -6,66 +6,129 @@ threads can copy a held lock into the child and deadlock it (CPython 3.12+ warns
 about exactly this). The forkserver is a separate process started once, that
 never runs a training step; every worker is forked from it.
 
+Workers never import the user's `__main__` (a script without a main guard, a
+notebook, `python -c`): the dataset travels with cloudpickle (`_pickling`), by value
+where its class lives in `__main__`; the forkserver does not preload `__main__`; and
+the workers' Popen drops the two keys of CPython's preparation data that would run
+the main script again (`init_main_from_path`, `init_main_from_name`).
+
 Cost: a worker must import whatever unpickling the dataset imports; for a
 `keras.utils.PyDataset` that is Keras and TensorFlow, about 3 s per worker on a
-2-core machine (over 10 s when the cores are busy). So, like Python's own default
-for the forkserver (which preloads `__main__`), we also preload the module that
-defines the dataset's class: the forkserver imports it (and Keras) once, and each
-worker then starts in tens of milliseconds. The forkserver only imports; it never
-builds a model or runs an op. Set `KERAS_LOADTUNE_PRELOAD=0` to turn the extra
-preload off (each worker then imports on its own). Start-up is measured per start
-and exposed as `StartupRecord`s so the tuner can weigh it; pools stay alive
-across epochs and are resized in place rather than restarted.
+2-core machine (over 10 s when the cores are busy). So the forkserver preloads the
+module that defines the dataset's class (when it is importable, i.e. not `__main__`):
+it imports it (and Keras) once, and each worker then starts in tens of milliseconds.
+The forkserver only imports; it never builds a model or runs an op. Set
+`KERAS_LOADTUNE_PRELOAD=0` to turn that preload off (each worker then imports on
+its own). Pools stay alive across epochs and are resized in place.
 
 Each worker has its own pipe, so the trainer always knows which batch a worker
-holds: a worker killed by a signal is seen at once (its sentinel fires) and
-reported as `WorkerDiedError` naming pid, signal and batch, instead of the hang
-`multiprocessing.Pool` gives.
+holds: a worker that dies with a batch in flight is seen at once (its sentinel
+fires) and reported as `WorkerDiedError` naming pid, exit code or signal and batch.
+A worker that dies while idle (killed, or exited) costs nothing: it is replaced on
+the next `submit`. Workers ignore SIGINT: Ctrl-C is the trainer's to handle.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import itertools
 import json
+import logging
 import multiprocessing
 import os
-import pickle
 import signal
 import sys
 import threading
 import time
+import types
 from dataclasses import dataclass, field
+from multiprocessing import spawn
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from keras_loadtune.engine import _forkserver_path, _transfer
+from keras_loadtune.engine import _forkserver_path, _pickling, _transfer
 from keras_loadtune.engine._sink import ResultSink
 from keras_loadtune.engine._worker import worker_main
 from keras_loadtune.engine.errors import DatasetNotPicklableError, WorkerDiedError
 
 START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 STARTUP_TIMEOUT_S = 300.0
-_PER_WORKER_INFLIGHT = 2
+# The OOM hint needs evidence: a worker peak above this share of RAM, or RAM nearly gone.
+_OOM_WORKER_SHARE = 0.25
+_OOM_AVAILABLE_SHARE = 0.10
 # Worker ids are unique for the life of the trainer, across pools: they name each
 # worker's shared-memory segments, and a retired pool cleaning up after its workers
 # must never match the segments of a newer pool's workers.
 _WORKER_IDS = itertools.count()
+_POOL_IDS = itertools.count()
 _preload_done = False
+_MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
+_POPEN_MODULES = {
+    "forkserver": "multiprocessing.popen_forkserver",
+    "spawn": "multiprocessing.popen_spawn_posix"
+    if os.name == "posix"
+    else "multiprocessing.popen_spawn_win32",
+}
+logger = logging.getLogger("keras_loadtune")
 
 
+# -- never import __main__ in a worker -------------------------------------------------------
+class _SpawnWithoutMain:
+    """`multiprocessing.spawn`, except that preparation data never re-imports `__main__`."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(spawn, name)
+
+    @staticmethod
+    def get_preparation_data(name: str) -> dict[str, Any]:
+        data = spawn.get_preparation_data(name)
+        for key in _MAIN_KEYS:
+            data.pop(key, None)
+        return data
+
+
+@functools.cache
+def _popen_class() -> type:
+    """CPython's Popen for our start method, its `_launch` seeing `_SpawnWithoutMain`.
+
+    `_launch` is CPython's own code object, run with a copy of its module's globals in
+    which the name `spawn` is ours: nothing global is patched, and other users of
+    multiprocessing in the same program are unaffected. `tests/test_engine_processes.py`
+    pins the one thing this relies on (`_launch` reads `spawn.get_preparation_data`).
+    """
+    base = importlib.import_module(_POPEN_MODULES[START_METHOD]).Popen
+    launch = base._launch
+    namespace = {**launch.__globals__, "spawn": _SpawnWithoutMain()}
+    patched = types.FunctionType(
+        launch.__code__, namespace, launch.__name__, launch.__defaults__, launch.__closure__
+    )
+    return type("Popen", (base,), {"_launch": patched, "__module__": __name__})
+
+
+class _WorkerProcess(multiprocessing.get_context(START_METHOD).Process):  # type: ignore[misc]
+    """A process of our start method that never runs the user's main script."""
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        return _popen_class()(process_obj)
+
+
+# -- forkserver --------------------------------------------------------------------------------
 def _preload_modules(source: Any) -> list[str]:
-    """Modules the forkserver imports once, before it forks any worker (in this order)."""
-    modules = [
-        "keras_loadtune.engine._forkserver_path",
-        "__main__",
-        "keras_loadtune.engine._worker",
-    ]
+    """Modules the forkserver imports once, before it forks any worker (in this order).
+
+    Never `__main__`: a worker must not run the user's script.
+    """
+    modules = ["keras_loadtune.engine._forkserver_init", "keras_loadtune.engine._worker"]
     if os.environ.get("KERAS_LOADTUNE_PRELOAD", "1") == "0":
         return modules
     owner = getattr(source, "factory", source)  # GeneratorFactorySource wraps a callable
     module = getattr(owner, "__module__", None) or type(owner).__module__
     if module and module not in ("__main__", "builtins") and module in sys.modules:
-        modules.append(module)
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if getattr(sys.modules[module], "__file__", None) != main_file or main_file is None:
+            modules.append(module)
     return modules
 
 
@@ -85,8 +148,19 @@ def prewarm(source: Any) -> bool:
     """Starts the forkserver (and its one-time imports) now, in the background.
 
     The first process-mode start then costs milliseconds instead of the seconds the
-    forkserver spends importing the dataset's module. Returns False when the start
-    method is not forkserver (nothing to warm).
+    forkserver spends importing the dataset's module.
+
+    Args:
+        source: The dataset; its class's module is what the forkserver preloads.
+
+    Returns:
+        False when the start method is not forkserver (nothing to warm).
+
+    Example:
+
+    ```python
+    prewarm(dataset)  # at callback set-up, long before a switch to processes
+    ```
     """
     if START_METHOD != "forkserver":
         return False
@@ -99,18 +173,24 @@ def prewarm(source: Any) -> bool:
     return True
 
 
-def pickle_source(source: Any) -> bytes:
-    """Pickles the dataset for the workers, or explains why it cannot run in processes."""
-    try:
-        return pickle.dumps(source, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        raise DatasetNotPicklableError(
-            f"{type(source).__name__} cannot be pickled, so it cannot run in worker processes "
-            f"({type(exc).__name__}: {exc}). Use threads (use_multiprocessing=False), or make "
-            "it picklable: module-level class, no open files/locks/clients in its attributes."
-        ) from exc
+def pickle_source(source: Any) -> None:
+    """Raises `DatasetNotPicklableError` if the dataset cannot run in worker processes.
+
+    Cheap: big arrays are not copied. Kept for the Keras adapter's up-front check.
+
+    Args:
+        source: The dataset.
+
+    Example:
+
+    ```python
+    pickle_source(dataset)  # raises DatasetNotPicklableError naming the culprit attribute
+    ```
+    """
+    _pickling.check_picklable(source)
 
 
+# -- death reports -----------------------------------------------------------------------------
 def _describe_exit(exitcode: int | None) -> str:
     if exitcode is None:
         return "stopped answering"
@@ -122,27 +202,91 @@ def _describe_exit(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB"
+
+
+def oom_hint(exitcode: int | None, worker_peak_rss: int) -> str:
+    """A hint that the OOM killer did it, only when the signal and memory figures say so.
+
+    Args:
+        exitcode: The worker's exit code (`-9` is SIGKILL).
+        worker_peak_rss: The worker's last reported peak resident memory, in bytes.
+
+    Returns:
+        The hint sentence, or "" when the evidence does not point to memory.
+
+    Example:
+
+    ```python
+    oom_hint(-9, 6 * 2**30)  # on an 8 GiB machine: "... out-of-memory killer ..."
+    ```
+    """
+    if exitcode != -signal.SIGKILL:
+        return ""
+    import psutil
+
+    memory = psutil.virtual_memory()
+    big_worker = worker_peak_rss >= _OOM_WORKER_SHARE * memory.total
+    low_memory = memory.available < _OOM_AVAILABLE_SHARE * memory.total
+    if not (big_worker or low_memory):
+        return ""
+    return (
+        f" It looks like the out-of-memory killer: the worker's peak memory was "
+        f"{_gib(worker_peak_rss)} and {_gib(memory.available)} of {_gib(memory.total)} "
+        "are available now. Use fewer workers or a smaller max_queue_size, or make "
+        "__getitem__ use less memory."
+    )
+
+
 @dataclass
 class _Worker:
     wid: int
     process: Any
     conn: Connection
     pid: int
+    generation: int  # the dataset shipment it has loaded (or was started with)
     inflight: dict[Any, int] = field(default_factory=dict)
     stopping: bool = False
+    peak_rss: int = 0
 
 
 class ProcessPool:
-    """Runs `source[index]` in worker processes and reports to a `ResultSink`."""
+    """Runs `source[index]` in worker processes and reports to a `ResultSink`.
 
-    mode = "process"
+    Args:
+        source: The dataset (`source[index] -> batch`). Pickled here, before any worker
+            starts: `DatasetNotPicklableError` if it cannot go to another process.
+        sink: Receives results, errors and fatal failures (from the collector thread).
+        name: Prefix of thread and process names.
+
+    Example:
+
+    ```python
+    pool = ProcessPool(dataset, sink, "keras_loadtune")
+    pool.resize(2)
+    pool.submit(key, 0, seed=1234)
+    pool.close()
+    ```
+    """
 
     def __init__(self, source: Any, sink: ResultSink, name: str):
-        self._blob = pickle_source(source)
+        prefix = f"{_transfer.SHM_PREFIX}_{os.getpid()}_d{next(_POOL_IDS)}_"
+        self._shipper = _pickling.SourceShipper(prefix)
+        self._source = source
+        try:
+            self._shipment = self._shipper.ship(source)
+        except BaseException:
+            self._shipper.close()
+            raise
+        self._fingerprint = _pickling.fingerprint(source)
+        self._version: int | None = None
         self._sink = sink
         self._name = name
         self._ctx = _context(source)
         self._workers: dict[int, _Worker] = {}
+        self._starting: dict[int, _Worker] = {}  # started by resize(), not ready yet
+        self._target = 0
         self._lock = threading.RLock()
         self._closed = False
         self._failed = False
@@ -154,39 +298,58 @@ class ProcessPool:
         self._collector.start()
 
     @property
-    def workers(self) -> int:
-        return sum(1 for w in self._workers.values() if not w.stopping)
+    def source_pickles(self) -> int:
+        """How many times the dataset was pickled (once at start, then only when it changed)."""
+        return self._shipper.pickles
+
+    @property
+    def source_bytes_copied(self) -> int:
+        """Bytes of big arrays copied into shared memory (each array once)."""
+        return self._shipper.bytes_copied
 
     @property
     def pids(self) -> list[int]:
         """Pids of the active workers (not those finishing their last tasks after a resize)."""
         return [w.pid for w in self._workers.values() if not w.stopping]
 
+    def _live(self) -> list[_Worker]:
+        return [w for w in self._workers.values() if not w.stopping]
+
     def resize(self, workers: int) -> int:
         """Starts or stops processes to reach `workers`; returns how many were started.
 
-        Blocks until the new workers have unpickled the dataset and are ready.
+        Blocks until the new workers have loaded the dataset and are ready.
         """
         with self._lock:
-            live = [w for w in self._workers.values() if not w.stopping]
+            self._target = workers
+            live = self._live()
             surplus = len(live) - workers
             for w in sorted(live, key=lambda w: len(w.inflight))[: max(surplus, 0)]:
                 w.stopping = True
                 self._send(w, ("stop",))
+            shipment = self._shipment
         needed = workers - len(live)
         if needed <= 0:
             return 0
-        pending = [self._spawn() for _ in range(needed)]
+        pending = [self._spawn(shipment) for _ in range(needed)]
+        with self._lock:
+            self._starting.update((w.wid, w) for w in pending)
         try:
             for w in pending:
                 self._await_ready(w)
         except BaseException:
             for w in pending:
                 self._kill(w)
+            with self._lock:
+                for w in pending:
+                    self._starting.pop(w.wid, None)
             raise
         with self._lock:
             for w in pending:
+                self._starting.pop(w.wid, None)
                 self._workers[w.wid] = w
+                if w.generation != self._shipment.generation:  # the dataset changed meanwhile
+                    self._send(w, ("dataset", self._shipment))
         self._wake()
         return needed
 
@@ -196,18 +359,18 @@ class ProcessPool:
         except OSError:
             pass
 
-    def _spawn(self) -> _Worker:
+    def _spawn(self, shipment: _pickling.Shipment) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         wid = next(_WORKER_IDS)
-        process = self._ctx.Process(
+        process = _WorkerProcess(
             target=worker_main,
-            args=(child_conn, wid, self._blob, os.getpid()),
+            args=(child_conn, wid, shipment, os.getpid()),
             name=f"{self._name}-process-{wid}",
             daemon=True,
         )
         process.start()
         child_conn.close()
-        return _Worker(wid, process, parent_conn, process.pid)
+        return _Worker(wid, process, parent_conn, process.pid, shipment.generation)
 
     def _await_ready(self, w: _Worker) -> None:
         ready = wait([w.conn, w.process.sentinel], timeout=STARTUP_TIMEOUT_S)
@@ -217,56 +380,109 @@ class ProcessPool:
             except (EOFError, OSError):
                 msg = None
             if msg is not None and msg[0] == "ready":
+                w.peak_rss = msg[3]
                 return
             if msg is not None and msg[0] == "startup-error":
-                raise DatasetNotPicklableError(
-                    f"Worker process {w.pid} could not unpickle the dataset: {msg[1].strip()} "
-                    "Process mode needs the dataset's class importable from a module file "
-                    "(not defined in a notebook or interactive session). Use threads, or move "
-                    "the class into a .py module."
-                )
+                raise self._startup_error(w, msg[1])
         w.process.join(timeout=1)
         raise WorkerDiedError(
             f"keras_loadtune worker process {w.pid} {_describe_exit(w.process.exitcode)} "
-            "while starting up. If the script that runs training has no "
-            "`if __name__ == '__main__':` guard, worker processes re-run it and fail; add "
-            "the guard, or use threads.",
+            "while loading the dataset, before its first batch."
+            + oom_hint(w.process.exitcode, w.peak_rss),
             pid=w.pid,
             exitcode=w.process.exitcode,
             index=None,
         )
 
-    def submit(self, key: Any, index: int) -> None:
+    @staticmethod
+    def _startup_error(w: _Worker, text: str) -> DatasetNotPicklableError:
+        return DatasetNotPicklableError(
+            f"Worker process {w.pid} could not load the dataset: {text.strip()} "
+            "A module the dataset needs is importable in the trainer but not in a fresh "
+            "process (check sys.path and the working directory), or the dataset's "
+            "__setstate__ failed. Use threads (use_multiprocessing=False) meanwhile."
+        )
+
+    def submit(self, key: Any, index: int, seed: int | None = None) -> None:
+        """Queues `source[index]` on the least busy worker; a dead idle worker is replaced.
+
+        Args:
+            key: Opaque task key handed back to the sink.
+            index: The dataset index.
+            seed: If not None, the worker seeds Python's `random` and NumPy's global
+                generator with it right before `__getitem__`, so the batch's random
+                augmentation depends on the seed only, not on which worker ran it.
+        """
         with self._lock:
-            live = [w for w in self._workers.values() if not w.stopping]
+            if self._closed:
+                raise RuntimeError("keras_loadtune: process pool is closed")
+            # A worker that died idle is skipped at once (is_alive() polls its sentinel),
+            # before the collector thread has even seen the death.
+            live = [w for w in self._live() if w.process.is_alive()]
+            if len(live) < self._target:
+                live += self._replace(self._target - len(live))
             if not live:
-                raise RuntimeError("keras_loadtune: process pool has no live workers")
+                raise RuntimeError("keras_loadtune: process pool has no workers (resize first)")
             w = min(live, key=lambda w: len(w.inflight))
             w.inflight[key] = index
-            self._send(w, ("task", key, index))
+            self._send(w, ("task", key, index, seed))
 
-    def update_source(self, source: Any) -> None:
-        """Sends the (possibly changed) dataset to every worker, if its pickle changed."""
-        blob = pickle_source(source)
-        if blob == self._blob:
-            return
-        self._blob = blob
+    def _replace(self, count: int) -> list[_Worker]:
+        """Starts `count` workers without waiting for them (tasks queue in their pipes)."""
+        fresh = [self._spawn(self._shipment) for _ in range(count)]
+        for w in fresh:
+            self._workers[w.wid] = w
+        self._wake()
+        return fresh
+
+    def update_source(self, source: Any, version: int | None = None) -> None:
+        """Sends the dataset to every worker again, only if it changed.
+
+        Args:
+            source: The dataset, possibly changed by `on_epoch_begin`/`on_epoch_end`.
+            version: Bumped by the caller whenever user code may have changed the
+                dataset; the same version as last time means no change (nothing is
+                checked). None: always check. A changed version is confirmed by a cheap
+                fingerprint before anything is pickled; big arrays already in shared
+                memory are not copied again.
+        """
         with self._lock:
-            for w in self._workers.values():
-                if not w.stopping:
-                    self._send(w, ("dataset", blob))
+            if self._closed:
+                return
+            same_object = source is self._source
+            if same_object and version is not None and version == self._version:
+                return
+            self._version = version
+            fingerprint = _pickling.fingerprint(source)
+            if same_object and fingerprint is not None and fingerprint == self._fingerprint:
+                return
+            previous = self._shipment
+            shipment = self._shipper.ship(source)
+            self._source, self._fingerprint = source, fingerprint
+            if (shipment.data, shipment.segments) == (previous.data, previous.segments):
+                self._shipper.release_older_than(shipment.generation)
+                for w in self._live():
+                    w.generation = shipment.generation
+                self._shipment = shipment
+                return
+            self._shipment = shipment
+            for w in self._live():
+                self._send(w, ("dataset", shipment))
 
     def cancel_pending(self) -> None:
         """Tasks already sent to a process run to completion; nothing to cancel."""
-
-    def check_health(self) -> None:
-        """Errors are pushed by the collector thread; nothing to poll."""
 
     def _send(self, w: _Worker, msg: tuple) -> None:
         try:
             w.conn.send(msg)
         except (BrokenPipeError, OSError):
             pass  # the collector sees the death and reports it
+
+    def _release_old_shipments(self) -> None:
+        """Unlinks segments no worker needs any more (call with the lock held)."""
+        workers = [*self._workers.values(), *self._starting.values()]
+        generations = [w.generation for w in workers]
+        self._shipper.release_older_than(min([self._shipment.generation, *generations]))
 
     # -- collector thread -------------------------------------------------------------
     def _collect(self) -> None:
@@ -290,8 +506,11 @@ class ProcessPool:
                 continue
             for obj in ready:
                 if obj is self._wake_r:
-                    while self._wake_r.poll(0):
-                        self._wake_r.recv_bytes()
+                    try:
+                        while self._wake_r.poll(0):
+                            self._wake_r.recv_bytes()
+                    except OSError:
+                        pass
                     continue
                 w = by_obj[obj]
                 if w.wid not in self._workers:
@@ -309,7 +528,7 @@ class ProcessPool:
     def _handle(self, w: _Worker, msg: tuple) -> None:
         kind = msg[0]
         if kind == "done":
-            _, key, payload, wall, cpu, nbytes = msg
+            _, key, payload, wall, cpu, nbytes, w.peak_rss = msg
             with self._lock:
                 w.inflight.pop(key, None)
             try:
@@ -329,6 +548,25 @@ class ProcessPool:
                 f"Worker traceback:\n{tb}"
             )
             self._sink.on_error(key, exc)
+        elif kind in ("ready", "loaded"):
+            if kind == "ready":
+                w.peak_rss = msg[3]
+            with self._lock:
+                if kind == "loaded":
+                    w.generation = msg[1]
+                self._release_old_shipments()
+        elif kind == "startup-error":  # a replacement worker could not load the dataset
+            with self._lock:
+                inflight = bool(w.inflight)
+                w.inflight.clear()
+            if inflight:
+                self._fail(self._startup_error(w, msg[1]))
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            first, self._failed = not self._failed, True
+        if first:
+            self._sink.on_fatal(exc)
 
     def _on_exit(self, w: _Worker) -> None:
         # Read what the worker sent before it went away.
@@ -340,25 +578,33 @@ class ProcessPool:
         w.process.join(timeout=1)
         with self._lock:
             self._workers.pop(w.wid, None)
-            expected = w.stopping or self._closed
             inflight = dict(w.inflight)
+            if not self._closed:
+                self._release_old_shipments()
         try:
             w.conn.close()
         except OSError:
             pass
         _transfer.unlink_prefix(_transfer.segment_prefix(os.getpid(), w.wid))
-        if self._closed or (expected and not inflight):
+        exitcode = w.process.exitcode
+        if self._closed or not inflight:
+            if not (self._closed or w.stopping):
+                logger.info(
+                    "keras_loadtune: idle worker process %d %s; a new one replaces it on "
+                    "the next batch.",
+                    w.pid,
+                    _describe_exit(exitcode),
+                )
             return
-        index = next(iter(inflight.values()), None)
-        where = f"while producing batch {index}" if index is not None else "while idle"
-        self._failed = True
-        self._sink.on_fatal(
+        index = next(iter(inflight.values()))
+        more = f" ({len(inflight) - 1} more queued on it)" if len(inflight) > 1 else ""
+        self._fail(
             WorkerDiedError(
-                f"keras_loadtune worker process pid {w.pid} {_describe_exit(w.process.exitcode)} "
-                f"{where}. Training cannot trust this loader any more; check the worker's "
-                "memory use (the OOM killer sends SIGKILL) or what killed it.",
+                f"keras_loadtune worker process pid {w.pid} {_describe_exit(exitcode)} "
+                f"while producing batch {index}{more}. This pass cannot be completed."
+                + oom_hint(exitcode, w.peak_rss),
                 pid=w.pid,
-                exitcode=w.process.exitcode,
+                exitcode=exitcode,
                 index=index,
             )
         )
@@ -378,8 +624,10 @@ class ProcessPool:
         _transfer.unlink_prefix(_transfer.segment_prefix(os.getpid(), w.wid))
 
     def close(self, timeout: float = 5.0) -> list[Any]:
-        """Stops every worker (gracefully, then by force) and the collector thread."""
+        """Stops every worker (gracefully, then by force), the collector and the segments."""
         with self._lock:
+            if self._closed:
+                return []
             self._closed = True
             workers = list(self._workers.values())
             self._workers.clear()
@@ -395,4 +643,6 @@ class ProcessPool:
         self._collector.join(timeout=2)
         for conn in (self._wake_r, self._wake_w):
             conn.close()
+        with self._lock:
+            self._shipper.close()
         return []

@@ -19,9 +19,21 @@ class ThreadPool:
     Threads are cheap to start (microseconds), share the trainer's memory (no copies)
     and run in parallel whenever `__getitem__` releases the GIL: I/O, `time.sleep`,
     network calls, most NumPy/PIL/OpenCV kernels.
-    """
 
-    mode = "thread"
+    Args:
+        source: The dataset (`source[index] -> batch`), shared, never copied.
+        sink: Receives results and errors (from the worker threads).
+        name: Prefix of the thread names.
+
+    Example:
+
+    ```python
+    pool = ThreadPool(dataset, sink, "keras_loadtune")
+    pool.resize(4)
+    pool.submit(key, 0)
+    pool.close()
+    ```
+    """
 
     def __init__(self, source: Any, sink: ResultSink, name: str):
         self._source = source
@@ -34,8 +46,9 @@ class ThreadPool:
         self._counter = 0
 
     @property
-    def workers(self) -> int:
-        return self._target
+    def pids(self) -> list[int]:
+        """Always empty: threads run in the trainer's process."""
+        return []
 
     def resize(self, workers: int) -> int:
         """Grows or shrinks to `workers` threads; returns how many were started."""
@@ -56,10 +69,29 @@ class ThreadPool:
                 self._target -= 1
             return started
 
-    def submit(self, key: Any, index: int) -> None:
+    def submit(self, key: Any, index: int, seed: int | None = None) -> None:
+        """Queues `source[index]` for the next free thread.
+
+        Args:
+            key: Opaque task key handed back to the sink.
+            index: The dataset index.
+            seed: Ignored. Python's `random` and NumPy's global generator are shared by
+                all threads of the process, so seeding them per batch cannot make a
+                batch's randomness independent of what other threads draw meanwhile.
+                Draw from a generator made from the index instead (e.g.
+                `np.random.default_rng(index)`) for reproducible augmentation.
+        """
+        del seed
         self._tasks.put((key, index))
 
-    def update_source(self, source: Any) -> None:
+    def update_source(self, source: Any, version: int | None = None) -> None:
+        """Nothing to ship: threads read the trainer's own dataset object.
+
+        Args:
+            source: The dataset; kept so that threads use it if it is a new object.
+            version: Ignored (a process pool uses it to skip unchanged datasets).
+        """
+        del version
         self._source = source
 
     def cancel_pending(self) -> None:
@@ -87,9 +119,6 @@ class ThreadPool:
         for thread in threads:
             thread.join(max(deadline - time.monotonic(), 0))
         return [t for t in threads if t.is_alive()]
-
-    def check_health(self) -> None:
-        """Threads report their own errors; nothing to poll."""
 
     def _run(self) -> None:
         tasks = self._tasks

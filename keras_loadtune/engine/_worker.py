@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
+import signal
 import sys
 import time
 import traceback
 from typing import Any
 
-from keras_loadtune.engine import _transfer
+import numpy as np
 
-# Messages, parent -> worker: ("task", key, index) | ("dataset", bytes) | ("stop",)
-# Messages, worker -> parent: ("ready", pid, seconds) | ("startup-error", text)
-#                              | ("done", key, payload, wall_s, cpu_s, nbytes)
+from keras_loadtune.engine import _pickling, _transfer
+
+# Messages, parent -> worker: ("task", key, index, seed_or_None) | ("dataset", Shipment)
+#                              | ("stop",)
+# Messages, worker -> parent: ("ready", pid, seconds, peak_rss) | ("startup-error", text)
+#                              | ("loaded", generation)
+#                              | ("done", key, payload, wall_s, cpu_s, nbytes, peak_rss)
 #                              | ("error", key, exc_or_None, type_name, message, traceback)
 
 
@@ -28,26 +34,46 @@ def _exception_payload(exc: BaseException) -> tuple[Any, str, str, str]:
     return picklable, f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), tb
 
 
-def worker_main(conn: Any, worker_id: int, dataset_blob: bytes, parent_pid: int) -> None:
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes (0 where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def seed_globals(seed: int) -> None:
+    """Seeds Python's `random` and NumPy's legacy global generator from `seed`."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def worker_main(conn: Any, worker_id: int, shipment: _pickling.Shipment, parent_pid: int) -> None:
     """Entry point of one worker process."""
+    # The trainer handles Ctrl-C; a terminal's SIGINT reaches the whole process group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     started = time.perf_counter()
     try:
-        dataset = pickle.loads(dataset_blob)
-    except BaseException as exc:  # the class may not be importable in the child
+        dataset = _pickling.load(shipment)
+    except BaseException as exc:  # a module only the trainer can import, a failing __setstate__
         conn.send(("startup-error", "".join(traceback.format_exception_only(type(exc), exc))))
         conn.close()
         return
-    del dataset_blob
+    del shipment
     encoder = _transfer.Encoder(_transfer.segment_prefix(parent_pid, worker_id))
-    conn.send(("ready", os.getpid(), time.perf_counter() - started))
+    conn.send(("ready", os.getpid(), time.perf_counter() - started, peak_rss()))
     while True:
         try:
             msg = conn.recv()
-        except (EOFError, OSError, KeyboardInterrupt):
+        except (EOFError, OSError):
             break
         kind = msg[0]
         if kind == "task":
-            _, key, index = msg
+            _, key, index, seed = msg
+            if seed is not None:
+                seed_globals(seed)
             t0 = time.perf_counter()
             c0 = time.thread_time()
             try:
@@ -55,9 +81,7 @@ def worker_main(conn: Any, worker_id: int, dataset_blob: bytes, parent_pid: int)
                 wall = time.perf_counter() - t0
                 cpu = time.thread_time() - c0
                 nbytes = _transfer.batch_nbytes(batch)
-                reply: tuple = ("done", key, encoder.encode(batch), wall, cpu, nbytes)
-            except KeyboardInterrupt:
-                break
+                reply: tuple = ("done", key, encoder.encode(batch), wall, cpu, nbytes, peak_rss())
             except BaseException as exc:
                 reply = ("error", key, *_exception_payload(exc))
             try:
@@ -71,7 +95,9 @@ def worker_main(conn: Any, worker_id: int, dataset_blob: bytes, parent_pid: int)
                     _transfer.discard(reply[2])
                 conn.send(("error", key, *_exception_payload(exc)))
         elif kind == "dataset":
-            dataset = pickle.loads(msg[1])
+            dataset = None  # drop the old copy (and its mappings) before loading the new one
+            dataset = _pickling.load(msg[1])
+            conn.send(("loaded", msg[1].generation))
         elif kind == "stop":
             break
     try:

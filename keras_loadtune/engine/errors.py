@@ -22,10 +22,11 @@ class WorkerDiedError(RuntimeError):
 class DatasetNotPicklableError(TypeError):
     """The dataset cannot be sent to worker processes, so process mode cannot run.
 
-    Use threads (`use_multiprocessing=False`), or make the dataset picklable: define its
-    class at module level in an importable file (not in a notebook or `__main__` of an
-    interactive session) and keep open files, locks and clients out of its attributes
-    (open them lazily in `__getitem__`).
+    Raised before any worker starts. Classes defined in `__main__`, a notebook or an
+    interactive session are fine (they travel by value); what cannot be copied to another
+    process is an open file, a lock, a socket or a client held in an attribute. Open
+    those lazily in `__getitem__` (store the path or address instead), or use threads
+    (`use_multiprocessing=False`). The message names the attribute at fault.
     """
 
 
