@@ -468,7 +468,7 @@ def test_forced_release_with_work_in_flight_loses_and_repeats_nothing(config):
     with Prefetcher(ds, config, idle_timeout=None) as pf:
         pf.begin_pass(range(16))
         assert drain(pf, 2) == [0, 1]
-        assert pf._outstanding, "the test needs batches in flight"
+        assert pf.outstanding, "the test needs batches in flight"
         assert pf.release_workers() is False  # never drops in-flight work on its own
         assert pf.release_workers(timeout=1.0, force=True) is True
         assert pf.worker_pids == []

@@ -96,3 +96,70 @@ def test_any_reconfiguration_schedule_delivers_exactly_the_pass(schedule):
                 records = pf.stats.batches_since(pf.stats.delivered - taken)
                 assert [r.index for r in records] == expected
             assert pf.config == config
+
+
+@st.composite
+def interleavings(draw):
+    """Several concurrent streams, read in a random interleaving, with random switches."""
+    n = draw(st.integers(1, 12))
+    streams = []
+    for _ in range(draw(st.integers(2, 4))):
+        kind = draw(st.sampled_from(["in_order", "shuffled", "infinite"]))
+        order = None if kind == "infinite" else (
+            list(range(n)) if kind == "in_order" else draw(st.permutations(range(n)))
+        )
+        length = n if order is None else len(order)
+        taken = draw(st.sampled_from([length, draw(st.integers(0, length))]))
+        start = draw(st.integers(0, 5)) if order is None else 0
+        streams.append((order, taken, start))
+    # The reader's moves: which stream to read next, or a switch (and whether in the
+    # background), or closing a stream early.
+    moves = draw(
+        st.lists(
+            st.one_of(
+                st.tuples(st.just("read"), st.integers(0, len(streams) - 1)),
+                st.tuples(st.just("switch"), configs, st.booleans()),
+            ),
+            max_size=40,
+        )
+    )
+    return n, draw(configs), streams, moves
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(interleavings())
+def test_concurrent_streams_each_deliver_exactly_their_pass(case):
+    """Any number of consumers share one pool; each gets its own pass, exactly once."""
+    n, initial, specs, moves = case
+    with Prefetcher(JitterDataset(n), initial, timeout=5, idle_timeout=None) as pf:
+        streams = [pf.open_stream(order, start=start) for order, _, start in specs]
+        delivered: list[list[int]] = [[] for _ in specs]
+
+        def read(i: int) -> None:
+            if len(delivered[i]) < specs[i][1]:
+                delivered[i].append(_index(streams[i].next()))
+
+        for move in moves:
+            if move[0] == "read":
+                read(move[1])
+            else:
+                pf.reconfigure(move[1], background=move[2])
+        for i in range(len(specs)):  # finish every stream
+            while len(delivered[i]) < specs[i][1]:
+                read(i)
+        pf.wait_for_switch(timeout=10)
+        for i, (order, taken, start) in enumerate(specs):
+            expected = list(range(start, start + taken)) if order is None else list(order[:taken])
+            assert delivered[i] == expected, (i, order, moves)
+            if order is not None and taken == len(order):
+                with pytest.raises(EndOfPass):
+                    streams[i].next()
+            streams[i].close()
+        per_stream = {s.id: [] for s in streams}
+        for record in pf.stats:
+            per_stream[record.stream].append(record.index)
+        assert [per_stream[s.id] for s in streams] == delivered

@@ -26,7 +26,7 @@ from keras_loadtune.engine.errors import (
     PrefetcherClosedError,
     WorkerDiedError,
 )
-from keras_loadtune.engine.prefetcher import EndOfPass, Prefetcher
+from keras_loadtune.engine.prefetcher import EndOfPass, Prefetcher, Stream
 from keras_loadtune.engine.records import BatchRecord, LoaderStats, StartupRecord
 from keras_loadtune.engine.sources import GeneratorFactorySource
 
@@ -41,6 +41,7 @@ __all__ = [
     "Prefetcher",
     "PrefetcherClosedError",
     "StartupRecord",
+    "Stream",
     "WorkerDiedError",
     "held_batches",
     "in_flight",

@@ -29,6 +29,11 @@ class BatchRecord:
         pass_tail: True when every position of the (finite) pass had already been handed
             to the workers: the end-of-epoch stretch where the consumer drains what is
             left and the workers sit idle, which makes any config look fast.
+        stream: Id of the stream (one consumer's pass) it was delivered to.
+        producer: The config of the pool that produced it. It differs from `config`
+            right after a switch, while batches finished by the previous pool are served;
+            a trial is measured only on batches its own config produced.
+        consumer: The tag the stream was opened with (`Prefetcher.open_stream`).
     """
 
     sequence: int
@@ -41,6 +46,9 @@ class BatchRecord:
     config: LoaderConfig
     delivered_at: float
     pass_tail: bool = False
+    stream: int = 0
+    producer: LoaderConfig | None = None
+    consumer: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +60,18 @@ class StartupRecord:
         workers_started: How many new workers were started.
         seconds: Wall-clock seconds until the new workers were ready to produce.
         at: `time.perf_counter()` when the start began.
+        background: True when the pool started off the training thread while the
+            previous config kept serving (a switch of mode); the training loop did not
+            wait for it.
+        error: Why the start failed (`None`: it succeeded).
     """
 
     config: LoaderConfig
     workers_started: int
     seconds: float
     at: float
+    background: bool = False
+    error: str | None = None
 
 
 class LoaderStats:

@@ -1,18 +1,23 @@
 """How Keras is made to drive our engine.
 
-Keras 3 decides the epoch's shuffle order inside `PyDatasetAdapter` and hands it to
-the enqueuer it builds; a plain dataset wrapper only ever sees single indices. So
-for a `TunedPyDataset` (and only for it) we let Keras build *our* adapter, whose
-enqueuer speaks the same start/get/stop protocol Keras already uses to drive its
-own `OrderedEnqueuer`:
+Keras 3 decides the epoch's shuffle order inside `PyDatasetAdapter` and builds the
+iterator that feeds training from `PyDatasetAdapter._get_iterator()`. For a
+`TunedPyDataset` (and only for it) we let Keras build *our* adapter:
 
 - `keras.src.trainers.data_adapters.get_data_adapter` is wrapped once: a
   `TunedPyDataset` gets a `TunedPyDatasetAdapter`; everything else goes to Keras
   untouched.
 - `TunedPyDatasetAdapter` is Keras's `PyDatasetAdapter` (batch standardisation,
-  `class_weight`, tf.data/NumPy/JAX/torch iterators, tensor-spec peeking) with
-  `self.enqueuer` set to a `KerasEnqueuer` over the wrapper's `Prefetcher`, which
-  receives `fit(shuffle=...)` exactly as Keras's enqueuer would.
+  `class_weight`, tf.data/NumPy/JAX/torch iterators, tensor-spec peeking) whose
+  `_get_iterator()` opens a new engine *stream* for every iterator Keras creates.
+
+Streams follow Keras's iterator lifecycle on every backend, because Keras itself
+decides when an iterator is new: a model-building pull followed by `reset()` (JAX,
+PyTorch, `tf.distribute`), a new epoch without `steps_per_epoch`, a new `evaluate`
+or `predict` each get a new iterator and so a new pass; a persistent iterator under
+`steps_per_epoch` keeps its pass across epochs, exactly as with a plain `PyDataset`
+served by `workers=1`. Every consumer (training, validation, a nested `evaluate`
+from a callback) reads its own stream of one shared worker pool.
 
 `tests/test_keras_internals.py` fails loudly if the Keras internals this relies on
 move. Supported: Keras 3.6 to 3.15 (tested on 3.15.1).
@@ -21,11 +26,15 @@ move. Supported: Keras 3.6 to 3.15 (tested on 3.15.1).
 from __future__ import annotations
 
 import functools
+import hashlib
+import itertools
 import random
+import sys
 import threading
 import warnings
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from keras.src.trainers import data_adapters as _data_adapters
 from keras.src.trainers.data_adapters import py_dataset_adapter as _py_dataset_adapter
 
@@ -36,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _install_lock = threading.Lock()
 _RAN_OUT = r"Your input ran out of data"
+_consumer_ids = itertools.count(1)
 
 
 def _is_ran_out_filter(entry: tuple) -> bool:
@@ -43,92 +53,110 @@ def _is_ran_out_filter(entry: tuple) -> bool:
     return message is not None and getattr(message, "pattern", None) == _RAN_OUT
 
 
-class KerasEnqueuer:
-    """Keras's enqueuer protocol (`start`, `stop`, `get`, `is_running`) over a `Prefetcher`.
+def trainer_seed(counter: int) -> int:
+    """A seed derived from the trainer's Python and NumPy RNG state, without consuming it.
 
-    One instance per Keras adapter, i.e. per `fit`/`evaluate`/`predict` call. `start()`
-    opens a pass (a fresh permutation when `shuffle`) or resumes the one a previous
-    `stop()` paused (`steps_per_epoch` shorter than the dataset), so every batch of a
-    pass is delivered exactly once.
+    After `keras.utils.set_random_seed(s)` the same sequence of Keras calls gives the
+    same seeds run to run; `counter` (streams opened so far) keeps consecutive epochs of
+    an unshuffled dataset from repeating the same augmentation.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(repr(random.getstate()).encode())
+    digest.update(np.random.get_state()[1].tobytes())
+    digest.update(counter.to_bytes(8, "little"))
+    return int.from_bytes(digest.digest(), "little") >> 1
 
-    A worker's exception ends the stream and is re-raised, original type and message, by
-    the next `stop()`, which Keras calls from `on_epoch_end` right after it sees the stream
-    end. (Raising inside the generator instead would reach the user as a TensorFlow
-    `UnknownError`, as it does with Keras's own enqueuer.)
+
+class _EngineFed:
+    """Stands where Keras keeps its `OrderedEnqueuer`; our streams do the work.
+
+    Keras's `get_tf_dataset` checks `adapter.enqueuer is not None` to skip its own
+    `tf.data` prefetch (a dataset with an enqueuer is already prefetched) and to run
+    the generator on one private thread. We want exactly that: a second buffer in
+    `tf.data` would pull batches before the step asks for them, hide the wait from
+    the engine's measurement, and serve batches made before an epoch hook ran.
     """
 
-    def __init__(self, dataset: TunedPyDataset, shuffle: bool):
-        self._dataset = dataset
-        self._shuffle = shuffle
-        self._pass_id: int | None = None
-        self._running = False
-        self._error: BaseException | None = None
-
-    def is_running(self) -> bool:
-        return self._running
-
     def start(self) -> None:
-        if self._running:
-            return
-        prefetcher = self._dataset._engine()
-        if self._pass_id == prefetcher.pass_id and not prefetcher.pass_finished:
-            prefetcher.resume()
-        else:
-            prefetcher.begin_pass(self._order())
-            self._pass_id = prefetcher.pass_id
-        self._running = True
+        pass
 
     def stop(self, drain_queue_and_join: bool = True) -> None:
         del drain_queue_and_join
-        if self._running:
-            self._running = False
-            prefetcher = self._dataset._current_engine()
-            if prefetcher is not None and not prefetcher.closed:
-                prefetcher.pause()
-        if self._error is not None:
-            error, self._error = self._error, None
-            warnings.filters[:] = [f for f in warnings.filters if not _is_ran_out_filter(f)]
-            raise error
 
-    def get(self):  # generator; named as in Keras's protocol
-        prefetcher = self._dataset._engine()
-        while True:
-            try:
-                batch = prefetcher.next()
-            except EndOfPass:
-                return
-            except Exception as exc:
-                self._error = exc
-                # Keras will call this "input ran out of data" before stop() re-raises
-                # the real error; that warning would only mislead.
-                warnings.filterwarnings("ignore", message=_RAN_OUT, category=UserWarning)
-                # Workers of a failed pass are stopped right away: nothing is left behind.
-                prefetcher.release_workers(timeout=1.0, force=True)
-                return
-            yield batch
-
-    def _order(self):
-        n = self._dataset.num_batches
-        if n is None:
-            return None
-        if self._shuffle:
-            order = list(range(n))
-            random.shuffle(order)  # the same RNG Keras's OrderedEnqueuer uses
-            return order
-        return range(n)
+    def is_running(self) -> bool:
+        return True
 
 
 class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
-    """Keras's `PyDatasetAdapter`, fed by our restartable `Prefetcher`."""
+    """Keras's `PyDatasetAdapter`, fed by streams of our restartable `Prefetcher`.
+
+    One instance per Keras `EpochIterator` (one `fit`'s training data, its validation
+    data, one `evaluate` or `predict` call). `consumer_id` tags the engine records of
+    every stream it opens, so the tuner measures only the training consumer.
+
+    A worker's exception ends the stream and is re-raised, original type and message, by
+    `on_epoch_end`, which Keras calls right after it sees the stream end. (Raising inside
+    the generator instead would reach the user as a TensorFlow `UnknownError` on the
+    TensorFlow backend, as it does with Keras's own enqueuer.)
+    """
 
     def __init__(self, x: TunedPyDataset, class_weight: Any = None, shuffle: bool = False):
         # Not calling super().__init__: it would build Keras's own OrderedEnqueuer.
         self.py_dataset = x
         self.class_weight = class_weight
         self.shuffle = shuffle
+        self.enqueuer = _EngineFed()
         self._output_signature = None
         self._within_epoch = False
-        self.enqueuer = KerasEnqueuer(x, shuffle)
+        self._error: BaseException | None = None
+        self._infinite_next = 0
+        self.consumer_id = next(_consumer_ids)
+        self.streams_opened = 0
+
+    def _get_iterator(self):
+        """A new pass (engine stream) for every iterator Keras asks for."""
+        return self._stream_batches()
+
+    def _stream_batches(self):
+        ds = self.py_dataset
+        order = self._order()
+        stream = ds._open_stream(
+            order,
+            start=self._infinite_next,
+            seed=trainer_seed(ds._streams_opened()),
+            consumer=self.consumer_id,
+        )
+        self.streams_opened += 1
+        try:
+            while True:
+                try:
+                    batch = stream.next()
+                except EndOfPass:
+                    return
+                except Exception as exc:
+                    self._fail(exc)
+                    return
+                yield self._standardize_batch(batch)
+        finally:
+            if order is None:
+                self._infinite_next = stream.next_index or self._infinite_next
+            stream.close()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        # Keras will call this "input ran out of data" before on_epoch_end re-raises
+        # the real error; that warning would only mislead.
+        warnings.filterwarnings("ignore", message=_RAN_OUT, category=UserWarning)
+
+    def _order(self):
+        n = self.py_dataset.num_batches
+        if n is None:
+            return None
+        if self.shuffle:
+            order = list(range(n))
+            random.shuffle(order)  # the same RNG Keras's own adapter uses
+            return order
+        return range(n)
 
     def on_epoch_begin(self) -> None:
         if self._within_epoch:
@@ -136,24 +164,37 @@ class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
                 "`on_epoch_begin` was called twice without `on_epoch_end` having been called."
             )
         self._within_epoch = True
-        # The user's hook first, so the state it changes reaches the workers this epoch.
         self.py_dataset.on_epoch_begin()
-        self.enqueuer.start()
 
     def on_epoch_end(self) -> None:
-        try:
-            self.enqueuer.stop()
-        except BaseException:
-            self._within_epoch = False
-            raise
-        self.py_dataset.on_epoch_end()
         self._within_epoch = False
+        if self._error is not None:
+            error, self._error = self._error, None
+            warnings.filters[:] = [f for f in warnings.filters if not _is_ran_out_filter(f)]
+            raise error
+        self.py_dataset.on_epoch_end()
 
 
-def install() -> None:
-    """Routes `TunedPyDataset` inputs to `TunedPyDatasetAdapter`. Idempotent."""
-    from keras_loadtune.keras_adapter.dataset import TunedPyDataset
+def training_adapter() -> TunedPyDatasetAdapter | None:
+    """The training data's adapter of the `fit` call running on this thread, if wrapped.
 
+    Read from `fit`'s own frame (its local `epoch_iterator`, the same name on the
+    TensorFlow, JAX and PyTorch trainers); pinned by `tests/test_keras_internals.py`.
+    Call it from a callback's `on_train_begin`.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "fit":
+            iterator = frame.f_locals.get("epoch_iterator")
+            adapter = getattr(iterator, "data_adapter", None)
+            if adapter is not None:
+                return adapter if isinstance(adapter, TunedPyDatasetAdapter) else None
+        frame = frame.f_back
+    return None
+
+
+def install(dataset_cls: type) -> None:
+    """Routes instances of `dataset_cls` to `TunedPyDatasetAdapter`. Idempotent."""
     with _install_lock:
         original = _data_adapters.get_data_adapter
         if getattr(original, "_keras_loadtune", False):
@@ -161,7 +202,7 @@ def install() -> None:
 
         @functools.wraps(original)
         def get_data_adapter(x, *args, **kwargs):
-            if isinstance(x, TunedPyDataset):
+            if isinstance(x, dataset_cls):
                 return _tuned_adapter(x, *args, **kwargs)
             return original(x, *args, **kwargs)
 

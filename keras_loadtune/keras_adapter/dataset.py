@@ -15,6 +15,7 @@ from keras_loadtune.engine import (
     GeneratorFactorySource,
     LoaderStats,
     Prefetcher,
+    Stream,
 )
 from keras_loadtune.engine.prefetcher import check_seconds
 from keras_loadtune.keras_adapter import _hooks
@@ -26,12 +27,11 @@ _SUPPORTED = (
 
 
 def _config_of(dataset: Any) -> LoaderConfig:
-    """The dataset's own workers / queue / mode, as a `LoaderConfig`."""
-    workers = getattr(dataset, "_workers", 1) or 1
+    """The dataset's own workers / queue / mode (PyDataset's public knobs), as a `LoaderConfig`."""
     return LoaderConfig(
-        workers=max(int(workers), 1),
-        max_queue_size=max(int(getattr(dataset, "_max_queue_size", 10) or 10), 1),
-        use_multiprocessing=bool(getattr(dataset, "_use_multiprocessing", False)),
+        workers=max(int(getattr(dataset, "workers", 1) or 1), 1),
+        max_queue_size=max(int(getattr(dataset, "max_queue_size", 10) or 10), 1),
+        use_multiprocessing=bool(getattr(dataset, "use_multiprocessing", False)),
     )
 
 
@@ -69,14 +69,24 @@ def _check_source(dataset: Any) -> None:
 class TunedPyDataset(keras.utils.PyDataset):
     """A `keras.utils.PyDataset` served by keras-loadtune's restartable prefetcher.
 
-    Pass it to `fit`, `evaluate` or `predict` like the dataset it wraps. Keras drives our
-    enqueuer through the same start/get/stop protocol it uses for its own, so
-    `fit(shuffle=...)`, `class_weight`, epoch hooks and tensor-spec peeking behave
-    exactly as with the unwrapped dataset. What changes: `reconfigure()` switches
-    `workers`, `max_queue_size` and threads/processes at the next batch boundary, mid
-    epoch, without losing, repeating or reordering a batch; worker pools live across
-    epochs; `stats` exposes per-batch wait/produce timings; worker errors reach `fit`
-    with their original type.
+    Pass it to `fit`, `evaluate` or `predict` like the dataset it wraps, on any Keras
+    backend. Every iterator Keras creates reads its own stream of one shared worker
+    pool, so `fit(shuffle=...)`, `class_weight`, `steps_per_epoch`, `validation_steps`,
+    epoch hooks, tensor-spec peeking, model-building pulls, and one object used as both
+    training and validation data behave exactly as with the unwrapped dataset. What
+    changes: `reconfigure()` switches `workers`, `max_queue_size` and threads/processes
+    at a batch boundary, mid epoch, without losing, repeating or reordering a batch;
+    worker pools live across epochs; `stats` exposes per-batch wait/produce timings;
+    worker errors reach `fit` with their original type.
+
+    Randomness: process workers seed Python's `random` and NumPy's global RNG per batch
+    from the trainer's RNG state and the batch index, so after
+    `keras.utils.set_random_seed(s)` the same run gives the same batches whatever the
+    worker count, and across a switch between process configs. Thread workers share
+    the trainer's global RNG, as Keras's own thread workers do: their draws interleave
+    in scheduling order, so random augmentation in threads is not reproducible (with or
+    without keras-loadtune); use a per-index RNG (`np.random.default_rng(seed + index)`)
+    in `__getitem__` to make it so in every mode.
 
     Usually created by `LoadTuner.wrap(dataset)`.
 
@@ -145,9 +155,10 @@ class TunedPyDataset(keras.utils.PyDataset):
         self._lock = threading.Lock()
         self._closed = False
         self.process_mode_error: DatasetNotPicklableError | None = None
+        self._stream_count = 0
         Prefetcher(self._source, config, timeout=timeout, idle_timeout=None).close()  # validate
         check_seconds("idle_timeout", idle_timeout)
-        _hooks.install()
+        _hooks.install(TunedPyDataset)
 
     # -- Keras PyDataset protocol ----------------------------------------------------------
     @property
@@ -178,10 +189,18 @@ class TunedPyDataset(keras.utils.PyDataset):
     def on_epoch_begin(self) -> None:
         if not self._is_factory:
             self.dataset.on_epoch_begin()
+            self._source_changed()
 
     def on_epoch_end(self) -> None:
         if not self._is_factory:
             self.dataset.on_epoch_end()
+            self._source_changed()
+
+    def _source_changed(self) -> None:
+        """The user's hook may have changed the dataset: process workers get a fresh copy."""
+        prefetcher = self._prefetcher
+        if prefetcher is not None and not prefetcher.closed:
+            prefetcher.source_changed()
 
     # The three knobs reflect the active config; change them with `reconfigure`.
     @property
@@ -222,8 +241,21 @@ class TunedPyDataset(keras.utils.PyDataset):
     # -- our API ---------------------------------------------------------------------------
     @property
     def config(self) -> LoaderConfig:
-        """The active `LoaderConfig`."""
-        return self._config
+        """The active `LoaderConfig` (the one serving batches now)."""
+        prefetcher = self._prefetcher
+        return prefetcher.config if prefetcher is not None else self._config
+
+    @property
+    def pending_config(self) -> LoaderConfig | None:
+        """The config a background switch is starting (`reconfigure(..., background=True)`)."""
+        prefetcher = self._prefetcher
+        return prefetcher.pending_config if prefetcher is not None else None
+
+    @property
+    def switch_error(self) -> BaseException | None:
+        """Why the last background switch failed (`None` if it did not)."""
+        prefetcher = self._prefetcher
+        return prefetcher.switch_error if prefetcher is not None else None
 
     @property
     def stats(self) -> LoaderStats:
@@ -235,12 +267,18 @@ class TunedPyDataset(keras.utils.PyDataset):
         """Pids of live worker processes (empty in thread mode or before first use)."""
         return [] if self._prefetcher is None else self._prefetcher.worker_pids
 
-    def reconfigure(self, config: LoaderConfig) -> None:
+    def reconfigure(self, config: LoaderConfig, *, background: bool = False) -> None:
         """Switches the loader to `config` at the next batch boundary.
 
         Safe to call from a Keras callback or any thread, mid-epoch. Nothing is lost,
         repeated or reordered. If `config` asks for processes and the dataset cannot be
         pickled, `DatasetNotPicklableError` is raised and the current config stays.
+
+        Args:
+            config: The config to switch to.
+            background: Start a pool of the other mode off the calling thread while the
+                current config keeps serving; the switch happens once the new workers
+                are ready (`pending_config` until then, `switch_error` if it failed).
 
         Example:
 
@@ -254,7 +292,7 @@ class TunedPyDataset(keras.utils.PyDataset):
             self._check_open()
             if self._prefetcher is not None:
                 try:
-                    self._prefetcher.reconfigure(config)
+                    self._prefetcher.reconfigure(config, background=background)
                 except DatasetNotPicklableError as exc:
                     self.process_mode_error = exc
                     raise
@@ -317,12 +355,20 @@ class TunedPyDataset(keras.utils.PyDataset):
                     timeout=self._timeout,
                     idle_timeout=self._idle_timeout,
                     name="keras_loadtune",
+                    stats=self._stats,  # one history across restarts
                 )
-                self._prefetcher.stats = self._stats  # one history across restarts
             return self._prefetcher
 
-    def _current_engine(self) -> Prefetcher | None:
-        return self._prefetcher
+    def _open_stream(
+        self, order: Any, *, start: int, seed: int | None, consumer: int
+    ) -> Stream:
+        """A new pass for one Keras iterator; `consumer` tags its batch records."""
+        stream = self._engine().open_stream(order, start=start, seed=seed, consumer=consumer)
+        self._stream_count += 1
+        return stream
+
+    def _streams_opened(self) -> int:
+        return self._stream_count
 
     def _check_open(self) -> None:
         if self._closed:
