@@ -233,3 +233,65 @@ def test_readme_documents_the_cli():
             assert f"keras-loadtune demo --loader {loader}" in text
     for flags in ("", " --study run1", " --study run1 --json"):
         assert f"keras-loadtune report --storage sqlite:///klt.db{flags}" in text
+
+
+# ------------------------------------------------------------------------ doctests
+
+# Modules whose docstring examples run as doctests (`>>>`); they import no Keras.
+DOCTEST_MODULES = sorted(
+    name
+    for name in (
+        m.name
+        for m in pkgutil.walk_packages(
+            importlib.import_module("keras_loadtune").__path__, prefix="keras_loadtune."
+        )
+    )
+    if ".keras_adapter" not in name and not name.endswith(("__main__", ".demo", ".cli"))
+)
+# Modules that must keep runnable examples (the decision layer, storage, the arithmetic).
+MUST_HAVE_DOCTESTS = {
+    "keras_loadtune._validate",
+    "keras_loadtune.storage",
+    "keras_loadtune.engine.arithmetic",
+    "keras_loadtune.report._model",
+    *(
+        f"keras_loadtune.decision.{m.name}"
+        for m in pkgutil.iter_modules(_DECISION.__path__)
+        if m.name not in ("resources", "settings")
+    ),
+}
+
+
+def _doctests(module_name: str) -> list:
+    import doctest
+
+    module = importlib.import_module(module_name)
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    return [t for t in finder.find(module, module_name) if t.examples]
+
+
+@pytest.mark.parametrize("module_name", DOCTEST_MODULES)
+def test_docstring_examples_run(module_name, tmp_path, monkeypatch):
+    import doctest
+
+    monkeypatch.chdir(tmp_path)  # an example that writes a file writes it here
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    tests = _doctests(module_name)
+    if module_name in MUST_HAVE_DOCTESTS:
+        assert tests, f"{module_name}: its docstring examples should be runnable (>>> lines)"
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    runner = doctest.DocTestRunner(optionflags=flags)
+    for test in tests:
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f"{module_name}: {result.failed} docstring example(s) failed"
+
+
+def test_a_wrong_docstring_example_fails():
+    import doctest
+
+    parser = doctest.DocTestParser()
+    test = parser.get_doctest(">>> 1 + 1\n3\n", {}, "wrong", None, 0)
+    runner = doctest.DocTestRunner()
+    runner.run(test, out=lambda _: None)
+    assert runner.summarize(verbose=False).failed == 1

@@ -23,19 +23,16 @@ live measurement decides.
 
 Example:
 
-```python
-from keras_loadtune import LoaderConfig
-from keras_loadtune.decision.analytical import predict, seed_configs
-from keras_loadtune.decision.settings import TunerSettings
-from keras_loadtune.engine.arithmetic import held_batches, in_flight
-from keras_loadtune.measurement import LoaderProfile
-
-io_bound = LoaderProfile(produce_wall_s=0.040, produce_cpu_s=0.002, cpu_ratio=0.05,
-                         batch_nbytes=1 << 20, jitter_cv=0.1)
-seeds = seed_configs(io_bound, 0.010, 8, TunerSettings(cores=8), LoaderConfig())
-seeds[0]                                          # 6 threads, queue 7
-predict(seeds[0], io_bound, 0.010, 8).steps_per_s  # 100.0: the compute floor
-```
+>>> from keras_loadtune import LoaderConfig
+>>> from keras_loadtune.decision.settings import TunerSettings
+>>> from keras_loadtune.measurement import LoaderProfile
+>>> io_bound = LoaderProfile(produce_wall_s=0.040, produce_cpu_s=0.002, cpu_ratio=0.05,
+...                          batch_nbytes=1 << 20, jitter_cv=0.1)
+>>> seeds = seed_configs(io_bound, 0.010, 8, TunerSettings(cores=8), LoaderConfig())
+>>> seeds[0]
+LoaderConfig(workers=6, max_queue_size=9, use_multiprocessing=False)
+>>> predict(seeds[0], io_bound, 0.010, 8).steps_per_s  # the compute floor
+100.0
 """
 
 from __future__ import annotations
@@ -70,11 +67,8 @@ class Prediction:
 
     Example:
 
-    ```python
-    from keras_loadtune.decision.analytical import Prediction
-
-    Prediction(100.0, 120.0, 1 << 20, "compute").bottleneck  # 'compute'
-    ```
+    >>> Prediction(100.0, 120.0, 1 << 20, "compute").bottleneck
+    'compute'
     """
 
     steps_per_s: float
@@ -111,13 +105,11 @@ def extra_rss_bytes(
 
     Example:
 
-    ```python
-    from keras_loadtune import LoaderConfig
-    from keras_loadtune.decision.analytical import extra_rss_bytes
-
-    extra_rss_bytes(LoaderConfig(2, 4), 1000)                       # 5000
-    extra_rss_bytes(LoaderConfig(2, 4, True), 1000, process_rss_bytes=10**6)  # 2010000
-    ```
+    >>> from keras_loadtune import LoaderConfig
+    >>> extra_rss_bytes(LoaderConfig(2, 4), 1000)
+    5000
+    >>> extra_rss_bytes(LoaderConfig(2, 4, True), 1000, process_rss_bytes=10**6)
+    2010000
     """
     held = (held_batches(config) + 1) * int(batch_nbytes)
     if config.use_multiprocessing:
@@ -149,14 +141,11 @@ def predict(
 
     Example:
 
-    ```python
-    from keras_loadtune import LoaderConfig
-    from keras_loadtune.decision.analytical import predict
-    from keras_loadtune.measurement import LoaderProfile
-
-    py = LoaderProfile(0.02, 0.02, 1.0, 1000, 0.0)
-    predict(LoaderConfig(8, 9), py, 0.005, 16, gil_fraction=1.0).bottleneck  # 'gil'
-    ```
+    >>> from keras_loadtune import LoaderConfig
+    >>> from keras_loadtune.measurement import LoaderProfile
+    >>> py = LoaderProfile(0.02, 0.02, 1.0, 1000, 0.0)
+    >>> predict(LoaderConfig(8, 9), py, 0.005, 16, gil_fraction=1.0).bottleneck
+    'gil'
     """
     compute = max(float(step_compute_s), 1e-9)
     wall = max(profile.produce_wall_s, 1e-9)
@@ -201,13 +190,8 @@ def queue_for(workers: int, jitter_cv: float, settings: TunerSettings) -> int:
 
         Example:
 
-        ```python
-        from keras_loadtune.decision.analytical import queue_for
-        from keras_loadtune.decision.settings import TunerSettings
-    from keras_loadtune.engine.arithmetic import held_batches, in_flight
-
-        queue_for(6, 0.1, TunerSettings(cores=4))  # 9
-        ```
+    >>> queue_for(6, 0.1, TunerSettings(cores=4))
+    9
     """
     low, high = settings.queue_size_range
     depth = workers + math.ceil(2.0 * max(jitter_cv, 0.0) * workers) + 1
@@ -273,17 +257,12 @@ def seed_configs(
 
         Example:
 
-        ```python
-        from keras_loadtune import LoaderConfig
-        from keras_loadtune.decision.analytical import seed_configs
-        from keras_loadtune.decision.settings import TunerSettings
-    from keras_loadtune.engine.arithmetic import held_batches, in_flight
-        from keras_loadtune.measurement import LoaderProfile
-
-        python_heavy = LoaderProfile(0.02, 0.02, 1.0, 1 << 16, 0.05)
-        [c.mode for c in seed_configs(python_heavy, 0.005, 16, TunerSettings(cores=16),
-                                      LoaderConfig())]  # ['thread', 'process']
-        ```
+    >>> from keras_loadtune import LoaderConfig
+    >>> from keras_loadtune.measurement import LoaderProfile
+    >>> python_heavy = LoaderProfile(0.02, 0.02, 1.0, 1 << 16, 0.05)
+    >>> [c.mode for c in seed_configs(python_heavy, 0.005, 16, TunerSettings(cores=16),
+    ...                               LoaderConfig())]
+    ['thread', 'process']
     """
     modes = settings.modes if modes is None else modes
     compute = max(float(step_compute_s), 1e-6)

@@ -451,16 +451,13 @@ def simulate_tuning(
 
     Example:
 
-    ```python
-    from keras_loadtune import LoaderConfig
-    from keras_loadtune.decision import TunerSettings
-    from keras_loadtune.decision.simulator import SimulatedPipeline, simulate_tuning
-
-    res = simulate_tuning(SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16),
-                          TunerSettings(cores=16, seed=1), baseline=LoaderConfig(),
-                          total_steps=1000)
-    res.session.best_config.use_multiprocessing  # True: pure Python wants processes
-    ```
+    >>> from keras_loadtune import LoaderConfig
+    >>> from keras_loadtune.decision import TunerSettings
+    >>> res = simulate_tuning(SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16),
+    ...                       TunerSettings(cores=16, seed=1), baseline=LoaderConfig(),
+    ...                       total_steps=1000)
+    >>> res.session.best_config.use_multiprocessing  # pure Python wants processes
+    True
     """
     if seed is not None:
         settings = settings.replace(seed=seed)
@@ -531,13 +528,10 @@ def static_grid(
 
     Example:
 
-    ```python
-    from keras_loadtune import LoaderConfig
-    from keras_loadtune.decision.simulator import PipelineParams, static_grid
-
-    grid = static_grid(PipelineParams(io_s=0.04), [LoaderConfig(w, 8) for w in (1, 2, 4, 8)])
-    {c.workers: round(s.steps_per_s) for c, s in grid.items()}  # {1: 25, 2: 50, 4: 100, 8: 100}
-    ```
+    >>> from keras_loadtune import LoaderConfig
+    >>> grid = static_grid(PipelineParams(io_s=0.04), [LoaderConfig(w, 8) for w in (1, 2, 4, 8)])
+    >>> {c.workers: round(s.steps_per_s) for c, s in grid.items()}
+    {1: 25, 2: 50, 4: 100, 8: 100}
     """
     params = pipeline.params if isinstance(pipeline, SimulatedPipeline) else pipeline
     out: dict[LoaderConfig, WindowStats] = {}

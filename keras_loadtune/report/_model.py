@@ -7,7 +7,7 @@ to rebuild a report from a study.
 Example:
 
 >>> from keras_loadtune import LoaderConfig
->>> rep = TuningReport(decision="compute-bound", baseline_config=LoaderConfig())
+>>> rep = TuningReport("compute-bound", baseline_config=LoaderConfig(), best_config=None)
 >>> TuningReport.from_dict(rep.to_dict()).decision
 'compute-bound'
 """
