@@ -94,11 +94,11 @@ class Seen(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if not self.train:  # a fit without epoch hooks (never in Keras 3)
             self.train.append([])
-        self.train[-1].append(int(round(float(logs["batch_id"]))))
+        self.train[-1].append(round(float(logs["batch_id"])))
 
     def on_test_begin(self, logs=None):
         self._test_run = []
         self.test.append(self._test_run)
 
     def on_test_batch_end(self, batch, logs=None):
-        self._test_run.append(int(round(float(logs["batch_id"]))))
+        self._test_run.append(round(float(logs["batch_id"])))

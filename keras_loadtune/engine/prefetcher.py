@@ -760,11 +760,9 @@ class Prefetcher:
         except BaseException as exc:
             pool.close(timeout=1.0)
             if background:
-                self.stats.add_startup(
-                    StartupRecord(
-                        config, 0, time.perf_counter() - t0, t0, True, f"{type(exc).__name__}: {exc}"
-                    )
-                )
+                error = f"{type(exc).__name__}: {exc}"
+                seconds = time.perf_counter() - t0
+                self.stats.add_startup(StartupRecord(config, 0, seconds, t0, True, error))
             raise
         self.stats.add_startup(
             StartupRecord(config, started, time.perf_counter() - t0, t0, background)
@@ -806,7 +804,8 @@ class Prefetcher:
                         self._pending = None
                         new_pool.close(timeout=1.0)
                         return
-                    if wanted != config and wanted.use_multiprocessing != config.use_multiprocessing:
+                    other_mode = wanted.use_multiprocessing != config.use_multiprocessing
+                    if wanted != config and other_mode:
                         new_pool.close(timeout=1.0)
                         config = wanted  # superseded by a request for the other mode
                         continue
