@@ -200,3 +200,58 @@ def test_bigger_machines_pick_more_workers(params, min_workers):
     if "python_s" in params:
         assert on64.session.best_config.workers > on16.session.best_config.workers
         assert on64.final_steps_per_s > 1.5 * on16.final_steps_per_s
+
+
+# ------------------------------------------------------- the simulator models the engine
+
+
+def test_reconfigure_keeps_finished_and_in_flight_batches():
+    pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01, batch_nbytes=0)
+    pipe.run_steps(LoaderConfig(4, 8), 30)  # the window is full of ready batches
+    # A thread resize keeps them: the next steps do not wait for a refill.
+    after = pipe.run_steps(LoaderConfig(6, 8), 3)
+    assert all(s.wait_s < 0.005 for s in after)
+    # A switch to processes pays the forkserver once, but still serves the old batches.
+    t0 = pipe.now
+    steps = pipe.run_steps(LoaderConfig(6, 8, True), 3)
+    assert pipe.now - t0 >= pipe.params.process_startup_s
+    assert all(s.wait_s < 0.005 for s in steps)
+
+
+def test_simulator_window_is_the_engines_arithmetic():
+    from keras_loadtune.engine import held_batches, in_flight
+
+    for config in (LoaderConfig(8, 3), LoaderConfig(2, 10)):
+        pipe = SimulatedPipeline(io_s=0.05, compute_s=0.001, batch_nbytes=1)
+        pipe.run_steps(config, 40)
+        rate = pipe.throughput(config, steps=100, skip=0).steps_per_s
+        assert rate == pytest.approx(in_flight(config) / 0.05, rel=0.03)
+        # At most the window plus the trainer's batch is held.
+        pipe.rss()
+        pipe.run_steps(config, 20)
+        held = (pipe.rss() - pipe.params.base_rss_bytes) // pipe.params.batch_nbytes
+        assert held <= held_batches(config) + 1
+
+
+def test_trainer_gil_share_slows_thread_loaders_not_process_loaders():
+    def rate(share: float, procs: bool) -> float:
+        params = PipelineParams(
+            python_s=0.004, compute_s=0.01, cores=8, batch_nbytes=0, trainer_gil_share=share
+        )
+        return static_grid(params, [LoaderConfig(4, 8, procs)])[
+            LoaderConfig(4, 8, procs)
+        ].steps_per_s
+
+    # Python loader threads compete with the trainer's own Python for one GIL.
+    assert rate(0.5, False) < 0.9 * rate(0.0, False)
+    assert rate(0.5, True) == pytest.approx(rate(0.0, True), rel=0.02)
+
+
+def test_trainer_cores_compete_with_loader_cpu():
+    def rate(trainer_cores: float) -> float:
+        params = PipelineParams(
+            numpy_s=0.02, compute_s=0.01, cores=4, batch_nbytes=0, trainer_cores=trainer_cores
+        )
+        return static_grid(params, [LoaderConfig(4, 8)])[LoaderConfig(4, 8)].steps_per_s
+
+    assert rate(3.0) < 0.9 * rate(1.0)
