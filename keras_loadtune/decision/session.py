@@ -39,7 +39,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from keras_loadtune._optuna_logging import quiet_optuna
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision import analytical, resources
 from keras_loadtune.decision.memory import MemoryBudget
@@ -58,6 +57,7 @@ from keras_loadtune.decision.warm_start import (
     WARM_START_NOISE_SE,
     WARM_START_TOLERANCE,
     WarmStart,
+    load_stored_best,
     stored_best,
     verify,
 )
@@ -170,7 +170,7 @@ class TuningSession:
         self._probe: Probe | None = Probe(
             settings, baseline, in_steady_state=bool(probe_in_steady_state)
         )
-        self._probe_in_steady_state = bool(probe_in_steady_state)
+        self._probe_steady = bool(probe_in_steady_state)
         self._watch = SteadyWatch(settings)
         self._round: SearchRound | None = None
         self._window: TrialWindow | None = None
@@ -481,36 +481,35 @@ class TuningSession:
         return self._next()
 
     def _load_warm_start(self) -> WarmStart | None:
-        """The stored best of the study, or `None` (empty study, nothing usable, error)."""
+        """The stored best of the study, or `None` (no study, nothing usable, unreadable)."""
         study = self._bridge.study
         if study is None:
             return None
-        try:
-            with quiet_optuna():
-                return stored_best(
-                    study,
-                    self.baseline,
-                    min_improvement=self.settings.min_improvement,
-                    allowed=lambda c: self._infeasible_reason(c) is None,
-                )
-        except Exception as exc:  # an unreadable study: probe as if it were empty
-            self.notes.append(f"could not read the stored study ({type(exc).__name__}: {exc})")
-            self._log.warning("keras_loadtune: could not read the stored study: %s", exc)
-            return None
+        warm, note = load_stored_best(
+            study,
+            self.baseline,
+            min_improvement=self.settings.min_improvement,
+            allowed=lambda c: self._infeasible_reason(c) is None,
+        )
+        if note is not None:
+            self._note(note, logging.WARNING)
+        return warm
+
+    def _note(self, note: str, level: int = logging.INFO) -> None:
+        """Add a note for the report and log it."""
+        self.notes.append(note)
+        self._log.log(level, "keras_loadtune: %s", note)
+
+    def _recent(self) -> list[Any]:
+        """Producer records of the last drift window (at least 16), for re-profiling."""
+        return list(self._recent_records)[-max(self.settings.drift_window_steps, 16) :]
 
     def _begin_warm_start(self, warm: WarmStart) -> LoaderConfig | None:
         """Skip the probe: switch to the stored best and measure one trial window."""
         self.warm_start = warm
         self._memory.mark_probe()  # the loader still runs the baseline
         self._enter(Phase.VERIFY)
-        self._log.info(
-            "keras_loadtune: warm start from study %r: verifying %s (stored %.1f steps/s "
-            "over %d measurement(s))",
-            warm.study_name,
-            warm.config,
-            warm.steps_per_s,
-            warm.measurements,
-        )
+        self._log.info("keras_loadtune: %s", warm.describe())
         self._new_round(self.settings.max_trials)
         trial = self._bridge.ask(config_to_params(warm.config))
         config = self._bridge.suggest(trial)
@@ -520,39 +519,26 @@ class TuningSession:
 
     def _after_warm_start(self, config: LoaderConfig, stats: WindowStats) -> LoaderConfig | None:
         """Keep the verified stored config, or re-tune with a small budget."""
-        warm = self.warm_start
-        assert warm is not None and self._round is not None
-        s = self.settings
+        warm, rnd, s = self.warm_start, self._round, self.settings
+        assert warm is not None and rnd is not None
         verdict = verify(warm, stats, wait_threshold=s.wait_threshold)
         if verdict.kept:
             self.warm_start_kept = True
             return self._finish(f"warm start from study {warm.study_name!r}: {verdict.figures}")
-        note = (
-            f"warm start: {config} ran {verdict.figures} ({verdict.ratio:.0%}, under "
-            f"{WARM_START_TOLERANCE:.0%}); re-tuned with {s.reopen_trials} more trials"
-        )
-        self.notes.append(note)
-        self._log.warning("keras_loadtune: %s", note)
+        self._note(verdict.retune_note(config, s.reopen_trials), logging.WARNING)
         self._enter(Phase.TUNING)
-        self._round.limit = s.reopen_trials + 2  # + the warm-start and baseline windows
-        records = list(self._recent_records)[-max(s.drift_window_steps, 16) :]
-        self._set_profile(records, stats, config)
-        self._round.pending_baseline = True
+        rnd.limit = s.reopen_trials + 2  # + the warm-start and baseline windows
+        rnd.pending_baseline = True
+        self._set_profile(self._recent(), stats, config)
         self._seed_round(stats)
         return self._next()
 
     def _warm_start_failed(self) -> LoaderConfig | None:
         """The stored config did not run (failed / over the RAM budget): probe as usual."""
-        warm = self.warm_start
-        assert warm is not None
-        self.notes.append(
-            f"warm start: {warm.config} from study {warm.study_name!r} could not be "
-            "measured; probed and tuned from the start"
-        )
+        assert self.warm_start is not None
+        self.notes.append(self.warm_start.failed_note())
         self._enter(Phase.PROBE)
-        self._probe = Probe(
-            self.settings, self.baseline, in_steady_state=self._probe_in_steady_state
-        )
+        self._probe = Probe(self.settings, self.baseline, in_steady_state=self._probe_steady)
         return self._switch_to(self.baseline)
 
     def _steady_step(self, sample: StepSample) -> LoaderConfig | None:
@@ -653,8 +639,7 @@ class TuningSession:
         self.finished_reason = None
         self._started_at = self._clock()
         self._new_round(s.reopen_trials + 1, first=False)  # + the re-measured incumbent
-        records = list(self._recent_records)[-max(s.drift_window_steps, 16) :]
-        self._set_profile(records, stats, config)
+        self._set_profile(self._recent(), stats, config)
         # The drift window is a fresh measurement of the incumbent: record it as such.
         window = TrialWindow(config, "verify", None, 0, peak_rss=self._memory.read())
         self._record_measured(window, stats)

@@ -62,6 +62,20 @@ class WarmStart:
     measurements: int
     baseline_steps_per_s: float | None = None
 
+    def describe(self) -> str:
+        """One line for the log when verification starts."""
+        return (
+            f"warm start from study {self.study_name!r}: verifying {self.config} (stored "
+            f"{self.steps_per_s:.1f} steps/s over {self.measurements} measurement(s))"
+        )
+
+    def failed_note(self) -> str:
+        """The report note when the stored config could not be measured."""
+        return (
+            f"warm start: {self.config} from study {self.study_name!r} could not be "
+            "measured; probed and tuned from the start"
+        )
+
 
 def stored_best(
     study: optuna.Study,
@@ -120,6 +134,32 @@ def stored_best(
     )
 
 
+def load_stored_best(
+    study: optuna.Study,
+    baseline: LoaderConfig,
+    *,
+    min_improvement: float,
+    allowed: Callable[[LoaderConfig], bool],
+) -> tuple[WarmStart | None, str | None]:
+    """`stored_best(...)`, never raising: `(warm start or None, note if the study was unreadable)`.
+
+    Example:
+
+    >>> import optuna
+    >>> load_stored_best(optuna.create_study(direction="maximize"), LoaderConfig(),
+    ...                  min_improvement=0.02, allowed=lambda c: True)
+    (None, None)
+    """
+    from keras_loadtune._optuna_logging import quiet_optuna
+
+    try:
+        with quiet_optuna():
+            warm = stored_best(study, baseline, min_improvement=min_improvement, allowed=allowed)
+    except Exception as exc:  # an unreadable study: probe as if it were empty
+        return None, f"could not read the stored study ({type(exc).__name__}: {exc})"
+    return warm, None
+
+
 @dataclass(frozen=True)
 class Verification:
     """The verdict on a warm-started config.
@@ -133,6 +173,13 @@ class Verification:
     kept: bool
     ratio: float
     figures: str
+
+    def retune_note(self, config: LoaderConfig, reopen_trials: int) -> str:
+        """The report note when the stored config ran too slowly and is re-tuned."""
+        return (
+            f"warm start: {config} ran {self.figures} ({self.ratio:.0%}, under "
+            f"{WARM_START_TOLERANCE:.0%}); re-tuned with {reopen_trials} more trials"
+        )
 
 
 def verify(warm: WarmStart, stats: WindowStats, *, wait_threshold: float) -> Verification:
@@ -163,6 +210,7 @@ __all__ = [
     "WARM_START_TOLERANCE",
     "Verification",
     "WarmStart",
+    "load_stored_best",
     "stored_best",
     "verify",
 ]
