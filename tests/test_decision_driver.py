@@ -1,0 +1,106 @@
+"""The driver loop and the events the session returns (no phase diffing by callers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from keras_loadtune import LoaderConfig
+from keras_loadtune.decision import TunerSettings, TuningSession
+from keras_loadtune.decision.driver import Driver, Observation
+from keras_loadtune.decision.phase import Event, Phase
+from keras_loadtune.decision.simulator import SimulatedPipeline, simulate_tuning
+from keras_loadtune.measurement import StepSample
+
+GIB = 1 << 30
+
+
+def _settings(**kw) -> TunerSettings:
+    return TunerSettings(**{"cores": 8, "seed": 0, "ram_budget_bytes": 8 * GIB, **kw})
+
+
+class _Loader:
+    """An applier that records what it ran and refuses process configs."""
+
+    def __init__(self) -> None:
+        self.applied: list[LoaderConfig] = []
+
+    def reconfigure(self, config: LoaderConfig) -> None:
+        if config.use_multiprocessing:
+            raise RuntimeError("cannot pickle the dataset")
+        self.applied.append(config)
+
+
+def test_phase_is_a_str_enum_for_old_comparisons():
+    assert Phase.COMPUTE_BOUND == "compute-bound" and str(Phase.STEADY) == "steady"
+    session = TuningSession(LoaderConfig(), _settings())
+    assert session.phase == "probe" and session.phase is Phase.PROBE
+
+
+def test_events_tell_tuning_started_then_settled():
+    pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01, cores=8, seed=0)
+    pipe.reconfigure(LoaderConfig())
+    session = TuningSession(
+        LoaderConfig(), _settings(), clock=lambda: pipe.now, rss_probe=pipe.rss, cores=8
+    )
+    driver = Driver(session, pipe)
+    events: list[tuple[int, Event]] = []
+    for i in range(600):
+        obs = Observation(pipe.step(), pipe.drain_records(), pipe.drain_startups())
+        events.extend((i, e) for e in driver.step(obs).events)
+    kinds = [e for _, e in events]
+    assert kinds == [Event.TUNING_STARTED, Event.SETTLED]
+    started, settled = (i for i, _ in events)
+    assert started < settled
+    assert pipe.config == session.best_config == session.current_config != LoaderConfig()
+
+
+def test_compute_bound_event_and_no_switch():
+    session = TuningSession(LoaderConfig(), _settings(probe_steps=4, skip_steps=0))
+    driver = Driver(session, _Loader())
+    results = [driver.step(Observation(StepSample(0.0, 0.01))) for _ in range(6)]
+    assert [e for r in results for e in r.events] == [Event.COMPUTE_BOUND]
+    assert all(r.switch_to is None for r in results)
+    assert driver.applier.applied == []
+
+
+def test_a_failed_switch_is_reported_to_the_session_and_training_goes_on():
+    session = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=0))
+    loader = _Loader()
+    driver = Driver(session, loader)
+    proc = LoaderConfig(2, 4, True)
+    assert driver.apply(proc) is False
+    assert "process" not in session.modes
+    assert any("cannot pickle" in n for n in session.notes)
+    assert session.current_config == LoaderConfig()
+
+
+def test_startups_in_the_observation_reach_the_trial():
+    res = simulate_tuning(
+        SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, seed=0),
+        _settings(cores=16),
+        baseline=LoaderConfig(),
+        total_steps=600,
+    )
+    procs = [r for r in res.session.trials if r.config.use_multiprocessing]
+    assert procs and procs[0].startup_s == pytest.approx(0.5 + 0.03 * procs[0].config.workers)
+
+
+def test_drift_returns_a_reopened_event():
+    settings = _settings(drift_window_steps=20, drift_sustain_windows=2, max_reopens=1)
+    pipe = SimulatedPipeline(io_s=0.02, compute_s=0.01, cores=8, seed=0)
+    pipe.reconfigure(LoaderConfig())
+    session = TuningSession(
+        LoaderConfig(), settings, clock=lambda: pipe.now, rss_probe=pipe.rss, cores=8
+    )
+    driver = Driver(session, pipe)
+    seen: list[Event] = []
+    for i in range(2500):
+        if i == 1200:
+            pipe.set_params(io_s=0.12)  # the storage got 6x slower
+        obs = Observation(pipe.step(), pipe.drain_records(), pipe.drain_startups())
+        seen.extend(driver.step(obs).events)
+    assert seen.count(Event.REOPENED) == 1
+    assert seen.index(Event.REOPENED) > seen.index(Event.SETTLED)
+    assert session.reopen_reasons
+    final = driver.finish("training ended")
+    assert session.phase == "stopped" and (final is None or final == pipe.config)
