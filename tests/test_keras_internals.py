@@ -63,33 +63,53 @@ def test_py_dataset_adapter_has_the_methods_we_inherit():
     )
 
 
-def test_py_dataset_adapter_drives_the_enqueuer_through_start_get_stop():
+def test_py_dataset_adapter_builds_every_iterator_through_get_iterator():
     adapter = py_dataset_adapter.PyDatasetAdapter
-    for name in ("_finite_enqueuer_generator", "_infinite_enqueuer_generator"):
-        src = _source(getattr(adapter, name))
-        assert "self.enqueuer.start()" in src and "self.enqueuer.get()" in src, (
-            MOVED + f"PyDatasetAdapter.{name} no longer uses self.enqueuer.start()/get()."
+    for name in ("get_numpy_iterator", "get_jax_iterator", "get_tf_dataset"):
+        assert "self._get_iterator" in _source(getattr(adapter, name)), (
+            MOVED + f"PyDatasetAdapter.{name} no longer builds its iterator with "
+            "self._get_iterator(), which TunedPyDatasetAdapter overrides to open a stream."
         )
-    assert "self.enqueuer.stop()" in _source(adapter._finite_enqueuer_generator), (
-        MOVED + "PyDatasetAdapter._finite_enqueuer_generator no longer calls enqueuer.stop()."
-    )
-    iterator_src = _source(adapter._get_iterator)
-    assert "self.enqueuer is None" in iterator_src, (
-        MOVED + "PyDatasetAdapter._get_iterator no longer picks the enqueuer path by "
-        "`self.enqueuer is None`."
+    assert "self.enqueuer is not None" in _source(adapter.get_tf_dataset), (
+        MOVED + "get_tf_dataset no longer skips its tf.data prefetch for enqueuer-fed "
+        "datasets (`self.enqueuer is not None`)."
     )
     for name in ("on_epoch_begin", "on_epoch_end"):
         assert callable(getattr(adapter, name, None)), MOVED + f"{name} is gone."
-    assert "self.enqueuer.stop()" in _source(adapter.on_epoch_end), (
-        MOVED + "PyDatasetAdapter.on_epoch_end no longer stops the enqueuer."
+
+
+def test_epoch_iterator_makes_a_new_iterator_exactly_when_keras_starts_a_pass():
+    src = _source(epoch_iterator.EpochIterator._enumerate_iterator)
+    assert "self._current_iterator is None or self.steps_per_epoch is None" in src, (
+        MOVED + "EpochIterator no longer keeps one iterator across epochs only under "
+        "steps_per_epoch; streams follow Keras's iterators, so re-check the lifecycle tests."
+    )
+    assert "self._current_iterator = None" in _source(epoch_iterator.EpochIterator.reset), (
+        MOVED + "EpochIterator.reset no longer drops the iterator."
     )
 
+
+def test_fit_keeps_the_training_epoch_iterator_in_a_local_named_epoch_iterator():
+    import importlib
+
+    backend = keras.backend.backend()
+    module = importlib.import_module(f"keras.src.backend.{backend}.trainer")
+    trainer = next(
+        cls for name, cls in vars(module).items() if name.endswith("Trainer") and hasattr(cls, "fit")
+    )
+    src = _source(trainer.fit)
+    assert "epoch_iterator = " in src and src.index("epoch_iterator = ") < src.index(
+        "callbacks.on_train_begin()"
+    ), (
+        MOVED + f"{backend} fit() no longer binds `epoch_iterator` before on_train_begin; "
+        "_hooks.training_adapter() reads it from fit's frame."
+    )
 
 def test_get_data_adapter_routes_tuned_datasets_to_our_adapter_only():
     import keras_loadtune as klt
 
-    _hooks.install()
-    _hooks.install()  # idempotent: wrapped once
+    _hooks.install(klt.TunedPyDataset)
+    _hooks.install(klt.TunedPyDataset)  # idempotent: wrapped once
     patched = data_adapters.get_data_adapter
     assert getattr(patched, "_keras_loadtune", False), "get_data_adapter is not wrapped"
     original = patched._keras_loadtune_original
@@ -98,7 +118,8 @@ def test_get_data_adapter_routes_tuned_datasets_to_our_adapter_only():
     with klt.wrap(_Plain()) as wrapped:
         ours = data_adapters.get_data_adapter(wrapped, shuffle=True)
         assert type(ours) is _hooks.TunedPyDatasetAdapter
-        assert isinstance(ours.enqueuer, _hooks.KerasEnqueuer)
+        # Keras's get_tf_dataset skips its own tf.data prefetch when an enqueuer is set.
+        assert ours.enqueuer is not None
         assert ours.shuffle is True
         # What Keras's EpochIterator builds goes through the same hook.
         it = epoch_iterator.EpochIterator(wrapped, shuffle=False)

@@ -109,7 +109,6 @@ class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
         self._output_signature = None
         self._within_epoch = False
         self._error: BaseException | None = None
-        self._infinite_next = 0
         self.consumer_id = next(_consumer_ids)
         self.streams_opened = 0
 
@@ -120,13 +119,12 @@ class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
     def _stream_batches(self):
         ds = self.py_dataset
         order = self._order()
+        # An infinite dataset's new iterator starts at index 0, as Keras's own does.
         stream = ds._open_stream(
-            order,
-            start=self._infinite_next,
-            seed=trainer_seed(ds._streams_opened()),
-            consumer=self.consumer_id,
+            order, start=0, seed=trainer_seed(ds._streams_opened()), consumer=self.consumer_id
         )
         self.streams_opened += 1
+        failed = False
         try:
             while True:
                 try:
@@ -134,13 +132,14 @@ class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
                 except EndOfPass:
                     return
                 except Exception as exc:
+                    failed = True
                     self._fail(exc)
                     return
                 yield self._standardize_batch(batch)
         finally:
-            if order is None:
-                self._infinite_next = stream.next_index or self._infinite_next
             stream.close()
+            if failed:  # nothing is left running after a failed pass
+                ds.release_workers()
 
     def _fail(self, exc: BaseException) -> None:
         self._error = exc
