@@ -16,17 +16,25 @@ from __future__ import annotations
 from typing import Any
 
 
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type.
+
+    A `TypeError`, and also a `ValueError` for callers of versions that raised that.
+    """
+
+
 def int_at_least(name: str, value: Any, low: int, *, none_ok: bool = False) -> int | None:
     """`value` if it is an int (not a bool) >= `low` (or `None` when `none_ok`).
 
     Args:
-        name: What is checked, e.g. `"TunerSettings: max_trials"`.
+        name: What is checked, e.g. `"TunerSettings.max_trials"`.
         value: The value.
         low: The smallest allowed value.
         none_ok: Accept `None` too.
 
     Raises:
-        ValueError: Otherwise.
+        ArgumentTypeError: Not an int (a `TypeError` and a `ValueError`).
+        ValueError: Smaller than `low`.
 
     Example:
 
@@ -35,10 +43,52 @@ def int_at_least(name: str, value: Any, low: int, *, none_ok: bool = False) -> i
     """
     if value is None and none_ok:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        what = f"an int >= {low}" + (" or None" if none_ok else "")
+    what = f"an int >= {low}" + (" or None" if none_ok else "")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{name} must be {what}; got {value!r} ({type(value).__name__}).")
+    if value < low:
         raise ValueError(f"{name} must be {what}; got {value!r}.")
     return value
+
+
+def number_in(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    closed: bool = False,
+    none_ok: bool = False,
+) -> float | None:
+    """`value` if it is a number in `(low, high)` (`[low, high]` when `closed`).
+
+    Args:
+        name: What is checked.
+        value: The value.
+        low: Lower bound.
+        high: Upper bound.
+        closed: Include the bounds.
+        none_ok: Accept `None` too.
+
+    Raises:
+        ArgumentTypeError: Not a number.
+        ValueError: Out of the interval.
+
+    Example:
+
+    >>> number_in("wait_threshold", 0.05, 0.0, 1.0)
+    0.05
+    """
+    if value is None and none_ok:
+        return None
+    bounds = f"[{low}, {high}]" if closed else f"({low}, {high})"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(
+            f"{name} must be a number in {bounds}; got {value!r} ({type(value).__name__})."
+        )
+    if not (low <= value <= high if closed else low < value < high):
+        raise ValueError(f"{name} must be in {bounds}; got {value!r}.")
+    return float(value)
 
 
 def seconds_or_none(name: str, value: Any) -> float | None:
@@ -63,33 +113,6 @@ def seconds_or_none(name: str, value: Any) -> float | None:
     return float(value)
 
 
-def fraction(name: str, value: Any, *, open_low: bool = False, open_high: bool = False) -> float:
-    """`value` if it is a number in [0, 1] (bounds made open by `open_low` / `open_high`).
-
-    Args:
-        name: What is checked.
-        value: The value.
-        open_low: Exclude 0.
-        open_high: Exclude 1.
-
-    Raises:
-        ValueError: Otherwise.
-
-    Example:
-
-    >>> fraction("wait_threshold", 0.05, open_low=True)
-    0.05
-    """
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        ok = (value > 0 if open_low else value >= 0) and (value < 1 if open_high else value <= 1)
-    if not ok:
-        low = "(0" if open_low else "[0"
-        high = "1)" if open_high else "1]"
-        raise ValueError(f"{name} must be a number in {low}, {high}; got {value!r}.")
-    return float(value)
-
-
 def check_instance(name: str, value: Any, cls: type) -> None:
     """Raises TypeError unless `value` is a `cls`.
 
@@ -109,4 +132,10 @@ def check_instance(name: str, value: Any, cls: type) -> None:
         raise TypeError(f"{name} must be a {cls.__name__}; got {type(value).__name__}.")
 
 
-__all__ = ["check_instance", "fraction", "int_at_least", "seconds_or_none"]
+__all__ = [
+    "ArgumentTypeError",
+    "check_instance",
+    "int_at_least",
+    "number_in",
+    "seconds_or_none",
+]

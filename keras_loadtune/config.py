@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from keras_loadtune._validate import int_at_least
+
 
 @dataclass(frozen=True)
 class LoaderConfig:
@@ -39,14 +41,7 @@ class LoaderConfig:
 
     def __post_init__(self) -> None:
         for name in ("workers", "max_queue_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(
-                    f"LoaderConfig.{name} must be an int >= 1; got {value!r} "
-                    f"({type(value).__name__})."
-                )
-            if value < 1:
-                raise ValueError(f"LoaderConfig.{name} must be >= 1; got {value}.")
+            int_at_least(f"LoaderConfig.{name}", getattr(self, name), 1)
         if not isinstance(self.use_multiprocessing, bool):
             raise ValueError(
                 "LoaderConfig.use_multiprocessing must be True (processes) or False "

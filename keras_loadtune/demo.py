@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import time
 
+from keras_loadtune._validate import int_at_least
+
 LOADERS = ("latency", "gil", "compute")
 
 
@@ -46,8 +48,7 @@ def run_demo(
     if loader not in LOADERS:
         raise ValueError(f"loader must be one of {LOADERS}; got {loader!r}.")
     for name, value in (("epochs", epochs), ("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1; got {value!r}.")
+        int_at_least(name, value, 1)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import keras

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from keras_loadtune._validate import int_at_least, number_in
+
 # Step compute longer than OUTLIER_FACTOR x the median compute is clipped to that fence.
 OUTLIER_FACTOR = 5.0
 # Scale factor making the median absolute deviation a consistent estimate of sigma.
@@ -159,8 +161,7 @@ def window_stats(samples: Sequence[StepSample], *, skip: int = 0) -> WindowStats
     # pause clipped to 5 x 10 ms; the same second spent waiting would count (~10 steps/s)
     ```
     """
-    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
-        raise ValueError(f"window_stats: skip must be an int >= 0; got {skip!r}.")
+    int_at_least("window_stats: skip", skip, 0)
     wait, step = _arrays(list(samples)[skip:])
     if step.size == 0:
         raise ValueError(
@@ -397,20 +398,9 @@ class DriftDetector:
     """
 
     def __init__(self, threshold: float, window_steps: int, sustain_windows: int) -> None:
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"DriftDetector: threshold must be in (0, 1); got {threshold!r}.")
-        if isinstance(window_steps, bool) or not isinstance(window_steps, int) or window_steps < 2:
-            raise ValueError(
-                f"DriftDetector: window_steps must be an int >= 2; got {window_steps!r}."
-            )
-        if (
-            isinstance(sustain_windows, bool)
-            or not isinstance(sustain_windows, int)
-            or sustain_windows < 1
-        ):
-            raise ValueError(
-                f"DriftDetector: sustain_windows must be an int >= 1; got {sustain_windows!r}."
-            )
+        number_in("DriftDetector: threshold", threshold, 0.0, 1.0)
+        int_at_least("DriftDetector: window_steps", window_steps, 2)
+        int_at_least("DriftDetector: sustain_windows", sustain_windows, 1)
         self.threshold = float(threshold)
         self.window_steps = window_steps
         self.sustain_windows = sustain_windows

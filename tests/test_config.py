@@ -48,3 +48,22 @@ def test_importing_package_does_not_import_tensorflow():
     code = "import keras_loadtune, keras_loadtune.config, sys; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_argument_checks_share_one_wording():
+    from keras_loadtune._validate import ArgumentTypeError, int_at_least, number_in
+    from keras_loadtune.decision import TunerSettings
+
+    with pytest.raises(ValueError, match=r"^LoaderConfig\.workers must be an int >= 1; got 0\.$"):
+        LoaderConfig(workers=0)
+    with pytest.raises(ValueError, match=r"^TunerSettings\.max_trials must be an int >= 1; got 0"):
+        TunerSettings(cores=2, max_trials=0)
+    # A wrong type is a TypeError, and still a ValueError for older callers.
+    with pytest.raises(ArgumentTypeError) as info:
+        LoaderConfig(workers="2")
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
+    assert "(str)" in str(info.value)
+    assert int_at_least("n", None, 1, none_ok=True) is None
+    with pytest.raises(ValueError, match=r"must be in \(0\.0, 1\.0\); got 1\.0"):
+        number_in("x", 1.0, 0.0, 1.0)
+    assert number_in("x", 1.0, 0.0, 1.0, closed=True) == 1.0

@@ -5,38 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from keras_loadtune._validate import int_at_least, number_in
 from keras_loadtune.decision import resources
 
 MODES = ("thread", "process")
 
 
 def _check_int(name: str, value: Any, low: int, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        extra = " or None" if optional else ""
-        raise TypeError(
-            f"TunerSettings.{name} must be an int >= {low}{extra}; "
-            f"got {value!r} ({type(value).__name__})."
-        )
-    if value < low:
-        raise ValueError(f"TunerSettings.{name} must be >= {low}; got {value}.")
+    int_at_least(f"TunerSettings.{name}", value, low, none_ok=optional)
 
 
 def _check_float(
     name: str, value: Any, low: float, high: float, *, optional: bool = False, closed: bool = False
 ) -> None:
-    if value is None and optional:
-        return
-    bounds = f"[{low}, {high}]" if closed else f"({low}, {high})"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"TunerSettings.{name} must be a number in {bounds}; "
-            f"got {value!r} ({type(value).__name__})."
-        )
-    ok = low <= value <= high if closed else low < value < high
-    if not ok:
-        raise ValueError(f"TunerSettings.{name} must be in {bounds}; got {value!r}.")
+    number_in(f"TunerSettings.{name}", value, low, high, closed=closed, none_ok=optional)
 
 
 @dataclass(frozen=True)
