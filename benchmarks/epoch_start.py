@@ -63,7 +63,7 @@ def epoch_figures(run) -> dict[str, float]:
     return {
         "period": sbs.median(periods),
         "gap": sbs.median(gaps),
-        "step": sbs.median(clock.intervals(skip=1)),
+        "step": sbs.median(clock.intervals(skip=1) or clock.intervals(skip=0)),
         "first_epoch": last[0] - clock.epoch_begins[0],
     }
 
