@@ -17,7 +17,8 @@ from keras_loadtune.decision.session import TuningSession, default_sampler
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.engine import DatasetNotPicklableError
 from keras_loadtune.engine.prefetcher import check_seconds
-from keras_loadtune.keras_adapter.dataset import TunedPyDataset
+from keras_loadtune.keras_adapter import _hooks
+from keras_loadtune.keras_adapter.dataset import TunedPyDataset, check_keras3
 from keras_loadtune.measurement import StepSample, estimate_wait_fraction
 from keras_loadtune.report import TuningReport
 
@@ -137,6 +138,7 @@ class LoadTuner(keras.callbacks.Callback):
         study_name: str | None = None,
     ):
         super().__init__()
+        check_keras3("LoadTuner")
         if verbose not in _VERBOSE:
             raise ValueError(f"verbose must be one of {_VERBOSE}; got {verbose!r}.")
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
@@ -183,6 +185,9 @@ class LoadTuner(keras.callbacks.Callback):
         self._cursors: dict[int, int] = {}
         self._startup_cursors: dict[int, int] = {}
         self._train_ds: TunedPyDataset | None = None
+        self._train_consumer: int | None = None
+        self._t_last: float | None = None
+        self._failed_switches: set[int] = set()
         self._session: TuningSession | None = None
         self._notes: list[str] = []
         self._broken = False
@@ -246,6 +251,10 @@ class LoadTuner(keras.callbacks.Callback):
     # -- Keras hooks -----------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._fit_step = 0
+        try:
+            self._bind_training_data(_hooks.training_adapter())
+        except Exception as exc:  # the tuner must never break training
+            self._give_up(exc)
         for ds in self._datasets:
             self._cursors[id(ds)] = ds.stats.delivered
             self._startup_cursors[id(ds)] = len(ds.stats.startups)
@@ -254,12 +263,19 @@ class LoadTuner(keras.callbacks.Callback):
         self._epoch_wait = 0.0
         self._epoch_step = 0.0
         self._step_times = []
+        self._t_last = time.perf_counter()
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self._t_begin = time.perf_counter()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step_s = time.perf_counter() - self._t_begin
+        # A step's time is the cycle from the previous step's end (or the epoch's start)
+        # to this one's: it includes fetching the batch on every backend (PyTorch's
+        # trainer fetches before on_train_batch_begin, so begin->end would miss it).
+        now = time.perf_counter()
+        start = self._t_last if self._t_last is not None else self._t_begin
+        step_s = now - min(start, self._t_begin)
+        self._t_last = now
         self._fit_step += 1
         try:
             records = self._new_records()
@@ -310,29 +326,51 @@ class LoadTuner(keras.callbacks.Callback):
                 ds.release_workers()
 
     # -- internals -------------------------------------------------------------------------
+    def _bind_training_data(self, adapter: Any) -> None:
+        """Binds the tuner to this `fit`'s training data (a new dataset: a new study).
+
+        Only the batches of that consumer (not validation, not a nested `evaluate` on the
+        same object) are measured. Unwrapped training data leaves the tuner measuring
+        the step-time spread only.
+        """
+        ds = adapter.py_dataset if adapter is not None else None
+        self._train_consumer = adapter.consumer_id if adapter is not None else None
+        if ds is self._train_ds:
+            return
+        if self._train_ds is not None or self._session is not None:
+            logger.info(
+                "keras_loadtune: this fit trains on another dataset (%r); it gets its own probe",
+                ds,
+            )
+        self._train_ds = ds
+        self._session = None
+        self._study_handle = None
+        self._drain_left = None
+        self._reported = False
+        self._epoch_fractions = []
+        self._compute_bound_reopens = []
+        if ds is not None and all(d is not ds for d in self._datasets):
+            self._datasets.append(ds)
+
     def _new_records(self) -> list | None:
-        """Batch records delivered since the last step; None when no wrapped dataset fed it."""
-        if not self._datasets:
+        """Training batches delivered since the last step; None when the data is not wrapped."""
+        ds = self._train_ds
+        if ds is None:
             return None
-        candidates = [self._train_ds] if self._train_ds is not None else self._datasets
-        best: tuple[TunedPyDataset, list] | None = None
-        for ds in candidates:
-            cursor = self._cursors.get(id(ds), 0)
-            delivered = ds.stats.delivered
-            if delivered > cursor:
-                records = ds.stats.batches_since(cursor)
-                self._cursors[id(ds)] = delivered
-                if best is None or len(records) > len(best[1]):
-                    best = (ds, records)
-        if best is None:
-            return [] if self._train_ds is not None else None
-        if self._train_ds is None:
-            self._train_ds = best[0]
-        return best[1]
+        cursor = self._cursors.get(id(ds), 0)
+        delivered = ds.stats.delivered
+        if delivered <= cursor:
+            return []
+        self._cursors[id(ds)] = delivered
+        return [r for r in ds.stats.batches_since(cursor) if r.consumer == self._train_consumer]
 
     def _drive(self, sample: StepSample, records: list) -> None:
         if self._broken or self._train_ds is None:
             return
+        if self._switch_pending():
+            return  # the previous config still serves: these steps belong to no trial
+        if any(r.producer is not None and r.producer != r.config for r in records):
+            return  # batches the previous pool made: they would flatter or blame this trial
         if self._in_pass_tail(records):
             return
         session = self._session
@@ -468,12 +506,34 @@ class LoadTuner(keras.callbacks.Callback):
         self._drain_left = 0
         self._reported = False
 
+    def _switch_pending(self) -> bool:
+        """True while a background switch starts; reports a failed one to the session once."""
+        ds = self._train_ds
+        if ds.pending_config is not None:
+            return True
+        error = ds.switch_error
+        if error is not None and id(error) not in self._failed_switches:
+            self._failed_switches.add(id(error))
+            failed = next(
+                (s.config for s in reversed(ds.stats.startups) if s.error is not None), None
+            )
+            note = f"{type(error).__name__}: {error}"
+            if isinstance(error, DatasetNotPicklableError):
+                note = f"process mode skipped: {error}"
+            if self._session is not None and failed is not None:
+                self._session.mark_failed(failed, note)
+            else:
+                logger.warning("keras_loadtune: %s", note)
+        return False
+
     def _apply(self, config: LoaderConfig) -> None:
         ds = self._train_ds
         if ds is None or config == ds.config:
             return
         try:
-            ds.reconfigure(config)
+            # A new pool of the other mode starts off the training thread while the
+            # current one keeps serving (no multi-second gap between two steps).
+            ds.reconfigure(config, background=True)
         except DatasetNotPicklableError as exc:
             note = f"process mode skipped: {exc}"
             if self._session is not None:

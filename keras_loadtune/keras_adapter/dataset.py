@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,10 +36,27 @@ def _config_of(dataset: Any) -> LoaderConfig:
     )
 
 
+def check_keras3(where: str) -> None:
+    """Raises a clear error when Keras 2 (`tf_keras`, `TF_USE_LEGACY_KERAS=1`) is in use."""
+    legacy = os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes")
+    if legacy or not str(getattr(keras, "__version__", "3")).startswith("3"):
+        raise RuntimeError(
+            f"{where}: keras-loadtune needs Keras 3 (keras>=3.6); this process uses Keras 2 "
+            "(tf_keras, selected by TF_USE_LEGACY_KERAS=1). Unset TF_USE_LEGACY_KERAS and "
+            "build the model with `import keras` (Keras 3), or train without keras-loadtune."
+        )
+
+
 def _check_source(dataset: Any) -> None:
+    check_keras3("wrap")
     if isinstance(dataset, keras.utils.PyDataset):
         return
     kind = type(dataset).__name__
+    if type(dataset).__module__.startswith("tf_keras"):
+        raise TypeError(
+            f"Got a {kind} from tf_keras (Keras 2); keras-loadtune needs Keras 3: subclass "
+            "keras.utils.PyDataset from `import keras` (Keras 3) instead."
+        )
     if inspect.isgenerator(dataset) or isinstance(dataset, Iterator):
         raise TypeError(
             f"Got a {kind} object: an iterator can be consumed only once and cannot be "
