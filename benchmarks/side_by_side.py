@@ -27,15 +27,18 @@ print_table("my job", results, reference={"plain": "plain"})
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import math
 import os
 import shlex
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -58,14 +61,29 @@ def reproduce_command(script: str, argv: Sequence[str]) -> str:
     return f"KERAS_BACKEND={backend} python benchmarks/{script} {args}".rstrip()
 
 
+def library_version() -> str:
+    """Where keras_loadtune was imported from and, in a git checkout, its commit and how
+    many files under `keras_loadtune/` differ from it."""
+    lib = Path(klt.__file__).resolve().parent
+    text = f"keras_loadtune {klt.__version__} ({lib.parent}"
+    try:
+        git = ["git", "-C", str(lib.parent)]
+        run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=10)
+        commit = run([*git, "rev-parse", "--short", "HEAD"], check=True).stdout.strip()
+        dirty = run([*git, "status", "--porcelain", "--", "keras_loadtune"]).stdout.splitlines()
+        text += f", commit {commit}" + (f", {len(dirty)} uncommitted file(s)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return text + ")"
+
+
 def print_header(script: str, argv: Sequence[str], what: str) -> None:
-    """Prints the reproduce command, the machine and what is compared."""
+    """Prints the reproduce command, the machine, the library version and what is compared."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"$ {reproduce_command(script, argv)}")
     print(
         f"# {what}\n# keras {keras.__version__}, backend {keras.backend.backend()}, "
-        f"keras_loadtune {klt.__version__}, {cores} core(s), "
-        f"load average {os.getloadavg()[0]:.2f}",
+        f"{cores} core(s), load average {os.getloadavg()[0]:.2f}\n# {library_version()}",
         flush=True,
     )
 
