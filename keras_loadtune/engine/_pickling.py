@@ -151,6 +151,9 @@ class _Walk:
             return ("id", kind.__qualname__, id(obj))
         self.seen.add(id(obj))
         if kind in (list, tuple):
+            if all(type(v) in _SCALARS for v in obj):  # fast path: paths, labels, ids
+                self.budget -= len(obj) // 16
+                return (kind.__name__, tuple(obj))
             return (kind.__name__, tuple(self(v, depth - 1) for v in obj))
         if kind in (set, frozenset):
             return (kind.__name__, len(obj), id(obj), tuple(sorted(hash(_leaf(v)) for v in obj)))
