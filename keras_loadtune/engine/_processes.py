@@ -416,14 +416,18 @@ class ProcessPool:
         with self._lock:
             if self._closed:
                 raise RuntimeError("keras_loadtune: process pool is closed")
-            # A worker that died idle is skipped at once (is_alive() polls its sentinel),
-            # before the collector thread has even seen the death.
-            live = [w for w in self._live() if w.process.is_alive()]
+            live = self._live()
             if len(live) < self._target:
                 live += self._replace(self._target - len(live))
             if not live:
                 raise RuntimeError("keras_loadtune: process pool has no workers (resize first)")
             w = min(live, key=lambda w: len(w.inflight))
+            if not w.inflight and not w.process.is_alive():
+                # Died idle, and the collector has not seen it yet (is_alive() polls the
+                # sentinel): never hand it a task, replace it now.
+                w.stopping = True
+                live = [x for x in live if x is not w] + self._replace(1)
+                w = min(live, key=lambda w: len(w.inflight))
             w.inflight[key] = index
             self._send(w, ("task", key, index, seed))
 
