@@ -23,7 +23,6 @@ from engine_datasets import (
     HangingDataset,
     IndexDataset,
     JitterDataset,
-    LambdaDataset,
     LockHoldingDataset,
     RecordingDataset,
     SuicidalDataset,
@@ -255,7 +254,7 @@ def test_hanging_worker_with_timeout_raises_batch_timeout_error_naming_the_index
     assert wait_until(lambda: not any(pid_alive(p) for p in pids), timeout=5)
 
 
-@pytest.mark.parametrize("dataset_cls", [LockHoldingDataset, LambdaDataset])
+@pytest.mark.parametrize("dataset_cls", [LockHoldingDataset])  # a lambda ships by value now
 def test_unpicklable_dataset_refuses_processes_and_keeps_the_old_config(dataset_cls):
     ds = dataset_cls(12)
     with Prefetcher(ds, THREADS) as pf:
