@@ -413,10 +413,6 @@ class DriftDetector:
         """Consecutive input-bound windows seen so far."""
         return len(self._streak)
 
-    def recent_samples(self) -> list[StepSample]:
-        """Steps of the window in progress (for re-measuring after a trigger)."""
-        return list(self._window)
-
     def update(self, sample: StepSample) -> bool:
         """Add one step; `True` when sustained input-boundness was just detected."""
         self._window.append(sample)

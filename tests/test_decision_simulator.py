@@ -55,7 +55,11 @@ def test_simulator_cpu_contention_and_queue_bound():
 
 def test_simulator_restart_costs_and_memory():
     pipe = SimulatedPipeline(
-        io_s=0.01, process_startup_s=0.5, process_worker_s=0.03, process_rss_bytes=100 << 20
+        io_s=0.01,
+        process_startup_s=0.5,
+        process_worker_s=0.03,
+        process_rss_bytes=100 << 20,
+        background_switch=False,  # the trainer waits for every start-up
     )
     # The first process pool starts the forkserver, then each worker process.
     assert pipe.reconfigure(LoaderConfig(4, 4, True)) == pytest.approx(0.62)
@@ -211,11 +215,27 @@ def test_reconfigure_keeps_finished_and_in_flight_batches():
     # A thread resize keeps them: the next steps do not wait for a refill.
     after = pipe.run_steps(LoaderConfig(6, 8), 3)
     assert all(s.wait_s < 0.005 for s in after)
-    # A switch to processes pays the forkserver once, but still serves the old batches.
+    assert pipe.served_by_current_pool
+    # A switch of mode starts the process pool in the background (forkserver once):
+    # the thread pool keeps serving meanwhile, and no step waits for the start-up.
     t0 = pipe.now
-    steps = pipe.run_steps(LoaderConfig(6, 8, True), 3)
-    assert pipe.now - t0 >= pipe.params.process_startup_s
-    assert all(s.wait_s < 0.005 for s in steps)
+    seconds = pipe.reconfigure(LoaderConfig(6, 8, True))
+    assert seconds == pytest.approx(
+        pipe.params.process_startup_s + 6 * pipe.params.process_worker_s
+    )
+    assert pipe.switch_pending and pipe.now == t0
+    served = [pipe.step() for _ in range(10)]
+    assert pipe.config == LoaderConfig(6, 8) and pipe.switch_pending
+    assert max(s.wait_s for s in served) < 0.005  # the old pool's batches, at compute speed
+    while pipe.switch_pending:
+        pipe.step()
+    assert pipe.now - t0 >= seconds and pipe.config == LoaderConfig(6, 8, True)
+    # The batches the thread pool produced are served first, then the process pool's.
+    kinds = []
+    for _ in range(20):
+        pipe.step()
+        kinds.append(pipe.served_by_current_pool)
+    assert kinds[-1] and kinds.index(True) <= 8
 
 
 def test_simulator_window_is_the_engines_arithmetic():

@@ -5,8 +5,12 @@ Pure Python (Optuna, NumPy, psutil; no TensorFlow):
 - `settings.TunerSettings`: budget, search space and thresholds;
 - `analytical`: the pipeline model that predicts configs and seeds the search;
 - `resources`: cores and memory of the machine;
-- `session.TuningSession`: the state machine the Keras callback drives per step;
-- `simulator`: a simulated pipeline to test the policy without TensorFlow.
+- `session.TuningSession`: the facade the Keras callback drives per step, over the
+  phase objects `probe`, `warm_start`, `search`, `steady`, `memory` and
+  `optuna_bridge` (the only module that touches `optuna.Trial`); `phase` holds
+  `Phase`, `Event` and `StepResult`;
+- `driver.Driver`: the observe -> decide -> apply -> acknowledge loop over an `Applier`;
+- `simulator`: a simulated `Prefetcher` + trainer to test the policy without TensorFlow.
 
 Example:
 
@@ -21,7 +25,21 @@ session = TuningSession(LoaderConfig(), TunerSettings(max_trials=8, seed=0))
 from __future__ import annotations
 
 from keras_loadtune.decision.analytical import Prediction, predict, seed_configs
+from keras_loadtune.decision.driver import Applier, Driver, Observation
+from keras_loadtune.decision.phase import Event, Phase, StepResult
 from keras_loadtune.decision.session import TuningSession
 from keras_loadtune.decision.settings import TunerSettings
 
-__all__ = ["Prediction", "TunerSettings", "TuningSession", "predict", "seed_configs"]
+__all__ = [
+    "Applier",
+    "Driver",
+    "Event",
+    "Observation",
+    "Phase",
+    "Prediction",
+    "StepResult",
+    "TunerSettings",
+    "TuningSession",
+    "predict",
+    "seed_configs",
+]

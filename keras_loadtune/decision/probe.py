@@ -29,7 +29,7 @@ from typing import Any
 
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.settings import TunerSettings
-from keras_loadtune.engine.arithmetic import in_flight
+from keras_loadtune.engine.arithmetic import held_batches, in_flight
 from keras_loadtune.measurement import (
     LoaderProfile,
     StepSample,
@@ -46,20 +46,27 @@ PROBE_MIN_STEPS = 6
 CONTENTION_CPU_SHARE = 0.25
 
 
-def refill_steps(settings: TunerSettings, config: LoaderConfig) -> int:
-    """Steps to ignore after (re)starting the loader with `config`.
+def refill_steps(
+    settings: TunerSettings, config: LoaderConfig, previous: LoaderConfig | None = None
+) -> int:
+    """Steps to ignore after (re)starting the loader with `config` (from `previous`).
 
     A restarted loader first makes the trainer wait (the refill), then hands out the
     batches its workers built meanwhile at compute speed: a burst that would overstate
-    throughput. So skip `skip_steps` plus one step per batch produced at once
-    (`engine.in_flight`).
+    throughput. The engine also keeps the batches the previous config had produced or
+    started (up to `held_batches(previous)` of them) and serves them first. So skip
+    `skip_steps` plus the larger of `in_flight(config)` and `held_batches(previous)`
+    (see `keras_loadtune.engine.arithmetic`).
 
     Example:
 
     >>> refill_steps(TunerSettings(skip_steps=2), LoaderConfig(workers=4, max_queue_size=3))
     5
+    >>> refill_steps(TunerSettings(skip_steps=2), LoaderConfig(4, 3), previous=LoaderConfig(2, 20))
+    22
     """
-    return settings.skip_steps + in_flight(config)
+    held = held_batches(previous) if previous is not None else 0
+    return settings.skip_steps + max(in_flight(config), held)
 
 
 def profile_from(

@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.engine.arithmetic import in_flight
-from keras_loadtune.measurement import StepSample, WindowStats, window_stats
+from keras_loadtune.measurement import (
+    StepSample,
+    WindowStats,
+    align_to_cycles,
+    window_is_settled,
+    window_stats,
+)
 from keras_loadtune.trial import (
     PARAM_MODE,
     TrialOutcome,
@@ -43,6 +49,8 @@ from keras_loadtune.trial import (
 if TYPE_CHECKING:  # pragma: no cover
     from keras_loadtune.decision.optuna_bridge import StudyBridge
 
+# Measured steps between two RSS probes during a trial (psutil walks the process tree).
+RSS_EVERY = 5
 # Optuna asks per decision before giving up (skipped proposals cost no training step).
 MAX_ASKS_PER_DECISION = 64
 # Consecutive duplicate proposals after which the search counts as converged.
@@ -111,6 +119,35 @@ class TrialWindow:
     samples: list[StepSample] = field(default_factory=list)
     peak_rss: int | None = None
     startup_s: float | None = None
+
+    def add(self, sample: StepSample) -> bool:
+        """Count a step; `False` while the refill after the switch is still skipped."""
+        if self.skip_left > 0:
+            self.skip_left -= 1
+            return False
+        self.samples.append(sample)
+        return True
+
+    @property
+    def rss_due(self) -> bool:
+        """Whether to read the RSS now (first measured step, then every `RSS_EVERY`)."""
+        n = len(self.samples)
+        return n == 1 or n % RSS_EVERY == 0
+
+    def long_enough(self, settings: TunerSettings) -> bool:
+        """Whether the window has its minimum length (`window_steps`)."""
+        return len(self.samples) >= window_steps(settings, self.config)[0]
+
+    def settled(self, settings: TunerSettings) -> bool:
+        """Whether the window may end (long enough and stable, or at its maximum)."""
+        low, high = window_steps(settings, self.config)
+        return window_is_settled(
+            self.samples, min_steps=low, max_steps=high, rel_tol=settings.settle_rel_tol
+        )
+
+    def stats(self) -> WindowStats:
+        """The window's statistics over whole delivery cycles."""
+        return window_stats(align_to_cycles(self.samples))
 
 
 @dataclass(frozen=True)

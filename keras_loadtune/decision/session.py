@@ -50,7 +50,7 @@ from keras_loadtune.decision.optuna_bridge import (
 )
 from keras_loadtune.decision.phase import _ACTIVE, Event, Phase, StepResult
 from keras_loadtune.decision.probe import Probe, profile_from, refill_steps
-from keras_loadtune.decision.search import SearchRound, TrialWindow, window_steps
+from keras_loadtune.decision.search import SearchRound, TrialWindow
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.decision.steady import SteadyWatch
 from keras_loadtune.decision.warm_start import (
@@ -65,9 +65,6 @@ from keras_loadtune.measurement import (
     LoaderProfile,
     StepSample,
     WindowStats,
-    align_to_cycles,
-    window_is_settled,
-    window_stats,
 )
 from keras_loadtune.trial import (
     CONSTRAINT_KEY,
@@ -80,8 +77,6 @@ from keras_loadtune.trial import (
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
-# Measured steps between two RSS probes during a trial (psutil walks the process tree).
-RSS_EVERY = 5
 # Producer records kept for re-profiling when drift reopens the study.
 RECENT_RECORDS = 512
 
@@ -322,12 +317,10 @@ class TuningSession:
         try:
             window, self._window = self._window, None
             if window is not None:
-                min_steps, _ = window_steps(self.settings, window.config)
-                if len(window.samples) >= min_steps:
+                if window.long_enough(self.settings):
                     # Enough of the window ran to count: a trial cut short by the end of
                     # training is still a measurement, not a loss.
-                    stats = window_stats(align_to_cycles(window.samples))
-                    self._record_measured(window, stats)
+                    self._record_measured(window, window.stats())
                 else:
                     self._tell_unmeasured(window, "pruned", f"stopped: {reason}", partial=True)
         except Exception as exc:
@@ -417,37 +410,26 @@ class TuningSession:
         return self._next()
 
     def _window_step(self, sample: StepSample) -> LoaderConfig | None:
-        window = self._window
-        if window is None:
+        window, rnd = self._window, self._round
+        if window is None or rnd is None:
             return self._next()
-        if window.skip_left > 0:
-            window.skip_left -= 1
+        if not window.add(sample):
             return None
-        window.samples.append(sample)
-        n = len(window.samples)
-        if n == 1 or n % RSS_EVERY == 0:
-            over = self._sample_rss(window)
-            if over is not None:
-                return self._prune_for_ram(window, over)
-        assert self._round is not None
-        budget_reason = self._round.budget_spent(self._tuning_steps, self._clock())
-        min_steps, max_steps = window_steps(self.settings, window.config)
-        if budget_reason is not None and n < min_steps:
+        over = self._sample_rss(window) if window.rss_due else None
+        if over is not None:
+            return self._prune_for_ram(window, over)
+        budget_reason = rnd.budget_spent(self._tuning_steps, self._clock())
+        if budget_reason is not None and not window.long_enough(self.settings):
             self._window = None
             self._tell_unmeasured(window, "pruned", budget_reason, partial=True)
             return self._finish(budget_reason)
-        if budget_reason is None and not window_is_settled(
-            window.samples,
-            min_steps=min_steps,
-            max_steps=max_steps,
-            rel_tol=self.settings.settle_rel_tol,
-        ):
+        if budget_reason is None and not window.settled(self.settings):
             return None
         self._window = None
         over = self._sample_rss(window)
         if over is not None:
             return self._prune_for_ram(window, over)
-        stats = window_stats(align_to_cycles(window.samples))
+        stats = window.stats()
         if window.config.use_multiprocessing and window.peak_rss is not None:
             self._memory.learn_process_rss(window.config, window.peak_rss, self.profile)
         self._record_measured(window, stats)
@@ -695,7 +677,8 @@ class TuningSession:
     # ------------------------------------------------------------------ bookkeeping
 
     def _refill(self, config: LoaderConfig) -> int:
-        return refill_steps(self.settings, config)
+        """Refill steps of a switch from the current config to `config`."""
+        return refill_steps(self.settings, config, self._config)
 
     def _switch_to(self, config: LoaderConfig) -> LoaderConfig | None:
         if config == self._config:

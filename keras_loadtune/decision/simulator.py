@@ -16,10 +16,11 @@
   `trainer_cores` cores;
 - when more CPU work is runnable than `cores`, everything runs proportionally slower;
 - a reconfigure keeps finished and in-flight work, as the engine does: same mode
-  resizes the pool (only added workers pay `thread_startup_s` / `process_worker_s`),
-  another mode starts a new pool while the old one finishes what it runs; the
-  forkserver starts once (`process_startup_s`, first process pool only). The loader
-  keeps working during the start-up; the trainer waits for it;
+  resizes the pool (only added workers pay `thread_startup_s` / `process_worker_s`;
+  the trainer waits, the loader keeps working); another mode starts a new pool in the
+  background (`Prefetcher.reconfigure(config, background=True)`): the old pool keeps
+  serving until the new one is ready (`switch_pending`), then finishes what it runs.
+  The forkserver starts once (`process_startup_s`, first process pool only);
 - process pools cost `process_rss_bytes` per worker; optional log-normal noise
   (`noise_cv`, e.g. the jitter measured on the real loader).
 
@@ -87,6 +88,9 @@ class PipelineParams:
         noise_cv: Coefficient of variation of every duration (log-normal), 0 for none.
         seed: Seed of the noise.
         picklable: `False` makes switching to process mode fail.
+        background_switch: A switch of mode starts the new pool in the background
+            while the old one serves (the engine's `background=True`); `False`: the
+            trainer waits for the start-up.
 
     Example:
 
@@ -111,6 +115,7 @@ class PipelineParams:
     noise_cv: float = 0.0
     seed: int = 0
     picklable: bool = True
+    background_switch: bool = True
 
 
 class _Task:
@@ -165,8 +170,11 @@ class SimulatedPipeline:
         self._next_submit = 0
         self._pending: deque[int] = deque()
         self._running: list[_Task] = []
-        self._done: dict[int, bool] = {}  # position -> produced in a worker process
+        self._done: dict[int, tuple[bool, int]] = {}  # position -> (in a process, pool)
         self._peak_held = 0
+        self._pending_config: LoaderConfig | None = None  # a background switch
+        self._ready_at = math.inf
+        self.served_by_current_pool = True  # the last step's batch came from the current pool
 
     # --------------------------------------------------------------- public API
 
@@ -174,6 +182,11 @@ class SimulatedPipeline:
     def cores(self) -> int:
         """Simulated cores."""
         return self.params.cores
+
+    @property
+    def switch_pending(self) -> bool:
+        """A background switch of mode is still starting its pool."""
+        return self._pending_config is not None
 
     def set_params(self, **changes: Any) -> None:
         """Change costs mid-run (e.g. the storage got slower), keeping the clock."""
@@ -188,16 +201,15 @@ class SimulatedPipeline:
             RuntimeError: For a process config when the dataset is not picklable.
         """
         old = self.config
+        if self._pending_config is not None:  # a newer request supersedes a pending switch
+            self._pending_config, self._ready_at = None, math.inf
         if config == old:
             return 0.0
         p = self.params
         if config.use_multiprocessing and not p.picklable:
             raise RuntimeError("the dataset cannot be pickled for worker processes")
-        if old is not None and old.use_multiprocessing == config.use_multiprocessing:
-            added = max(config.workers - old.workers, 0)
-        else:
-            added = config.workers
-            self._pool += 1  # a new pool; the old one finishes the tasks it runs
+        same_mode = old is not None and old.use_multiprocessing == config.use_multiprocessing
+        added = max(config.workers - old.workers, 0) if same_mode and old else config.workers
         if config.use_multiprocessing:
             startup = p.process_worker_s * added
             if added and not self._forkserver:
@@ -205,10 +217,15 @@ class SimulatedPipeline:
                 self._forkserver = True
         else:
             startup = p.thread_startup_s * added
+        self._startups.append((config, startup))
+        if old is not None and not same_mode and p.background_switch:
+            self._pending_config, self._ready_at = config, self.now + startup
+            return startup
+        if not same_mode:
+            self._pool += 1  # a new pool; the old one finishes the tasks it runs
         self.config = config
         if startup > 0:
             self._run_for(startup)
-            self._startups.append((config, startup))
         self._fill()
         return startup
 
@@ -228,7 +245,8 @@ class SimulatedPipeline:
         while head not in self._done:
             self._advance(None, math.inf)
         ready = self.now
-        from_process = self._done.pop(head)
+        from_process, pool = self._done.pop(head)
+        self.served_by_current_pool = pool == self._pool and self._pending_config is None
         self._head += 1  # the cursor moves past the delivered batch ...
         self._fill()  # ... and the window offers one more position
         compute = self._draw(p.compute_s)
@@ -319,7 +337,7 @@ class SimulatedPipeline:
         """Let the loader work for `seconds` while the trainer waits (a start-up)."""
         end = self.now + seconds
         while self.now < end - _EPS:
-            if not self._running:
+            if not self._running and self._pending_config is None:
                 self.now = end
                 break
             self._advance(None, end - self.now)
@@ -347,7 +365,7 @@ class SimulatedPipeline:
             demand += max(p.trainer_cores, 1e-9)
         share = min(1.0, p.cores / demand) if demand else 1.0
         gil_rate = share / gil_holders if gil_holders else share
-        dt = horizon
+        dt = min(horizon, self._ready_at - self.now)
         rates = []
         for task in running:
             kind = task.kind
@@ -376,11 +394,15 @@ class SimulatedPipeline:
                     finished.append(task)
                     break
                 task.remaining += task.phases[task.phase_i][1]
+        if self._pending_config is not None and self.now >= self._ready_at - _EPS:
+            self.config, self._pending_config, self._ready_at = self._pending_config, None, math.inf
+            self._pool += 1  # the new pool takes over; the old one finishes what it runs
+            self._fill()
         if finished:
             for task in finished:
                 running.remove(task)
                 if task.position >= self._head and task.position not in self._done:
-                    self._done[task.position] = task.in_process
+                    self._done[task.position] = (task.in_process, task.pool)
                 self._records.append(
                     SimpleNamespace(
                         produce_wall_s=self.now - task.start,
@@ -480,12 +502,16 @@ def simulate_tuning(
     for i in range(total_steps):
         if i in changes:
             pipeline.set_params(**changes[i])
-        observation = Observation(
-            pipeline.step(), pipeline.drain_records(), pipeline.drain_startups()
-        )
-        result = driver.step(observation)
-        if result.switch_to is not None:
-            switches.append((i, result.switch_to))
+        sample = pipeline.step()
+        if pipeline.switch_pending or not pipeline.served_by_current_pool:
+            # As the callback: no step is measured while a background switch is pending
+            # or while the previous pool still serves its batches.
+            pipeline.drain_records()
+        else:
+            observation = Observation(sample, pipeline.drain_records(), pipeline.drain_startups())
+            result = driver.step(observation)
+            if result.switch_to is not None:
+                switches.append((i, result.switch_to))
         if session.phase in (Phase.STEADY, Phase.COMPUTE_BOUND):
             if steady_from is None:
                 steady_from = (i + 1, pipeline.now)

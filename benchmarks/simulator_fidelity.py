@@ -1,0 +1,283 @@
+"""Simulator fidelity: the simulated pipeline, fed costs measured here, against real fits.
+
+For each scenario (see `scenarios.py`) a worker process measures, on this machine:
+
+- the loader's costs: wall and thread-CPU seconds of `__getitem__` in one thread (median
+  of `--samples` batches), their jitter (CV of the wall times) and the batch size;
+- the trainer: the median step of a fit on in-memory batches (`compute_s`), the process
+  CPU seconds per wall second during that fit (`trainer_cores`), and its slowdown when a
+  pure-Python thread spins beside it (`trainer_gil_share`, an upper bound: the spinner
+  also takes a core);
+- the engine's process start-up: the first process pool (forkserver + 2 workers) and
+  the cost per added worker process (`Prefetcher.stats.startups`);
+- three real fits of `epochs x steps`: Keras's default config, the oracle (the fastest
+  config of `strategies.oracle_grid`, its search not counted) and keras-loadtune (tuning
+  included, from the default config);
+- the fixed cost of a fit (tracing, epoch ends): the in-memory fit's wall time minus its
+  steps x `compute_s`, added to every simulated time.
+
+The parent process (no Keras) then simulates the same three strategies with
+`keras_loadtune.decision.simulator` and prints real vs simulated seconds.
+
+Usage:
+
+```bash
+python benchmarks/simulator_fidelity.py                                  # 3 scenarios
+python benchmarks/simulator_fidelity.py --scenarios latency-sleep --epochs 1 --steps 100
+```
+
+This module imports neither TensorFlow nor Keras at top level (the forkserver preloads
+`__main__`); only the per-scenario worker processes do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+DEFAULT_SCENARIOS = ("latency-sleep", "numpy", "gil-python")
+SIM_KIND = {"gil-python": "python_s"}  # the CPU part of a batch holds the GIL
+
+
+# ------------------------------------------------------------------- worker (Keras here)
+def _measure(name: str, epochs: int, steps: int, samples: int) -> dict[str, Any]:
+    import keras  # noqa: F401  (imported here, never in the parent)
+    import numpy as np
+    from scenarios import SCENARIOS, InMemoryDataset
+    from strategies import DEFAULT_CONFIG, Runner, _fresh_model, oracle_grid
+
+    from keras_loadtune import LoaderConfig
+    from keras_loadtune.engine import Prefetcher
+
+    scenario = SCENARIOS[name]
+    out: dict[str, Any] = {"scenario": name, "epochs": epochs, "steps": steps}
+    with scenario.environment(max_requests=100_000) as env:
+        runner = Runner(scenario, "full", env)
+        runner.epochs, runner.steps = epochs, steps
+        ds = scenario.make_dataset(steps, env)
+        walls, cpus = [], []
+        for i in range(samples):
+            w0, c0 = time.perf_counter(), time.thread_time()
+            batch = ds[i]
+            cpus.append(time.thread_time() - c0)
+            walls.append(time.perf_counter() - w0)
+        out["produce_wall_s"] = statistics.median(walls)
+        out["produce_cpu_s"] = statistics.median(cpus)
+        out["jitter_cv"] = statistics.pstdev(walls) / max(statistics.mean(walls), 1e-12)
+        out["batch_nbytes"] = int(sum(np.asarray(a).nbytes for a in batch))
+
+        # The trainer on in-memory batches: step time, cores, GIL sensitivity.
+        floor_data = InMemoryDataset(runner.floor_batches, steps)
+        model = _fresh_model(scenario)
+        model.fit(InMemoryDataset(runner.floor_batches, 3), epochs=1, verbose=0)  # trace
+        t0, c0 = time.perf_counter(), time.process_time()
+        model.fit(floor_data, epochs=epochs, verbose=0)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        floor = runner.run("floor", 0)
+        out["compute_s"] = floor.extra["median_step_s"]
+        out["floor_wall_s"] = floor.wall_s
+        out["trainer_cores"] = cpu / wall
+        stop = threading.Event()
+
+        def spin() -> None:
+            x = 0
+            while not stop.is_set():
+                x += 1
+
+        spinner = threading.Thread(target=spin, daemon=True)
+        spinner.start()
+        t0 = time.perf_counter()
+        model.fit(floor_data, epochs=epochs, verbose=0)
+        contended = time.perf_counter() - t0
+        stop.set()
+        spinner.join()
+        out["trainer_gil_share"] = min(max(contended / wall - 1.0, 0.0), 1.0)
+
+        # The engine's process start-up: forkserver + 2 workers, then 2 more workers.
+        with Prefetcher(ds, LoaderConfig(2, 4, True)) as pf:
+            pf.begin_pass(range(8))
+            pf.next()
+            pf.reconfigure(LoaderConfig(4, 4, True))
+            pf.next()
+            startups = [(r.workers_started, r.seconds) for r in pf.stats.startups]
+        first, more = startups[0], startups[-1]
+        out["process_worker_s"] = more[1] / max(more[0], 1)
+        out["process_startup_s"] = max(first[1] - 2 * out["process_worker_s"], 0.0)
+
+        # Real fits.
+        runner.search_oracle()
+        out["oracle_config"] = dict(runner.oracle or DEFAULT_CONFIG)
+        out["oracle_grid"] = oracle_grid(False)
+        for strategy in ("keras-default", "oracle", "keras-loadtune"):
+            result = runner.run(strategy, 0)
+            out[strategy] = {
+                "wall_s": result.wall_s,
+                "config": result.config,
+                "error": result.error,
+                "tuning_s": result.tuning_s,
+            }
+    return out
+
+
+# ---------------------------------------------------------------- parent (no Keras here)
+def _simulate(m: dict[str, Any], cores: int) -> dict[str, Any]:
+    from keras_loadtune import LoaderConfig
+    from keras_loadtune.decision.settings import TunerSettings
+    from keras_loadtune.decision.simulator import (
+        PipelineParams,
+        SimulatedPipeline,
+        simulate_tuning,
+    )
+
+    total = m["epochs"] * m["steps"]
+    cpu = min(m["produce_cpu_s"], m["produce_wall_s"])
+    params = PipelineParams(
+        io_s=max(m["produce_wall_s"] - cpu, 0.0),
+        compute_s=m["compute_s"],
+        cores=cores,
+        trainer_gil_share=m["trainer_gil_share"],
+        trainer_cores=max(m["trainer_cores"], 1.0),
+        batch_nbytes=m["batch_nbytes"],
+        process_startup_s=m["process_startup_s"],
+        process_worker_s=m["process_worker_s"],
+        noise_cv=m["jitter_cv"],
+        seed=0,
+        **{SIM_KIND.get(m["scenario"], "numpy_s"): cpu},
+    )
+    overhead = max(m["floor_wall_s"] - total * m["compute_s"], 0.0)
+
+    def static(config: LoaderConfig) -> float:
+        pipe = SimulatedPipeline(params)
+        pipe.run_steps(config, total)
+        return pipe.now + overhead
+
+    oracle_cfg = LoaderConfig.from_dict(m["oracle_config"])
+    grid = [LoaderConfig.from_dict(c) for c in m["oracle_grid"]]
+    sim_oracle_cfg, sim_oracle = min(((c, static(c)) for c in grid), key=lambda t: t[1])
+    tuned = simulate_tuning(
+        SimulatedPipeline(params),
+        TunerSettings(cores=cores, seed=0),
+        baseline=LoaderConfig(),
+        total_steps=total,
+    )
+    return {
+        "params": {k: getattr(params, k) for k in params.__dataclass_fields__},
+        "overhead_s": overhead,
+        "keras-default": static(LoaderConfig()),
+        "oracle": static(oracle_cfg),
+        "oracle_config": str(oracle_cfg),
+        "sim_oracle": sim_oracle,
+        "sim_oracle_config": str(sim_oracle_cfg),
+        "keras-loadtune": tuned.total_time_s + overhead,
+        "tuned_config": str(tuned.session.best_config),
+    }
+
+
+def _row(name: str, strategy: str, real: float, sim: float, note: str) -> str:
+    err = (sim / real - 1.0) * 100 if real and math.isfinite(real) else float("nan")
+    return f"| {name} | {strategy} | {real:.2f} | {sim:.2f} | {err:+.0f}% | {note} |"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenarios", nargs="+", default=list(DEFAULT_SCENARIOS))
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
+    parser.add_argument("--_scenario", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_json", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._scenario is not None:
+        data = _measure(args._scenario, args.epochs, args.steps, args.samples)
+        args._json.write_text(json.dumps(data), encoding="utf-8")
+        return 0
+
+    cores = os.cpu_count() or 1
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.scenarios:
+            path = Path(tmp) / f"{name}.json"
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--_scenario",
+                name,
+                "--_json",
+                str(path),
+                "--epochs",
+                str(args.epochs),
+                "--steps",
+                str(args.steps),
+                "--samples",
+                str(args.samples),
+            ]
+            print(f"measuring {name} ...", flush=True)
+            subprocess.run(cmd, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+            measured = json.loads(path.read_text(encoding="utf-8"))
+            results.append({"measured": measured, "simulated": _simulate(measured, cores)})
+
+    print(f"\n{cores} cores; seconds for the whole fit (tuning included for keras-loadtune)\n")
+    print("| scenario | strategy | real s | simulated s | error | configs (real / simulated) |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        m, s = r["measured"], r["simulated"]
+        name = m["scenario"]
+        print(_row(name, "keras-default", m["keras-default"]["wall_s"], s["keras-default"], ""))
+        print(
+            _row(
+                name,
+                "oracle",
+                m["oracle"]["wall_s"],
+                s["oracle"],
+                f"{m['oracle']['config']}; simulated best of the grid: "
+                f"{s['sim_oracle_config']} {s['sim_oracle']:.2f} s",
+            )
+        )
+        print(
+            _row(
+                name,
+                "keras-loadtune",
+                m["keras-loadtune"]["wall_s"],
+                s["keras-loadtune"],
+                f"{m['keras-loadtune']['config']} / {s['tuned_config']}",
+            )
+        )
+    print("\nmeasured costs:")
+    for r in results:
+        m = r["measured"]
+        keys = (
+            "produce_wall_s",
+            "produce_cpu_s",
+            "jitter_cv",
+            "compute_s",
+            "trainer_cores",
+            "trainer_gil_share",
+            "process_startup_s",
+            "process_worker_s",
+        )
+        print(f"  {m['scenario']}: " + ", ".join(f"{k}={m[k]:.4g}" for k in keys))
+    if args.out is not None:
+        args.out.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
