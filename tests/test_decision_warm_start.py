@@ -214,3 +214,20 @@ def test_fixed_trials_are_never_taken_from_another_process_queue():
     ]
     for rec in res.session.trials:
         assert study.trials[rec.number].params == rec.optuna_params()
+
+
+def test_verifying_is_tuning_with_a_flag_until_the_verdict():
+    from keras_loadtune.decision import TuningSession
+    from keras_loadtune.measurement import StepSample
+
+    settings = _settings(8)
+    study = _study(settings)
+    _add(study, LoaderConfig(6, 8), 100.0)
+    session = TuningSession(LoaderConfig(), settings, study=study, cores=8)
+    assert session.observe_step(StepSample(0.03, 0.04)) == LoaderConfig(6, 8)
+    assert session.phase == "tuning" and session.verifying  # the callback's "tuning"
+    for _ in range(200):
+        session.observe_step(StepSample(0.0, 0.01))
+        if not session.verifying:
+            break
+    assert not session.verifying and session.phase == "steady" and session.warm_start_kept

@@ -20,10 +20,13 @@ from keras_loadtune.config import LoaderConfig
 
 
 class Phase(str, enum.Enum):
-    """Where the session is. A `str` enum: `Phase.TUNING == "tuning"`."""
+    """Where the session is. A `str` enum: `Phase.TUNING == "tuning"`.
+
+    Verifying a warm start is `TUNING` with `TuningSession.verifying` set (the Keras
+    callback compares these values; a separate phase would change what it sees).
+    """
 
     PROBE = "probe"
-    VERIFY = "verify"
     TUNING = "tuning"
     STEADY = "steady"
     COMPUTE_BOUND = "compute-bound"
@@ -34,7 +37,7 @@ class Phase(str, enum.Enum):
 
 
 # Phases in which the session measures (tuning steps and seconds count).
-_ACTIVE = (Phase.PROBE, Phase.VERIFY, Phase.TUNING)
+_ACTIVE = (Phase.PROBE, Phase.TUNING)
 
 
 class Event(str, enum.Enum):

@@ -14,7 +14,8 @@ Phases (`Phase`, a `str` enum: `Phase.STEADY == "steady"`)::
     probe ──(wait < threshold)──> compute-bound        (observe_step: None forever)
       │
       └──> tuning ──(budget / patience / floor)──> steady ──(sustained drift)──> tuning
-    verify (warm start) ──> steady | tuning | probe    any phase ──stop()──> stopped
+    (warm start) tuning+verifying ──> steady | tuning | probe
+                                                      any phase ──stop()──> stopped
 
 Where the rules live: warm start and its verification in `warm_start`, the search
 space, skipped proposals, RAM constraint and objective in `search` and
@@ -105,8 +106,8 @@ class TuningSession:
             so the probe skips no refill.
 
     Attributes:
-        phase: A `Phase` (compares equal to `"probe"`, `"verify"`, `"tuning"`,
-            `"steady"`, `"compute-bound"` and `"stopped"`).
+        phase: A `Phase` (compares equal to `"probe"`, `"tuning"`, `"steady"`,
+            `"compute-bound"` and `"stopped"`).
         trials: `TrialRecord`s of the baseline, measured, failed and RAM-skipped
             trials (sampler proposals that were duplicates, over a worker cap or in a
             disabled mode are only in the Optuna study, as `klt_state="skipped"`).
@@ -182,6 +183,7 @@ class TuningSession:
         self.warm_start: WarmStart | None = None
         self.warm_start_kept = False
         self._warm_pending = bool(warm_start) and study is not None
+        self._verifying = False  # measuring a warm start's stored best
 
         self._modes = [m for m in settings.modes if process_mode_available or m != "process"]
         if "process" in settings.modes and not process_mode_available:
@@ -249,6 +251,11 @@ class TuningSession:
     def pending_seeds(self) -> tuple[LoaderConfig, ...]:
         """Analytical seeds not yet tried, in the order they will run."""
         return tuple(self._round.pending_seeds) if self._round is not None else ()
+
+    @property
+    def verifying(self) -> bool:
+        """Whether the session is measuring a warm start's stored best (phase `TUNING`)."""
+        return self._verifying
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -490,7 +497,8 @@ class TuningSession:
         """Skip the probe: switch to the stored best and measure one trial window."""
         self.warm_start = warm
         self._memory.mark_probe()  # the loader still runs the baseline
-        self._enter(Phase.VERIFY)
+        self._enter(Phase.TUNING)
+        self._verifying = True
         self._log.info("keras_loadtune: %s", warm.describe())
         self._new_round(self.settings.max_trials)
         trial = self._bridge.ask(config_to_params(warm.config))
@@ -503,6 +511,7 @@ class TuningSession:
         """Keep the verified stored config, or re-tune with a small budget."""
         warm, rnd, s = self.warm_start, self._round, self.settings
         assert warm is not None and rnd is not None
+        self._verifying = False
         verdict = verify(warm, stats, wait_threshold=s.wait_threshold)
         if verdict.kept:
             self.warm_start_kept = True
@@ -518,6 +527,7 @@ class TuningSession:
     def _warm_start_failed(self) -> LoaderConfig | None:
         """The stored config did not run (failed / over the RAM budget): probe as usual."""
         assert self.warm_start is not None
+        self._verifying = False
         self.notes.append(self.warm_start.failed_note())
         self._enter(Phase.PROBE)
         self._probe = Probe(self.settings, self.baseline, in_steady_state=self._probe_steady)
@@ -548,7 +558,7 @@ class TuningSession:
 
     def _next(self) -> LoaderConfig | None:
         """Pick the next config to measure (or finish); return it if the loader must switch."""
-        if self.warm_start is not None and self.profile is None:
+        if self._verifying:  # the verify window failed or went over the RAM budget
             return self._warm_start_failed()
         rnd = self._round
         assert rnd is not None

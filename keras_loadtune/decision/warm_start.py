@@ -2,7 +2,7 @@
 
 When the study already holds measured trials (a stored study of the same workload
 and host, see `keras_loadtune.persistence`), the session skips the probe: it switches
-to `stored_best(...)` and measures it over one trial window (phase `VERIFY`, source
+to `stored_best(...)` and measures it over one trial window (phase `TUNING`, `verifying`; source
 `"warm-start"`). `verify` keeps it if it runs at least `WARM_START_TOLERANCE` of its
 stored steps/s (allowing `WARM_START_NOISE_SE` standard errors of the window's mean),
 or if the loader no longer makes training wait; otherwise the session re-tunes with a
