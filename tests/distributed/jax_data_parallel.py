@@ -20,7 +20,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import keras
 from fast_tuner import fast_tuner
-from recording import ShardDataset, StepCounter, emit, tiny_model
+from recording import ShardDataset, StepCounter, run_phase, tiny_model
 
 NUM_BATCHES = 12
 BATCH = 4
@@ -54,10 +54,9 @@ def main() -> None:
         "len": NUM_BATCHES,
         "batch_size": BATCH,
         "epochs": EPOCHS,
-        "plain": run(wrapped=False),
-        "wrapped": run(wrapped=True),
     }
-    emit(result)
+    run_phase(result, "plain", lambda: run(wrapped=False))
+    run_phase(result, "wrapped", lambda: run(wrapped=True))
 
 
 if __name__ == "__main__":

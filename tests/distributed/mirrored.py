@@ -24,7 +24,7 @@ tf.config.set_logical_device_configuration(
 
 import keras  # noqa: E402
 from fast_tuner import fast_tuner  # noqa: E402
-from recording import ShardDataset, StepCounter, emit, tiny_model  # noqa: E402
+from recording import ShardDataset, StepCounter, run_phase, tiny_model  # noqa: E402
 
 NUM_BATCHES = 12
 BATCH = 4
@@ -58,10 +58,9 @@ def main() -> None:
         "len": NUM_BATCHES,
         "batch_size": BATCH,
         "epochs": EPOCHS,
-        "plain": run(strategy, wrapped=False),
-        "wrapped": run(strategy, wrapped=True),
     }
-    emit(result)
+    run_phase(result, "plain", lambda: run(strategy, wrapped=False))
+    run_phase(result, "wrapped", lambda: run(strategy, wrapped=True))
 
 
 if __name__ == "__main__":

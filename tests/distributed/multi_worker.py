@@ -24,7 +24,7 @@ import keras
 import keras_multi_worker_fix
 import tensorflow as tf
 from fast_tuner import fast_tuner
-from recording import ShardDataset, StepCounter, emit, tiny_model
+from recording import ShardDataset, StepCounter, emit, run_phase, tiny_model
 
 SHARD = 12  # batches per worker
 BATCH = 4
@@ -65,17 +65,14 @@ def main() -> None:
         result["keras_fixed"] = keras_multi_worker_fix.apply()
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
         result["replicas"] = strategy.num_replicas_in_sync
-        try:
-            result["plain"] = run(strategy, index, workers, wrapped=False)
-        except Exception:
-            result["plain_error"] = traceback.format_exc()[-3000:]
-        else:
-            result["wrapped"] = run(strategy, index, workers, wrapped=True)
-    except BaseException:
-        result["error"] = traceback.format_exc()
-    emit(result)
-    # Exit now: a collective that failed on the other worker can hang TensorFlow's
-    # teardown, which also ignores SIGTERM.
+    except Exception:
+        result["error"] = traceback.format_exc()[-4000:]
+        emit(result)
+        os._exit(1)
+    run_phase(result, "plain", lambda: run(strategy, index, workers, wrapped=False))
+    run_phase(result, "wrapped", lambda: run(strategy, index, workers, wrapped=True))
+    # Exit now: after a collective failed on the other worker, TensorFlow's teardown can
+    # hang (and it ignores SIGTERM).
     os._exit(0)
 
 

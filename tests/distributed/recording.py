@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import time
+import traceback
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -133,3 +135,16 @@ def emit(result: dict, path: str | None = None) -> None:
             fh.write(text)
     else:
         print(text, flush=True)
+
+
+def run_phase(result: dict, phase: str, fit: Callable[[], dict]) -> None:
+    """`result[phase] = fit()`, or `{"error": traceback}` if it raised; then `emit(result)`.
+
+    Emitting after each phase leaves the plain run's findings even when the wrapped run
+    crashes or hangs (the test kills a hung script).
+    """
+    try:
+        result[phase] = fit()
+    except Exception:
+        result[phase] = {"error": traceback.format_exc()[-4000:]}
+    emit(result)
