@@ -323,7 +323,8 @@ def tuned_summary(tuned: Sequence[Run], plain: Sequence[Run]) -> str:
     if implied:
         i = median(implied)
         lines.append(
-            f"    report's rate for your config implies {i:.2f} s for these steps; "
+            f"    report's rate for your config implies {i:.2f} s for these steps (the rate "
+            f"leaves out tracing and epoch starts); "
             f"plain Keras measured {plain_s:.2f} s ({i / plain_s:.2f}x); implied net "
             f"effect {i / tuned_s:.2f}x vs measured {measured:.2f}x"
         )

@@ -170,6 +170,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{sw['switch_max'] * 1e3:.0f} ms ({sw['switch_max'] / sw['median']:.1f}x the median step, "
         f"{sw['switch_max'] / base['max']:.1f}x plain Keras's largest gap)"
     )
+    switch_runs = [gap_figures(run, args.skip, switch_at) for run in results[switch]]
+    text = (
+        "first switch in this process (cold process start): "
+        f"{switch_runs[0]['switch_max'] * 1e3:.0f} ms"
+    )
+    if len(switch_runs) > 1:
+        later = sbs.median([f["switch_max"] for f in switch_runs[1:]])
+        text += f"; later switches: median {later * 1e3:.0f} ms"
+    print(text)
     return 0
 
 
