@@ -21,7 +21,7 @@ The JPEGs are written once to `$XDG_CACHE_HOME/keras_loadtune/bench_jpegs` (or
 Usage:
 
 ```bash
-python benchmarks/image_pipeline.py                 # 10 epochs x 32 steps, 3 repeats
+python benchmarks/image_pipeline.py                 # 10 epochs x 32 steps, 3 repeats, ~5-9 min
 python benchmarks/image_pipeline.py --quick         # smoke run, < 60 s
 KERAS_BACKEND=jax python benchmarks/image_pipeline.py --repeats 5 --epochs 5
 ```
