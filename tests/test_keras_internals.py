@@ -63,12 +63,21 @@ def test_py_dataset_adapter_has_the_methods_we_inherit():
     )
 
 
-def test_py_dataset_adapter_builds_every_iterator_through_get_iterator():
+def test_py_dataset_adapter_builds_every_iterator_from_one_enqueuer_get():
     adapter = py_dataset_adapter.PyDatasetAdapter
     for name in ("get_numpy_iterator", "get_jax_iterator", "get_tf_dataset"):
         assert "self._get_iterator" in _source(getattr(adapter, name)), (
             MOVED + f"PyDatasetAdapter.{name} no longer builds its iterator with "
-            "self._get_iterator(), which TunedPyDatasetAdapter overrides to open a stream."
+            "self._get_iterator()."
+        )
+    assert "self.enqueuer is None" in _source(adapter._get_iterator), (
+        MOVED + "_get_iterator no longer takes the enqueuer path when an enqueuer is set."
+    )
+    for name in ("_finite_enqueuer_generator", "_infinite_enqueuer_generator"):
+        src = _source(getattr(adapter, name))
+        assert src.count("self.enqueuer.get()") == 1 and "_standardize_batch" in src, (
+            MOVED + f"PyDatasetAdapter.{name} no longer reads one enqueuer.get() per "
+            "iterator (StreamEnqueuer opens one stream per get())."
         )
     assert "self.enqueuer is not None" in _source(adapter.get_tf_dataset), (
         MOVED + "get_tf_dataset no longer skips its tf.data prefetch for enqueuer-fed "
@@ -95,7 +104,9 @@ def test_fit_keeps_the_training_epoch_iterator_in_a_local_named_epoch_iterator()
     backend = keras.backend.backend()
     module = importlib.import_module(f"keras.src.backend.{backend}.trainer")
     trainer = next(
-        cls for name, cls in vars(module).items() if name.endswith("Trainer") and hasattr(cls, "fit")
+        cls
+        for name, cls in vars(module).items()
+        if name.endswith("Trainer") and hasattr(cls, "fit")
     )
     src = _source(trainer.fit)
     assert "epoch_iterator = " in src and src.index("epoch_iterator = ") < src.index(
@@ -104,6 +115,7 @@ def test_fit_keeps_the_training_epoch_iterator_in_a_local_named_epoch_iterator()
         MOVED + f"{backend} fit() no longer binds `epoch_iterator` before on_train_begin; "
         "_hooks.training_adapter() reads it from fit's frame."
     )
+
 
 def test_get_data_adapter_routes_tuned_datasets_to_our_adapter_only():
     import keras_loadtune as klt

@@ -9,7 +9,7 @@ iterator that feeds training from `PyDatasetAdapter._get_iterator()`. For a
   untouched.
 - `TunedPyDatasetAdapter` is Keras's `PyDatasetAdapter` (batch standardisation,
   `class_weight`, tf.data/NumPy/JAX/torch iterators, tensor-spec peeking) whose
-  `_get_iterator()` opens a new engine *stream* for every iterator Keras creates.
+  enqueuer opens a new engine *stream* for every iterator Keras creates.
 
 Streams follow Keras's iterator lifecycle on every backend, because Keras itself
 decides when an iterator is new: a model-building pull followed by `reset()` (JAX,
@@ -67,24 +67,32 @@ def trainer_seed(counter: int) -> int:
     return int.from_bytes(digest.digest(), "little") >> 1
 
 
-class _EngineFed:
-    """Stands where Keras keeps its `OrderedEnqueuer`; our streams do the work.
+class StreamEnqueuer:
+    """Keras's enqueuer protocol (`start`, `get`, `stop`, `is_running`) over engine streams.
 
-    Keras's `get_tf_dataset` checks `adapter.enqueuer is not None` to skip its own
-    `tf.data` prefetch (a dataset with an enqueuer is already prefetched) and to run
-    the generator on one private thread. We want exactly that: a second buffer in
-    `tf.data` would pull batches before the step asks for them, hide the wait from
-    the engine's measurement, and serve batches made before an epoch hook ran.
+    Keras's `PyDatasetAdapter` builds each iterator it hands to a trainer from
+    `enqueuer.get()` (its `_finite_enqueuer_generator` / `_infinite_enqueuer_generator`
+    standardise the batches, so a bad batch fails inside Keras's own code, as with a
+    plain `PyDataset`). Every `get()` opens a new stream: one iterator, one pass. With an
+    enqueuer set, Keras's `get_tf_dataset` also skips its own `tf.data` prefetch, which
+    would pull batches before the step asks for them, hide the wait from the engine's
+    measurement, and serve batches made before an epoch hook ran.
     """
 
+    def __init__(self, adapter: TunedPyDatasetAdapter):
+        self._adapter = adapter
+
     def start(self) -> None:
-        pass
+        pass  # streams start on the first get()
 
     def stop(self, drain_queue_and_join: bool = True) -> None:
-        del drain_queue_and_join
+        del drain_queue_and_join  # a stream ends when its iterator is dropped
 
     def is_running(self) -> bool:
         return True
+
+    def get(self):
+        return self._adapter._stream_batches()
 
 
 class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
@@ -105,18 +113,15 @@ class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
         self.py_dataset = x
         self.class_weight = class_weight
         self.shuffle = shuffle
-        self.enqueuer = _EngineFed()
+        self.enqueuer = StreamEnqueuer(self)
         self._output_signature = None
         self._within_epoch = False
         self._error: BaseException | None = None
         self.consumer_id = next(_consumer_ids)
         self.streams_opened = 0
 
-    def _get_iterator(self):
-        """A new pass (engine stream) for every iterator Keras asks for."""
-        return self._stream_batches()
-
     def _stream_batches(self):
+        """A new pass (engine stream) for every iterator Keras builds; raw batches."""
         ds = self.py_dataset
         order = self._order()
         # An infinite dataset's new iterator starts at index 0, as Keras's own does.
@@ -135,11 +140,11 @@ class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
                     failed = True
                     self._fail(exc)
                     return
-                yield self._standardize_batch(batch)
+                yield batch
         finally:
             stream.close()
             if failed:  # nothing is left running after a failed pass
-                ds.release_workers()
+                ds.release_workers(timeout=1.0)
 
     def _fail(self, exc: BaseException) -> None:
         self._error = exc

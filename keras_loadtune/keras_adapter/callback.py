@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -189,6 +190,8 @@ class LoadTuner(keras.callbacks.Callback):
         self._t_last: float | None = None
         self._failed_switches: set[int] = set()
         self._session: TuningSession | None = None
+        self._session_starter: threading.Thread | None = None
+        self._session_box: list = []
         self._notes: list[str] = []
         self._broken = False
         self._reported = False
@@ -344,6 +347,7 @@ class LoadTuner(keras.callbacks.Callback):
             )
         self._train_ds = ds
         self._session = None
+        self._session_starter = None
         self._study_handle = None
         self._drain_left = None
         self._reported = False
@@ -377,15 +381,9 @@ class LoadTuner(keras.callbacks.Callback):
         if session is None and self._draining(records):
             return
         if session is None:
-            session = self._session = TuningSession(
-                self._train_ds.config,
-                self.settings,
-                study=self._open_study(),
-                rss_probe=process_tree_rss,
-                process_mode_available="process" in self.settings.modes,
-                probe_in_steady_state=True,  # the stock prefetched during tracing is drained
-                logger=logger,
-            )
+            session = self._session_when_ready()
+            if session is None:
+                return  # still starting off the training thread: training goes on
         if session.phase in ("compute-bound", "stopped"):
             return
         if records:
@@ -402,6 +400,53 @@ class LoadTuner(keras.callbacks.Callback):
             self._store_report()
             if session.phase == "steady":
                 self._spread_best()
+
+    def _session_when_ready(self) -> TuningSession | None:
+        """The tuning session, built off the training thread; None until it is ready.
+
+        Importing Optuna and opening the study's storage (a SQLite file, a database
+        over the network) take seconds: done inside a step they would stall training
+        and count as compute. A background thread does it while training goes on at
+        the current config; the probe starts on the first step after it is ready.
+        """
+        starter = self._session_starter
+        if starter is None:
+            config = self._train_ds.config
+            self._session_box = box = []  # this start's result only, whatever races
+            starter = self._session_starter = threading.Thread(
+                target=self._start_session,
+                args=(config, box),
+                name="keras_loadtune-session",
+                daemon=True,
+            )
+            starter.start()
+            return None
+        if starter.is_alive():
+            return None
+        self._session_starter = None
+        result = self._session_box[0] if self._session_box else None
+        if isinstance(result, BaseException):
+            raise result
+        if result is not None and result.baseline != self._train_ds.config:
+            return None  # the loader changed meanwhile (the user reconfigured): start again
+        self._session = result
+        return result
+
+    def _start_session(self, config: LoaderConfig, box: list) -> None:
+        try:
+            box.append(
+                TuningSession(
+                    config,
+                    self.settings,
+                    study=self._open_study(),
+                    rss_probe=process_tree_rss,
+                    process_mode_available="process" in self.settings.modes,
+                    probe_in_steady_state=True,  # the stock prefetched during tracing is drained
+                    logger=logger,
+                )
+            )
+        except BaseException as exc:  # reported on the training thread
+            box.append(exc)
 
     def _open_study(self) -> Any:
         """The Optuna study to tune in (`None`: the session's own, in memory); never raises."""
@@ -503,6 +548,7 @@ class LoadTuner(keras.callbacks.Callback):
         logger.info("keras_loadtune: %s", reason)
         self._compute_bound_reopens.append(reason)
         self._session = None
+        self._session_starter = None
         self._drain_left = 0
         self._reported = False
 

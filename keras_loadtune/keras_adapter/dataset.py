@@ -347,11 +347,16 @@ class TunedPyDataset(keras.utils.PyDataset):
             self._stats = prefetcher.stats
             prefetcher.close()
 
-    def release_workers(self) -> None:
-        """Stops idle workers but stays usable; they restart on next use (e.g. after `fit`)."""
+    def release_workers(self, timeout: float = 5.0) -> None:
+        """Stops idle workers but stays usable; they restart on next use (e.g. after `fit`).
+
+        Args:
+            timeout: Seconds to wait for each worker to exit (a thread stuck inside
+                `__getitem__` is left to end on its own as a daemon).
+        """
         prefetcher = self._prefetcher
         if prefetcher is not None:
-            prefetcher.release_workers()
+            prefetcher.release_workers(timeout)
 
     def __enter__(self) -> TunedPyDataset:
         return self
@@ -377,9 +382,7 @@ class TunedPyDataset(keras.utils.PyDataset):
                 )
             return self._prefetcher
 
-    def _open_stream(
-        self, order: Any, *, start: int, seed: int | None, consumer: int
-    ) -> Stream:
+    def _open_stream(self, order: Any, *, start: int, seed: int | None, consumer: int) -> Stream:
         """A new pass for one Keras iterator; `consumer` tags its batch records."""
         stream = self._engine().open_stream(order, start=start, seed=seed, consumer=consumer)
         self._stream_count += 1
