@@ -217,8 +217,15 @@ class TuningSession:
 
     @property
     def study(self) -> optuna.Study | None:
-        """The Optuna study (created when tuning starts)."""
+        """The Optuna study (created when tuning starts, or by `prepare_study`)."""
         return self._bridge.study
+
+    def prepare_study(self) -> None:
+        """Imports Optuna and creates the study now (seconds), e.g. off the training thread.
+
+        Otherwise that happens inside the training step where the probe ends.
+        """
+        self._bridge.ensure()
 
     @property
     def tuning_steps(self) -> int:
