@@ -33,7 +33,6 @@ from hypothesis import strategies as st
 
 SCRIPTS = Path(__file__).parent / "distributed"
 POSTGRES_URL = os.environ.get("KLT_TEST_POSTGRES_URL")
-LIFECYCLE = "lifecycle rewrite pending"
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(400)]
 
@@ -172,7 +171,6 @@ def test_mirrored_plain_pydataset_trains_every_batch_once(mirrored):
     _once_per_epoch(mirrored["plain"], n, b, mirrored["epochs"], indices=n)
 
 
-@pytest.mark.xfail(strict=True, reason=LIFECYCLE)
 def test_mirrored_wrapped_trains_every_batch_once_like_plain(mirrored):
     n, b = mirrored["len"], mirrored["batch_size"]
     _once_per_epoch(mirrored["wrapped"], n, b, mirrored["epochs"], indices=n)
@@ -192,7 +190,6 @@ def test_jax_data_parallel_plain_pydataset_trains_every_batch_once(jax_data_para
     _once_per_epoch(run["plain"], run["len"], run["batch_size"], run["epochs"], run["len"])
 
 
-@pytest.mark.xfail(strict=True, reason=LIFECYCLE)
 def test_jax_data_parallel_wrapped_trains_every_batch_once_like_plain(jax_data_parallel):
     run = jax_data_parallel
     _once_per_epoch(run["wrapped"], run["len"], run["batch_size"], run["epochs"], run["len"])
@@ -244,7 +241,6 @@ def test_multi_worker_plain_pydataset_trains_every_shard_batch_once(multi_worker
         _once_per_epoch(worker["plain"], shard, b // WORKERS, worker["epochs"], WORKERS * shard)
 
 
-@pytest.mark.xfail(strict=True, reason=LIFECYCLE)
 def test_multi_worker_wrapped_each_worker_gets_its_shard_exactly_once(multi_worker):
     for worker in multi_worker["workers"]:
         shard, b = worker["shard"], worker["batch_size"]
