@@ -19,6 +19,8 @@ with Prefetcher(dataset, LoaderConfig(workers=4, max_queue_size=8)) as pf:
 """
 
 from keras_loadtune.engine._processes import START_METHOD
+from keras_loadtune.engine._processes import pickle_source as check_picklable
+from keras_loadtune.engine._processes import prewarm as prewarm_processes
 from keras_loadtune.engine.arithmetic import held_batches, in_flight
 from keras_loadtune.engine.errors import (
     BatchTimeoutError,
@@ -43,6 +45,8 @@ __all__ = [
     "StartupRecord",
     "Stream",
     "WorkerDiedError",
+    "check_picklable",
     "held_batches",
     "in_flight",
+    "prewarm_processes",
 ]

@@ -17,7 +17,9 @@ from keras_loadtune.engine import (
     LoaderStats,
     Prefetcher,
     Stream,
+    check_picklable,
 )
+from keras_loadtune.engine import prewarm_processes as _prewarm
 from keras_loadtune.engine.prefetcher import check_seconds
 from keras_loadtune.keras_adapter import _hooks
 
@@ -308,20 +310,16 @@ class TunedPyDataset(keras.utils.PyDataset):
             raise TypeError(f"config must be a LoaderConfig; got {type(config).__name__}.")
         with self._lock:
             self._check_open()
+            if config.use_multiprocessing and not self.config.use_multiprocessing:
+                # Checked here, on the caller's thread, even for a background switch:
+                # the caller learns at once that processes are out for this dataset.
+                try:
+                    check_picklable(self._source)
+                except DatasetNotPicklableError as exc:
+                    self.process_mode_error = exc
+                    raise
             if self._prefetcher is not None:
-                try:
-                    self._prefetcher.reconfigure(config, background=background)
-                except DatasetNotPicklableError as exc:
-                    self.process_mode_error = exc
-                    raise
-            elif config.use_multiprocessing:
-                from keras_loadtune.engine._processes import pickle_source
-
-                try:
-                    pickle_source(self._source)
-                except DatasetNotPicklableError as exc:
-                    self.process_mode_error = exc
-                    raise
+                self._prefetcher.reconfigure(config, background=background)
             self._config = config
 
     def prewarm_processes(self) -> bool:
@@ -329,14 +327,12 @@ class TunedPyDataset(keras.utils.PyDataset):
 
         Returns False (and does nothing) if the dataset cannot be pickled.
         """
-        from keras_loadtune.engine._processes import pickle_source, prewarm
-
         try:
-            pickle_source(self._source)
+            check_picklable(self._source)
         except DatasetNotPicklableError as exc:
             self.process_mode_error = exc
             return False
-        return prewarm(self._source)
+        return _prewarm(self._source)
 
     def close(self) -> None:
         """Stops all workers. Idempotent. The dataset cannot be iterated afterwards."""

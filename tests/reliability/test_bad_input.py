@@ -193,7 +193,7 @@ def test_wrapped_reconfigure_wrong_type(view, config, closing):
 
 
 @pytest.mark.keras
-@pytest.mark.parametrize("holder", ["lock", "lambda"])
+@pytest.mark.parametrize("holder", ["lock"])  # a lambda ships by value (cloudpickle)
 def test_wrapped_reconfigure_to_processes_when_unpicklable(keras_ready, holder, closing):
     import keras_loadtune as klt
 
@@ -202,7 +202,7 @@ def test_wrapped_reconfigure_to_processes_when_unpicklable(keras_ready, holder, 
     exc = _check(
         lambda: wrapped.reconfigure(LoaderConfig(2, 4, True)),
         DatasetNotPicklableError,
-        r"cannot be pickled",
+        r"cannot be (pickled|sent to worker processes)",
         r"use_multiprocessing=False",
     )
     assert isinstance(exc, TypeError)
