@@ -43,6 +43,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import platform
 import re
 import sys
@@ -146,9 +147,41 @@ class HostFingerprint:
     python: str
     tensorflow: str | None
     keras: str | None
+    backend: str = "tensorflow"
+    accelerator: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def keras_backend() -> str:
+    """The Keras backend in use (`KERAS_BACKEND` or Keras's config), without importing it."""
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        try:
+            return str(keras.backend.backend())
+        except Exception:  # pragma: no cover - a half-imported keras
+            pass
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def accelerator_kind(backend: str) -> str:
+    """ "cpu", or the kind of the first accelerator the backend sees (e.g. "gpu", "tpu").
+
+    Asks only a backend that is already imported, so it never imports TensorFlow.
+    """
+    try:
+        if backend == "jax" and "jax" in sys.modules:
+            return str(sys.modules["jax"].default_backend())
+        if backend == "torch" and "torch" in sys.modules:
+            return "gpu" if sys.modules["torch"].cuda.is_available() else "cpu"
+        if backend == "tensorflow" and "tensorflow" in sys.modules:
+            devices = sys.modules["tensorflow"].config.list_physical_devices()
+            kinds = {d.device_type.lower() for d in devices} - {"cpu"}
+            return sorted(kinds)[0] if kinds else "cpu"
+    except Exception:  # pragma: no cover - a broken driver is not our error
+        pass
+    return "cpu"
 
 
 def _version(module: str, *distributions: str) -> str | None:
@@ -172,12 +205,15 @@ def host_fingerprint(cores: int | None = None) -> HostFingerprint:
 
     from keras_loadtune.decision.resources import available_cores
 
+    backend = keras_backend()
     return HostFingerprint(
         cores=int(cores if cores is not None else available_cores()),
         ram_gib=round(psutil.virtual_memory().total / 2**30),
         python=".".join(platform.python_version_tuple()[:2]),
         tensorflow=_version("tensorflow", "tensorflow", "tensorflow-cpu", "tf-nightly"),
         keras=_version("keras", "keras", "keras-nightly"),
+        backend=backend,
+        accelerator=accelerator_kind(backend),
     )
 
 
