@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,6 +49,34 @@ def _ensure_log_handler(verbose: int) -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
+
+
+class _EpochLog(logging.LoggerAdapter):
+    """The tuner's logger, holding its lines while Keras draws a progress bar.
+
+    A line logged mid-epoch would be glued onto the bar's line (Keras redraws it with
+    `\r`); held lines are emitted at the next epoch's start, after the bar finished its
+    line, or when training ends. Errors are never held.
+    """
+
+    def __init__(self, target: logging.Logger):
+        super().__init__(target, {})
+        self.hold = False
+        self._held: list[tuple[int, Any, tuple, dict]] = []
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self.hold and level < logging.ERROR:
+            if self.isEnabledFor(level):
+                if kwargs.get("exc_info") is True:
+                    kwargs["exc_info"] = sys.exc_info()
+                self._held.append((level, msg, args, kwargs))
+            return
+        super().log(level, msg, *args, **kwargs)
+
+    def release(self) -> None:
+        held, self._held = self._held, []
+        for level, msg, args, kwargs in held:
+            self.logger.log(level, msg, *args, **kwargs)
 
 
 class LoadTuner(keras.callbacks.Callback):
@@ -203,6 +232,7 @@ class LoadTuner(keras.callbacks.Callback):
         self._drain_left: int | None = None
         self._compute_bound_reopens: list[str] = []
         self._t_begin = 0.0
+        self._log = _EpochLog(logger)
         _ensure_log_handler(verbose)
 
     # -- public API ------------------------------------------------------------------------
@@ -263,6 +293,8 @@ class LoadTuner(keras.callbacks.Callback):
             self._startup_cursors[id(ds)] = len(ds.stats.startups)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._log.release()  # the previous epoch's bar has finished its line
+        self._log.hold = (self.params or {}).get("verbose") == 1
         self._epoch_wait = 0.0
         self._epoch_step = 0.0
         self._step_times = []
@@ -313,6 +345,8 @@ class LoadTuner(keras.callbacks.Callback):
             self._give_up(exc)
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        self._log.hold = False
+        self._log.release()
         try:
             session = self._session
             if session is not None and session.phase in ("probe", "tuning"):
@@ -341,7 +375,7 @@ class LoadTuner(keras.callbacks.Callback):
         if ds is self._train_ds:
             return
         if self._train_ds is not None or self._session is not None:
-            logger.info(
+            self._log.info(
                 "keras_loadtune: this fit trains on another dataset (%r); it gets its own probe",
                 ds,
             )
@@ -442,7 +476,7 @@ class LoadTuner(keras.callbacks.Callback):
                     rss_probe=process_tree_rss,
                     process_mode_available="process" in self.settings.modes,
                     probe_in_steady_state=True,  # the stock prefetched during tracing is drained
-                    logger=logger,
+                    logger=self._log,
                 )
             )
         except BaseException as exc:  # reported on the training thread
@@ -459,7 +493,7 @@ class LoadTuner(keras.callbacks.Callback):
             sampler = default_sampler(self.settings)
         except Exception as exc:  # pragma: no cover - fingerprints read only our own data
             note = f"storage not used ({type(exc).__name__}: {exc}); tuned in memory"
-            logger.warning("keras_loadtune: %s", note)
+            self._log.warning("keras_loadtune: %s", note)
             self._study_handle = persistence.StudyHandle(None, self.study_name, None, note)
             return None
         self._study_handle = persistence.open_study(
@@ -477,7 +511,7 @@ class LoadTuner(keras.callbacks.Callback):
         ):
             if error is not None and error not in self._notes:
                 self._notes.append(error)
-                logger.warning("keras_loadtune: %s", error)
+                self._log.warning("keras_loadtune: %s", error)
 
     def _prewarm_if_processes_pending(self, session: TuningSession) -> None:
         """Starts the process machinery early when the pipeline model seeded a process trial.
@@ -492,7 +526,7 @@ class LoadTuner(keras.callbacks.Callback):
         try:
             self._train_ds.prewarm_processes()
         except Exception as exc:  # best effort: the first process trial just starts slower
-            logger.debug("keras_loadtune: process prewarm failed: %s", exc)
+            self._log.debug("keras_loadtune: process prewarm failed: %s", exc)
 
     def _in_pass_tail(self, records: list) -> bool:
         """True for steps at the end of an epoch, once the workers have nothing left to start.
@@ -545,7 +579,7 @@ class LoadTuner(keras.callbacks.Callback):
             f"epoch {epoch + 1} waited for data {fraction:.0%} of step time after a "
             f"compute-bound verdict (limit {limit:.0%}): probing again"
         )
-        logger.info("keras_loadtune: %s", reason)
+        self._log.info("keras_loadtune: %s", reason)
         self._compute_bound_reopens.append(reason)
         self._session = None
         self._session_starter = None
@@ -569,7 +603,7 @@ class LoadTuner(keras.callbacks.Callback):
             if self._session is not None and failed is not None:
                 self._session.mark_failed(failed, note)
             else:
-                logger.warning("keras_loadtune: %s", note)
+                self._log.warning("keras_loadtune: %s", note)
         return False
 
     def _apply(self, config: LoaderConfig) -> None:
@@ -585,9 +619,9 @@ class LoadTuner(keras.callbacks.Callback):
             if self._session is not None:
                 self._session.mark_failed(config, note)  # logs the one warning
             else:
-                logger.warning("keras_loadtune: %s", note)
+                self._log.warning("keras_loadtune: %s", note)
         except Exception as exc:
-            logger.warning("keras_loadtune: could not switch the loader to %s: %s", config, exc)
+            self._log.warning("keras_loadtune: could not switch the loader to %s: %s", config, exc)
             if self._session is not None:
                 self._session.mark_failed(config, f"{type(exc).__name__}: {exc}")
 
@@ -609,7 +643,7 @@ class LoadTuner(keras.callbacks.Callback):
                 try:
                     ds.reconfigure(best)
                 except Exception as exc:
-                    logger.info("keras_loadtune: kept %s for %r: %s", ds.config, ds, exc)
+                    self._log.info("keras_loadtune: kept %s for %r: %s", ds.config, ds, exc)
 
     def _give_up(self, exc: Exception) -> None:
         if self._broken:
@@ -620,7 +654,9 @@ class LoadTuner(keras.callbacks.Callback):
             "training went on"
         )
         self._notes.append(note)
-        logger.warning("keras_loadtune: %s", note, exc_info=logger.isEnabledFor(logging.DEBUG))
+        self._log.warning(
+            "keras_loadtune: %s", note, exc_info=self._log.isEnabledFor(logging.DEBUG)
+        )
 
     def _log_report_once(self, *, final: bool) -> None:
         if self.verbose == 0:
@@ -628,9 +664,9 @@ class LoadTuner(keras.callbacks.Callback):
         report = self._build_report()
         if not self._reported and report.decision not in ("in-progress",):
             self._reported = True
-            logger.info("%s", report)
+            self._log.info("%s", report)
         elif final:
-            logger.info("%s", report.summary_line())
+            self._log.info("%s", report.summary_line())
 
     def _build_report(self) -> TuningReport:
         session = self._session
