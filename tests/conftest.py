@@ -27,6 +27,7 @@ KERAS_MODULES = (
     "jax",
     "torch",
     "keras_datasets",
+    "keras_models",
     "reliability.kdata",
     "keras_loadtune.keras_adapter",
 )

@@ -133,7 +133,7 @@ def test_datasets_wrapped_by_the_same_tuner_get_the_tuned_config():
         assert val.config == tuner.best_config == train.config
 
 
-@xfail_on("torch", reason=MEASUREMENT_PENDING)
+@xfail_on("torch", reason=MEASUREMENT_PENDING, strict=False)  # epoch-2 wait 0.05-0.11, not ~0.7
 def test_compute_bound_verdict_is_rechecked_every_epoch():
     # Thread workers share the dataset object, so the callback's delay reaches them.
     tuner = _tuner(modes=("thread",), wait_threshold=0.2)

@@ -18,6 +18,7 @@ keras = pytest.importorskip("keras")
 
 import keras_datasets as kd  # noqa: E402
 from conftest import LIFECYCLE_PENDING, wait_until, worker_processes, xfail_on  # noqa: E402
+from keras_models import RecordingModel  # noqa: E402
 
 import keras_loadtune as klt  # noqa: E402
 from keras_loadtune import LoaderConfig  # noqa: E402
@@ -35,49 +36,6 @@ THREADS = LoaderConfig(workers=2, max_queue_size=4)
 PROCESSES = LoaderConfig(workers=2, max_queue_size=4, use_multiprocessing=True)
 # Seen failing on JAX and torch from the model-building pull (batch 0 lost, hooks shifted).
 LIFECYCLE = xfail_on("jax", "torch", reason=LIFECYCLE_PENDING)
-
-
-class RecordingModel(keras.Model):
-    """A one-layer model that remembers every batch it was given, per step kind."""
-
-    def __init__(self):
-        super().__init__()
-        self.dense = keras.layers.Dense(1)
-        self.seen: dict[str, list] = {"train": [], "test": [], "predict": []}
-
-    def call(self, x):
-        if isinstance(x, dict):
-            x = x["features"]
-        return self.dense(x)
-
-    def _record(self, kind, data):
-        self.seen[kind].append(keras.tree.map_structure(np.asarray, data))
-
-    # The JAX trainer calls `train_step(state, data)` (stateless), TensorFlow and torch
-    # call `train_step(data)`: the batch is always the last argument.
-    def train_step(self, *args):
-        self._record("train", args[-1])
-        return super().train_step(*args)
-
-    def test_step(self, *args):
-        self._record("test", args[-1])
-        return super().test_step(*args)
-
-    def predict_step(self, *args):
-        self._record("predict", args[-1])
-        return super().predict_step(*args)
-
-    def indices(self, kind: str) -> list[int]:
-        """Dataset indices of the batches of one kind, in the order the model got them."""
-        return [int(_x_of(batch).flat[0]) for batch in self.seen[kind]]
-
-
-def _x_of(batch):
-    if isinstance(batch, (tuple, list)):
-        batch = batch[0]
-    if isinstance(batch, dict):
-        batch = batch["features"]
-    return np.asarray(batch)
 
 
 @pytest.fixture
