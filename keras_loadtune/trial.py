@@ -8,6 +8,9 @@ place that knows the attribute names, so the writer and the readers cannot drift
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,6 +39,9 @@ ATTR_SOURCE = "source"
 ATTR_STATE = "klt_state"
 ATTR_REASON = "reason"
 ATTR_CONSTRAINT = "constraint"  # list[float]; <= 0 is feasible (Optuna constraints_func)
+# Which worker of a fleet ran the trial: {"host", "pid", "task"} ("task": TF_CONFIG's
+# "<type>:<index>" when set), so a shared study shows each worker's trials.
+ATTR_WORKER = "klt_worker"
 # Name of the Optuna constraint (`Trial.set_constraint`) holding the RAM excess in bytes.
 CONSTRAINT_KEY = "ram_excess_bytes"
 
@@ -45,6 +51,26 @@ STUDY_ATTR_HOST = "klt_host"
 STUDY_ATTR_FINGERPRINT = "klt_fingerprint"
 # The last `TuningReport.to_dict()` of a run, kept on the study for `keras-loadtune report`.
 STUDY_ATTR_REPORT = "klt_report"
+
+
+def worker_identity() -> dict[str, Any]:
+    """Who runs this trial: host name, process id and the TF_CONFIG task, if any.
+
+    Example:
+
+    >>> sorted(worker_identity())
+    ['host', 'pid', 'task']
+    """
+    task: str | None = None
+    raw = os.environ.get("TF_CONFIG")
+    if raw:
+        try:
+            info = json.loads(raw).get("task") or {}
+            if "type" in info:
+                task = f"{info['type']}:{info.get('index', 0)}"
+        except (ValueError, AttributeError):
+            task = None
+    return {"host": socket.gethostname(), "pid": os.getpid(), "task": task}
 
 
 @dataclass(frozen=True)

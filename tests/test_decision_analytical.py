@@ -70,7 +70,7 @@ def test_thread_only_modes_give_no_process_seed():
 
 def test_seeds_respect_queue_range_and_thread_cap():
     slow_io = LoaderProfile(1.0, 0.0, 0.0, 1000, 0.5)
-    s = TunerSettings(cores=4, queue_size_range=(2, 6))
+    s = TunerSettings(cores=4, queue_size_range=(2, 6), max_thread_workers=16)
     (cfg,) = seed_configs(slow_io, 0.001, 4, s, BASE)
     assert cfg.workers == s.max_thread_workers == 16
     assert 2 <= cfg.max_queue_size <= 6
@@ -130,7 +130,8 @@ def test_memory_model():
     assert extra_rss_bytes(LoaderConfig(2, 4, True), 1000, process_rss_bytes=10**6) == 2_010_000
     # Every worker needs a position of the window (6) + 2 x 0.1 x 6 -> 2 + 1 ready batches.
     assert queue_for(6, 0.1, TunerSettings(cores=4)) == 9
-    assert queue_for(100, 0.0, TunerSettings(cores=4)) == 64
+    assert queue_for(100, 0.0, TunerSettings(cores=4)) == 101  # the queue follows the workers
+    assert queue_for(100, 0.0, TunerSettings(cores=4, queue_size_range=(1, 64))) == 64
 
 
 # ------------------------------------------------- the model against the real engine

@@ -181,10 +181,12 @@ def test_no_config_measured_twice():
     pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01, cores=8, seed=0)
     res = simulate_tuning(pipe, settings, baseline=LoaderConfig(1, 1), total_steps=1500)
     measured = [r.config for r in res.session.trials if r.state == "complete"]
-    assert len(measured) == len(set(measured)) == 4  # the whole space, the baseline included
-    dupes = [t for t in res.session.study.trials if "duplicate" in t.user_attrs.get("reason", "")]
-    assert dupes and all(t.user_attrs[ATTR_SOURCE] == "sampler" for t in dupes)
-    assert res.session.phase == "stopped" and "converged" in res.session.finished_reason
+    # (1, 2) and (2, 1) run one batch at a time, as the baseline: predicted no faster,
+    # they are not worth a trial; (2, 2) is.
+    assert measured == [LoaderConfig(1, 1), LoaderConfig(2, 2)]
+    told = [t.user_attrs.get("reason", "") for t in res.session.study.trials]
+    assert any("duplicate" in r for r in told) or any("not worth it" in r for r in told)
+    assert all(t.user_attrs[ATTR_SOURCE] == "sampler" for t in res.session.study.trials[2:])
 
 
 def test_step_budget_is_respected():
@@ -196,16 +198,20 @@ def test_step_budget_is_respected():
 
 
 def test_time_budget_is_respected():
-    settings = _settings(cores=4, max_tuning_seconds=5.0, patience=50, max_trials=50)
+    settings = _settings(cores=4, max_tuning_seconds=2.0, patience=50, max_trials=50)
     pipe = SimulatedPipeline(io_s=0.3, compute_s=0.01, numpy_s=0.01, cores=4, seed=0)
-    res = simulate_tuning(pipe, settings, baseline=LoaderConfig(4, 4), total_steps=600)
+    res = simulate_tuning(
+        pipe, settings, baseline=LoaderConfig(4, 4), total_steps=600, steps_known=False
+    )
     assert "time budget" in res.session.finished_reason
-    assert 5.0 <= res.session.tuning_seconds < 7.0
+    assert 2.0 <= res.session.tuning_seconds < 4.0
 
 
 def test_stop_mid_trial_prunes_it_and_returns_best():
     pipe = SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, seed=0)
-    res = simulate_tuning(pipe, _settings(), baseline=LoaderConfig(), total_steps=24)
+    res = simulate_tuning(
+        pipe, _settings(), baseline=LoaderConfig(), total_steps=24, steps_known=False
+    )
     session = res.session
     assert session.phase == "stopped" and session.finished_reason == "training ended"
     last = session.trials[-1]

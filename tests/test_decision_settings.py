@@ -10,9 +10,9 @@ from keras_loadtune.decision.settings import TunerSettings
 
 def test_defaults_scale_with_cores():
     s = TunerSettings(cores=4)
-    assert (s.max_thread_workers, s.max_process_workers) == (16, 4)
+    assert (s.max_thread_workers, s.max_process_workers) == (256, 4)  # threads: per loader
     big = TunerSettings(cores=64)
-    assert (big.max_thread_workers, big.max_process_workers) == (32, 64)
+    assert (big.max_thread_workers, big.max_process_workers) == (256, 64)
     assert s.wait_threshold == 0.05 and s.max_trials == 10
     assert s.ram_budget_bytes > 0
 
@@ -27,7 +27,8 @@ def test_machine_defaults_resolved():
 def test_replace_rescales_machine_derived_fields_only():
     s = TunerSettings(cores=4, max_process_workers=2)
     r = s.replace(cores=64)
-    assert r.max_thread_workers == 32  # derived: re-resolved
+    assert r.max_process_workers == 2  # given: kept
+    assert r.max_thread_workers == 256  # derived: re-resolved (the absolute limit)
     assert r.max_process_workers == 2  # explicit: kept
     assert s.replace(max_trials=3).max_trials == 3
 
@@ -36,7 +37,7 @@ def test_modes_normalised_and_worker_cap():
     s = TunerSettings(cores=8, modes=["process", "thread"])
     assert s.modes == ("thread", "process")
     assert s.worker_cap("process") == 8
-    assert TunerSettings(cores=8, modes=("thread",)).max_workers == 32
+    assert TunerSettings(cores=8, modes=("thread",)).max_workers == 256
     with pytest.raises(ValueError, match="mode"):
         s.worker_cap("fiber")
 

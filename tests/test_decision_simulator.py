@@ -176,7 +176,7 @@ def test_drift_reopens_the_study():
         pipe, _settings(8), baseline=LoaderConfig(), total_steps=1500, changes={500: {"io_s": 0.15}}
     )
     session = res.session
-    assert len(session.reopen_reasons) == 1 and "wait fraction" in session.reopen_reasons[0]
+    assert len(session.reopen_reasons) == 1 and "throughput" in session.reopen_reasons[0]
     verify = [r for r in session.trials if r.source == "verify"]
     assert len(verify) == 1
     assert session.best_config.workers > verify[0].config.workers

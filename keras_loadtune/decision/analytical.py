@@ -52,6 +52,9 @@ CPU_HEAVY_RATIO = 0.3
 IPC_BYTES_PER_S = 1.0e9
 # Headroom over the compute floor that seeds aim for (plus the loader's jitter).
 RATE_MARGIN = 0.25
+# The per-loader thread cap is this many times the threads the model says reach the
+# floor (room for the sampler to find what the model missed), plus one.
+THREAD_CAP_MARGIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -238,8 +241,8 @@ def seed_configs(
         - Threads (always, if allowed): enough to cover the latency, about
           `produce_wall_s / step_compute_s x (1 + margin)`, capped by
           `settings.max_thread_workers` and, for CPU-heavy loaders, by what the cores can run.
-        - Processes (if allowed and `profile.cpu_ratio >= CPU_HEAVY_RATIO`): the same
-          rule with the pickling cost added, capped by `max_process_workers` and `cores`.
+        - Processes (if allowed and `profile.cpu_ratio >= CPU_HEAVY_RATIO`): sized to the
+          rate the cores can reach, not the compute floor (`process_cap`).
         - Queue from `queue_for` (Little's law + jitter); configs predicted over the RAM
           budget are shrunk (queue first) until they fit, or dropped.
 
@@ -265,8 +268,7 @@ def seed_configs(
     ['thread', 'process']
     """
     modes = settings.modes if modes is None else modes
-    compute = max(float(step_compute_s), 1e-6)
-    target = (1.0 + RATE_MARGIN + max(profile.jitter_cv, 0.0)) / compute
+    target = _target_rate(profile, step_compute_s)
     wall = max(profile.produce_wall_s, 1e-9)
     ratio = min(max(profile.cpu_ratio, 0.0), 1.0)
     loader_cores = max(cores - 1, 1)
@@ -283,9 +285,7 @@ def seed_configs(
         seeds.append(LoaderConfig(workers, queue_for(workers, profile.jitter_cv, settings), False))
 
     if "process" in modes and ratio >= CPU_HEAVY_RATIO:
-        wall_p = wall + profile.batch_nbytes / IPC_BYTES_PER_S
-        cap = min(settings.worker_cap("process"), cores)
-        workers = int(min(max(math.ceil(target * wall_p), 1), cap))
+        workers = process_cap(profile, step_compute_s, cores, settings)
         proc = LoaderConfig(workers, queue_for(workers, profile.jitter_cv, settings), True)
         seeds.append(proc)
 
@@ -295,3 +295,66 @@ def seed_configs(
         if fitted is not None and fitted != baseline and fitted not in out:
             out.append(fitted)
     return out
+
+
+def _target_rate(profile: LoaderProfile, step_compute_s: float) -> float:
+    """Steps/s the seeds aim for: the compute floor plus `RATE_MARGIN` and the jitter."""
+    return (1.0 + RATE_MARGIN + max(profile.jitter_cv, 0.0)) / max(float(step_compute_s), 1e-6)
+
+
+def process_cap(
+    profile: LoaderProfile, step_compute_s: float, cores: int, settings: TunerSettings
+) -> int:
+    """Most worker processes worth trying: enough for the rate the cores can reach.
+
+    A process needs `produce_wall_s` (+ pickling) per batch; the cores deliver at most
+    `(cores - 1) / produce_cpu_s` batches/s. Processes beyond
+    `min(target rate, that rate) x wall` only cost start-up time and memory.
+
+    Example:
+
+    >>> py = LoaderProfile(0.02, 0.02, 1.0, 1 << 16, 0.0)
+    >>> process_cap(py, 0.0002, 64, TunerSettings(cores=64))  # the cores limit the rate
+    64
+    >>> process_cap(py, 0.005, 64, TunerSettings(cores=64))  # 250 steps/s x 20 ms
+    6
+    """
+    wall = max(profile.produce_wall_s, 1e-9) + profile.batch_nbytes / IPC_BYTES_PER_S
+    cpu = min(max(profile.produce_cpu_s, 0.0), wall) + profile.batch_nbytes / IPC_BYTES_PER_S
+    achievable = max(cores - 1, 1) / max(cpu, 1e-9)
+    rate = min(_target_rate(profile, step_compute_s), achievable * (1.0 + RATE_MARGIN / 5))
+    workers = math.ceil(rate * wall)
+    return int(min(max(workers, 1), settings.worker_cap("process"), cores))
+
+
+def thread_cap(
+    profile: LoaderProfile,
+    step_compute_s: float,
+    settings: TunerSettings,
+    *,
+    baseline: LoaderConfig | None = None,
+) -> int:
+    """Most worker threads worth trying for this loader.
+
+    `THREAD_CAP_MARGIN` times the threads that cover a batch's latency at the target
+    rate (`produce_wall_s / step_compute_s`, plus margin and jitter), plus one; bounded
+    by `settings.max_thread_workers` (an absolute limit) and by the RAM budget (each
+    thread holds a batch, and its queue position another). Never under the baseline's
+    workers.
+
+    Example:
+
+    >>> sleep = LoaderProfile(0.1, 0.0005, 0.005, 1 << 16, 0.0)
+    >>> thread_cap(sleep, 0.004, TunerSettings(cores=2))  # 100 ms fetch, 4 ms steps
+    65
+    """
+    needed = math.ceil(_target_rate(profile, step_compute_s) * max(profile.produce_wall_s, 1e-9))
+    cap = min(math.ceil(THREAD_CAP_MARGIN * needed) + 1, settings.worker_cap("thread"))
+    budget = int(settings.ram_budget_bytes)  # type: ignore[arg-type]
+    while cap > 1:
+        cand = LoaderConfig(cap, queue_for(cap, profile.jitter_cv, settings))
+        if extra_rss_bytes(cand, profile.batch_nbytes) <= budget:
+            break
+        cap = max(int(cap * 0.9), 1)
+    floor = baseline.workers if baseline is not None and not baseline.use_multiprocessing else 1
+    return int(max(cap, floor, 1))

@@ -6,7 +6,8 @@ tells Optuna what a trial measured, with the RAM excess as user attr and as Optu
 constraint. The phase objects get a bridge passed in; none of them imports Optuna.
 
 Optuna internals used here, pinned by `tests/test_optuna_internals.py`:
-`Study._storage`, `Study._study_id`, `Study._thread_local.cached_all_trials` and
+`Study._storage`, `Study._study_id`, `Study._thread_local.cached_all_trials`,
+`Trial._fixed_params` (whether the queue was fixed, see `StudyBridge.suggest`) and
 the `system_attrs={"fixed_params": ...}` convention of `Study.enqueue_trial`
 (see `ask_fixed`).
 
@@ -33,11 +34,13 @@ from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.settings import MODES, TunerSettings
 from keras_loadtune.trial import (
     ATTR_CONSTRAINT,
+    ATTR_WORKER,
     CONSTRAINT_KEY,
     PARAM_MODE,
     PARAM_QUEUE,
     PARAM_WORKERS,
     TrialRecord,
+    worker_identity,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -171,6 +174,21 @@ class StudyBridge:
         self._settings = settings
         self._baseline = baseline
         self._study = study
+        self._workers_range: tuple[int, int] | None = None
+        self._queue_of: Any = None
+        self._worker = worker_identity()
+
+    def set_space(self, workers: tuple[int, int] | None, queue_of: Any = None) -> None:
+        """Shape what the sampler sees: the workers range and the queue rule.
+
+        Args:
+            workers: Inclusive `(low, high)` of the workers param (the per-loader caps,
+                later a neighbourhood of the incumbent); `None`: the settings' caps.
+            queue_of: `workers -> max_queue_size`; the queue is then tied to the
+                workers (a one-value distribution), not searched on its own.
+        """
+        self._workers_range = workers
+        self._queue_of = queue_of
 
     @property
     def study(self) -> optuna.Study | None:
@@ -206,9 +224,14 @@ class StudyBridge:
         workers_high = max(s.max_workers, base.workers)
         q_low = min(s.queue_size_range[0], base.max_queue_size)
         q_high = max(s.queue_size_range[1], base.max_queue_size)
+        w_low, w_high = self._workers_range or (1, workers_high)
         mode = trial.suggest_categorical(PARAM_MODE, list(MODES))
-        workers = trial.suggest_int(PARAM_WORKERS, 1, workers_high)
-        queue = trial.suggest_int(PARAM_QUEUE, q_low, q_high)
+        workers = trial.suggest_int(PARAM_WORKERS, int(w_low), int(max(w_high, w_low)))
+        if self._queue_of is not None and PARAM_QUEUE not in _fixed(trial):
+            tied = int(self._queue_of(int(workers)))
+            queue = trial.suggest_int(PARAM_QUEUE, tied, tied)
+        else:
+            queue = trial.suggest_int(PARAM_QUEUE, q_low, q_high)
         return LoaderConfig(int(workers), int(queue), mode == "process")
 
     def tell(
@@ -225,6 +248,7 @@ class StudyBridge:
 
         attrs = record.optuna_user_attrs()
         attrs[ATTR_CONSTRAINT] = [float(constraint)]
+        attrs[ATTR_WORKER] = dict(self._worker)
         for key, val in attrs.items():
             trial.set_user_attr(key, val)
         if hasattr(trial, "set_constraint"):  # Optuna >= 5: samplers read it natively
@@ -238,8 +262,17 @@ class StudyBridge:
         with quiet_optuna():
             if optuna_state == optuna.trial.TrialState.COMPLETE:
                 study.tell(trial, value)
+            elif state == "pruned" and record.steps_per_s is not None and record.steps > 0:
+                trial.report(float(record.steps_per_s), int(record.steps))  # TPE ranks it
+                study.tell(trial, state=optuna_state)
             else:
                 study.tell(trial, state=optuna_state)
+
+
+def _fixed(trial: Any) -> dict[str, Any]:
+    """The params fixed for `trial` (`ask_fixed` / `enqueue_trial`), `{}` if none."""
+    fixed = getattr(trial, "_fixed_params", None)  # optuna.Trial internal, see module docs
+    return dict(fixed) if isinstance(fixed, dict) else {}
 
 
 __all__ = ["StudyBridge", "ask_fixed", "check_direction", "default_sampler"]

@@ -55,6 +55,8 @@ RSS_EVERY = 5
 MAX_ASKS_PER_DECISION = 64
 # Consecutive duplicate proposals after which the search counts as converged.
 MAX_CONSECUTIVE_DUPLICATES = 12
+# Consecutive proposals that do not pay for their trial after which the round ends.
+MAX_CONSECUTIVE_UNPAID = 16
 
 
 def cost_key(config: LoaderConfig) -> tuple[int, int, int]:
@@ -205,6 +207,10 @@ class SearchRound:
         self.best_value = 0.0
         self.since_improvement = 0
         self.duplicates = 0
+        self.unpaid = 0
+        # The floor counts as reached once the best barely waits; not when the loader's
+        # threads slow training without making it wait (contention).
+        self.floor_by_wait = True
 
     def add_measured(
         self,
@@ -322,11 +328,12 @@ class SearchRound:
         best = self.best
         if (
             best is not None
-            and not self.pending_seeds
+            and self.floor_by_wait
             and not self.pending_baseline
             and best.wait_fraction is not None
             and best.wait_fraction < s.wait_threshold
         ):
+            # Seeds still pending are dropped: nothing can beat the floor.
             return f"compute floor reached (waits {100 * best.wait_fraction:.1f}% of each step)"
         if not modes:
             return "no worker mode left to try"
@@ -342,12 +349,14 @@ class SearchRound:
         predicted_excess: Callable[[LoaderConfig], float],
         refill: Callable[[LoaderConfig], int],
         known_excess: Callable[[TrialRecord], float],
+        unpaid: Callable[[LoaderConfig], str | None] | None = None,
     ) -> Proposal:
         """The next trial: the baseline if pending, then seeds, then the sampler.
 
         Sampler proposals that cannot run here (a disabled mode, over a worker cap) or
         that repeat a measured config are told to Optuna at once and cost no step; a
-        config predicted over the RAM budget is told as skipped.
+        config predicted over the RAM budget, or whose predicted gain does not pay for
+        its trial (`unpaid` returns why), is told as skipped.
         """
         skipped: list[TrialRecord] = []
         for _ in range(MAX_ASKS_PER_DECISION):
@@ -388,6 +397,17 @@ class SearchRound:
                 bridge.tell(trial, record, constraint=float(over), state="pruned")
                 skipped.append(record)
                 continue
+            why_not = unpaid(config) if unpaid is not None and source != "baseline" else None
+            if why_not is not None:
+                record = TrialRecord(trial.number, config, "skipped", source, reason=why_not)
+                bridge.tell(trial, record, state="pruned")
+                if source == "analytical":
+                    skipped.append(record)
+                self.unpaid += 1
+                if self.unpaid >= MAX_CONSECUTIVE_UNPAID and not self.pending_seeds:
+                    return Proposal(None, "no config left that pays for its trial", skipped)
+                continue
+            self.unpaid = 0
             return Proposal(TrialWindow(config, source, trial, refill(config)), None, skipped)
         return Proposal(None, "no new config to try", skipped)
 

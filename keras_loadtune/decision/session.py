@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -49,9 +50,10 @@ from keras_loadtune.decision.optuna_bridge import (
     check_direction,
     default_sampler,
 )
+from keras_loadtune.decision.payoff import PayoffModel
 from keras_loadtune.decision.phase import _ACTIVE, Event, Phase, StepResult
 from keras_loadtune.decision.probe import Probe, profile_from, refill_steps
-from keras_loadtune.decision.search import SearchRound, TrialWindow
+from keras_loadtune.decision.search import SearchRound, TrialWindow, window_steps
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.decision.steady import SteadyWatch
 from keras_loadtune.decision.warm_start import (
@@ -66,6 +68,7 @@ from keras_loadtune.measurement import (
     LoaderProfile,
     StepSample,
     WindowStats,
+    window_stats,
 )
 from keras_loadtune.trial import (
     CONSTRAINT_KEY,
@@ -80,6 +83,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Producer records kept for re-profiling when drift reopens the study.
 RECENT_RECORDS = 512
+# A trial is aborted once, after half its minimum window, it runs under this share of
+# the best rate (thread trials of a CPU-heavy loader: under the best rate plus
+# `min_improvement`, i.e. GIL-bound); its partial rate is told to Optuna.
+ABORT_BELOW_BEST = 0.8
+# Local search after the seeds: the workers range becomes incumbent / 2 .. incumbent x 2.
+LOCAL_SPAN = 2.0
 
 
 class TuningSession:
@@ -104,6 +113,12 @@ class TuningSession:
             (see `decision.warm_start`); `False` always probes.
         probe_in_steady_state: The loader already ran before the first observed step,
             so the probe skips no refill.
+        steps_left: Returns the training steps left in this fit (`None`: unknown), e.g.
+            from Keras's `params["epochs"] x params["steps"]` minus the steps run; a
+            trial is tried only if its predicted gain over them pays for it (see
+            `decision.payoff`). `None`: unbounded.
+        reuse_steps: Steps a later run is expected to reuse the study for (a stored
+            study), added to the gain side of that balance.
 
     Attributes:
         phase: A `Phase` (compares equal to `"probe"`, `"tuning"`, `"steady"`,
@@ -142,6 +157,8 @@ class TuningSession:
         logger: logging.Logger | None = None,
         warm_start: bool = True,
         probe_in_steady_state: bool = False,
+        steps_left: Callable[[], int | None] | None = None,
+        reuse_steps: int = 0,
     ) -> None:
         from keras_loadtune._validate import check_instance, int_at_least
 
@@ -196,6 +213,19 @@ class TuningSession:
         self._tuning_steps = 0
         self._seconds_done = 0.0
         self._started_at: float | None = None
+        self._steps_left = steps_left
+        self._payoff = PayoffModel(
+            payoff_ratio=settings.payoff_ratio,
+            reuse_steps=reuse_steps,
+            min_improvement=settings.min_improvement,
+        )
+        self._switched_from: LoaderConfig | None = None
+        self._gil = 0.0  # share of the loader's CPU time holding the GIL, learned
+        self._round_modes: tuple[str, ...] = tuple(self._modes)
+        self._caps: dict[str, int] = {}
+        self._local = False  # the sampler searches around the incumbent
+        self._fit_steps_done = 0  # fit steps (observed or not) during closed tuning spells
+        self._fit_mark: int | None = None  # steps_left() when the current spell began
 
     # ------------------------------------------------------------------ public API
 
@@ -241,6 +271,22 @@ class TuningSession:
         return self._seconds_done + running
 
     @property
+    def tuning_cost_s(self) -> float | None:
+        """Estimated seconds the tuner caused: its clock time minus the same steps at
+        the best rate (`None` before a rate is known). An estimate: the steps are
+        counted from `steps_left`, the rate is the best trial's."""
+        best = self.best_record
+        if best is None or not best.steps_per_s:
+            return None
+        steps = self._fit_steps_done
+        if self._fit_mark is not None:
+            left = self._left()
+            steps += self._fit_mark - left if left is not None else 0
+        if self._steps_left is None or steps <= 0:
+            steps = self._tuning_steps
+        return max(self.tuning_seconds - steps / float(best.steps_per_s), 0.0)
+
+    @property
     def compute_bound(self) -> bool:
         """Whether the probe found the baseline not input-bound."""
         stats = self.probe_stats
@@ -248,9 +294,10 @@ class TuningSession:
 
     @property
     def speedup(self) -> float | None:
-        """Best steps/s over the baseline's steps/s (`None` before both are known)."""
+        """Best steps/s over the baseline's steps/s (`None` before both are known, and
+        when the best is the baseline itself: an unchanged config has no speedup)."""
         base, best = self.baseline_record, self.best_record
-        if best is None or base is None or not base.steps_per_s:
+        if best is None or base is None or not base.steps_per_s or best.config == base.config:
             return None
         return float(best.steps_per_s or 0.0) / float(base.steps_per_s)
 
@@ -297,6 +344,7 @@ class TuningSession:
         window = self._window
         if window is not None and window.config == config:
             window.startup_s = float(seconds)
+        self._payoff.learn_startup(config, float(seconds), previous=self._switched_from)
         self._log.debug("loader restart to %s took %.3f s", config, seconds)
 
     def acknowledge(self, config: LoaderConfig) -> None:
@@ -368,6 +416,7 @@ class TuningSession:
                 return self._steady_step(sample)
             if self._started_at is None:
                 self._started_at = self._clock()
+                self._fit_mark = self._left()
             self._tuning_steps += 1
             if self.phase == Phase.PROBE and self._warm_pending:
                 self._warm_pending = False
@@ -414,6 +463,11 @@ class TuningSession:
             self.baseline,
         )
         self._new_round(s.max_trials)
+        assert self._round is not None
+        # Contention alone (the step barely waits): the wait cannot show the floor.
+        self._round.floor_by_wait = (
+            verdict.contention is None or stats.wait_fraction >= s.wait_threshold
+        )
         window = TrialWindow(self.baseline, "baseline", None, 0, peak_rss=self._memory.probe_rss)
         self._record_measured(window, stats)
         self._seed_round(stats)
@@ -432,6 +486,12 @@ class TuningSession:
         over = self._sample_rss(window) if window.rss_due else None
         if over is not None:
             return self._prune_for_ram(window, over)
+        abort = self._abort_reason(window)
+        if abort is not None:
+            self._window = None
+            self._learn_gil(window.config, window_stats(window.samples))
+            self._tell_unmeasured(window, "pruned", abort, partial=True)
+            return self._next()
         budget_reason = rnd.budget_spent(self._tuning_steps, self._clock())
         if budget_reason is not None and not window.long_enough(self.settings):
             self._window = None
@@ -446,6 +506,7 @@ class TuningSession:
         stats = window.stats()
         if window.config.use_multiprocessing and window.peak_rss is not None:
             self._memory.learn_process_rss(window.config, window.peak_rss, self.profile)
+        self._learn_gil(window.config, stats)
         self._record_measured(window, stats)
         if window.source == "warm-start":
             return self._after_warm_start(window.config, stats)
@@ -520,6 +581,25 @@ class TuningSession:
         assert warm is not None and rnd is not None
         self._verifying = False
         verdict = verify(warm, stats, wait_threshold=s.wait_threshold)
+        stored_base = warm.baseline_steps_per_s
+        if (
+            verdict.kept
+            and stored_base is not None
+            and config != self.baseline
+            and stats.steps_per_s < stored_base
+        ):
+            # Never keep a stored config that measured slower than the user's own:
+            # measure the user's config now and keep whichever is faster.
+            self._note(
+                f"warm start: {config} ran {stats.steps_per_s:.1f} steps/s, under your "
+                f"config's stored {stored_base:.1f}; measuring your config to keep the faster"
+            )
+            self._enter(Phase.TUNING)
+            rnd.limit = rnd.trials + 1
+            rnd.pending_baseline = True
+            self._set_profile(self._recent(), stats, config)
+            self._seed_compute_s = stats.median_compute_s
+            return self._next()
         if verdict.kept:
             self.warm_start_kept = True
             return self._finish(f"warm start from study {warm.study_name!r}: {verdict.figures}")
@@ -545,7 +625,9 @@ class TuningSession:
             target, self._pending_switch = self._pending_switch, None
             return self._switch_to(target)
         drift = self._watch.update(sample)
-        return self._reopen(drift.stats, drift.threshold) if drift is not None else None
+        if drift is None:
+            return None
+        return self._reopen(drift.stats, drift.describe(self.settings.drift_window_steps))
 
     # ------------------------------------------------------------------ rounds
 
@@ -561,7 +643,135 @@ class TuningSession:
     def _seed_round(self, stats: WindowStats) -> None:
         assert self._round is not None
         self._seed_compute_s = stats.median_compute_s
+        self._shape_space()
         self._round.pending_seeds = self._compute_seeds()
+
+    def _shape_space(self) -> None:
+        """Per-loader search space of this round, from the measured profile.
+
+        A latency-bound loader (CPU << wall per batch) gets no process mode; the worker
+        caps come from the profile (`analytical.thread_cap`, `process_cap`); the queue
+        is tied to the workers (`analytical.queue_for`).
+        """
+        profile, s, base = self.profile, self.settings, self.baseline
+        assert profile is not None
+        modes = tuple(self._modes)
+        if profile.cpu_ratio < analytical.CPU_HEAVY_RATIO and "thread" in modes:
+            modes = tuple(m for m in modes if m != "process")
+        self._round_modes = modes
+        compute = self._seed_compute_s
+        caps = {
+            "thread": analytical.thread_cap(profile, compute, s, baseline=base),
+            "process": analytical.process_cap(profile, compute, self.cores, s),
+        }
+        caps[base.mode] = max(caps[base.mode], base.workers)
+        self._caps = caps
+        self._local = False
+        self._bridge.set_space((1, max(caps[m] for m in modes)), self._queue_of)
+
+    def _queue_of(self, workers: int) -> int:
+        jitter = self.profile.jitter_cv if self.profile is not None else 0.0
+        return analytical.queue_for(workers, jitter, self.settings)
+
+    def _allowed_modes(self) -> tuple[str, ...]:
+        return tuple(m for m in self._round_modes if m in self._modes)
+
+    def _search_locally(self, rnd: SearchRound) -> None:
+        """After the seeds, the sampler searches around the incumbent's worker count."""
+        if self._local or rnd.pending_seeds or rnd.best is None or not self._caps:
+            return
+        modes = self._allowed_modes()
+        if not modes:
+            return
+        self._local = True
+        cap = max(self._caps[m] for m in modes)
+        best = rnd.best.config.workers
+        low = max(1, int(best / LOCAL_SPAN))
+        high = min(cap, max(math.ceil(best * LOCAL_SPAN), low + 1))
+        self._bridge.set_space((low, max(high, low)), self._queue_of)
+
+    def _predicted_rate(self, config: LoaderConfig) -> float | None:
+        profile = self.profile
+        if profile is None or self._seed_compute_s <= 0:
+            return None
+        rnd = self._round
+        if rnd is not None and not rnd.floor_by_wait and self.probe_stats is not None:
+            # Contention: loader threads slow each step; only processes take their CPU
+            # time out of the trainer's process (the pipeline model has no GIL share
+            # for the trainer, so it cannot say more).
+            step = self.probe_stats.mean_step_s
+            if not config.use_multiprocessing:
+                return 1.0 / max(step, 1e-9)
+            return 1.0 / max(step - profile.produce_cpu_s, 0.5 * step, 1e-9)
+        return analytical.predict(
+            config,
+            profile,
+            self._seed_compute_s,
+            self.cores,
+            gil_fraction=0.0 if config.use_multiprocessing else self._gil,
+            process_rss_bytes=self._memory.process_rss,
+        ).steps_per_s
+
+    def _unpaid(self, config: LoaderConfig) -> str | None:
+        """Why trying `config` now does not pay (see `decision.payoff`), or `None`."""
+        best, profile = self.best_record, self.profile
+        predicted = self._predicted_rate(config)
+        if best is None or not best.steps_per_s or profile is None or predicted is None:
+            return None
+        verdict = self._payoff.assess(
+            config,
+            current=self._config,
+            best_rate=float(best.steps_per_s),
+            predicted_rate=predicted,
+            steps_left=self._left(),
+            trial_steps=self._refill(config) + window_steps(self.settings, config)[1],
+            produce_wall_s=profile.produce_wall_s,
+        )
+        return None if verdict.pays else f"not worth it: {verdict.reason}"
+
+    def _cpu_heavy(self) -> bool:
+        profile = self.profile
+        return profile is not None and profile.cpu_ratio >= analytical.CPU_HEAVY_RATIO
+
+    def _learn_gil(self, config: LoaderConfig, stats: WindowStats) -> None:
+        """A thread config of a CPU-heavy loader far under the GIL-free prediction
+        shows how much of the loader's CPU time holds the GIL."""
+        profile = self.profile
+        if config.use_multiprocessing or not self._cpu_heavy() or profile is None:
+            return
+        if stats.wait_fraction < self.settings.wait_threshold or stats.steps_per_s <= 0:
+            return
+        free = analytical.predict(config, profile, self._seed_compute_s, self.cores).steps_per_s
+        if stats.steps_per_s < 0.8 * free and profile.produce_cpu_s > 0:
+            gil = min(1.0, 1.0 / (stats.steps_per_s * profile.produce_cpu_s))
+            self._gil = max(self._gil, gil)
+
+    def _abort_reason(self, window: TrialWindow) -> str | None:
+        """Why to stop a trial early: clearly slower than the best (threads of a
+        CPU-heavy loader: not faster than it, GIL-bound), else `None`."""
+        rnd = self._round
+        best = rnd.best if rnd is not None else None
+        if best is None or not best.steps_per_s or window.source not in ("sampler", "analytical"):
+            return None
+        n = len(window.samples)
+        if n < max(window_steps(self.settings, window.config)[0] // 2, 4):
+            return None
+        total = sum(x.step_s for x in window.samples)
+        if total <= 0:
+            return None
+        rate = n / total
+        best_rate = float(best.steps_per_s)
+        if not window.config.use_multiprocessing and self._cpu_heavy():
+            times = [x.step_s for x in window.samples]
+            mean = total / n
+            sd = (sum((t - mean) ** 2 for t in times) / max(n - 1, 1)) ** 0.5
+            noise = 2.0 * (sd / mean if mean > 0 else 0.0) / n**0.5
+            if rate < best_rate * (1.0 - self.settings.min_improvement - noise):
+                return f"aborted after {n} steps: {rate:.1f} steps/s, not faster (GIL-bound)"
+            return None
+        if rate < ABORT_BELOW_BEST * best_rate:
+            return f"aborted after {n} steps: {rate:.1f} steps/s < {ABORT_BELOW_BEST:.0%} of best"
+        return None
 
     def _next(self) -> LoaderConfig | None:
         """Pick the next config to measure (or finish); return it if the loader must switch."""
@@ -569,19 +779,20 @@ class TuningSession:
             return self._warm_start_failed()
         rnd = self._round
         assert rnd is not None
-        reason = rnd.stop_reason(
-            steps=self._tuning_steps, seconds=self._clock(), modes=tuple(self._modes)
-        )
+        modes = self._allowed_modes()
+        reason = rnd.stop_reason(steps=self._tuning_steps, seconds=self._clock(), modes=modes)
         if reason is not None:
             return self._finish(reason)
+        self._search_locally(rnd)
         proposal = rnd.propose(
             self._bridge,
             baseline=self.baseline,
-            modes=tuple(self._modes),
+            modes=modes,
             infeasible=self._infeasible_reason,
             predicted_excess=lambda c: self._memory.predicted_excess(c, self.profile),
             refill=self._refill,
             known_excess=lambda r: self._memory.excess(r.rss_bytes),
+            unpaid=self._unpaid,
         )
         for record in proposal.skipped:
             self.trials.append(record)
@@ -611,7 +822,7 @@ class TuningSession:
             self._round.pending_seeds = []
         best = self.best_record
         if best is not None:
-            self._watch.arm(best.wait_fraction, self._refill(self.best_config))
+            self._watch.arm(best.steps_per_s, self._refill(self.best_config))
         else:
             self._watch.disarm()
         speedup = self.speedup
@@ -623,13 +834,10 @@ class TuningSession:
         )
         return self._switch_to(self.best_config)
 
-    def _reopen(self, stats: WindowStats, threshold: float) -> LoaderConfig | None:
+    def _reopen(self, stats: WindowStats, why: str) -> LoaderConfig | None:
         s = self.settings
         config = self._config
-        reason = (
-            f"wait fraction {100 * stats.wait_fraction:.0f}% > {100 * threshold:.0f}% "
-            f"for {s.drift_sustain_windows} windows of {s.drift_window_steps} steps on {config}"
-        )
+        reason = f"{why} on {config}"
         self.warm_start_kept = False
         self.reopen_reasons.append(reason)
         self._log.warning("keras_loadtune: input-bound again (%s); reopening the study.", reason)
@@ -637,6 +845,7 @@ class TuningSession:
         self._enter(Phase.TUNING)
         self.finished_reason = None
         self._started_at = self._clock()
+        self._fit_mark = self._left()
         self._new_round(s.reopen_trials + 1, first=False)  # + the re-measured incumbent
         self._set_profile(self._recent(), stats, config)
         # The drift window is a fresh measurement of the incumbent: record it as such.
@@ -700,6 +909,7 @@ class TuningSession:
     def _switch_to(self, config: LoaderConfig) -> LoaderConfig | None:
         if config == self._config:
             return None
+        self._switched_from = self._config
         self._previous_config = self._config
         self._config = config
         return config
@@ -708,6 +918,21 @@ class TuningSession:
         if self._started_at is not None:
             self._seconds_done += self._clock() - self._started_at
             self._started_at = None
+        if self._fit_mark is not None:
+            left = self._left()
+            if left is not None:
+                self._fit_steps_done += max(self._fit_mark - left, 0)
+            self._fit_mark = None
+
+    def _left(self) -> int | None:
+        """Training steps left in this fit, `None` when unknown (never raises)."""
+        if self._steps_left is None:
+            return None
+        try:
+            left = self._steps_left()
+        except Exception:  # a caller's counter must not break tuning
+            return None
+        return None if left is None else max(int(left), 0)
 
     def _set_profile(self, records: list[Any], stats: WindowStats, config: LoaderConfig) -> None:
         self.profile, note = profile_from(records, stats, config)
@@ -732,7 +957,12 @@ class TuningSession:
         mode = config.mode
         if mode not in self._modes:
             return f"{mode} mode not available"
-        cap = self.settings.worker_cap(mode)
+        if mode not in self._round_modes:
+            return f"{mode} mode cannot help this loader (latency-bound)"
+        cap = min(
+            self._caps.get(mode, self.settings.worker_cap(mode)),
+            max(self.settings.worker_cap(mode), self.baseline.workers),
+        )
         if config.workers > cap:
             return f"{config.workers} {mode} workers is over the cap of {cap}"
         return None

@@ -9,6 +9,9 @@ from keras_loadtune._validate import int_at_least, number_in
 from keras_loadtune.decision import resources
 
 MODES = ("thread", "process")
+# Absolute limit on worker threads (the per-loader cap is derived from the measured
+# profile, see `analytical.thread_cap`; this bounds it).
+THREAD_LIMIT = 256
 
 
 def _check_int(name: str, value: Any, low: int, *, optional: bool = False) -> None:
@@ -32,14 +35,17 @@ class TunerSettings:
 
     Args:
         cores: Logical cores the loader may use; `None`: `resources.available_cores()`.
-        max_thread_workers: Most worker threads to try; `None`: `min(32, 4 * cores)`.
-            Threads may exceed cores: latency-bound loaders (disk, network, sleeps)
-            need one thread per batch in flight, not one core.
+        max_thread_workers: Most worker threads to try; `None`: `THREAD_LIMIT` (256).
+            This is an absolute bound: the cap each loader gets comes from its
+            measured profile (batch latency over step time, with a margin, bounded by
+            RAM; `analytical.thread_cap`). Threads may exceed cores: latency-bound
+            loaders (disk, network, sleeps) need one thread per batch in flight.
         max_process_workers: Most worker processes to try; `None`: `cores`.
             Processes only help when CPU-bound, and a process per core is the ceiling.
         queue_size_range: Inclusive `(min, max)` for `max_queue_size`. Keras keeps
             at most `max_queue_size` batches in flight, so `max` should reach the
-            largest worker count. Default `(1, 64)`.
+            largest worker count; the search ties the queue to the worker count
+            (`analytical.queue_for`). Default `(1, 512)`.
         modes: Worker kinds to search, a non-empty subset of `("thread", "process")`.
         max_trials: Most measured trials per tuning round, the user's baseline included.
         max_tuning_steps: Training steps tuning may take (probe included), or `None`.
@@ -65,8 +71,14 @@ class TunerSettings:
         patience: Stop after this many measured trials without an improvement.
         min_improvement: Relative gain that counts as an improvement; configs within
             it of the best count as ties, and the cheaper one wins.
-        drift_margin: After tuning, drift is flagged when the wait fraction exceeds
-            `max(wait_threshold, best trial's wait fraction) + drift_margin`.
+        drift_margin: Margin over `wait_threshold` at which a compute-bound fit counts
+            as input-bound again (per epoch, the callback's check).
+        drift_drop: After tuning, drift is a sustained throughput drop: a window whose
+            steps/s fall under `(1 - drift_drop)` of the tuned rate (and that waits for
+            data) counts as low; the count resets only once a window is back above
+            `(1 - drift_drop / 2)` of it (hysteresis).
+        payoff_ratio: A trial runs only if its predicted gain over the rest of the fit
+            (plus expected reuse) is at least this many times its predicted cost.
         drift_window_steps: Steps per drift-detection window.
         drift_sustain_windows: Consecutive input-bound windows that count as drift.
         reopen_trials: Measured trials allowed when drift reopens the study.
@@ -78,7 +90,7 @@ class TunerSettings:
     from keras_loadtune.decision.settings import TunerSettings
 
     s = TunerSettings(cores=16, max_trials=8, seed=0)
-    s.max_thread_workers, s.max_process_workers  # (32, 16)
+    s.max_thread_workers, s.max_process_workers  # (256, 16)
     s.replace(modes=("thread",)).modes          # ('thread',)
     ```
     """
@@ -86,7 +98,7 @@ class TunerSettings:
     cores: int | None = None
     max_thread_workers: int | None = None
     max_process_workers: int | None = None
-    queue_size_range: tuple[int, int] = (1, 64)
+    queue_size_range: tuple[int, int] = (1, 512)
     modes: tuple[str, ...] = MODES
     max_trials: int = 10
     max_tuning_steps: int | None = 800
@@ -103,6 +115,8 @@ class TunerSettings:
     patience: int = 4
     min_improvement: float = 0.02
     drift_margin: float = 0.10
+    drift_drop: float = 0.15
+    payoff_ratio: float = 2.0
     drift_window_steps: int = 50
     drift_sustain_windows: int = 3
     reopen_trials: int = 4
@@ -120,7 +134,7 @@ class TunerSettings:
         object.__setattr__(self, "cores", cores)
         _check_int("max_thread_workers", self.max_thread_workers, 1, optional=True)
         if self.max_thread_workers is None:
-            object.__setattr__(self, "max_thread_workers", min(32, 4 * cores))
+            object.__setattr__(self, "max_thread_workers", THREAD_LIMIT)
         _check_int("max_process_workers", self.max_process_workers, 1, optional=True)
         if self.max_process_workers is None:
             object.__setattr__(self, "max_process_workers", cores)
@@ -189,6 +203,8 @@ class TunerSettings:
         _check_int("patience", self.patience, 1)
         _check_float("min_improvement", self.min_improvement, 0.0, 1.0, closed=True)
         _check_float("drift_margin", self.drift_margin, 0.0, 1.0)
+        _check_float("drift_drop", self.drift_drop, 0.0, 1.0)
+        _check_float("payoff_ratio", self.payoff_ratio, 0.0, float("inf"), closed=True)
         _check_int("drift_window_steps", self.drift_window_steps, 2)
         _check_int("drift_sustain_windows", self.drift_sustain_windows, 1)
         _check_int("reopen_trials", self.reopen_trials, 1)

@@ -453,6 +453,8 @@ def simulate_tuning(
     study: Any = None,
     changes: Mapping[int, Mapping[str, Any]] | None = None,
     process_mode_available: bool = True,
+    steps_known: bool = True,
+    reuse_steps: int = 0,
 ) -> SimulationResult:
     """Train `total_steps` simulated steps with a `TuningSession` in charge of the loader.
 
@@ -470,6 +472,9 @@ def simulate_tuning(
         study: Optional Optuna study for the session.
         changes: `{step: {param: value}}` changes to the pipeline's costs (drift).
         process_mode_available: Passed to the session.
+        steps_known: The session knows how many steps are left (as the callback from
+            Keras's `params`); `False`: unknown, as for an unsized dataset.
+        reuse_steps: Passed to the session (expected reuse of a stored study).
 
     Example:
 
@@ -486,6 +491,7 @@ def simulate_tuning(
     changes = dict(changes or {})
     pipeline.reconfigure(baseline)
     pipeline.drain_startups()
+    done = [0]
     session = TuningSession(
         baseline,
         settings,
@@ -494,6 +500,8 @@ def simulate_tuning(
         rss_probe=pipeline.rss,
         process_mode_available=process_mode_available,
         cores=pipeline.cores,
+        steps_left=(lambda: total_steps - done[0]) if steps_known else None,
+        reuse_steps=reuse_steps,
     )
     driver = Driver(session, pipeline)
     start = pipeline.now
@@ -503,6 +511,7 @@ def simulate_tuning(
         if i in changes:
             pipeline.set_params(**changes[i])
         sample = pipeline.step()
+        done[0] = i + 1
         if pipeline.switch_pending or not pipeline.served_by_current_pool:
             # As the callback: no step is measured while a background switch is pending
             # or while the previous pool still serves its batches.

@@ -1,11 +1,15 @@
 """`SteadyWatch`: watch a settled loader for drift, within one reopen budget.
 
-After tuning settles, the watch skips the refill of the switch to the best config,
-then feeds every step to a `DriftDetector` whose threshold is the best trial's wait
-fraction (at least `wait_threshold`) plus `drift_margin`. A sustained excess returns
-a `Drift` (why) so the session can open a new search round; the watch counts reopens
-against `settings.max_reopens`, and once the budget is spent it notes the drift and
-stops watching.
+Drift is a *sustained throughput drop* against the tuned rate, not a wait fraction
+near a line. After tuning settles, the watch skips the refill of the switch to the
+best config, then cuts the steps into windows of `drift_window_steps`. A window is
+*low* when its steps/s fall under `(1 - drift_drop)` of the tuned rate and it waits
+for data (wait fraction >= `wait_threshold`: a slower model is not the loader's
+fault). The count of low windows resets only when a window is back above
+`(1 - drift_drop / 2)` of the tuned rate (hysteresis): windows in between keep the
+count. `drift_sustain_windows` low windows return a `Drift` so the session can open a
+new search round; the watch counts reopens against `settings.max_reopens`, and once
+the budget is spent it stops watching.
 
 Example:
 
@@ -13,8 +17,8 @@ Example:
 >>> from keras_loadtune.measurement import StepSample
 >>> s = TunerSettings(drift_window_steps=4, drift_sustain_windows=1)
 >>> watch = SteadyWatch(s, reopens_used=0)
->>> watch.arm(best_wait_fraction=0.0, skip=0)
->>> [watch.update(StepSample(0.05, 0.06)) for _ in range(4)][-1] is not None
+>>> watch.arm(tuned_steps_per_s=100.0, skip=0)
+>>> [watch.update(StepSample(0.01, 0.02)) for _ in range(4)][-1] is not None  # 50 steps/s
 True
 """
 
@@ -23,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from keras_loadtune.decision.settings import TunerSettings
-from keras_loadtune.measurement import DriftDetector, StepSample, WindowStats
+from keras_loadtune.measurement import StepSample, WindowStats, window_stats
 
 
 @dataclass(frozen=True)
@@ -32,11 +36,22 @@ class Drift:
 
     Args:
         stats: The last drift window (a fresh measurement of the incumbent).
-        threshold: The wait fraction it exceeded.
+        tuned_steps_per_s: The rate tuning settled on.
+        low_windows: Low windows counted.
     """
 
     stats: WindowStats
-    threshold: float
+    tuned_steps_per_s: float
+    low_windows: int
+
+    def describe(self, window_steps: int) -> str:
+        """One line: the drop, against what, for how long."""
+        return (
+            f"throughput {self.stats.steps_per_s:.1f} steps/s, "
+            f"{self.stats.steps_per_s / self.tuned_steps_per_s:.0%} of the tuned "
+            f"{self.tuned_steps_per_s:.1f}, waiting {100 * self.stats.wait_fraction:.0f}% "
+            f"for {self.low_windows} windows of {window_steps} steps"
+        )
 
 
 class SteadyWatch:
@@ -55,49 +70,59 @@ class SteadyWatch:
     def __init__(self, settings: TunerSettings, *, reopens_used: int = 0) -> None:
         self._settings = settings
         self.reopens = reopens_used
-        self._detector: DriftDetector | None = None
+        self._tuned: float | None = None
         self._skip = 0
+        self._window: list[StepSample] = []
+        self._low = 0
 
     @property
     def watching(self) -> bool:
-        """Whether a detector is armed."""
-        return self._detector is not None
+        """Whether the watch is armed."""
+        return self._tuned is not None
 
     @property
     def budget_left(self) -> bool:
         """Whether another reopen is allowed."""
         return self.reopens < self._settings.max_reopens
 
-    def arm(self, best_wait_fraction: float | None, skip: int) -> None:
-        """Start watching after `skip` refill steps (no-op when the reopen budget is spent)."""
-        s = self._settings
-        self._detector = None
+    def arm(self, tuned_steps_per_s: float | None, skip: int) -> None:
+        """Start watching after `skip` refill steps (no-op when the reopen budget is
+        spent or the tuned rate is unknown)."""
+        self._tuned = None
         self._skip = skip
-        if not self.budget_left:
-            return
-        threshold = max(s.wait_threshold, best_wait_fraction or 0.0) + s.drift_margin
-        if threshold < 1.0:
-            self._detector = DriftDetector(threshold, s.drift_window_steps, s.drift_sustain_windows)
+        self._window = []
+        self._low = 0
+        if self.budget_left and tuned_steps_per_s is not None and tuned_steps_per_s > 0:
+            self._tuned = float(tuned_steps_per_s)
 
     def disarm(self) -> None:
         """Stop watching."""
-        self._detector = None
+        self._tuned = None
 
     def update(self, sample: StepSample) -> Drift | None:
-        """Feed one step; a `Drift` when drift was sustained, else `None`."""
-        detector = self._detector
-        if detector is None:
+        """Feed one step; a `Drift` when a drop was sustained, else `None`."""
+        tuned = self._tuned
+        if tuned is None:
             return None
         if self._skip > 0:
             self._skip -= 1
             return None
-        if not detector.update(sample):
+        s = self._settings
+        self._window.append(sample)
+        if len(self._window) < s.drift_window_steps:
             return None
-        stats = detector.last_stats
-        assert stats is not None
-        self._detector = None
+        stats = window_stats(self._window)
+        self._window = []
+        rate = stats.steps_per_s
+        if rate < (1.0 - s.drift_drop) * tuned and stats.wait_fraction >= s.wait_threshold:
+            self._low += 1
+        elif rate >= (1.0 - s.drift_drop / 2.0) * tuned:
+            self._low = 0
+        if self._low < s.drift_sustain_windows:
+            return None
+        self._tuned = None
         self.reopens += 1
-        return Drift(stats, detector.threshold)
+        return Drift(stats, tuned, self._low)
 
 
 __all__ = ["Drift", "SteadyWatch"]

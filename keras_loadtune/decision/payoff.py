@@ -1,0 +1,165 @@
+"""`PayoffModel`: whether a trial is worth its cost over the rest of the fit.
+
+A trial costs wall-clock time that training would otherwise have spent at the best
+known rate: the new pool's start-up (measured on earlier switches, else a
+conservative prior), the refill after the switch (about one batch's latency), and
+its measured steps at a possibly worse rate (half the predicted rate, capped at the
+best known). It can only pay back over the steps left in this fit, plus the steps
+a later run reusing the stored study is expected to take. A config is tried only if
+its predicted gain clearly exceeds that cost (`TunerSettings.payoff_ratio` times):
+
+    gain = (1 / best_rate - 1 / predicted_rate) x (steps_left - trial_steps + reuse)
+
+so a short fit tunes little, a config the pipeline model predicts no faster than the
+best is never run, and a process pool (seconds to start) must pay for itself.
+
+Example:
+
+>>> from keras_loadtune import LoaderConfig
+>>> model = PayoffModel(payoff_ratio=2.0)
+>>> cfg = LoaderConfig(8, 9)
+>>> model.assess(cfg, current=LoaderConfig(), best_rate=25.0, predicted_rate=100.0,
+...              steps_left=5000, trial_steps=40, produce_wall_s=0.04).pays
+True
+>>> model.assess(cfg, current=LoaderConfig(), best_rate=25.0, predicted_rate=100.0,
+...              steps_left=30, trial_steps=40, produce_wall_s=0.04).pays
+False
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from keras_loadtune.config import LoaderConfig
+
+# Start-up prior of a process pool before one was measured: forkserver + imports
+# (seconds), plus per worker. Real pools measured 1-6 s; conservative on purpose.
+PROCESS_POOL_PRIOR_S = 2.0
+PROCESS_WORKER_PRIOR_S = 0.05
+# Seconds per added worker thread.
+THREAD_WORKER_S = 0.001
+# A trial may run at this share of its predicted rate (the model can be wrong).
+PESSIMISM = 0.5
+
+
+@dataclass(frozen=True)
+class Payoff:
+    """The verdict on one candidate trial.
+
+    Args:
+        gain_s: Predicted seconds saved over the rest of the fit (and reuse).
+        cost_s: Predicted seconds the trial costs (start-up, refill, slower steps).
+        pays: `gain_s >= payoff_ratio x cost_s` and the gain is positive.
+        reason: One line for the report when it does not pay, else `""`.
+    """
+
+    gain_s: float
+    cost_s: float
+    pays: bool
+    reason: str
+
+
+class PayoffModel:
+    """Predicts trial costs from measured start-ups and weighs them against the gain.
+
+    Args:
+        payoff_ratio: How many times its cost a trial's gain must be.
+        min_improvement: A config predicted within this share of the best rate is
+            predicted no faster (the model is not that precise).
+        reuse_steps: Steps a later run of the same workload is expected to take from
+            the stored study (0 when the study is not stored).
+
+    Example:
+
+    >>> m = PayoffModel(payoff_ratio=2.0)
+    >>> m.learn_startup(LoaderConfig(4, 5, True), 3.0, previous=LoaderConfig())
+    >>> round(m.startup_s(LoaderConfig(8, 9, True), current=LoaderConfig()), 2)
+    3.0
+    """
+
+    def __init__(
+        self, *, payoff_ratio: float, reuse_steps: int = 0, min_improvement: float = 0.02
+    ) -> None:
+        self.payoff_ratio = float(payoff_ratio)
+        self.min_improvement = float(min_improvement)
+        self.reuse_steps = max(int(reuse_steps), 0)
+        self._process_pool_s: float | None = None
+
+    def learn_startup(
+        self, config: LoaderConfig, seconds: float, *, previous: LoaderConfig | None
+    ) -> None:
+        """Record a measured start-up (a new process pool teaches the pool cost)."""
+        new_pool = previous is None or previous.use_multiprocessing != config.use_multiprocessing
+        if config.use_multiprocessing and new_pool and seconds > 0:
+            known = self._process_pool_s
+            self._process_pool_s = float(seconds) if known is None else max(known, float(seconds))
+
+    def startup_s(self, config: LoaderConfig, *, current: LoaderConfig) -> float:
+        """Predicted seconds to switch the loader from `current` to `config`."""
+        same_mode = current.use_multiprocessing == config.use_multiprocessing
+        added = max(config.workers - current.workers, 0) if same_mode else config.workers
+        if not config.use_multiprocessing:
+            return THREAD_WORKER_S * added
+        if same_mode:
+            per_worker = PROCESS_WORKER_PRIOR_S
+            if self._process_pool_s is not None:
+                per_worker = min(per_worker, self._process_pool_s / max(config.workers, 1))
+            return per_worker * added
+        if self._process_pool_s is not None:
+            return self._process_pool_s
+        return PROCESS_POOL_PRIOR_S + PROCESS_WORKER_PRIOR_S * config.workers
+
+    def assess(
+        self,
+        config: LoaderConfig,
+        *,
+        current: LoaderConfig,
+        best_rate: float,
+        predicted_rate: float,
+        steps_left: int | None,
+        trial_steps: int,
+        produce_wall_s: float,
+    ) -> Payoff:
+        """Whether trying `config` now pays (see the module docs).
+
+        Args:
+            config: The candidate.
+            current: The config the loader runs now.
+            best_rate: Steps/s of the best measured config.
+            predicted_rate: Steps/s the pipeline model predicts for `config`.
+            steps_left: Training steps left in this fit (`None`: unknown, unbounded).
+            trial_steps: Steps the trial takes (refill + window).
+            produce_wall_s: Seconds to produce one batch (the refill's wait).
+        """
+        best = max(float(best_rate), 1e-9)
+        predicted = max(float(predicted_rate), 1e-9)
+        if config == current:
+            startup = refill = 0.0
+        else:
+            startup = self.startup_s(config, current=current)
+            refill = max(float(produce_wall_s), 0.0)
+        slow = min(PESSIMISM * predicted, best)
+        trial = trial_steps * max(0.0, 1.0 / slow - 1.0 / best)
+        cost = startup + refill + trial
+        per_step = 1.0 / best - 1.0 / predicted
+        if steps_left is None:
+            horizon = math.inf
+        else:
+            horizon = max(int(steps_left) - trial_steps, 0) + self.reuse_steps
+        if per_step <= 0 or predicted < best * (1.0 + self.min_improvement):
+            return Payoff(0.0, cost, False, "predicted no faster than the best")
+        gain = per_step * horizon
+        if gain >= self.payoff_ratio * cost:
+            return Payoff(gain, cost, True, "")
+        left = "?" if steps_left is None else str(int(steps_left))
+        return Payoff(
+            gain,
+            cost,
+            False,
+            f"predicted gain {gain:.2f} s over {left} steps left < "
+            f"{self.payoff_ratio:g} x cost {cost:.2f} s",
+        )
+
+
+__all__ = ["Payoff", "PayoffModel"]
