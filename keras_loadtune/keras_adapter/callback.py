@@ -27,11 +27,8 @@ from keras_loadtune.report import TuningReport
 logger = logging.getLogger("keras_loadtune")
 
 WAIT_KEY = "data_wait_fraction"
-# LoadTuner arguments whose TunerSettings field has another name.
-_SETTINGS_ARGS = {
-    "max_thread_workers": "max_workers",
-    "ram_budget_bytes": "ram_budget",
-}
+# Older LoadTuner argument names, kept as aliases of the TunerSettings field names.
+_ALIASES = {"max_workers": "max_thread_workers", "ram_budget": "ram_budget_bytes"}
 _VERBOSE = (0, 1, 2)
 
 
@@ -102,16 +99,18 @@ class LoadTuner(keras.callbacks.Callback):
     and training goes on.
 
     Args:
-        max_workers: Most worker threads to try. Default: `min(32, 4 * cores)`; threads
-            beyond the core count pay off for latency-bound loaders (I/O, network).
+        max_thread_workers: Most worker threads to try. Default: `min(32, 4 * cores)`;
+            threads beyond the core count pay off for latency-bound loaders (I/O,
+            network). `max_workers` is accepted as an alias.
         max_process_workers: Most worker processes to try. Default: the core count.
         queue_size_range: Inclusive `(min, max)` for `max_queue_size`. Default `(1, 64)`.
         modes: Worker kinds to search: any of `"thread"`, `"process"`.
         max_trials: Most configs measured per tuning round (yours included). Default 10.
         max_tuning_steps: Training steps tuning may use (probe included). Default 800.
         max_tuning_seconds: Seconds tuning may use. Default 300.
-        ram_budget: Bytes the loader may add (worker processes, queued batches).
-            Default: 50% of the RAM available at start, as tf.data does.
+        ram_budget_bytes: Bytes the loader may add (worker processes, queued batches).
+            Default: 50% of the RAM available at start, as tf.data does. `ram_budget` is
+            accepted as an alias.
         sampler: An `optuna.samplers.BaseSampler`; default a seeded TPE that knows the
             RAM constraint.
         seed: Seed for the default sampler.
@@ -148,14 +147,14 @@ class LoadTuner(keras.callbacks.Callback):
     def __init__(
         self,
         *,
-        max_workers: int | None = None,
+        max_thread_workers: int | None = None,
         max_process_workers: int | None = None,
         queue_size_range: tuple[int, int] | None = None,
         modes: tuple[str, ...] | list[str] | None = None,
         max_trials: int | None = None,
         max_tuning_steps: int | None = None,
         max_tuning_seconds: float | None = None,
-        ram_budget: int | None = None,
+        ram_budget_bytes: int | None = None,
         sampler: Any = None,
         seed: int | None = None,
         wait_threshold: float | None = None,
@@ -166,6 +165,8 @@ class LoadTuner(keras.callbacks.Callback):
         settings: TunerSettings | None = None,
         storage: str | None = "default",
         study_name: str | None = None,
+        max_workers: int | None = None,
+        ram_budget: int | None = None,
     ):
         super().__init__()
         check_keras3("LoadTuner")
@@ -179,15 +180,23 @@ class LoadTuner(keras.callbacks.Callback):
             raise TypeError(
                 f"settings must be a TunerSettings or None; got {type(settings).__name__}."
             )
+        aliases = {"max_workers": max_workers, "ram_budget": ram_budget}
+        fields = {"max_thread_workers": max_thread_workers, "ram_budget_bytes": ram_budget_bytes}
+        for alias, value in aliases.items():
+            field = _ALIASES[alias]
+            if value is not None and fields[field] is not None:
+                raise TypeError(f"Pass {field} or its alias {alias}, not both.")
+        max_thread_workers = max_thread_workers if max_workers is None else max_workers
+        ram_budget_bytes = ram_budget_bytes if ram_budget is None else ram_budget
         overrides = {
-            "max_thread_workers": max_workers,
+            "max_thread_workers": max_thread_workers,
             "max_process_workers": max_process_workers,
             "queue_size_range": tuple(queue_size_range) if queue_size_range else None,
             "modes": tuple(modes) if modes is not None else None,
             "max_trials": max_trials,
             "max_tuning_steps": max_tuning_steps,
             "max_tuning_seconds": max_tuning_seconds,
-            "ram_budget_bytes": ram_budget,
+            "ram_budget_bytes": ram_budget_bytes,
             "sampler": sampler,
             "seed": seed,
             "wait_threshold": wait_threshold,
@@ -199,11 +208,11 @@ class LoadTuner(keras.callbacks.Callback):
         try:
             self.settings = base.replace(**overrides) if overrides else base
         except (TypeError, ValueError) as exc:
-            # Name the argument the user passed, not the settings field behind it.
-            message = str(exc)
-            for field, arg in _SETTINGS_ARGS.items():
-                message = message.replace(f"TunerSettings.{field}", f"LoadTuner {arg}")
-                message = message.replace(f"{field}=", f"{arg}=")
+            # Name the argument the user passed (an alias, if that is what it was).
+            message = str(exc).replace("TunerSettings.", "LoadTuner ")
+            for alias, field in _ALIASES.items():
+                if aliases[alias] is not None:
+                    message = message.replace(field, alias)
             raise type(exc)(message) from None
         self.verbose = verbose
         self.warmup_steps = warmup_steps
