@@ -14,7 +14,8 @@ concurrently. Then:
   (`batch_nbytes / ipc_bytes_per_s`, in the worker and again in the trainer),
   cost start-up time and resident memory per process;
 - throughput is the smallest of the trainer's rate and the loader's limits
-  (latency: `n / wall`, cores: `cores / cpu`, GIL: `1 / (gil x cpu)`) — Little's law.
+  (latency: `n / wall`, cores: `cores / (cpu + step compute)`: the trainer idles while
+  it waits, GIL: `1 / (gil x cpu)`) — Little's law.
 
 A single-worker probe cannot tell GIL-holding Python from GIL-releasing NumPy
 (both show CPU time ~ wall time), so for CPU-heavy loaders `seed_configs` seeds
@@ -154,16 +155,17 @@ def predict(
     wall = max(profile.produce_wall_s, 1e-9)
     cpu = min(max(profile.produce_cpu_s, 0.0), wall)
     n = concurrency(config)
-    loader_cores = max(cores - 1, 1)
     limits: dict[str, float] = {}
+    # Cores: every step needs the loader's CPU for its batch and one core for the
+    # trainer's compute (the trainer idles while it waits, so the loader may use it).
     if config.use_multiprocessing:
         ipc = profile.batch_nbytes / ipc_bytes_per_s
         compute += ipc  # the trainer unpickles every batch
         limits["latency"] = n / (wall + ipc)
-        limits["cores"] = loader_cores / max(cpu + ipc, 1e-9)
+        limits["cores"] = cores / max(cpu + ipc + compute, 1e-9)
     else:
         limits["latency"] = n / wall
-        limits["cores"] = loader_cores / max(cpu, 1e-9)
+        limits["cores"] = cores / max(cpu + compute, 1e-9)
         gil = min(max(gil_fraction, 0.0), 1.0) * cpu
         if gil > 0:
             limits["gil"] = 1.0 / gil
@@ -271,7 +273,6 @@ def seed_configs(
     target = _target_rate(profile, step_compute_s)
     wall = max(profile.produce_wall_s, 1e-9)
     ratio = min(max(profile.cpu_ratio, 0.0), 1.0)
-    loader_cores = max(cores - 1, 1)
     baseline_extra = extra_rss_bytes(
         baseline, profile.batch_nbytes, process_rss_bytes=process_rss_bytes
     )
@@ -280,7 +281,7 @@ def seed_configs(
     if "thread" in modes:
         workers = math.ceil(target * wall)
         if ratio >= CPU_HEAVY_RATIO:
-            workers = min(workers, math.ceil(loader_cores / ratio))
+            workers = min(workers, math.ceil(cores / ratio))
         workers = int(min(max(workers, 1), settings.worker_cap("thread")))
         seeds.append(LoaderConfig(workers, queue_for(workers, profile.jitter_cv, settings), False))
 
@@ -308,7 +309,7 @@ def process_cap(
     """Most worker processes worth trying: enough for the rate the cores can reach.
 
     A process needs `produce_wall_s` (+ pickling) per batch; the cores deliver at most
-    `(cores - 1) / produce_cpu_s` batches/s. Processes beyond
+    `cores / (produce_cpu_s + step_compute_s)` batches/s. Processes beyond
     `min(target rate, that rate) x wall` only cost start-up time and memory.
 
     Example:
@@ -321,7 +322,7 @@ def process_cap(
     """
     wall = max(profile.produce_wall_s, 1e-9) + profile.batch_nbytes / IPC_BYTES_PER_S
     cpu = min(max(profile.produce_cpu_s, 0.0), wall) + profile.batch_nbytes / IPC_BYTES_PER_S
-    achievable = max(cores - 1, 1) / max(cpu, 1e-9)
+    achievable = cores / max(cpu + float(step_compute_s), 1e-9)
     rate = min(_target_rate(profile, step_compute_s), achievable * (1.0 + RATE_MARGIN / 5))
     workers = math.ceil(rate * wall)
     return int(min(max(workers, 1), settings.worker_cap("process"), cores))

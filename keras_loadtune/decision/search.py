@@ -55,6 +55,9 @@ RSS_EVERY = 5
 MAX_ASKS_PER_DECISION = 64
 # Consecutive duplicate proposals after which the search counts as converged.
 MAX_CONSECUTIVE_DUPLICATES = 12
+# The compute floor counts as reached once the best waits under this share of
+# `wait_threshold` (a config waiting 3% of each step may still be 3% off the floor).
+FLOOR_WAIT_SHARE = 0.5
 # Consecutive proposals that do not pay for their trial after which the round ends.
 MAX_CONSECUTIVE_UNPAID = 16
 
@@ -331,7 +334,7 @@ class SearchRound:
             and self.floor_by_wait
             and not self.pending_baseline
             and best.wait_fraction is not None
-            and best.wait_fraction < s.wait_threshold
+            and best.wait_fraction < FLOOR_WAIT_SHARE * s.wait_threshold
         ):
             # Seeds still pending are dropped: nothing can beat the floor.
             return f"compute floor reached (waits {100 * best.wait_fraction:.1f}% of each step)"
