@@ -11,11 +11,15 @@ of tuning again; a fleet of hosts can share one study through a database URL.
   relative (XDG base directory rules); any other string is an Optuna / SQLAlchemy
   storage URL (`sqlite:///path.db`, `postgresql://user:pw@host/db`, ...).
 - **What it is called** (`study_name_for`): `klt-<dataset class>-<12 hex>`, the hex
-  being a SHA-256 of the workload fingerprint (dataset class, batches per epoch, shapes
-  and dtypes of the first batch, a coarse profile of how long a batch takes to produce
-  and how much of that is CPU) and of the host fingerprint (cores, RAM in GiB, Python,
-  TensorFlow and Keras versions). Both fingerprints are stored as study user attrs
-  (`klt_workload`, `klt_host`), readable in optuna-dashboard.
+  being a SHA-256 of the workload's *structure* (dataset class, batches per epoch,
+  shapes and dtypes of the first batch) and of the host fingerprint (cores, RAM in GiB,
+  Python, TensorFlow and Keras versions, Keras backend, accelerator kind). Both
+  fingerprints are stored as study user attrs (`klt_workload`, `klt_host`), readable
+  in optuna-dashboard. The timing profile (median ms to produce a batch, its CPU
+  share) is *never hashed*: it jitters from run to run. It is stored as an attribute
+  (`WorkloadFingerprint.profile()`, on every trial as `klt_profile`) and matched with
+  a tolerance (`decision.warm_start.profiles_match`), so two runs of one workload
+  share one study and a changed loader does not warm-start from the old one.
 - **Opening** (`open_study`) never raises: an unreachable or broken storage gives one
   warning and an in-memory study, and `StudyHandle.note` says so for the report.
 
@@ -42,14 +46,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import platform
 import re
 import sys
 import types
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from keras_loadtune._optuna_logging import quiet_optuna
@@ -118,19 +121,29 @@ class WorkloadFingerprint:
         num_batches: Batches per epoch (`None`: infinite or unknown).
         batch: Shapes and dtypes of the first batch's arrays, e.g.
             `"((32, 32, 32, 3) float32, (32,) int32)"` (`"?"` when unknown).
-        produce_ms_log2: `round(log2(median ms to produce a batch))` (`None`: unknown).
-        cpu_bucket: Share of that time spent on CPU: `"io"` (< 25%), `"mixed"` or
-            `"cpu"` (>= 75%) (`None`: unknown).
+        produce_ms: Median ms to produce a batch (`None`: unknown); not hashed.
+        cpu_ratio: Share of that time spent on CPU, in [0, 1] (`None`: unknown); not
+            hashed.
     """
 
     dataset: str
     num_batches: int | None
     batch: str
-    produce_ms_log2: int | None
-    cpu_bucket: str | None
+    produce_ms: float | None = field(default=None, compare=False)
+    cpu_ratio: float | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def structure(self) -> dict[str, Any]:
+        """What the study key hashes: the class, the length, the batch structure."""
+        return {"dataset": self.dataset, "num_batches": self.num_batches, "batch": self.batch}
+
+    def profile(self) -> dict[str, float] | None:
+        """The timing profile (`produce_ms`, `cpu_ratio`), `None` when unknown."""
+        if self.produce_ms is None or self.cpu_ratio is None:
+            return None
+        return {"produce_ms": float(self.produce_ms), "cpu_ratio": float(self.cpu_ratio)}
 
     @property
     def class_name(self) -> str:
@@ -246,8 +259,15 @@ def _class_path(obj: Any) -> str:
     return f"{module}.{target.__qualname__}"
 
 
-def profile_buckets(records: Iterable[Any]) -> tuple[int | None, str | None]:
-    """`(round(log2(median produce ms)), cpu bucket)` of batch records (`None`s if none)."""
+def produce_profile(records: Iterable[Any]) -> tuple[float | None, float | None]:
+    """`(median ms to produce a batch, median CPU share)` of batch records (`None`s if none).
+
+    Example:
+
+    >>> from types import SimpleNamespace as R
+    >>> produce_profile([R(produce_wall_s=0.04, produce_cpu_s=0.01)] * 3)
+    (40.0, 0.25)
+    """
     recent = list(records)[-_PROFILE_RECORDS:]
     walls = sorted(float(r.produce_wall_s) for r in recent)
     cpus = sorted(float(r.produce_cpu_s) for r in recent)
@@ -255,10 +275,8 @@ def profile_buckets(records: Iterable[Any]) -> tuple[int | None, str | None]:
         return None, None
     wall = walls[len(walls) // 2]
     cpu = cpus[len(cpus) // 2]
-    ms = max(wall * 1000.0, 1e-3)
     ratio = min(max(cpu / wall, 0.0), 1.0) if wall > 0 else 0.0
-    bucket = "io" if ratio < 0.25 else "mixed" if ratio < 0.75 else "cpu"
-    return round(math.log2(ms)), bucket
+    return round(max(wall * 1000.0, 1e-3), 3), round(ratio, 3)
 
 
 def workload_fingerprint(
@@ -274,7 +292,7 @@ def workload_fingerprint(
         dataset: The user's dataset (a `PyDataset` or generator factory); a
             `TunedPyDataset` is unwrapped.
         records: Recent `BatchRecord`s (`produce_wall_s`, `produce_cpu_s`) for the
-            produce-time profile; none leaves it unknown.
+            produce-time profile (stored, not hashed); none leaves it unknown.
         first_batch: The first batch, if already at hand; otherwise `dataset[0]` is
             read once (a failure leaves the structure unknown).
         num_batches: Batches per epoch; default `dataset.num_batches` / `len(dataset)`.
@@ -294,20 +312,21 @@ def workload_fingerprint(
         except Exception as exc:  # pragma: no cover - depends on the user's dataset
             logger.debug("keras_loadtune: could not read batch 0 for the fingerprint: %s", exc)
     structure = "?" if first_batch is None else batch_structure(first_batch)
-    log2_ms, cpu = profile_buckets(records)
+    produce_ms, cpu_ratio = produce_profile(records)
     return WorkloadFingerprint(
         dataset=_class_path(source),
         num_batches=int(num_batches) if isinstance(num_batches, int) else None,
         batch=structure,
-        produce_ms_log2=log2_ms,
-        cpu_bucket=cpu,
+        produce_ms=produce_ms,
+        cpu_ratio=cpu_ratio,
     )
 
 
 def fingerprint_hash(workload: WorkloadFingerprint, host: HostFingerprint) -> str:
-    """SHA-256 (hex) of both fingerprints' canonical JSON."""
+    """SHA-256 (hex) of the workload's structure and the host fingerprint (canonical
+    JSON); the timing profile is left out (see the module docs)."""
     text = json.dumps(
-        {"workload": workload.to_dict(), "host": host.to_dict()}, sort_keys=True, default=str
+        {"workload": workload.structure(), "host": host.to_dict()}, sort_keys=True, default=str
     )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -331,6 +350,8 @@ class StudyHandle:
         study_name: The study's name (`None` when in memory and unnamed).
         storage_url: The storage URL with its password redacted (`None` in memory).
         note: Why the study is in memory although storage was asked for, for the report.
+        workload: The workload fingerprint it was opened for (its `profile()` stamps
+            the trials and filters the warm start).
     """
 
     study: optuna.Study | None
@@ -340,6 +361,7 @@ class StudyHandle:
     working: optuna.Study | None = None
     copied: int = 0
     written: int = 0
+    workload: WorkloadFingerprint | None = None
 
     @property
     def live(self) -> optuna.Study | None:
@@ -379,7 +401,7 @@ def open_study(
         study_name = study_name_for(workload, host)
     url = resolve_storage(storage)
     if url is None:
-        return StudyHandle(None, study_name, None)
+        return StudyHandle(None, study_name, None, workload=workload)
     shown = redact_url(url)
     try:
         rdb = _rdb_storage(url)
@@ -397,8 +419,8 @@ def open_study(
     except Exception as exc:
         note = f"storage unreachable ({shown}: {first_line(exc)}); tuned in memory"
         logger.warning("keras_loadtune: %s", note)
-        return StudyHandle(None, study_name, None, note)
-    handle = StudyHandle(study, study.study_name, shown)
+        return StudyHandle(None, study_name, None, note, workload=workload)
+    handle = StudyHandle(study, study.study_name, shown, workload=workload)
     try:
         attach_working_copy(handle, sampler)
     except Exception as exc:  # the stored study stays usable directly
@@ -521,7 +543,7 @@ __all__ = [
     "first_line",
     "host_fingerprint",
     "open_study",
-    "profile_buckets",
+    "produce_profile",
     "redact_url",
     "resolve_storage",
     "store_report",

@@ -42,6 +42,9 @@ ATTR_CONSTRAINT = "constraint"  # list[float]; <= 0 is feasible (Optuna constrai
 # Which worker of a fleet ran the trial: {"host", "pid", "task"} ("task": TF_CONFIG's
 # "<type>:<index>" when set), so a shared study shows each worker's trials.
 ATTR_WORKER = "klt_worker"
+# The workload's timing profile when the trial ran ({"produce_ms", "cpu_ratio"}):
+# matched with a tolerance by the warm start, never hashed into the study name.
+ATTR_PROFILE = "klt_profile"
 # Name of the Optuna constraint (`Trial.set_constraint`) holding the RAM excess in bytes.
 CONSTRAINT_KEY = "ram_excess_bytes"
 

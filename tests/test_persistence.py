@@ -95,21 +95,26 @@ def test_check_study_name_rejects(bad, error):
 # ------------------------------------------------------------------------ fingerprints
 
 
-def test_workload_fingerprint_reads_one_batch_and_buckets_the_profile():
+def test_workload_fingerprint_reads_one_batch_and_keeps_the_profile_out_of_the_key():
     ds = FakeDataset()
     fp = persistence.workload_fingerprint(ds, _records(0.041, 0.001))
     assert ds.reads == 1
     assert fp.dataset == f"{__name__}.FakeDataset" and fp.class_name == "FakeDataset"
     assert fp.num_batches == 150
     assert fp.batch == "((32, 8) float32, {label: (32,) int32})"
-    assert (fp.produce_ms_log2, fp.cpu_bucket) == (5, "io")
-    # Run-to-run noise stays in the same buckets; a different workload does not.
-    again = persistence.workload_fingerprint(ds, _records(0.038, 0.002))
-    assert again == fp
-    assert persistence.workload_fingerprint(ds, _records(0.160, 0.001)) != fp
-    assert persistence.workload_fingerprint(ds, _records(0.040, 0.039)).cpu_bucket == "cpu"
-    assert persistence.workload_fingerprint(ds, _records(0.040, 0.020)).cpu_bucket == "mixed"
+    assert fp.profile() == {"produce_ms": 41.0, "cpu_ratio": pytest.approx(0.024, abs=1e-3)}
+    host = persistence.host_fingerprint()
+    name = persistence.study_name_for(fp, host)
+    # The timing profile is stored, never hashed: a batch time on any rounding edge
+    # (the issue's ~45 ms) and a changed loader give the same study; the warm start
+    # matches the profile with a tolerance instead.
+    for wall in (0.0449, 0.0451, 0.038, 0.160):
+        other = persistence.workload_fingerprint(ds, _records(wall, 0.001))
+        assert other == fp and persistence.study_name_for(other, host) == name
     assert persistence.workload_fingerprint(FakeDataset(np.float16), _records(0.04, 0)) != fp
+    assert persistence.study_name_for(
+        persistence.workload_fingerprint(FakeDataset(np.float16)), host
+    ) != name
 
 
 def test_workload_fingerprint_of_unknowns():
@@ -121,7 +126,7 @@ def test_workload_fingerprint_of_unknowns():
         yield np.zeros(3)
 
     fp = persistence.workload_fingerprint(Broken())
-    assert (fp.batch, fp.num_batches, fp.produce_ms_log2, fp.cpu_bucket) == ("?", None, None, None)
+    assert (fp.batch, fp.num_batches, fp.profile()) == ("?", None, None)
     fp = persistence.workload_fingerprint(factory, first_batch=np.zeros((2, 3), np.uint8))
     assert fp.dataset.endswith("factory") and fp.batch == "(2, 3) uint8"
     assert persistence.batch_structure([np.zeros(2)]) == "((2,) float64,)"

@@ -34,6 +34,7 @@ from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.settings import MODES, TunerSettings
 from keras_loadtune.trial import (
     ATTR_CONSTRAINT,
+    ATTR_PROFILE,
     ATTR_WORKER,
     CONSTRAINT_KEY,
     PARAM_MODE,
@@ -177,6 +178,7 @@ class StudyBridge:
         self._workers_range: tuple[int, int] | None = None
         self._queue_of: Any = None
         self._worker = worker_identity()
+        self.profile_attr: dict[str, float] | None = None  # stamped on every trial
 
     def set_space(self, workers: tuple[int, int] | None, queue_of: Any = None) -> None:
         """Shape what the sampler sees: the workers range and the queue rule.
@@ -249,6 +251,8 @@ class StudyBridge:
         attrs = record.optuna_user_attrs()
         attrs[ATTR_CONSTRAINT] = [float(constraint)]
         attrs[ATTR_WORKER] = dict(self._worker)
+        if self.profile_attr is not None:
+            attrs[ATTR_PROFILE] = dict(self.profile_attr)
         for key, val in attrs.items():
             trial.set_user_attr(key, val)
         if hasattr(trial, "set_constraint"):  # Optuna >= 5: samplers read it natively

@@ -38,7 +38,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from keras_loadtune.config import LoaderConfig
@@ -119,6 +119,9 @@ class TuningSession:
             `decision.payoff`). `None`: unbounded.
         reuse_steps: Steps a later run is expected to reuse the study for (a stored
             study), added to the gain side of that balance.
+        workload_profile: The loader's timing profile (`produce_ms`, `cpu_ratio`, see
+            `persistence.WorkloadFingerprint.profile`): stamped on every trial, and the
+            warm start only uses stored trials whose profile matches it.
 
     Attributes:
         phase: A `Phase` (compares equal to `"probe"`, `"tuning"`, `"steady"`,
@@ -159,6 +162,7 @@ class TuningSession:
         probe_in_steady_state: bool = False,
         steps_left: Callable[[], int | None] | None = None,
         reuse_steps: int = 0,
+        workload_profile: Mapping[str, float] | None = None,
     ) -> None:
         from keras_loadtune._validate import check_instance, int_at_least
 
@@ -174,6 +178,7 @@ class TuningSession:
         if study is not None:
             check_direction(study, self._log)
         self._bridge = StudyBridge(settings, baseline, study)
+        self._bridge.profile_attr = dict(workload_profile) if workload_profile else None
         self._memory = MemoryBudget(
             settings,
             baseline,
@@ -547,6 +552,7 @@ class TuningSession:
             self.baseline,
             min_improvement=self.settings.min_improvement,
             allowed=lambda c: self._infeasible_reason(c) is None,
+            profile=self._bridge.profile_attr,
         )
         if note is not None:
             self._note(note, logging.WARNING)

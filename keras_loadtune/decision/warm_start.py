@@ -21,14 +21,14 @@ True
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.search import cheapest_within
 from keras_loadtune.measurement import WindowStats
-from keras_loadtune.trial import ATTR_CONSTRAINT, ATTR_STATE, params_to_config
+from keras_loadtune.trial import ATTR_CONSTRAINT, ATTR_PROFILE, ATTR_STATE, params_to_config
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -37,6 +37,35 @@ if TYPE_CHECKING:  # pragma: no cover
 WARM_START_TOLERANCE = 0.8
 # Standard errors of the verify window's mean added before comparing with the stored figure.
 WARM_START_NOISE_SE = 2.0
+# Timing profiles match when their produce times are within this factor of each other
+# and their CPU shares within `CPU_SHARE_TOLERANCE`.
+PRODUCE_TIME_FACTOR = 1.5
+CPU_SHARE_TOLERANCE = 0.25
+
+
+def profiles_match(stored: Mapping[str, float] | None, current: Mapping[str, float] | None) -> bool:
+    """Whether two timing profiles (`produce_ms`, `cpu_ratio`) describe the same loader.
+
+    Unknown profiles match (the verify window then decides).
+
+    Example:
+
+    >>> stored = {"produce_ms": 45.0, "cpu_ratio": 0.1}
+    >>> profiles_match(stored, {"produce_ms": 44.0, "cpu_ratio": 0.12})  # run-to-run noise
+    True
+    >>> profiles_match(stored, {"produce_ms": 160.0, "cpu_ratio": 0.1})  # another loader
+    False
+    """
+    if not stored or not current:
+        return True
+    try:
+        a, b = float(stored["produce_ms"]), float(current["produce_ms"])
+        ca, cb = float(stored["cpu_ratio"]), float(current["cpu_ratio"])
+    except (KeyError, TypeError, ValueError):
+        return True
+    if a <= 0 or b <= 0:
+        return True
+    return max(a, b) / min(a, b) <= PRODUCE_TIME_FACTOR and abs(ca - cb) <= CPU_SHARE_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -83,6 +112,7 @@ def stored_best(
     *,
     min_improvement: float = 0.02,
     allowed: Callable[[LoaderConfig], bool] | None = None,
+    profile: Mapping[str, float] | None = None,
 ) -> WarmStart | None:
     """The best measured, feasible config of a study written by `TuningSession`.
 
@@ -95,6 +125,8 @@ def stored_best(
         baseline: This run's config (its stored figure is reported too).
         min_improvement: Tolerance of `search.cheapest_within`.
         allowed: Filters out configs this run cannot use.
+        profile: This run's timing profile; trials stamped with a profile that does
+            not match it (`profiles_match`) are left out.
 
     Returns:
         The `WarmStart`, or `None` when nothing qualifies.
@@ -114,6 +146,8 @@ def stored_best(
             continue
         constraint = attrs.get(ATTR_CONSTRAINT) or [0.0]
         if any(float(c) > 0 for c in constraint):
+            continue
+        if not profiles_match(attrs.get(ATTR_PROFILE), profile):
             continue
         try:
             config = params_to_config(t.params)
@@ -140,6 +174,7 @@ def load_stored_best(
     *,
     min_improvement: float,
     allowed: Callable[[LoaderConfig], bool],
+    profile: Mapping[str, float] | None = None,
 ) -> tuple[WarmStart | None, str | None]:
     """`stored_best(...)`, never raising: `(warm start or None, note if the study was unreadable)`.
 
@@ -154,7 +189,13 @@ def load_stored_best(
 
     try:
         with quiet_optuna():
-            warm = stored_best(study, baseline, min_improvement=min_improvement, allowed=allowed)
+            warm = stored_best(
+                study,
+                baseline,
+                min_improvement=min_improvement,
+                allowed=allowed,
+                profile=profile,
+            )
     except Exception as exc:  # an unreadable study: probe as if it were empty
         return None, f"could not read the stored study ({type(exc).__name__}: {exc})"
     return warm, None
@@ -211,6 +252,7 @@ __all__ = [
     "Verification",
     "WarmStart",
     "load_stored_best",
+    "profiles_match",
     "stored_best",
     "verify",
 ]
