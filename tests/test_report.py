@@ -537,3 +537,50 @@ def test_repr_is_one_short_line_that_points_to_print():
     assert "\\n" not in text and len(text) < 120
     assert "tuned" in text and "4 threads, queue 8" in text and "2.50x" in text
     assert "40 trial" in text
+
+
+# ------------------------------------------------------------------- net effect (issue #13)
+
+
+def test_unchanged_config_never_shows_a_speedup():
+    # Two windows of your own config measured 18.2 and 19.1 steps/s: that is noise, not a
+    # speedup (the issue's "1.05x over your config" for an unchanged config).
+    rep = make_report("kept-baseline", best_config=BASE, best_steps_per_s=19.1)
+    assert rep.speedup is None
+    text = str(rep)
+    assert "Speedup" not in text and "1.05x" not in text
+    assert "x faster" not in rep.summary_line() and "1.05" not in rep.summary_line()
+    assert "Speedup" not in rep._repr_html_()
+
+
+def test_net_effect_is_shown_and_labelled():
+    rep = make_report(fit_seconds=10.0, fit_steps=360, tuning_cost_seconds=1.25)
+    # 360 steps at your config's 18.2 steps/s would have taken 19.8 s.
+    assert rep.baseline_fit_seconds == pytest.approx(360 / 18.2)
+    assert rep.net_speedup == pytest.approx(360 / 18.2 / 10.0)
+    text = str(rep)
+    assert "Fit:      10.0 s for 360 steps (measured)" in text
+    assert "At yours: 19.8 s (estimated" in text
+    assert "Net:      1.98x faster than at your config (estimated)" in text
+    assert "Cost:     1.2 s caused by tuning (estimated" in text or "1.3 s caused" in text
+    assert "steady state (measured)" in text
+    html = rep._repr_html_()
+    assert "Net" in html and "estimated" in html
+    assert TuningReport.from_dict(rep.to_dict()) == rep
+
+
+def test_net_effect_says_slower_when_the_fit_was_slower():
+    rep = make_report(fit_seconds=30.0, fit_steps=360)
+    assert rep.net_speedup == pytest.approx(360 / 18.2 / 30.0)
+    assert "1.52x slower than at your config (estimated)" in str(rep)
+
+
+@given(
+    base=st.floats(0.1, 1e4),
+    steps=st.integers(1, 10**6),
+    fit=st.floats(0.01, 1e6),
+)
+def test_net_speedup_is_the_ratio_of_the_two_times(base, steps, fit):
+    rep = make_report(baseline_steps_per_s=base, fit_steps=steps, fit_seconds=fit)
+    assert rep.net_speedup == pytest.approx((steps / base) / fit)
+    assert (rep.net_speedup >= 1.0) == ("faster than at your config" in str(rep))

@@ -66,8 +66,9 @@ def render_html(report: TuningReport) -> str:
             f"<tbody>{''.join(body)}</tbody></table>"
         )
     facts = []
-    if report.speedup is not None:
-        facts.append(("Speedup", f"{fmt.speedup(report.speedup)} over your config"))
+    speed = _text._speedup_text(report)
+    if speed:
+        facts.append(("Speedup", speed))
     wait = _text._wait_text(report)
     if wait:
         facts.append(("Wait", wait))
@@ -77,6 +78,9 @@ def render_html(report: TuningReport) -> str:
         facts.append(("Epochs", ", ".join(fmt.pct(w) for w in report.epoch_wait_fractions)))
     if report.profile:
         facts.append(("Profile", fmt.profile_line(report.profile)))
+    for line in _text.net_lines(report):
+        label, _, value = line.strip().partition(":")
+        facts.append((label, value.strip()))
     if facts:
         parts.append("<div>" + "<br>".join(f"<b>{_e(k)}:</b> {_e(v)}" for k, v in facts) + "</div>")
     parts.append(_list("Re-tuned after input drift", report.reopen_reasons))

@@ -77,6 +77,15 @@ class TuningReport:
         study_name: Optuna study name, if stored.
         storage_url: Optuna storage URL, if stored.
         warm_start_from: Study the config was warm-started from.
+        fit_seconds: Wall seconds of the fit so far (measured on the training clock).
+        fit_steps: Training steps of the fit so far.
+        tuning_cost_seconds: Seconds the tuner caused (estimated: its time minus the
+            same steps at the best config's rate; start-ups, refills, slower trials).
+
+    The net effect (`baseline_fit_seconds`, `net_speedup`) compares the fit's
+    measured wall time with the time the same steps would have taken at your
+    config's measured rate (an estimate); `speedup` is the steady-state rate ratio
+    (measured), `None` when the config in use is yours.
 
     Raises:
         ValueError: `decision` is not one of `DECISIONS`.
@@ -114,6 +123,9 @@ class TuningReport:
     study_name: str | None = None
     storage_url: str | None = None
     warm_start_from: str | None = None
+    fit_seconds: float | None = None
+    fit_steps: int | None = None
+    tuning_cost_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS:
@@ -125,11 +137,34 @@ class TuningReport:
     # ------------------------------------------------------------------ numbers
     @property
     def speedup(self) -> float | None:
-        """`best_steps_per_s / baseline_steps_per_s`, or `None` when either is unknown."""
+        """Steady-state speedup (measured): `best_steps_per_s / baseline_steps_per_s`;
+        `None` when either is unknown or the config in use is your own (an unchanged
+        config has no speedup, whatever two of its windows measured)."""
         best, base = self.best_steps_per_s, self.baseline_steps_per_s
         if not (_format.is_number(best) and _format.is_number(base)) or base <= 0:  # type: ignore[operator]
             return None
+        if self.best_config is not None and self.best_config == self.baseline_config:
+            return None
         return float(best) / float(base)  # type: ignore[arg-type]
+
+    @property
+    def baseline_fit_seconds(self) -> float | None:
+        """Estimated seconds the fit's steps would have taken at your config's measured
+        rate (`fit_steps / baseline_steps_per_s`), `None` when unknown."""
+        base, steps = self.baseline_steps_per_s, self.fit_steps
+        if not _format.is_number(base) or base <= 0 or not steps:  # type: ignore[operator]
+            return None
+        return float(steps) / float(base)  # type: ignore[arg-type]
+
+    @property
+    def net_speedup(self) -> float | None:
+        """This fit's net effect: `baseline_fit_seconds / fit_seconds` (< 1: the tuner
+        made this fit slower), `None` when either is unknown. An estimate (its
+        numerator is)."""
+        at_yours, fit = self.baseline_fit_seconds, self.fit_seconds
+        if at_yours is None or not _format.is_number(fit) or fit <= 0:  # type: ignore[operator]
+            return None
+        return at_yours / float(fit)  # type: ignore[arg-type]
 
     @property
     def best_trial(self) -> TrialRecord | None:

@@ -87,7 +87,13 @@ def list_studies(storage_url: str | optuna.storages.BaseStorage) -> list[dict[st
                 best = None
         base_sps, best_sps = stored.get("baseline_steps_per_s"), stored.get("best_steps_per_s")
         speedup = None
-        if _format.is_number(base_sps) and _format.is_number(best_sps) and base_sps > 0:
+        unchanged = best is not None and best == stored.get("baseline_config")
+        if (
+            _format.is_number(base_sps)
+            and _format.is_number(best_sps)
+            and base_sps > 0
+            and not unchanged  # an unchanged config has no speedup
+        ):
             speedup = float(best_sps) / float(base_sps)
         start = summary.datetime_start
         rows.append(

@@ -97,7 +97,7 @@ def _speedup_text(report: TuningReport) -> str | None:
         text += f" ({report.baseline_config})"
     return (
         text + f": {fmt.num(report.baseline_steps_per_s)} -> "
-        f"{fmt.num(report.best_steps_per_s)} steps/s"
+        f"{fmt.num(report.best_steps_per_s)} steps/s, steady state (measured)"
     )
 
 
@@ -110,6 +110,36 @@ def _wait_text(report: TuningReport) -> str | None:
     if fmt.is_number(after):
         return f"{fmt.pct(after)} of step time (after tuning)"
     return None
+
+
+def net_lines(report: TuningReport) -> list[str]:
+    """This fit's net effect, each figure labelled measured or estimated."""
+    lines: list[str] = []
+    if fmt.is_number(report.fit_seconds):
+        steps = f" for {report.fit_steps} steps" if report.fit_steps else ""
+        lines.append(_field("Fit", f"{fmt.seconds(report.fit_seconds)}{steps} (measured)"))
+    at_yours = report.baseline_fit_seconds
+    if at_yours is not None:
+        lines.append(
+            _field(
+                "At yours",
+                f"{fmt.seconds(at_yours)} (estimated: the same steps at your config's "
+                f"measured {fmt.num(report.baseline_steps_per_s)} steps/s)",
+            )
+        )
+    net = report.net_speedup
+    if net is not None:
+        effect = f"{net:.2f}x faster" if net >= 1.0 else f"{1.0 / net:.2f}x slower"
+        lines.append(_field("Net", f"{effect} than at your config (estimated)"))
+    if fmt.is_number(report.tuning_cost_seconds):
+        lines.append(
+            _field(
+                "Cost",
+                f"{fmt.seconds(report.tuning_cost_seconds)} caused by tuning (estimated: "
+                "its time minus the same steps at the best config's rate)",
+            )
+        )
+    return lines
 
 
 def _tuning_text(report: TuningReport) -> str:
@@ -148,6 +178,7 @@ def _outcome(report: TuningReport) -> list[str]:
         lines.append(_field("Wait", wait))
     if report.trials or report.tuning_seconds:
         lines.append(_field("Tuning", _tuning_text(report)))
+    lines += net_lines(report)
     return lines
 
 
