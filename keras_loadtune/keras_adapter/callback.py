@@ -486,6 +486,9 @@ class LoadTuner(keras.callbacks.Callback):
                     process_mode_available="process" in self.settings.modes,
                     probe_in_steady_state=True,  # the stock prefetched during tracing is drained
                     logger=self._log,
+                    steps_left=self._steps_left,
+                    reuse_steps=self._expected_reuse_steps(),
+                    workload_profile=self._workload_profile(),
                 )
             )
         except BaseException as exc:  # reported on the training thread
@@ -677,6 +680,36 @@ class LoadTuner(keras.callbacks.Callback):
         elif final:
             self._log.info("%s", report.summary_line())
 
+    def _fit_total_steps(self) -> int | None:
+        """Steps of this fit from Keras's `params` (`epochs x steps`), `None` if unknown."""
+        params = getattr(self, "params", None) or {}
+        epochs, steps = params.get("epochs"), params.get("steps")
+        if isinstance(epochs, int) and isinstance(steps, int) and epochs > 0 and steps > 0:
+            return epochs * steps
+        return None
+
+    def _steps_left(self) -> int | None:
+        """Training steps left in this fit (read by the session to weigh trials)."""
+        total = self._fit_total_steps()
+        return None if total is None else max(total - self._fit_step, 0)
+
+    def _expected_reuse_steps(self) -> int:
+        """A stored study is expected to serve one more fit of this length."""
+        handle = self._study_handle
+        if handle is None or handle.study is None:
+            return 0
+        return self._fit_total_steps() or 0
+
+    def _workload_profile(self) -> dict[str, float] | None:
+        """The timing profile the study was opened for (stamped on trials, matched)."""
+        workload = getattr(self._study_handle, "workload", None)
+        return workload.profile() if workload is not None else None
+
+    def _fit_seconds(self) -> float | None:
+        """Wall seconds since the fit began (`None` until `_fit_started_at` is set)."""
+        started = getattr(self, "_fit_started_at", None)
+        return None if started is None else time.perf_counter() - started
+
     def _build_report(self) -> TuningReport:
         session = self._session
         notes = list(self._notes)
@@ -754,4 +787,7 @@ class LoadTuner(keras.callbacks.Callback):
             study_name=stored.study_name if stored is not None else None,
             storage_url=stored.storage_url if stored is not None else None,
             warm_start_from=warm.study_name if warm is not None else None,
+            fit_seconds=self._fit_seconds(),
+            fit_steps=self._fit_step or None,
+            tuning_cost_seconds=session.tuning_cost_s,
         )
