@@ -83,10 +83,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 # Producer records kept for re-profiling when drift reopens the study.
 RECENT_RECORDS = 512
-# A trial is aborted once, after half its minimum window, it runs under this share of
+# A trial is aborted once, after its minimum window, it runs under this share of
 # the best rate (thread trials of a CPU-heavy loader: under the best rate plus
 # `min_improvement`, i.e. GIL-bound); its partial rate is told to Optuna.
 ABORT_BELOW_BEST = 0.8
+# Most slack (relative) an early abort gives a trial's rate for its noise.
+ABORT_SLACK = 0.05
 # Local search after the seeds: the workers range becomes incumbent / 2 .. incumbent x 2.
 LOCAL_SPAN = 2.0
 
@@ -753,29 +755,41 @@ class TuningSession:
             self._gil = max(self._gil, gil)
 
     def _abort_reason(self, window: TrialWindow) -> str | None:
-        """Why to stop a trial early: clearly slower than the best (threads of a
-        CPU-heavy loader: not faster than it, GIL-bound), else `None`."""
+        """Why to stop a trial before its window settles: clearly slower than the best
+        (threads of a CPU-heavy loader: not faster than it, GIL-bound), else `None`.
+
+        Judged on whole delivery cycles once the window has its minimum length, with
+        up to two standard errors (`ABORT_SLACK`) of slack: a trial that would otherwise
+        run to its maximum window stops there."""
         rnd = self._round
         best = rnd.best if rnd is not None else None
         if best is None or not best.steps_per_s or window.source not in ("sampler", "analytical"):
             return None
         n = len(window.samples)
-        if n < max(window_steps(self.settings, window.config)[0] // 2, 4):
+        if n < window_steps(self.settings, window.config)[0]:
             return None
-        total = sum(x.step_s for x in window.samples)
-        if total <= 0:
+        stats = window.stats()
+        rate = stats.steps_per_s
+        if rate <= 0:
             return None
-        rate = n / total
+        # Two standard errors, at most 5%: step times within a delivery cycle are bursty.
+        sem = stats.rel_sem if math.isfinite(stats.rel_sem) else 1.0
+        slack = 1.0 + min(2.0 * sem, ABORT_SLACK)
         best_rate = float(best.steps_per_s)
+        mi = self.settings.min_improvement
         if not window.config.use_multiprocessing and self._cpu_heavy():
-            times = [x.step_s for x in window.samples]
-            mean = total / n
-            sd = (sum((t - mean) ** 2 for t in times) / max(n - 1, 1)) ** 0.5
-            noise = 2.0 * (sd / mean if mean > 0 else 0.0) / n**0.5
-            if rate < best_rate * (1.0 - self.settings.min_improvement - noise):
+            # More threads than a thread best must be faster to pay; fewer threads (or
+            # threads against a process best) only must not be slower.
+            costlier = not best.config.use_multiprocessing and window.config.workers > (
+                best.config.workers
+            )
+            if costlier:  # must beat the best by min_improvement: no slack
+                slack = 1.0
+            line = best_rate * (1.0 + mi) if costlier else best_rate * (1.0 - mi)
+            if rate * slack < line:
                 return f"aborted after {n} steps: {rate:.1f} steps/s, not faster (GIL-bound)"
             return None
-        if rate < ABORT_BELOW_BEST * best_rate:
+        if rate * slack < ABORT_BELOW_BEST * best_rate:
             return f"aborted after {n} steps: {rate:.1f} steps/s < {ABORT_BELOW_BEST:.0%} of best"
         return None
 

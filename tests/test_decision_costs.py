@@ -1,0 +1,390 @@
+"""Issue #13 (cost-aware, honest tuning): one simulator-driven test per problem it found.
+
+No TensorFlow: the policy runs against `decision.simulator.SimulatedPipeline`, through
+the same `Driver` loop as the Keras callback. Each test names the problem it pins.
+"""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keras_loadtune import LoaderConfig
+from keras_loadtune.decision import TunerSettings
+from keras_loadtune.decision.analytical import process_cap, queue_for, thread_cap
+from keras_loadtune.decision.optuna_bridge import StudyBridge
+from keras_loadtune.decision.payoff import PayoffModel
+from keras_loadtune.decision.session import default_sampler
+from keras_loadtune.decision.simulator import (
+    PipelineParams,
+    SimulatedPipeline,
+    simulate_tuning,
+    static_grid,
+)
+from keras_loadtune.decision.steady import SteadyWatch
+from keras_loadtune.decision.warm_start import profiles_match
+from keras_loadtune.measurement import LoaderProfile, StepSample
+from keras_loadtune.trial import ATTR_WORKER, TrialRecord, config_to_params
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+GIB = 1 << 30
+USER = LoaderConfig()  # Keras's default: 1 thread, queue 10
+LATENCY = dict(io_s=0.040, numpy_s=0.0005, compute_s=0.010)
+GIL = dict(python_s=0.020, compute_s=0.005, trainer_gil_share=0.3)
+NUMPY = dict(numpy_s=0.020, compute_s=0.005)
+
+
+def _settings(cores: int, seed: int = 0, **kw) -> TunerSettings:
+    return TunerSettings(**{"cores": cores, "seed": seed, "ram_budget_bytes": 8 * GIB, **kw})
+
+
+def _tune(cores: int, steps: int, *, seed: int = 0, noise: float = 0.1, settings=None, **p):
+    pipe = SimulatedPipeline(cores=cores, seed=seed, noise_cv=noise, **p)
+    return simulate_tuning(
+        pipe, settings or _settings(cores, seed), baseline=USER, total_steps=steps
+    )
+
+
+def _static_seconds(params: PipelineParams, config: LoaderConfig, steps: int) -> float:
+    pipe = SimulatedPipeline(params)
+    pipe.run_steps(config, steps)
+    return pipe.now
+
+
+def _process_switches(result) -> int:
+    previous, starts = USER, 0
+    for _, config in result.switches:
+        starts += config.use_multiprocessing and not previous.use_multiprocessing
+        previous = config
+    return starts
+
+
+# ------------------------------------------------------------- costs are weighed
+
+
+def test_no_process_pool_is_started_with_few_steps_left():
+    # Found: a switch to processes started with 10 steps left in the fit.
+    short = _tune(8, 60, **GIL)
+    assert _process_switches(short) == 0
+    assert not short.session.best_config.use_multiprocessing
+    # The same loader over a long fit: the pool pays for itself and is started once.
+    long = _tune(8, 5000, **GIL)
+    assert _process_switches(long) == 1 and long.session.best_config.use_multiprocessing
+
+
+def test_the_session_knows_the_steps_left():
+    # Found: the tuner did not know how many steps remain, although Keras passes them.
+    known = _tune(8, 120, **LATENCY)
+    unknown = simulate_tuning(
+        SimulatedPipeline(cores=8, seed=0, noise_cv=0.1, **LATENCY),
+        _settings(8),
+        baseline=USER,
+        total_steps=120,
+        steps_known=False,
+    )
+    assert known.session.tuning_steps <= unknown.session.tuning_steps
+    ran = [t for t in known.session.trials if t.state in ("complete", "pruned")]
+    assert len(ran) <= 2  # your config and at most one trial in a 120-step fit
+
+
+@pytest.mark.parametrize("scenario", [LATENCY, GIL, NUMPY], ids=["latency", "gil", "numpy"])
+@pytest.mark.parametrize("steps", [40, 150, 2000])
+def test_never_slower_than_the_users_config(scenario, steps):
+    # Found: with the tuner, training took 1.5-2.7x as long as plain Keras.
+    params = PipelineParams(cores=8, seed=0, noise_cv=0.1, **scenario)
+    tuned = simulate_tuning(
+        SimulatedPipeline(params), _settings(8), baseline=USER, total_steps=steps
+    )
+    plain = _static_seconds(params, USER, steps)
+    assert tuned.total_time_s <= 1.02 * plain
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(
+    io=st.sampled_from([0.0, 0.005, 0.03, 0.1]),
+    cpu=st.sampled_from([0.0, 0.002, 0.01, 0.03]),
+    gil=st.booleans(),
+    compute=st.sampled_from([0.002, 0.005, 0.02]),
+    steps=st.sampled_from([30, 300, 1500]),
+)
+def test_never_worse_than_the_users_config_anywhere(io, cpu, gil, compute, steps):
+    kind = "python_s" if gil else "numpy_s"
+    params = PipelineParams(
+        cores=4, seed=1, noise_cv=0.1, io_s=io, compute_s=compute, **{kind: cpu}
+    )
+    tuned = simulate_tuning(
+        SimulatedPipeline(params), _settings(4), baseline=USER, total_steps=steps
+    )
+    plain = _static_seconds(params, USER, steps)
+    assert tuned.total_time_s <= 1.05 * plain + 0.05
+
+
+# ------------------------------------------------- trials measure their own batches
+
+
+@pytest.mark.parametrize("scenario", [LATENCY, GIL, dict(io_s=0.1, numpy_s=0.001, compute_s=0.004)])
+def test_every_trial_measures_its_own_configs_rate(scenario):
+    # Found: one trial read 249 steps/s for a config whose true rate is 20 (it was
+    # measured on the previous config's batches).
+    res = _tune(8, 3000, noise=0.05, **scenario)
+    measured = {
+        t.config: t.steps_per_s
+        for t in res.session.trials
+        if t.state == "complete" and t.source != "baseline"
+    }
+    assert measured
+    static = static_grid(PipelineParams(cores=8, **scenario), measured, steps=400, skip=40)
+    for config, rate in measured.items():
+        assert rate == pytest.approx(static[config].steps_per_s, rel=0.10), config
+
+
+# ---------------------------------------------------------- the search's budget
+
+
+def test_seeds_are_dropped_once_the_floor_is_reached():
+    # Found: a pending 8-process seed ran after the floor was reached (6.30x the floor).
+    res = _tune(8, 3000, **NUMPY)
+    session = res.session
+    assert "compute floor" in (session.finished_reason or "")
+    assert _process_switches(res) == 0 and session.pending_seeds == ()
+    assert res.final_steps_per_s >= 0.97 / NUMPY["compute_s"]
+
+
+def test_no_process_trial_for_a_latency_bound_loader():
+    # Found: the sampler proposed processes for latency-bound loaders.
+    res = _tune(8, 5000, **LATENCY)
+    ran = [t.config for t in res.session.trials if t.state != "skipped"]
+    assert not any(c.use_multiprocessing for c in ran)
+    modes = {t.params.get("mode") for t in res.session.study.trials}
+    assert modes == {"thread"}
+
+
+def test_thread_trials_stop_once_threads_proved_gil_bound():
+    # Found: thread configs were proposed after threads proved GIL-bound.
+    res = _tune(8, 5000, **GIL)
+    threads = [
+        t
+        for t in res.session.trials
+        if t.source != "baseline"
+        and not t.config.use_multiprocessing
+        and t.state in ("complete", "pruned")
+    ]
+    assert len(threads) <= 1  # the seed that showed it
+
+
+def test_a_gil_bound_thread_trial_is_aborted_early():
+    # A thread trial slower than the best is cut short, its partial rate kept.
+    res = _tune(16, 5000, noise=0.02, python_s=0.02, compute_s=0.005)
+    aborted = [t for t in res.session.trials if t.reason and t.reason.startswith("aborted")]
+    slow_threads = [
+        t
+        for t in res.session.trials
+        if not t.config.use_multiprocessing
+        and t.source != "baseline"
+        and t.state != "skipped"
+        and t.steps_per_s is not None
+        and t.steps_per_s < 0.9 * res.session.best_record.steps_per_s
+    ]
+    assert all(t in aborted or t.steps <= 12 for t in slow_threads)
+
+
+def test_queue_is_tied_to_workers():
+    # Found: the queue size was searched independently of the workers.
+    res = _tune(8, 5000, io_s=0.1, numpy_s=0.001, compute_s=0.004)
+    sampled = [t for t in res.session.trials if t.source == "sampler"]
+    profile = res.session.profile
+    for t in sampled:
+        assert t.config.max_queue_size == queue_for(
+            t.config.workers, profile.jitter_cv, res.session.settings
+        )
+
+
+def test_process_count_is_sized_to_the_achievable_rate():
+    # Found: 64 processes were seeded where 32 give the same speed.
+    s = TunerSettings(cores=64)
+    python = LoaderProfile(0.020, 0.020, 1.0, 1 << 16, 0.0)
+    assert process_cap(python, 0.005, 64, s) <= math.ceil(1.30 / 0.005 * 0.020)
+    slow_trainer = process_cap(python, 0.050, 64, s)
+    assert slow_trainer == 1  # one process feeds a 50 ms step
+    grid = static_grid(
+        PipelineParams(cores=64, python_s=0.02, compute_s=0.005),
+        [LoaderConfig(w, w + 1, True) for w in (process_cap(python, 0.005, 64, s), 32)],
+    )
+    fast, many = grid.values()
+    assert fast.steps_per_s >= 0.97 * many.steps_per_s
+
+
+# ------------------------------------------------------------ per-loader caps
+
+
+def test_thread_cap_follows_the_loader_not_the_core_count():
+    # Found: max_workers = min(32, 4 x cores) capped a 40 ms loader at 8 threads on 2
+    # cores, and a 100 ms fetch needing ~64 threads on every core count.
+    s = TunerSettings(cores=2)
+    fetch = LoaderProfile(0.100, 0.0005, 0.005, 1 << 16, 0.1)
+    assert thread_cap(fetch, 0.002, s) >= 64
+    assert thread_cap(fetch, 0.002, s.replace(max_thread_workers=40)) == 40
+    tiny_ram = s.replace(ram_budget_bytes=8 << 20)  # 8 MiB: few 1 MiB batches fit
+    assert thread_cap(LoaderProfile(0.1, 0.0005, 0.005, 1 << 20, 0.1), 0.002, tiny_ram) < 10
+
+
+def test_remote_fetch_reaches_the_floor_on_two_cores():
+    res = _tune(2, 5000, io_s=0.1, numpy_s=0.0005, compute_s=0.004)
+    assert res.session.best_config.workers > 8
+    assert res.final_steps_per_s >= 0.95 / 0.004
+
+
+# -------------------------------------------------------------------------- drift
+
+
+def test_no_drift_on_a_stationary_gil_bound_job():
+    # Found: on a GIL-bound job with nothing changing, the wait fraction read 63%
+    # against a 62% threshold and the study re-opened.
+    for seed in range(3):
+        res = _tune(
+            8, 6000, seed=seed, noise=0.2, settings=_settings(8, seed, modes=("thread",)), **GIL
+        )
+        assert res.session.reopen_reasons == []
+
+
+def test_drift_has_hysteresis():
+    s = TunerSettings(drift_window_steps=10, drift_sustain_windows=3, drift_drop=0.2)
+    watch = SteadyWatch(s)
+    watch.arm(tuned_steps_per_s=100.0, skip=0)
+
+    def window(rate: float, wait: float = 0.5):
+        out = None
+        for _ in range(10):
+            out = watch.update(StepSample(wait / rate, 1.0 / rate)) or out
+        return out
+
+    # Low, in-between (keeps the count), low, low: sustained.
+    assert window(70) is None and window(85) is None and window(70) is None
+    assert window(70) is not None
+    watch.arm(tuned_steps_per_s=100.0, skip=0)
+    # Low, recovered (resets), low, low: not yet.
+    assert window(70) is None and window(95) is None
+    assert window(70) is None and window(70) is None
+    # A slower model that does not wait for data is no loader drift.
+    watch.arm(tuned_steps_per_s=100.0, skip=0)
+    assert all(window(50, wait=0.0) is None for _ in range(5))
+
+
+# --------------------------------------------------------------- honest figures
+
+
+def test_speedup_is_none_for_an_unchanged_config():
+    # Found: "1.05x over your config" for an unchanged config.
+    res = _tune(8, 3000, noise=0.1, compute_s=0.01, numpy_s=0.004)  # compute-bound-ish
+    session = res.session
+    if session.best_config == USER:
+        assert session.speedup is None
+    res = _tune(8, 3000, **LATENCY)
+    assert res.session.best_config != USER and res.session.speedup > 1.0
+
+
+@pytest.mark.parametrize("scenario", [LATENCY, GIL, NUMPY], ids=["latency", "gil", "numpy"])
+def test_claimed_net_effect_matches_the_clock(scenario):
+    # The report's net effect (the steps at your config's measured rate over the fit's
+    # wall time) must be within 10% of what the clock says.
+    params = PipelineParams(cores=8, seed=0, noise_cv=0.1, **scenario)
+    res = simulate_tuning(SimulatedPipeline(params), _settings(8), baseline=USER, total_steps=3000)
+    claimed = (3000 / res.session.baseline_record.steps_per_s) / res.total_time_s
+    actual = _static_seconds(params, USER, 3000) / res.total_time_s
+    assert claimed == pytest.approx(actual, rel=0.10)
+    # Tuning cost: the fit's time minus the same steps at the rate it settled on.
+    caused = res.total_time_s - 3000 / res.final_steps_per_s
+    assert caused > 0.1
+    assert res.session.tuning_cost_s == pytest.approx(caused, rel=0.15, abs=0.05)
+
+
+# ----------------------------------------------------------------- warm start
+
+
+def _stored(settings: TunerSettings, values: dict[LoaderConfig, float]) -> optuna.Study:
+    """A study holding measured trials, written as a tuning session writes them."""
+    study = optuna.create_study(direction="maximize", sampler=default_sampler(settings))
+    bridge = StudyBridge(settings, USER, study)
+    for config, value in values.items():
+        trial = bridge.ask(config_to_params(config))
+        record = TrialRecord(trial.number, bridge.suggest(trial), "complete", "sampler")
+        bridge.tell(trial, record, value=value)
+    return study
+
+
+def test_warm_start_never_keeps_a_config_slower_than_yours():
+    # Found: a warm start showed "0.6x over your config ... <- best".
+    # The batches grew: pickling 40 MB makes worker processes slower than your thread.
+    scenario = dict(numpy_s=0.01, compute_s=0.01, batch_nbytes=40 << 20, cores=8)
+    stored_cfg = LoaderConfig(2, 3, True)
+    grid = static_grid(PipelineParams(**scenario), [USER, stored_cfg], steps=300)
+    now = grid[stored_cfg].steps_per_s
+    assert now < grid[USER].steps_per_s
+    settings = _settings(8)
+    # Stored: the process config a bit faster than yours, both above what it runs now
+    # but within the verify tolerance, so only the comparison with yours catches it.
+    study = _stored(settings, {USER: 1.10 * now, stored_cfg: 1.15 * now})
+    pipe = SimulatedPipeline(seed=0, noise_cv=0.02, **scenario)
+    res = simulate_tuning(pipe, settings, baseline=USER, total_steps=800, study=study)
+    session = res.session
+    assert session.warm_start is not None and session.warm_start.config == stored_cfg
+    assert session.best_config == USER and res.final_config == USER
+    assert session.speedup is None
+    assert any("your config" in n for n in session.notes)
+
+
+def test_trials_name_the_worker_that_ran_them(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {}, "task": {"type": "worker", "index": 1}}')
+    res = _tune(8, 600, **LATENCY)
+    workers = [t.user_attrs[ATTR_WORKER] for t in res.session.study.trials]
+    assert workers and all(w["task"] == "worker:1" and w["pid"] > 0 for w in workers)
+    assert all(isinstance(w["host"], str) and w["host"] for w in workers)
+
+
+@given(
+    ms=st.floats(0.1, 1e4),
+    factor=st.floats(1.0, 3.0),
+    cpu=st.floats(0.0, 1.0),
+    dcpu=st.floats(-0.5, 0.5),
+)
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_profiles_match_is_symmetric_and_tolerant(ms, factor, cpu, dcpu):
+    a = {"produce_ms": ms, "cpu_ratio": cpu}
+    b = {"produce_ms": ms * factor, "cpu_ratio": min(max(cpu + dcpu, 0.0), 1.0)}
+    assert profiles_match(a, b) == profiles_match(b, a)
+    assert profiles_match(a, a)
+    if factor > 1.5 + 1e-9:
+        assert not profiles_match(a, b)
+
+
+# ----------------------------------------------------------------- payoff model
+
+
+@given(
+    best=st.floats(1.0, 1000.0),
+    gain=st.floats(0.0, 3.0),
+    left=st.integers(0, 10**6),
+    trial=st.integers(1, 200),
+)
+def test_payoff_is_monotone_in_the_steps_left(best, gain, left, trial):
+    model = PayoffModel(payoff_ratio=2.0)
+    kw = dict(current=USER, best_rate=best, predicted_rate=best * (1 + gain), trial_steps=trial)
+    now = model.assess(LoaderConfig(4, 5), steps_left=left, produce_wall_s=0.01, **kw)
+    later = model.assess(LoaderConfig(4, 5), steps_left=left * 2, produce_wall_s=0.01, **kw)
+    assert later.gain_s >= now.gain_s and later.cost_s == now.cost_s
+    assert not now.pays or later.pays
+    if gain < 0.02:
+        assert not now.pays  # predicted no faster: never worth a trial
+
+
+def test_payoff_learns_the_measured_pool_start():
+    model = PayoffModel(payoff_ratio=2.0)
+    proc = LoaderConfig(8, 9, True)
+    prior = model.startup_s(proc, current=USER)
+    model.learn_startup(proc, 6.0, previous=USER)  # the issue's 5-6 s pause
+    assert model.startup_s(proc, current=USER) == 6.0 > prior
+    assert model.startup_s(LoaderConfig(10, 11, True), current=proc) < 1.0  # resize only
