@@ -3,10 +3,14 @@
 Pure Python (Optuna, NumPy, psutil; no TensorFlow):
 
 - `settings.TunerSettings`: budget, search space and thresholds;
-- `analytical`: the pipeline model that predicts configs and seeds the search;
+- `analytical`: the pipeline model that predicts configs, seeds the search and sizes
+  the per-loader search space (`thread_cap`, `process_cap`, `queue_for`);
+- `payoff`: whether a trial's predicted gain over the fit's remaining steps pays
+  for its cost (start-up, refill, slower steps);
 - `resources`: cores and memory of the machine;
 - `session.TuningSession`: the facade the Keras callback drives per step, over the
-  phase objects `probe`, `warm_start`, `search`, `steady`, `memory` and
+  phase objects `probe`, `warm_start`, `search`, `steady` (drift = sustained
+  throughput drop), `memory` and
   `optuna_bridge` (the only module that touches `optuna.Trial`); `phase` holds
   `Phase`, `Event` and `StepResult`;
 - `driver.Driver`: the observe -> decide -> apply -> acknowledge loop over an `Applier`;

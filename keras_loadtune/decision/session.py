@@ -19,7 +19,19 @@ Phases (`Phase`, a `str` enum: `Phase.STEADY == "steady"`)::
 
 Where the rules live: warm start and its verification in `warm_start`, the search
 space, skipped proposals, RAM constraint and objective in `search` and
-`optuna_bridge`, the memory model in `memory`, the probe's verdict in `probe`.
+`optuna_bridge`, the memory model in `memory`, the probe's verdict in `probe`, what
+a trial costs and whether it pays in `payoff`, drift in `steady`.
+
+Cost-aware search (issue #13): after the probe the session shapes what Optuna sees
+from the measured profile (`_shape_space`: no process mode for a latency-bound
+loader, per-loader worker caps, the queue tied to the workers); once the seeds ran,
+the sampler searches around the incumbent (workers / 2 .. x 2). Every proposal,
+seeds included, must pay (`payoff.PayoffModel`) over the steps left in the fit
+(`steps_left`) plus the expected reuse of a stored study; a thread trial of a
+CPU-heavy loader that is not faster is aborted after its minimum window, and what
+it showed (the GIL share) makes later thread configs predicted no faster. Pending
+seeds are dropped once the best waits under half of `wait_threshold`.
+`tuning_cost_s` estimates the seconds the tuner caused.
 
 Example:
 

@@ -124,7 +124,7 @@ def net_lines(report: TuningReport) -> list[str]:
             _field(
                 "At yours",
                 f"{fmt.seconds(at_yours)} (estimated: the same steps at your config's "
-                f"measured {fmt.num(report.baseline_steps_per_s)} steps/s)",
+                f"{fmt.num(report.baseline_steps_per_s)} steps/s, measured on this loader)",
             )
         )
     net = report.net_speedup
