@@ -675,6 +675,9 @@ def print_summary(agg: dict[str, Any], checks: list[dict[str, Any]]) -> None:
         print(f"{c['verdict']:<4}  {c['scenario']:<14} {c['target']:<40} {c['why']}")
 
 
+KEPT_MARKER = "<!-- kept by benchmarks/run.py: sections below come from other scripts -->"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke test (< 2 min)")
@@ -725,6 +728,9 @@ def main(argv: list[str] | None = None) -> int:
     if png.parent != HERE:
         text = text.replace("(benchmarks/benchmarks.png)", f"({png.name})")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and KEPT_MARKER in out.read_text():
+        # Sections measured by the other benchmark scripts are kept below the marker.
+        text = text.rstrip("\n") + "\n\n" + out.read_text()[out.read_text().index(KEPT_MARKER) :]
     out.write_text(text)
     plot(agg, png)
     if args.raw:
