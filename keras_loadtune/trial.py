@@ -45,6 +45,9 @@ ATTR_WORKER = "klt_worker"
 # The workload's timing profile when the trial ran ({"produce_ms", "cpu_ratio"}):
 # matched with a tolerance by the warm start, never hashed into the study name.
 ATTR_PROFILE = "klt_profile"
+# True on sampler proposals told without running (a duplicate, over a cap, not worth
+# a trial): the live report leaves them out, so does a report rebuilt from the study.
+ATTR_NOT_RUN = "klt_not_run"
 # Name of the Optuna constraint (`Trial.set_constraint`) holding the RAM excess in bytes.
 CONSTRAINT_KEY = "ram_excess_bytes"
 

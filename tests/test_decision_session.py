@@ -13,7 +13,6 @@ from keras_loadtune.decision.simulator import SimulatedPipeline, simulate_tuning
 from keras_loadtune.measurement import StepSample
 from keras_loadtune.trial import (
     ATTR_CONSTRAINT,
-    ATTR_SOURCE,
     ATTR_STATE,
     PARAM_MODE,
     PARAM_WORKERS,
@@ -153,14 +152,16 @@ def test_process_mode_unavailable_never_proposes_processes():
         pipe, _settings(), baseline=LoaderConfig(), total_steps=800, process_mode_available=False
     )
     study = res.session.study
-    assert len(study.trials) >= 4
+    assert len(study.trials) >= 2  # your config and the thread seed
     assert all(t.params[PARAM_MODE] == "thread" for t in study.trials)
     assert res.session.notes[0].startswith("process mode skipped")
 
 
 def test_process_cap_proposals_skipped_without_running():
     settings = _settings(max_process_workers=2, max_thread_workers=8, patience=6)
-    pipe = SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, seed=1)
+    # Threads can still gain (GIL limit 66 steps/s), so the sampler is asked, over a
+    # workers range that fits threads (8) but not processes (2).
+    pipe = SimulatedPipeline(io_s=0.02, python_s=0.015, compute_s=0.005, cores=16, seed=1)
     res = simulate_tuning(pipe, settings, baseline=LoaderConfig(), total_steps=1500)
     for rec in res.session.trials:
         assert rec.config.workers <= (2 if rec.config.use_multiprocessing else 8)
@@ -184,9 +185,9 @@ def test_no_config_measured_twice():
     # (1, 2) and (2, 1) run one batch at a time, as the baseline: predicted no faster,
     # they are not worth a trial; (2, 2) is.
     assert measured == [LoaderConfig(1, 1), LoaderConfig(2, 2)]
-    told = [t.user_attrs.get("reason", "") for t in res.session.study.trials]
-    assert any("duplicate" in r for r in told) or any("not worth it" in r for r in told)
-    assert all(t.user_attrs[ATTR_SOURCE] == "sampler" for t in res.session.study.trials[2:])
+    # Nothing left could pay: the sampler is not even asked (no skipped trials pile up).
+    assert "pays" in res.session.finished_reason
+    assert len(res.session.study.trials) == 2
 
 
 def test_step_budget_is_respected():

@@ -584,3 +584,26 @@ def test_net_speedup_is_the_ratio_of_the_two_times(base, steps, fit):
     rep = make_report(baseline_steps_per_s=base, fit_steps=steps, fit_seconds=fit)
     assert rep.net_speedup == pytest.approx((steps / base) / fit)
     assert (rep.net_speedup >= 1.0) == ("faster than at your config" in str(rep))
+
+
+def test_from_study_leaves_out_proposals_that_never_ran():
+    from keras_loadtune.decision import TunerSettings
+    from keras_loadtune.decision.optuna_bridge import StudyBridge
+    from keras_loadtune.trial import config_to_params
+
+    study = optuna.create_study(direction="maximize")
+    bridge = StudyBridge(TunerSettings(cores=4, seed=0), BASE, study)
+    ran = bridge.ask(config_to_params(BASE))
+    bridge.tell(ran, TrialRecord(0, bridge.suggest(ran), "complete", "baseline"), value=18.0)
+    for reason in ("duplicate of trial 0, not re-run", "not worth it: predicted no faster"):
+        trial = bridge.ask(config_to_params(BEST))
+        record = TrialRecord(trial.number, bridge.suggest(trial), "skipped", "sampler")
+        bridge.tell(
+            trial,
+            record.__class__(**{**record.__dict__, "reason": reason}),
+            state="pruned",
+            not_run=True,
+        )
+    rep = TuningReport.from_study(study)
+    assert [t.number for t in rep.trials] == [0]
+    assert any("2 sampler proposal(s) not run" in n for n in rep.notes)

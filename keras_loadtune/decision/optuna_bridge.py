@@ -34,6 +34,7 @@ from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.settings import MODES, TunerSettings
 from keras_loadtune.trial import (
     ATTR_CONSTRAINT,
+    ATTR_NOT_RUN,
     ATTR_PROFILE,
     ATTR_WORKER,
     CONSTRAINT_KEY,
@@ -180,6 +181,11 @@ class StudyBridge:
         self._worker = worker_identity()
         self.profile_attr: dict[str, float] | None = None  # stamped on every trial
 
+    @property
+    def workers_range(self) -> tuple[int, int] | None:
+        """The workers range the sampler sees (`None`: the settings' caps)."""
+        return self._workers_range
+
     def set_space(self, workers: tuple[int, int] | None, queue_of: Any = None) -> None:
         """Shape what the sampler sees: the workers range and the queue rule.
 
@@ -244,13 +250,17 @@ class StudyBridge:
         value: float | None = None,
         constraint: float = 0.0,
         state: str = "complete",
+        not_run: bool = False,
     ) -> None:
-        """Finish `trial` as `state` (`complete` with `value`, `pruned` or `failed`)."""
+        """Finish `trial` as `state` (`complete` with `value`, `pruned` or `failed`);
+        `not_run` marks a proposal told without running (left out of reports)."""
         import optuna
 
         attrs = record.optuna_user_attrs()
         attrs[ATTR_CONSTRAINT] = [float(constraint)]
         attrs[ATTR_WORKER] = dict(self._worker)
+        if not_run:
+            attrs[ATTR_NOT_RUN] = True
         if self.profile_attr is not None:
             attrs[ATTR_PROFILE] = dict(self.profile_attr)
         for key, val in attrs.items():

@@ -59,7 +59,7 @@ MAX_CONSECUTIVE_DUPLICATES = 12
 # `wait_threshold` (a config waiting 3% of each step may still be 3% off the floor).
 FLOOR_WAIT_SHARE = 0.5
 # Consecutive proposals that do not pay for their trial after which the round ends.
-MAX_CONSECUTIVE_UNPAID = 16
+MAX_CONSECUTIVE_UNPAID = 8
 
 
 def cost_key(config: LoaderConfig) -> tuple[int, int, int]:
@@ -381,7 +381,7 @@ class SearchRound:
             why = infeasible(config)
             if why is not None:
                 record = TrialRecord(trial.number, config, "skipped", "sampler", reason=why)
-                bridge.tell(trial, record, state="pruned")
+                bridge.tell(trial, record, state="pruned", not_run=True)
                 continue
             known = self.measured.get(config)
             if known is not None:
@@ -403,8 +403,9 @@ class SearchRound:
             why_not = unpaid(config) if unpaid is not None and source != "baseline" else None
             if why_not is not None:
                 record = TrialRecord(trial.number, config, "skipped", source, reason=why_not)
-                bridge.tell(trial, record, state="pruned")
-                if source == "analytical":
+                shown = source == "analytical"  # a seed the report lists as skipped
+                bridge.tell(trial, record, state="pruned", not_run=not shown)
+                if shown:
                     skipped.append(record)
                 self.unpaid += 1
                 if self.unpaid >= MAX_CONSECUTIVE_UNPAID and not self.pending_seeds:
@@ -426,7 +427,9 @@ class SearchRound:
             rss_bytes=known.rss_bytes,
             reason=f"duplicate of trial {known.number}, not re-run",
         )
-        bridge.tell(trial, record, value=float(known.steps_per_s or 0.0), constraint=excess)
+        bridge.tell(
+            trial, record, value=float(known.steps_per_s or 0.0), constraint=excess, not_run=True
+        )
 
 
 __all__ = [

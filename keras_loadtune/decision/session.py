@@ -749,6 +749,30 @@ class TuningSession:
         )
         return None if verdict.pays else f"not worth it: {verdict.reason}"
 
+    def _nothing_pays(self, modes: tuple[str, ...]) -> str | None:
+        """Why no config of the sampler's space can pay for a trial, or `None`.
+
+        The pipeline model's best prediction over the space (each mode, every worker
+        count up to its cap, the tied queue) is weighed as any proposal would be.
+        """
+        space = self._bridge.workers_range
+        if self.best_record is None or self.profile is None or space is None:
+            return None
+        low, high = space
+        best: LoaderConfig | None = None
+        best_rate = -1.0
+        for mode in modes:
+            cap = min(high, self._caps.get(mode, high))
+            for workers in range(max(low, 1), max(cap, low) + 1):
+                config = LoaderConfig(workers, self._queue_of(workers), mode == "process")
+                rate = self._predicted_rate(config)
+                if rate is not None and rate > best_rate:
+                    best, best_rate = config, rate
+        if best is None:
+            return None
+        why = self._unpaid(best)
+        return None if why is None else f"no config left that pays for its trial ({why})"
+
     def _cpu_heavy(self) -> bool:
         profile = self.profile
         return profile is not None and profile.cpu_ratio >= analytical.CPU_HEAVY_RATIO
@@ -816,6 +840,10 @@ class TuningSession:
         if reason is not None:
             return self._finish(reason)
         self._search_locally(rnd)
+        if not rnd.pending_seeds and not rnd.pending_baseline:
+            why = self._nothing_pays(modes)
+            if why is not None:  # asking the sampler would only fill the study with skips
+                return self._finish(why)
         proposal = rnd.propose(
             self._bridge,
             baseline=self.baseline,

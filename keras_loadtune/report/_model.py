@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.report import _format
 from keras_loadtune.storage import redact_url
-from keras_loadtune.trial import STUDY_ATTR_REPORT, TrialRecord
+from keras_loadtune.trial import ATTR_NOT_RUN, STUDY_ATTR_REPORT, TrialRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -351,17 +351,21 @@ def report_from_study(study: optuna.Study, *, storage_url: str | None = None) ->
     from optuna.trial import TrialState
 
     records: list[TrialRecord] = []
-    running = unparsable = 0
+    running = unparsable = not_run = 0
     durations: list[float] = []
     for trial in study.get_trials(deepcopy=False):
         if trial.state in (TrialState.RUNNING, TrialState.WAITING):
             running += 1
             continue
         try:
-            records.append(TrialRecord.from_frozen_trial(trial))
+            record = TrialRecord.from_frozen_trial(trial)
         except (KeyError, TypeError, ValueError):
             unparsable += 1
             continue
+        if trial.user_attrs.get(ATTR_NOT_RUN):
+            not_run += 1  # a proposal told without running, as the live report leaves out
+            continue
+        records.append(record)
         if trial.datetime_start and trial.datetime_complete:
             durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
 
@@ -370,6 +374,11 @@ def report_from_study(study: optuna.Study, *, storage_url: str | None = None) ->
         extra_notes.append(f"{running} trial(s) still running in storage; not shown")
     if unparsable:
         extra_notes.append(f"{unparsable} trial(s) without loader params; not shown")
+    if not_run:
+        extra_notes.append(
+            f"{not_run} sampler proposal(s) not run (a duplicate, over a cap, or not worth "
+            "a trial); not shown"
+        )
 
     stored = study.user_attrs.get(STUDY_ATTR_REPORT)
     if isinstance(stored, dict) and "decision" in stored:
