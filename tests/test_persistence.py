@@ -112,9 +112,10 @@ def test_workload_fingerprint_reads_one_batch_and_keeps_the_profile_out_of_the_k
         other = persistence.workload_fingerprint(ds, _records(wall, 0.001))
         assert other == fp and persistence.study_name_for(other, host) == name
     assert persistence.workload_fingerprint(FakeDataset(np.float16), _records(0.04, 0)) != fp
-    assert persistence.study_name_for(
-        persistence.workload_fingerprint(FakeDataset(np.float16)), host
-    ) != name
+    assert (
+        persistence.study_name_for(persistence.workload_fingerprint(FakeDataset(np.float16)), host)
+        != name
+    )
 
 
 def test_workload_fingerprint_of_unknowns():
