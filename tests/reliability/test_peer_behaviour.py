@@ -98,7 +98,8 @@ def test_epoch_hooks_once_per_epoch_like_keras(keras_ready, wrap, config):
     wrapped = wrap(ds, config)
     kdata.tiny_model().fit(wrapped, epochs=epochs, verbose=0)
     assert (ds.begins, ds.ends) == (reference.begins, reference.ends)
-    assert ds.begins == epochs
+    # Keras's JAX and torch trainers add one pass of their own (the model-building pull).
+    assert ds.begins == epochs + (keras_ready.keras.backend.backend() != "tensorflow")
     # y carries the epoch counter as the worker saw it: hooks' state reached the workers.
     epochs_seen = kdata.EpochMarks(wrapped)
     kdata.tiny_model().fit(wrapped, epochs=1, verbose=0, shuffle=False, callbacks=[epochs_seen])
