@@ -66,3 +66,11 @@ def test_trial_set_constraint_exists(study):
     trial.set_constraint("ram_excess_bytes", -1.0)
     study.tell(trial, 1.0)
     assert study.trials[0].constraints == {"ram_excess_bytes": -1.0}
+
+
+def test_trial_exposes_its_fixed_params(study):
+    # optuna_bridge reads Trial._fixed_params to tell a fixed (seeded) trial from a sampled one.
+    trial = ask_fixed(study, {"mode": "thread", "workers": 4, "max_queue_size": 5})
+    assert trial is not None
+    assert trial._fixed_params == {"mode": "thread", "workers": 4, "max_queue_size": 5}
+    assert study.ask()._fixed_params == {}

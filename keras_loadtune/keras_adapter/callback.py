@@ -293,6 +293,7 @@ class LoadTuner(keras.callbacks.Callback):
     # -- Keras hooks -----------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._fit_step = 0
+        self._fit_started_at = time.perf_counter()
         try:
             self._bind_training_data(_hooks.training_adapter())
         except Exception as exc:  # the tuner must never break training
