@@ -607,3 +607,19 @@ def test_from_study_leaves_out_proposals_that_never_ran():
     rep = TuningReport.from_study(study)
     assert [t.number for t in rep.trials] == [0]
     assert any("2 sampler proposal(s) not run" in n for n in rep.notes)
+
+
+def test_report_shows_the_worst_stall_the_tuner_caused_with_the_median_step():
+    from keras_loadtune import LoaderConfig
+    from keras_loadtune.report import TuningReport
+
+    rep = TuningReport(
+        "tuned",
+        LoaderConfig(),
+        LoaderConfig(4, 8),
+        worst_step_gap_seconds=0.055,
+        median_step_seconds=0.011,
+    )
+    assert "Stall:    longest step after a tuner action 55 ms (median step 11 ms)" in str(rep)
+    assert TuningReport.from_dict(rep.to_dict()) == rep
+    assert "Stall" not in str(TuningReport("tuned", LoaderConfig(), LoaderConfig(4, 8)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import sys
 import threading
@@ -242,6 +243,9 @@ class LoadTuner(keras.callbacks.Callback):
         self._compute_bound_reopens: list[str] = []
         self._t_begin = 0.0
         self._log = _EpochLog(logger)
+        self._step_cycles: collections.deque[float] = collections.deque(maxlen=4096)
+        self._acted = False
+        self._worst_gap_s: float | None = None
         _ensure_log_handler(verbose)
 
     # -- public API ------------------------------------------------------------------------
@@ -326,6 +330,10 @@ class LoadTuner(keras.callbacks.Callback):
             records = self._new_records()
             if self._fit_step <= self.warmup_steps:
                 return
+            self._step_cycles.append(step_s)
+            if self._acted:  # this step followed the tuner's action (its work, a switch)
+                self._acted = False
+                self._worst_gap_s = max(self._worst_gap_s or 0.0, step_s)
             wait_s = sum(r.wait_s for r in records) if records is not None else None
             self._epoch_step += step_s
             if wait_s is None:
@@ -474,6 +482,7 @@ class LoadTuner(keras.callbacks.Callback):
         if result is not None and result.baseline != self._train_ds.config:
             return None  # the loader changed meanwhile (the user reconfigured): start again
         self._session = result
+        self._acted = True
         return result
 
     def _start_session(self, config: LoaderConfig, box: list) -> None:
@@ -623,6 +632,7 @@ class LoadTuner(keras.callbacks.Callback):
         ds = self._train_ds
         if ds is None or config == ds.config:
             return
+        self._acted = True
         try:
             # A new pool of the other mode starts off the training thread while the
             # current one keeps serving (no multi-second gap between two steps).
@@ -791,4 +801,8 @@ class LoadTuner(keras.callbacks.Callback):
             fit_seconds=self._fit_seconds(),
             fit_steps=self._fit_step or None,
             tuning_cost_seconds=session.tuning_cost_s,
+            worst_step_gap_seconds=self._worst_gap_s,
+            median_step_seconds=(
+                float(np.median(self._step_cycles)) if self._step_cycles else None
+            ),
         )

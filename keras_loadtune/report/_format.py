@@ -46,6 +46,14 @@ def seconds(value: float | None) -> str:
     return f"{value:.1f} s"
 
 
+def ms(value: float | None) -> str:
+    """`0.0123 -> "12 ms"`, `2.5 -> "2.5 s"`."""
+    if not is_number(value):
+        return "?"
+    value = float(value)  # type: ignore[arg-type]
+    return f"{value * 1000:.0f} ms" if value < 1.0 else seconds(value)
+
+
 def nbytes(value: float | None) -> str:
     """Human-readable byte count (`1536 -> "1.5 KiB"`)."""
     if not is_number(value):

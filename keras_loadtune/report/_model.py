@@ -81,6 +81,10 @@ class TuningReport:
         fit_steps: Training steps of the fit so far.
         tuning_cost_seconds: Seconds the tuner caused (estimated: its time minus the
             same steps at the best config's rate; start-ups, refills, slower trials).
+        worst_step_gap_seconds: The longest step cycle right after a tuner action (its
+            own work on the training thread, a switch): the worst stall it caused
+            (measured).
+        median_step_seconds: The median step cycle of the fit (measured), for scale.
 
     The net effect (`baseline_fit_seconds`, `net_speedup`) compares the fit's
     measured wall time with the time the same steps would have taken at your
@@ -126,6 +130,8 @@ class TuningReport:
     fit_seconds: float | None = None
     fit_steps: int | None = None
     tuning_cost_seconds: float | None = None
+    worst_step_gap_seconds: float | None = None
+    median_step_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS:

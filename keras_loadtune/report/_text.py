@@ -139,6 +139,16 @@ def net_lines(report: TuningReport) -> list[str]:
                 "its time minus the same steps at the best config's rate)",
             )
         )
+    if fmt.is_number(report.worst_step_gap_seconds):
+        median = report.median_step_seconds
+        scale = f" (median step {fmt.ms(median)})" if fmt.is_number(median) else ""
+        lines.append(
+            _field(
+                "Stall",
+                f"longest step after a tuner action {fmt.ms(report.worst_step_gap_seconds)}"
+                f"{scale} (measured)",
+            )
+        )
     return lines
 
 
