@@ -297,7 +297,7 @@ class LoadTuner(keras.callbacks.Callback):
     # -- Keras hooks -----------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._fit_step = 0
-        self._fit_started_at = time.perf_counter()
+        self._fit_started_at = None  # set when the warm-up (tracing) steps are over
         try:
             self._bind_training_data(_hooks.training_adapter())
         except Exception as exc:  # the tuner must never break training
@@ -329,7 +329,11 @@ class LoadTuner(keras.callbacks.Callback):
         try:
             records = self._new_records()
             if self._fit_step <= self.warmup_steps:
+                if self._fit_step == self.warmup_steps:
+                    self._fit_started_at = now
                 return
+            if self._fit_started_at is None:  # warmup_steps=0
+                self._fit_started_at = now - step_s
             self._step_cycles.append(step_s)
             if self._acted:  # this step followed the tuner's action (its work, a switch)
                 self._acted = False
@@ -717,7 +721,11 @@ class LoadTuner(keras.callbacks.Callback):
         return workload.profile() if workload is not None else None
 
     def _fit_seconds(self) -> float | None:
-        """Wall seconds since the fit began (`None` until `_fit_started_at` is set)."""
+        """Wall seconds since the warm-up steps ended (`None` before that).
+
+        Tracing and compilation in the first steps cost the same with or without the
+        tuner, and no rate-based estimate includes them, so the fit is timed after them.
+        """
         started = getattr(self, "_fit_started_at", None)
         return None if started is None else time.perf_counter() - started
 
@@ -799,7 +807,7 @@ class LoadTuner(keras.callbacks.Callback):
             storage_url=stored.storage_url if stored is not None else None,
             warm_start_from=warm.study_name if warm is not None else None,
             fit_seconds=self._fit_seconds(),
-            fit_steps=self._fit_step or None,
+            fit_steps=max(self._fit_step - self.warmup_steps, 0) or None,
             tuning_cost_seconds=session.tuning_cost_s,
             worst_step_gap_seconds=self._worst_gap_s,
             median_step_seconds=(

@@ -117,7 +117,12 @@ def net_lines(report: TuningReport) -> list[str]:
     lines: list[str] = []
     if fmt.is_number(report.fit_seconds):
         steps = f" for {report.fit_steps} steps" if report.fit_steps else ""
-        lines.append(_field("Fit", f"{fmt.seconds(report.fit_seconds)}{steps} (measured)"))
+        lines.append(
+            _field(
+                "Fit",
+                f"{fmt.seconds(report.fit_seconds)}{steps} (measured, after the warm-up steps)",
+            )
+        )
     at_yours = report.baseline_fit_seconds
     if at_yours is not None:
         lines.append(
