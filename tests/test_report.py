@@ -559,7 +559,7 @@ def test_net_effect_is_shown_and_labelled():
     assert rep.baseline_fit_seconds == pytest.approx(360 / 18.2)
     assert rep.net_speedup == pytest.approx(360 / 18.2 / 10.0)
     text = str(rep)
-    assert "Fit:      10.0 s for 360 steps (measured)" in text
+    assert "Fit:      10.0 s for 360 steps (measured, after the warm-up steps)" in text
     assert "At yours: 19.8 s (estimated" in text
     assert "Net:      1.98x faster than at your config (estimated)" in text
     assert "Cost:     1.2 s caused by tuning (estimated" in text or "1.3 s caused" in text
