@@ -102,10 +102,11 @@ class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
     data, one `evaluate` or `predict` call). `consumer_id` tags the engine records of
     every stream it opens, so the tuner measures only the training consumer.
 
-    A worker's exception ends the stream and is re-raised, original type and message, by
-    `on_epoch_end`, which Keras calls right after it sees the stream end. (Raising inside
-    the generator instead would reach the user as a TensorFlow `UnknownError` on the
-    TensorFlow backend, as it does with Keras's own enqueuer.)
+    A worker's exception is raised at its batch, original type and message, as with a
+    plain `PyDataset`. For a `tf.data` consumer (the TensorFlow backend) it ends the
+    stream instead and is re-raised by `on_epoch_end`, which Keras calls right after it
+    sees the stream end: raised inside the generator it would reach the user as a
+    TensorFlow `InvalidArgumentError`, as it does with a plain `PyDataset`.
     """
 
     def __init__(self, x: TunedPyDataset, class_weight: Any = None, shuffle: bool = False):
@@ -117,6 +118,7 @@ class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
         self._output_signature = None
         self._within_epoch = False
         self._error: BaseException | None = None
+        self._fed_to_tf_data = False
         self.consumer_id = next(_consumer_ids)
         self.streams_opened = 0
 
@@ -138,6 +140,8 @@ class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
                     return
                 except Exception as exc:
                     failed = True
+                    if not self._fed_to_tf_data:
+                        raise  # NumPy/JAX/torch iterators: at that batch, as Keras's own
                     self._fail(exc)
                     return
                 yield batch
@@ -145,6 +149,12 @@ class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
             stream.close()
             if failed:  # nothing is left running after a failed pass
                 ds.release_workers(timeout=1.0)
+
+    def get_tf_dataset(self):
+        # tf.data would turn an exception raised in the generator into its own error
+        # type; for this consumer a failure ends the stream and on_epoch_end re-raises it.
+        self._fed_to_tf_data = True
+        return super().get_tf_dataset()
 
     def _fail(self, exc: BaseException) -> None:
         self._error = exc
