@@ -23,6 +23,9 @@ INTERRUPTS = {
     "callback-error": lambda: RuntimeError("a user callback crashed"),
 }
 MODES = {"threads": ("thread",), "processes": ("process",)}
+# A latency-bound loader for thread trials; a GIL-bound one for process trials (the tuner
+# never tries processes for a latency-bound loader).
+LOADERS = {"threads": {"delay": 0.01}, "processes": {"cpu": 0.01}}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -33,7 +36,7 @@ def test_interrupted_during_a_tuning_trial_then_fit_again(keras_ready, closing, 
     kdata = keras_ready
     before = Snapshot.take()
     tuner = fast_tuner(modes=MODES[mode], max_trials=8, patience=8, verbose=0)
-    wrapped = tuner.wrap(kdata.KerasView(Faulty(N, delay=0.01)), BASELINE, idle_timeout=0.5)
+    wrapped = tuner.wrap(kdata.KerasView(Faulty(N, **LOADERS[mode])), BASELINE, idle_timeout=0.5)
     closing(wrapped)
     exc = INTERRUPTS[interrupt]()
 
@@ -48,8 +51,9 @@ def test_interrupted_during_a_tuning_trial_then_fit_again(keras_ready, closing, 
                 raise exc
 
     model = kdata.tiny_model()
+    # A long fit (the interruption ends it): a process trial must be worth its start-up.
     with pytest.raises(type(exc)):
-        model.fit(wrapped, epochs=5, verbose=0, callbacks=[tuner, Interrupter()])
+        model.fit(wrapped, epochs=150, verbose=0, callbacks=[tuner, Interrupter()])
     batch, config = Interrupter.fired_on
     assert 0 < batch < N - 1, "interrupted mid-epoch"
     assert config.mode == MODES[mode][0]
