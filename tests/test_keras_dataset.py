@@ -8,6 +8,7 @@ index in `x`, so the delivered order can be read back.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import numpy as np
@@ -15,8 +16,6 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
-
-import itertools
 
 import keras_datasets as kd  # noqa: E402
 from conftest import wait_until, worker_processes  # noqa: E402
