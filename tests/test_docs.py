@@ -246,7 +246,10 @@ DOCTEST_MODULES = sorted(
             importlib.import_module("keras_loadtune").__path__, prefix="keras_loadtune."
         )
     )
-    if ".keras_adapter" not in name and not name.endswith(("__main__", ".demo", ".cli"))
+    if ".keras_adapter" not in name
+    and not name.endswith(("__main__", ".demo", ".cli"))
+    # Imported by the forkserver only: it makes its importer ignore SIGINT.
+    and not name.endswith("._forkserver_init")
 )
 # Modules that must keep runnable examples (the decision layer, storage, the arithmetic).
 MUST_HAVE_DOCTESTS = {

@@ -14,6 +14,9 @@ import numpy as np
 
 import keras_loadtune as klt
 
+# As in a fresh terminal, whatever the parent ignored: Ctrl-C raises KeyboardInterrupt.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 class Rows(keras.utils.PyDataset):
     def __len__(self):

@@ -6,6 +6,7 @@ nothing may print a traceback, and both thread and process passes work afterward
 """
 
 import os
+import signal
 import sys
 
 os.environ["KLT_TRAINER_PID"] = str(os.getpid())
@@ -18,6 +19,9 @@ import slowmod
 from keras_loadtune import LoaderConfig
 from keras_loadtune.engine import EndOfPass, Prefetcher
 from keras_loadtune.engine._processes import prewarm
+
+# As in a fresh terminal, whatever the parent ignored: Ctrl-C raises KeyboardInterrupt.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_pass(config):

@@ -6,10 +6,14 @@ then runs a full second pass on the same prefetcher, with the same worker proces
 """
 
 import os
+import signal
 import time
 
 from keras_loadtune import LoaderConfig
 from keras_loadtune.engine import EndOfPass, Prefetcher
+
+# As in a fresh terminal, whatever the parent ignored: Ctrl-C raises KeyboardInterrupt.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 N = 40
 
