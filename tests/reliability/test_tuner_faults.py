@@ -59,6 +59,12 @@ def _input_bound(delay=0.01, **kwargs):
     return Faulty(N, delay=delay, **kwargs)
 
 
+# These tests exercise failure paths, not the policy: every trial "pays" (payoff_ratio
+# 0), so the tuner asks the sampler and tries the configs these short fits would
+# otherwise skip as not worth their cost.
+ALWAYS_PAYS = {"payoff_ratio": 0.0}
+
+
 class ProcessLovingSampler(optuna.samplers.RandomSampler):
     """Random search that always proposes worker processes (as for a CPU-bound dataset)."""
 
@@ -70,7 +76,7 @@ class ProcessLovingSampler(optuna.samplers.RandomSampler):
 
 def test_a_raising_sampler_does_not_break_training(keras_ready, klt_log, closing):
     kdata = keras_ready
-    tuner = fast_tuner(sampler=ExplodingSampler())
+    tuner = fast_tuner(sampler=ExplodingSampler(), **ALWAYS_PAYS)
     # Slow enough that the analytical seed cannot reach the compute floor: the sampler is asked.
     wrapped = tuner.wrap(kdata.KerasView(_input_bound(0.03)), LoaderConfig(1, 1))
     closing(wrapped)
@@ -123,8 +129,11 @@ def test_an_unreachable_study_storage_does_not_break_training(
 
 
 def _train_unpicklable(kdata, holder, closing):
-    tuner = fast_tuner(max_trials=6, patience=6, sampler=ProcessLovingSampler(seed=0))
-    ds = Unpicklable(N, delay=0.03, holder=holder)
+    tuner = fast_tuner(
+        max_trials=6, patience=6, sampler=ProcessLovingSampler(seed=0), **ALWAYS_PAYS
+    )
+    # CPU-heavy Python: processes are a candidate (never for a latency-bound loader).
+    ds = Unpicklable(N, cpu=0.01, holder=holder)
     wrapped = tuner.wrap(kdata.KerasView(ds), LoaderConfig(1, 1))
     closing(wrapped)
     _train(kdata, wrapped, tuner, epochs=3)
@@ -133,14 +142,15 @@ def _train_unpicklable(kdata, holder, closing):
 
 @pytest.mark.parametrize("holder", ["lock"])  # a lambda ships by value (cloudpickle)
 def test_unpicklable_dataset_tunes_threads_only(keras_ready, closing, holder):
-    """The sampler asks for processes; the dataset cannot go there; threads are tuned."""
+    """Processes are asked for; the dataset cannot go there; only threads ever run."""
     tuner, wrapped = _train_unpicklable(keras_ready, holder, closing)
     report = tuner.report
     print(f"\n[tuner] unpicklable ({holder}):\n{report}")
     assert all(not r.config.use_multiprocessing for r in wrapped.stats)
     assert all(not s.config.use_multiprocessing for s in wrapped.stats.startups)
     measured = [t for t in report.trials if t.state == "complete"]
-    assert len(measured) >= 2 and all(not t.config.use_multiprocessing for t in measured)
+    # Thread trials run only where they can gain (this loader is GIL-bound).
+    assert measured and all(not t.config.use_multiprocessing for t in measured)
     failed = [t for t in report.trials if t.state == "failed"]
     assert all(t.config.use_multiprocessing for t in failed)
     assert [n for n in report.notes if n.startswith("process mode skipped")], report.notes
@@ -157,7 +167,7 @@ def test_unpicklable_dataset_logs_one_warning(keras_ready, klt_log, closing):
 def test_ram_budget_below_one_queue_of_batches(keras_ready, klt_log, closing):
     kdata = keras_ready
     budget = 16 * 1024  # one batch is 40 KiB
-    tuner = fast_tuner(ram_budget_bytes=budget, max_trials=6, patience=6)
+    tuner = fast_tuner(ram_budget_bytes=budget, max_trials=6, patience=6, **ALWAYS_PAYS)
     wrapped = tuner.wrap(kdata.KerasView(_input_bound(rows=2048)), LoaderConfig(1, 1))
     closing(wrapped)
     _train(kdata, wrapped, tuner)
