@@ -74,8 +74,12 @@ class ProcessLovingSampler(optuna.samplers.RandomSampler):
         return super().sample_independent(study, trial, param_name, param_distribution)
 
 
-def test_a_raising_sampler_does_not_break_training(keras_ready, klt_log, closing):
+def test_a_raising_sampler_does_not_break_training(keras_ready, klt_log, closing, monkeypatch):
+    from keras_loadtune.decision import analytical
+
     kdata = keras_ready
+    # No seeds from the pipeline model: after your config, the sampler is asked.
+    monkeypatch.setattr(analytical, "seed_configs", lambda *args, **kwargs: [])
     tuner = fast_tuner(sampler=ExplodingSampler(), **ALWAYS_PAYS)
     # Slow enough that the analytical seed cannot reach the compute floor: the sampler is asked.
     wrapped = tuner.wrap(kdata.KerasView(_input_bound(0.03)), LoaderConfig(1, 1))
