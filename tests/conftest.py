@@ -76,18 +76,6 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.keras)
 
 
-# Reasons for backend-conditional xfails of known, filed bugs (issue #10). Each mark names
-# the backends where the test was seen failing for that reason; remove it with the fix.
-LIFECYCLE_PENDING = (
-    "lifecycle rewrite pending (issue #10 item 1: the JAX/torch trainers pull a batch to "
-    "build the model, then reset the iterator; the wrapper drops or resumes instead)"
-)
-MEASUREMENT_PENDING = (
-    "backend-agnostic wait measurement pending (issue #10 item 6: the torch trainer fetches "
-    "the batch before on_train_batch_begin, so hook timing misses the wait)"
-)
-
-
 def xfail_on(*backends: str, reason: str, strict: bool = True) -> pytest.MarkDecorator:
     """`pytest.mark.xfail` on the listed Keras backends only (for Keras test modules).
 

@@ -12,7 +12,6 @@ pytestmark = [pytest.mark.keras, pytest.mark.usefixtures("no_leaks")]
 
 keras = pytest.importorskip("keras")
 
-from conftest import MEASUREMENT_PENDING, xfail_on  # noqa: E402
 from keras_datasets import FEATURES, IndexPyDataset  # noqa: E402
 
 import keras_loadtune as klt  # noqa: E402
@@ -121,7 +120,6 @@ def test_unwrapped_data_is_measured_and_the_report_says_how_to_tune():
     assert "tuner.wrap" in str(report)
 
 
-@xfail_on("torch", reason=MEASUREMENT_PENDING, strict=False)  # failed 1 run in 3
 def test_datasets_wrapped_by_the_same_tuner_get_the_tuned_config():
     tuner = _tuner(modes=("thread",))
     with (
@@ -133,7 +131,6 @@ def test_datasets_wrapped_by_the_same_tuner_get_the_tuned_config():
         assert val.config == tuner.best_config == train.config
 
 
-@xfail_on("torch", reason=MEASUREMENT_PENDING, strict=False)  # epoch-2 wait 0.05-0.11, not ~0.7
 def test_compute_bound_verdict_is_rechecked_every_epoch():
     # Thread workers share the dataset object, so the callback's delay reaches them.
     tuner = _tuner(modes=("thread",), wait_threshold=0.2)
