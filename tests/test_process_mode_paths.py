@@ -151,3 +151,41 @@ def test_a_switch_to_processes_does_not_stall_the_consumer():
         assert startup.error is None
         # The process pool took startup.seconds to come up; no step waited for it.
         assert max(gaps[21:]) < max(0.5 * startup.seconds, 0.05), (max(gaps), startup)
+
+
+FINALIZE_SCRIPT = """
+import numpy as np, keras
+import keras_loadtune as klt
+
+class Rows(keras.utils.PyDataset):
+    def __len__(self):
+        return 8
+    def __getitem__(self, i):
+        return np.full((4, 3), i, "float32"), np.zeros((4, 1), "float32")
+
+tuner = klt.LoadTuner(storage=None, verbose=0)
+data = tuner.wrap(Rows(workers=2))
+m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+m.compile("sgd", "mse")
+m.fit(data, validation_data=data, epochs=3, verbose=0, callbacks=[tuner])
+m.evaluate(data, verbose=0)
+print("done")
+"""
+
+
+def test_a_script_exits_without_tensorflow_finalization_errors(tmp_path):
+    # Issue #11, 6: every run that used wrap ended with TensorFlow's "Error occurred when
+    # finalizing GeneratorDataset iterator" at interpreter exit.
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("a tf.data message: TensorFlow backend only")
+    out = subprocess.run(
+        [sys.executable, "-c", FINALIZE_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+        env=_env(),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "done" in out.stdout
+    assert "finalizing GeneratorDataset" not in out.stderr, out.stderr[-3000:]
