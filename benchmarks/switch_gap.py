@@ -6,7 +6,8 @@ tiny CNN for one epoch. Rows, side by side in one process (order rotating per re
 - plain Keras, `workers=2` threads: its steady state, the reference gap;
 - keras-loadtune (`klt.wrap`), 2 threads, no switch;
 - keras-loadtune (`klt.wrap`), 2 threads, and a callback that calls
-  `dataset.reconfigure(LoaderConfig(2, 10, use_multiprocessing=True))` at step `--switch-at`.
+  `dataset.reconfigure(LoaderConfig(2, 10, use_multiprocessing=True), background=True)` at
+  step `--switch-at`, as `LoadTuner` switches (`--blocking`: the old blocking switch).
 
 For each fit: the median step (step end to step end) and the largest gap, after the
 first `--skip` steps (tracing); for the switch row, the largest gap from the switch on,
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--switch-at", type=int, default=None, help="switch after step (60)")
     parser.add_argument("--cpu-ms", type=float, default=8.0, help="Python work per batch (8)")
     parser.add_argument("--skip", type=int, default=3, help="first steps left out (3)")
+    parser.add_argument(
+        "--blocking", action="store_true", help="switch without background start (old behaviour)"
+    )
     import side_by_side as sbs
 
     sbs.add_common_args(parser, repeats=3)
@@ -102,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
             if batch == self.step:
-                self.data.reconfigure(self.config)
+                # As LoadTuner does: the process pool starts while the threads serve.
+                self.data.reconfigure(self.config, background=not args.blocking)
 
     def dataset() -> PythonDataset:
         return PythonDataset(steps, cpu_s=args.cpu_ms / 1000, workers=WORKERS)
@@ -130,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     sbs.timed_fit(model(), PythonDataset(8, cpu_s=0.001), 1)  # warm-up, untimed
     plain = f"plain Keras, {WORKERS} threads"
     steady = f"keras-loadtune, {WORKERS} threads"
-    switch = f"keras-loadtune, threads -> processes at {switch_at}"
+    how = "blocking" if args.blocking else "background"
+    switch = f"keras-loadtune, threads -> processes ({how}) at {switch_at}"
     rows = {
         plain: lambda r: sbs.timed_fit(model(), dataset(), 1),
         steady: wrapped(False),
