@@ -668,7 +668,7 @@ class LoadTuner(keras.callbacks.Callback):
         for ds in self._datasets:
             if ds is not self._train_ds and ds.config != best:
                 try:
-                    ds.reconfigure(best)
+                    ds.reconfigure(best, background=True)  # never stalls a step
                 except Exception as exc:
                     self._log.info("keras_loadtune: kept %s for %r: %s", ds.config, ds, exc)
 
