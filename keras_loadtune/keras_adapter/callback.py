@@ -375,7 +375,7 @@ class LoadTuner(keras.callbacks.Callback):
                 best = session.stop("training ended before tuning finished")
                 if best is not None:
                     self._apply(best)
-                self._spread_best()
+                self._spread_best(background=False)  # training is over: nothing to stall
             self._log_report_once(final=True)
             self._store_report()
         except Exception as exc:
@@ -660,7 +660,7 @@ class LoadTuner(keras.callbacks.Callback):
             session.observe_startup(record.config, record.seconds)
         self._startup_cursors[id(ds)] = len(startups)
 
-    def _spread_best(self) -> None:
+    def _spread_best(self, *, background: bool = True) -> None:
         """Datasets wrapped by this tuner but not trained on run on the tuned config."""
         best = self.best_config
         if best is None:
@@ -668,7 +668,7 @@ class LoadTuner(keras.callbacks.Callback):
         for ds in self._datasets:
             if ds is not self._train_ds and ds.config != best:
                 try:
-                    ds.reconfigure(best, background=True)  # never stalls a step
+                    ds.reconfigure(best, background=background)  # mid-fit: never stalls a step
                 except Exception as exc:
                     self._log.info("keras_loadtune: kept %s for %r: %s", ds.config, ds, exc)
 
