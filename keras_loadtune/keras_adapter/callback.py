@@ -374,7 +374,7 @@ class LoadTuner(keras.callbacks.Callback):
             if session is not None and session.phase in ("probe", "tuning"):
                 best = session.stop("training ended before tuning finished")
                 if best is not None:
-                    self._apply(best)
+                    self._apply(best, background=False)
                 self._spread_best(background=False)  # training is over: nothing to stall
             self._log_report_once(final=True)
             self._store_report()
@@ -632,7 +632,7 @@ class LoadTuner(keras.callbacks.Callback):
                 self._log.warning("keras_loadtune: %s", note)
         return False
 
-    def _apply(self, config: LoaderConfig) -> None:
+    def _apply(self, config: LoaderConfig, *, background: bool = True) -> None:
         ds = self._train_ds
         if ds is None or config == ds.config:
             return
@@ -640,7 +640,7 @@ class LoadTuner(keras.callbacks.Callback):
         try:
             # A new pool of the other mode starts off the training thread while the
             # current one keeps serving (no multi-second gap between two steps).
-            ds.reconfigure(config, background=True)
+            ds.reconfigure(config, background=background)
         except DatasetNotPicklableError as exc:
             note = f"process mode skipped: {exc}"
             if self._session is not None:
