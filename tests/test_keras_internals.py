@@ -98,25 +98,6 @@ def test_epoch_iterator_makes_a_new_iterator_exactly_when_keras_starts_a_pass():
     )
 
 
-def test_fit_keeps_the_training_epoch_iterator_in_a_local_named_epoch_iterator():
-    import importlib
-
-    backend = keras.backend.backend()
-    module = importlib.import_module(f"keras.src.backend.{backend}.trainer")
-    trainer = next(
-        cls
-        for name, cls in vars(module).items()
-        if name.endswith("Trainer") and hasattr(cls, "fit")
-    )
-    src = _source(trainer.fit)
-    assert "epoch_iterator = " in src and src.index("epoch_iterator = ") < src.index(
-        "callbacks.on_train_begin()"
-    ), (
-        MOVED + f"{backend} fit() no longer binds `epoch_iterator` before on_train_begin; "
-        "_hooks.training_adapter() reads it from fit's frame."
-    )
-
-
 def test_get_data_adapter_routes_tuned_datasets_to_our_adapter_only():
     import keras_loadtune as klt
 

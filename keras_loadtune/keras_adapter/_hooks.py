@@ -29,9 +29,9 @@ import functools
 import hashlib
 import itertools
 import random
-import sys
 import threading
 import warnings
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -121,6 +121,7 @@ class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
         self._fed_to_tf_data = False
         self.consumer_id = next(_consumer_ids)
         self.streams_opened = 0
+        _remember(self)
 
     def _stream_batches(self):
         """A new pass (engine stream) for every iterator Keras builds; raw batches."""
@@ -189,22 +190,27 @@ class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
         self.py_dataset.on_epoch_end()
 
 
-def training_adapter() -> TunedPyDatasetAdapter | None:
-    """The training data's adapter of the `fit` call running on this thread, if wrapped.
+_recent_adapters: list[weakref.ref] = []
+_recent_lock = threading.Lock()
 
-    Read from `fit`'s own frame (its local `epoch_iterator`, the same name on the
-    TensorFlow, JAX and PyTorch trainers); pinned by `tests/test_keras_internals.py`.
-    Call it from a callback's `on_train_begin`.
+
+def _remember(adapter: TunedPyDatasetAdapter) -> None:
+    with _recent_lock:
+        _recent_adapters[:] = [r for r in _recent_adapters if r() is not None][-63:]
+        _recent_adapters.append(weakref.ref(adapter))
+
+
+def live_adapters() -> list[TunedPyDatasetAdapter]:
+    """The adapters Keras built for wrapped datasets that are still alive, oldest first.
+
+    `LoadTuner` finds the training consumer among them: the one whose stream serves the
+    first training step. (Reading `fit`'s frame instead would keep its locals, tf.data
+    iterators included, alive until interpreter exit, where TensorFlow then fails to
+    finalise them.)
     """
-    frame = sys._getframe(1)
-    while frame is not None:
-        if frame.f_code.co_name == "fit":
-            iterator = frame.f_locals.get("epoch_iterator")
-            adapter = getattr(iterator, "data_adapter", None)
-            if adapter is not None:
-                return adapter if isinstance(adapter, TunedPyDatasetAdapter) else None
-        frame = frame.f_back
-    return None
+    with _recent_lock:
+        adapters = [r() for r in _recent_adapters]
+    return [a for a in adapters if a is not None]
 
 
 def install(dataset_cls: type) -> None:

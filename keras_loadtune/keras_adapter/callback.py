@@ -231,6 +231,7 @@ class LoadTuner(keras.callbacks.Callback):
         self._session: TuningSession | None = None
         self._session_starter: threading.Thread | None = None
         self._session_box: list = []
+        self._unbound: dict | None = None
         self._notes: list[str] = []
         self._broken = False
         self._reported = False
@@ -298,10 +299,11 @@ class LoadTuner(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._fit_step = 0
         self._fit_started_at = None  # set when the warm-up (tracing) steps are over
-        try:
-            self._bind_training_data(_hooks.training_adapter())
-        except Exception as exc:  # the tuner must never break training
-            self._give_up(exc)
+        # Which consumer is this fit's training data is known at its first step: the one
+        # whose stream served it (validation and evaluate run later).
+        datasets = {id(a.py_dataset): a.py_dataset for a in _hooks.live_adapters()}
+        datasets.update((id(ds), ds) for ds in self._datasets)
+        self._unbound = {key: (ds, ds.stats.delivered) for key, ds in datasets.items()}
         for ds in self._datasets:
             self._cursors[id(ds)] = ds.stats.delivered
             self._startup_cursors[id(ds)] = len(ds.stats.startups)
@@ -327,6 +329,8 @@ class LoadTuner(keras.callbacks.Callback):
         self._t_last = now
         self._fit_step += 1
         try:
+            if self._unbound is not None:
+                self._bind_training_data(*self._training_consumer())
             records = self._new_records()
             if self._fit_step <= self.warmup_steps:
                 if self._fit_step == self.warmup_steps:
@@ -385,15 +389,36 @@ class LoadTuner(keras.callbacks.Callback):
                 ds.release_workers()
 
     # -- internals -------------------------------------------------------------------------
-    def _bind_training_data(self, adapter: Any) -> None:
+    def _training_consumer(self) -> tuple[TunedPyDataset | None, int | None, int]:
+        """(dataset, consumer, cursor) that served this fit's first step; None if unwrapped.
+
+        Of the consumers that delivered since `on_train_begin`, the one that delivered
+        first (a nested `evaluate` from another callback comes after the step's batch).
+        """
+        unbound, self._unbound = self._unbound or {}, None
+        first: tuple[float, TunedPyDataset, int, int] | None = None
+        for ds, cursor in unbound.values():
+            for r in ds.stats.batches_since(cursor):
+                if first is None or r.delivered_at < first[0]:
+                    first = (r.delivered_at, ds, r.consumer, cursor)
+                break  # a dataset's records are in delivery order
+        if first is None:
+            return None, None, 0
+        return first[1], first[2], first[3]
+
+    def _bind_training_data(
+        self, ds: TunedPyDataset | None, consumer: int | None, cursor: int
+    ) -> None:
         """Binds the tuner to this `fit`'s training data (a new dataset: a new study).
 
         Only the batches of that consumer (not validation, not a nested `evaluate` on the
         same object) are measured. Unwrapped training data leaves the tuner measuring
         the step-time spread only.
         """
-        ds = adapter.py_dataset if adapter is not None else None
-        self._train_consumer = adapter.consumer_id if adapter is not None else None
+        self._train_consumer = consumer
+        if ds is not None:
+            self._cursors[id(ds)] = cursor
+            self._startup_cursors.setdefault(id(ds), len(ds.stats.startups))
         if ds is self._train_ds:
             return
         if self._train_ds is not None or self._session is not None:
@@ -491,20 +516,23 @@ class LoadTuner(keras.callbacks.Callback):
 
     def _start_session(self, config: LoaderConfig, box: list) -> None:
         try:
-            box.append(
-                TuningSession(
-                    config,
-                    self.settings,
-                    study=self._open_study(),
-                    rss_probe=process_tree_rss,
-                    process_mode_available="process" in self.settings.modes,
-                    probe_in_steady_state=True,  # the stock prefetched during tracing is drained
-                    logger=self._log,
-                    steps_left=self._steps_left,
-                    reuse_steps=self._expected_reuse_steps(),
-                    workload_profile=self._workload_profile(),
-                )
+            session = TuningSession(
+                config,
+                self.settings,
+                study=self._open_study(),
+                rss_probe=process_tree_rss,
+                process_mode_available="process" in self.settings.modes,
+                probe_in_steady_state=True,  # the stock prefetched during tracing is drained
+                logger=self._log,
+                steps_left=self._steps_left,
+                reuse_steps=self._expected_reuse_steps(),
+                workload_profile=self._workload_profile(),
             )
+            # Optuna's import and the study here, not inside a training step: that costs
+            # seconds, and an import inside a step kept the step's frames (fit's tf.data
+            # iterators) alive until interpreter exit.
+            session.prepare_study()
+            box.append(session)
         except BaseException as exc:  # reported on the training thread
             box.append(exc)
 
