@@ -108,19 +108,22 @@ def test_epoch_hooks_once_per_epoch_like_keras(keras_ready, wrap, config):
 
 
 def test_exception_reported_after_the_good_batches(keras_ready, wrap, config):
-    """Keras: two good batches, then the error with its message (here: its own type too).
+    """Keras: two good batches, then the error with its message and its own type.
 
-    Through the adapter protocol the stream ends after the good batches and the error is
-    raised by `on_epoch_end` (which Keras calls right then), so it reaches `fit` as itself
-    rather than wrapped in a TensorFlow error; `test_worker_faults` checks it via `fit`.
+    A NumPy/JAX/torch iterator raises it at the failing batch, as Keras's own adapter
+    does; a tf.data consumer's stream ends there and `on_epoch_end` raises it instead
+    (`tests/test_keras_peer.py`), so it reaches `fit` as itself, not as a TensorFlow
+    error; `test_worker_faults` checks it via `fit`.
     """
     wrapped = wrap(Faulty(4, 2, "raise"), config)
     adapter = _adapter(wrapped, shuffle=False)
     adapter.on_epoch_begin()
-    good = [int(x[0, 0]) for x, _ in adapter.get_numpy_iterator()]
-    assert good == [0, 1]
+    good = []
     with pytest.raises(CorruptRecordError, match="corrupt record 2"):
-        adapter.on_epoch_end()
+        for x, _ in adapter.get_numpy_iterator():
+            good.append(int(x[0, 0]))
+    assert good == [0, 1]
+    adapter.on_epoch_end()  # nothing left to raise
 
 
 def test_dict_batches_with_varying_batch_size(keras_ready, wrap, config):

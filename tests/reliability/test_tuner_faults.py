@@ -181,9 +181,11 @@ def test_ram_budget_below_one_queue_of_batches(keras_ready, klt_log, closing):
     for trial in report.trials:
         if trial.state == "complete" and trial.source != "baseline":
             assert session._rss_excess(trial.rss_bytes) <= 0, trial
-    assert any("RAM budget" in (t.reason or "") for t in report.trials) or any(
-        "RAM" in n for n in report.notes
-    ), report
+    proposed = [t for t in report.trials if t.source != "baseline"]
+    if proposed:  # every candidate holds more than the budget: each one says so
+        assert any("RAM budget" in (t.reason or "") for t in proposed) or any(
+            "RAM" in n for n in report.notes
+        ), report
     best = tuner.best_config
     kept = [t for t in report.trials if t.config == best and t.state == "complete"]
     assert kept and (kept[0].source == "baseline" or session._rss_excess(kept[0].rss_bytes) <= 0)
