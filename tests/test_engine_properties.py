@@ -105,8 +105,10 @@ def interleavings(draw):
     streams = []
     for _ in range(draw(st.integers(2, 4))):
         kind = draw(st.sampled_from(["in_order", "shuffled", "infinite"]))
-        order = None if kind == "infinite" else (
-            list(range(n)) if kind == "in_order" else draw(st.permutations(range(n)))
+        order = (
+            None
+            if kind == "infinite"
+            else (list(range(n)) if kind == "in_order" else draw(st.permutations(range(n))))
         )
         length = n if order is None else len(order)
         taken = draw(st.sampled_from([length, draw(st.integers(0, length))]))

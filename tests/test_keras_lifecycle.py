@@ -129,9 +129,7 @@ def test_state_changed_by_on_epoch_end_reaches_workers_in_a_resumed_pass(wrap, c
         assert _fit(IdDataset(10, bump_on_epoch_end=100), steps_per_epoch=3, epochs=3).train == (
             expected
         )
-    wrapped = _fit(
-        wrap(IdDataset(10, bump_on_epoch_end=100), config), steps_per_epoch=3, epochs=3
-    )
+    wrapped = _fit(wrap(IdDataset(10, bump_on_epoch_end=100), config), steps_per_epoch=3, epochs=3)
     assert wrapped.train == expected
 
 
