@@ -133,8 +133,14 @@ def test_an_unreachable_study_storage_does_not_break_training(
 
 
 def _train_unpicklable(kdata, holder, closing):
+    # Processes only (besides your thread config): the tuner must try them, whatever a
+    # thread seed would reach, and can go nowhere else when they fail.
     tuner = fast_tuner(
-        max_trials=6, patience=6, sampler=ProcessLovingSampler(seed=0), **ALWAYS_PAYS
+        max_trials=6,
+        patience=6,
+        sampler=ProcessLovingSampler(seed=0),
+        modes=("process",),
+        **ALWAYS_PAYS,
     )
     # CPU-heavy Python: processes are a candidate (never for a latency-bound loader).
     ds = Unpicklable(N, cpu=0.01, holder=holder)
