@@ -49,8 +49,9 @@ def test_the_wait_is_measured_on_every_backend():
     with tuner.wrap(SlowDataset(15), LoaderConfig(workers=1, max_queue_size=2)) as data:
         history = _model().fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[tuner])
     fraction = history.history["data_wait_fraction"][0]
-    # Each step waits ~25 ms for a batch and computes ~1 ms: mostly waiting.
-    assert fraction > 0.5, fraction
+    # Each step waits ~25 ms for a batch; PyTorch's CPU step costs more than the others'
+    # (seen 0.32-0.7 across backends and load). Hook timing on torch read ~0.0.
+    assert fraction > 0.2, fraction
 
 
 def test_the_probe_reports_the_rate_training_really_ran_at():
@@ -78,7 +79,7 @@ def test_a_second_fit_on_a_new_dataset_measures_that_dataset():
     finally:
         fast.close()
         slow.close()
-    assert history.history["data_wait_fraction"][0] > 0.5
+    assert history.history["data_wait_fraction"][0] > 0.2  # the old binding read 0.0
     assert tuner.report.baseline_config in (None, slow.config)
 
 
