@@ -152,7 +152,7 @@ def _machine() -> dict[str, Any]:
     except OSError:
         pass
     versions = {}
-    for dist in ("tensorflow-cpu", "tensorflow", "keras", "optuna", "numpy", "psutil"):
+    for dist in ("tensorflow-cpu", "tensorflow", "keras", "optuna", "numpy", "psutil", "torch"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -182,7 +182,16 @@ def _machine() -> dict[str, Any]:
     except (OSError, subprocess.CalledProcessError):
         pass
 
+    accelerator = "none"
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)  # fmt: skip
+        accelerator = ", ".join(smi.stdout.split("\n")[:1]).strip() or accelerator
+    except (OSError, subprocess.SubprocessError):
+        pass
     return {
+        "keras_backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
+        "accelerator": accelerator,
         "cpu_model": model,
         "cpu_count": os.cpu_count(),
         "cpu_affinity": affinity,
@@ -474,7 +483,8 @@ def markdown(
         f"{m['cpu_model']}, {m['cpu_count']} logical cores"
         f" ({m['cpu_affinity']} usable), {m['ram_gib']:.0f} GiB RAM; Python {m['python']}, "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-        + f"; {m['platform']}. Library: {m['library']}. Load average "
+        + f"; {m['platform']}. Keras backend: {m.get('keras_backend', 'tensorflow')}; "
+        f"accelerator: {m.get('accelerator', 'none')}. Library: {m['library']}. Load average "
         f"{m['loadavg_start'][0]:.1f} at start, {meta['loadavg_end'][0]:.1f} at end "
         "(other jobs shared the machine: medians over alternating repeats, min-max shown).",
         "",

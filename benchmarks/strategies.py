@@ -16,6 +16,7 @@ and samples the RSS of the process tree (this process + worker processes) in a t
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import threading
 import time
@@ -30,6 +31,8 @@ import keras_loadtune as klt
 from keras_loadtune.decision.resources import process_tree_rss
 
 BASE_STRATEGIES = ("keras-default", "folklore", "oracle", "tf.data", "keras-loadtune", "floor")
+if importlib.util.find_spec("tensorflow") is None:  # JAX/PyTorch-only machines: no tf.data row
+    BASE_STRATEGIES = tuple(s for s in BASE_STRATEGIES if s != "tf.data")
 DEFAULT_CONFIG = {"workers": 1, "use_multiprocessing": False, "max_queue_size": 10}
 RSS_INTERVAL_S = 0.05
 
@@ -56,6 +59,10 @@ def oracle_grid(quick: bool) -> list[dict[str, Any]]:
             (2, 10, True),
             (4, 10, True),
         ]
+        cores = os.cpu_count() or 1
+        # Big machines: processes up to the core count, threads beyond 16.
+        pairs += [(w, 10, True) for w in (8, 16, 32, 64) if w <= cores]
+        pairs += [(w, 2 * w, False) for w in (32, 64) if w <= 4 * cores and cores >= 8]
     return [{"workers": w, "max_queue_size": q, "use_multiprocessing": p} for w, q, p in pairs]
 
 
