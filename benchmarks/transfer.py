@@ -37,8 +37,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from keras_loadtune import LoaderConfig
-from keras_loadtune.engine import Prefetcher, _transfer
-from keras_loadtune.engine._processes import START_METHOD
+from keras_loadtune.engine import START_METHOD, Prefetcher, _transfer
 
 SHAPE = (64, 224, 224, 3)
 NBYTES = int(np.prod(SHAPE)) * 4

@@ -112,11 +112,9 @@ def pytest_collection_finish(session) -> None:
     keras_datasets = sys.modules.get("keras_datasets")
     if keras_datasets is None:
         return
-    from keras_loadtune.engine import _processes
+    from keras_loadtune.engine import prewarm_processes
 
-    prewarm = getattr(_processes, "prewarm", None)
-    if prewarm is not None:
-        prewarm(keras_datasets.IndexPyDataset(1))
+    prewarm_processes(keras_datasets.IndexPyDataset(1))
 
 
 def shm_segments() -> list[str]:

@@ -30,7 +30,8 @@ from keras_loadtune.engine import (
     Prefetcher,
     WorkerDiedError,
     _pickling,
-    _processes,
+    _process_death,
+    _process_start,
 )
 from keras_loadtune.engine._processes import ProcessPool
 from keras_loadtune.engine._threads import ThreadPool
@@ -110,19 +111,19 @@ def session_processes(sid: int) -> list[psutil.Process]:
 # -- workers never import __main__ -------------------------------------------------------------
 def test_popen_launch_still_reads_spawn_preparation_data():
     """Pins the CPython internal the no-`__main__` Popen relies on."""
-    popen = _processes._popen_class()
+    popen = _process_start._popen_class()
     names = popen.__mro__[1]._launch.__code__.co_names
     assert "spawn" in names and "get_preparation_data" in names
     assert popen._launch.__globals__["spawn"].get_preparation_data is not None
-    original = _processes.spawn.get_preparation_data("x")
-    ours = _processes._SpawnWithoutMain().get_preparation_data("x")
-    assert set(_processes._MAIN_KEYS) & set(original), "pytest's __main__ would be imported"
-    assert not set(_processes._MAIN_KEYS) & set(ours)
+    original = _process_start.spawn.get_preparation_data("x")
+    ours = _process_start._SpawnWithoutMain().get_preparation_data("x")
+    assert set(_process_start._MAIN_KEYS) & set(original), "pytest's __main__ would be imported"
+    assert not set(_process_start._MAIN_KEYS) & set(ours)
     assert ours["sys_path"] == original["sys_path"]
 
 
 def test_forkserver_never_preloads_main():
-    modules = _processes._preload_modules(IndexDataset(1))
+    modules = _process_start._preload_modules(IndexDataset(1))
     assert "__main__" not in modules
     assert modules[0] == "keras_loadtune.engine._forkserver_init"
     assert modules[-1] == "engine_datasets"
@@ -262,10 +263,10 @@ def test_death_with_a_batch_in_flight_names_signal_and_batch_without_oom_guess(c
 
 def test_oom_hint_only_for_sigkill_with_memory_evidence():
     total = psutil.virtual_memory().total
-    assert "out-of-memory" in _processes.oom_hint(-signal.SIGKILL, total)
-    assert _processes.oom_hint(-signal.SIGKILL, 1 << 20) == ""
-    assert _processes.oom_hint(-signal.SIGTERM, total) == ""
-    assert _processes.oom_hint(0, total) == ""
+    assert "out-of-memory" in _process_death.oom_hint(-signal.SIGKILL, total)
+    assert _process_death.oom_hint(-signal.SIGKILL, 1 << 20) == ""
+    assert _process_death.oom_hint(-signal.SIGTERM, total) == ""
+    assert _process_death.oom_hint(0, total) == ""
 
 
 # -- ship the dataset only when it changed ----------------------------------------------------

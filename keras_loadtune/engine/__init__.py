@@ -18,9 +18,9 @@ with Prefetcher(dataset, LoaderConfig(workers=4, max_queue_size=8)) as pf:
 ```
 """
 
-from keras_loadtune.engine._processes import START_METHOD
-from keras_loadtune.engine._processes import pickle_source as check_picklable
-from keras_loadtune.engine._processes import prewarm as prewarm_processes
+from keras_loadtune.engine._pickling import check_picklable
+from keras_loadtune.engine._process_start import START_METHOD
+from keras_loadtune.engine._process_start import prewarm as prewarm_processes
 from keras_loadtune.engine.arithmetic import held_batches, in_flight
 from keras_loadtune.engine.errors import (
     BatchTimeoutError,
@@ -28,9 +28,10 @@ from keras_loadtune.engine.errors import (
     PrefetcherClosedError,
     WorkerDiedError,
 )
-from keras_loadtune.engine.prefetcher import EndOfPass, Prefetcher, Stream
+from keras_loadtune.engine.prefetcher import Prefetcher
 from keras_loadtune.engine.records import BatchRecord, LoaderStats, StartupRecord
 from keras_loadtune.engine.sources import GeneratorFactorySource
+from keras_loadtune.engine.stream import EndOfPass, Stream
 
 __all__ = [
     "START_METHOD",

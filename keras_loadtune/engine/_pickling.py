@@ -88,7 +88,17 @@ def dumps(source: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | N
 def check_picklable(source: Any) -> None:
     """Raises `DatasetNotPicklableError` if `source` cannot go to worker processes.
 
-    Cheap for big arrays: their buffers are handed out of band and not copied.
+    Cheap for big arrays: their buffers are handed out of band and not copied. The
+    Keras adapter calls it up front, before any worker starts.
+
+    Args:
+        source: The dataset.
+
+    Example:
+
+    ```python
+    check_picklable(dataset)  # raises DatasetNotPicklableError naming the culprit attribute
+    ```
     """
     dumps(source, lambda _: False)
 

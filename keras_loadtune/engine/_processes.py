@@ -1,25 +1,8 @@
 """A resizable pool of worker processes, one duplex pipe each.
 
-Start method: `forkserver` (falling back to `spawn` where the platform lacks it).
-`fork` is never used: forking a trainer whose TensorFlow runtime already runs
-threads can copy a held lock into the child and deadlock it (CPython 3.12+ warns
-about exactly this). The forkserver is a separate process started once, that
-never runs a training step; every worker is forked from it.
-
-Workers never import the user's `__main__` (a script without a main guard, a
-notebook, `python -c`): the dataset travels with cloudpickle (`_pickling`), by value
-where its class lives in `__main__`; the forkserver does not preload `__main__`; and
-the workers' Popen drops the two keys of CPython's preparation data that would run
-the main script again (`init_main_from_path`, `init_main_from_name`).
-
-Cost: a worker must import whatever unpickling the dataset imports; for a
-`keras.utils.PyDataset` that is Keras and TensorFlow, about 3 s per worker on a
-2-core machine (over 10 s when the cores are busy). So the forkserver preloads the
-module that defines the dataset's class (when it is importable, i.e. not `__main__`):
-it imports it (and Keras) once, and each worker then starts in tens of milliseconds.
-The forkserver only imports; it never builds a model or runs an op. Set
-`KERAS_LOADTUNE_PRELOAD=0` to turn that preload off (each worker then imports on
-its own). Pools stay alive across epochs and are resized in place.
+How a worker process starts (start method, `__main__`, the forkserver and its
+preload) is `_process_start.py`; how a batch travels back is `_transfer.py`.
+Pools stay alive across epochs and are resized in place.
 
 Each worker has its own pipe, so the trainer always knows which batch a worker
 holds: a worker that dies with a batch in flight is seen at once (its sentinel
@@ -30,213 +13,30 @@ the next `submit`. Workers ignore SIGINT: Ctrl-C is the trainer's to handle.
 
 from __future__ import annotations
 
-import functools
-import importlib
 import itertools
-import json
 import logging
 import multiprocessing
 import os
-import signal
-import sys
 import threading
 import time
-import types
 from dataclasses import dataclass, field
-from multiprocessing import spawn
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from keras_loadtune.engine import _forkserver_path, _pickling, _transfer
+from keras_loadtune.engine import _pickling, _transfer
+from keras_loadtune.engine._process_death import describe_exit, oom_hint
+from keras_loadtune.engine._process_start import WorkerProcess, forkserver_context
 from keras_loadtune.engine._sink import ResultSink
 from keras_loadtune.engine._worker import worker_main
 from keras_loadtune.engine.errors import DatasetNotPicklableError, WorkerDiedError
 
-START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 STARTUP_TIMEOUT_S = 300.0
-# The OOM hint needs evidence: a worker peak above this share of RAM, or RAM nearly gone.
-_OOM_WORKER_SHARE = 0.25
-_OOM_AVAILABLE_SHARE = 0.10
 # Worker ids are unique for the life of the trainer, across pools: they name each
 # worker's shared-memory segments, and a retired pool cleaning up after its workers
 # must never match the segments of a newer pool's workers.
 _WORKER_IDS = itertools.count()
 _POOL_IDS = itertools.count()
-_preload_done = False
-_MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
-_POPEN_MODULES = {
-    "forkserver": "multiprocessing.popen_forkserver",
-    "spawn": "multiprocessing.popen_spawn_posix"
-    if os.name == "posix"
-    else "multiprocessing.popen_spawn_win32",
-}
 logger = logging.getLogger("keras_loadtune")
-
-
-# -- never import __main__ in a worker -------------------------------------------------------
-class _SpawnWithoutMain:
-    """`multiprocessing.spawn`, except that preparation data never re-imports `__main__`."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(spawn, name)
-
-    @staticmethod
-    def get_preparation_data(name: str) -> dict[str, Any]:
-        data = spawn.get_preparation_data(name)
-        for key in _MAIN_KEYS:
-            data.pop(key, None)
-        return data
-
-
-@functools.cache
-def _popen_class() -> type:
-    """CPython's Popen for our start method, its `_launch` seeing `_SpawnWithoutMain`.
-
-    `_launch` is CPython's own code object, run with a copy of its module's globals in
-    which the name `spawn` is ours: nothing global is patched, and other users of
-    multiprocessing in the same program are unaffected. `tests/test_engine_processes.py`
-    pins the one thing this relies on (`_launch` reads `spawn.get_preparation_data`).
-    """
-    base = importlib.import_module(_POPEN_MODULES[START_METHOD]).Popen
-    launch = base._launch
-    namespace = {**launch.__globals__, "spawn": _SpawnWithoutMain()}
-    patched = types.FunctionType(
-        launch.__code__, namespace, launch.__name__, launch.__defaults__, launch.__closure__
-    )
-    return type("Popen", (base,), {"_launch": patched, "__module__": __name__})
-
-
-class _WorkerProcess(multiprocessing.get_context(START_METHOD).Process):  # type: ignore[misc]
-    """A process of our start method that never runs the user's main script."""
-
-    @staticmethod
-    def _Popen(process_obj: Any) -> Any:
-        return _popen_class()(process_obj)
-
-
-# -- forkserver --------------------------------------------------------------------------------
-def _preload_modules(source: Any) -> list[str]:
-    """Modules the forkserver imports once, before it forks any worker (in this order).
-
-    Never `__main__`: a worker must not run the user's script.
-    """
-    modules = ["keras_loadtune.engine._forkserver_init", "keras_loadtune.engine._worker"]
-    if os.environ.get("KERAS_LOADTUNE_PRELOAD", "1") == "0":
-        return modules
-    owner = getattr(source, "factory", source)  # GeneratorFactorySource wraps a callable
-    module = getattr(owner, "__module__", None) or type(owner).__module__
-    if module and module not in ("__main__", "builtins") and module in sys.modules:
-        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-        if getattr(sys.modules[module], "__file__", None) != main_file or main_file is None:
-            modules.append(module)
-    return modules
-
-
-def _context(source: Any) -> multiprocessing.context.BaseContext:
-    global _preload_done
-    ctx = multiprocessing.get_context(START_METHOD)
-    if START_METHOD == "forkserver" and not _preload_done:
-        # Takes effect when the forkserver starts (first worker of the program); the
-        # forkserver inherits the environment, which carries our sys.path to it.
-        os.environ[_forkserver_path.ENV_VAR] = json.dumps(sys.path)
-        ctx.set_forkserver_preload(_preload_modules(source))
-        _preload_done = True
-    return ctx
-
-
-def prewarm(source: Any) -> bool:
-    """Starts the forkserver (and its one-time imports) now, in the background.
-
-    The first process-mode start then costs milliseconds instead of the seconds the
-    forkserver spends importing the dataset's module.
-
-    Args:
-        source: The dataset; its class's module is what the forkserver preloads.
-
-    Returns:
-        False when the start method is not forkserver (nothing to warm).
-
-    Example:
-
-    ```python
-    prewarm(dataset)  # at callback set-up, long before a switch to processes
-    ```
-    """
-    if START_METHOD != "forkserver":
-        return False
-    _context(source)
-    from multiprocessing import forkserver
-
-    threading.Thread(
-        target=forkserver.ensure_running, name="keras_loadtune-prewarm", daemon=True
-    ).start()
-    return True
-
-
-def pickle_source(source: Any) -> None:
-    """Raises `DatasetNotPicklableError` if the dataset cannot run in worker processes.
-
-    Cheap: big arrays are not copied. Kept for the Keras adapter's up-front check.
-
-    Args:
-        source: The dataset.
-
-    Example:
-
-    ```python
-    pickle_source(dataset)  # raises DatasetNotPicklableError naming the culprit attribute
-    ```
-    """
-    _pickling.check_picklable(source)
-
-
-# -- death reports -----------------------------------------------------------------------------
-def _describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "stopped answering"
-    if exitcode < 0:
-        try:
-            return f"was killed by signal {signal.Signals(-exitcode).name} ({-exitcode})"
-        except ValueError:
-            return f"was killed by signal {-exitcode}"
-    return f"exited with code {exitcode}"
-
-
-def _gib(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.1f} GiB"
-
-
-def oom_hint(exitcode: int | None, worker_peak_rss: int) -> str:
-    """A hint that the OOM killer did it, only when the signal and memory figures say so.
-
-    Args:
-        exitcode: The worker's exit code (`-9` is SIGKILL).
-        worker_peak_rss: The worker's last reported peak resident memory, in bytes.
-
-    Returns:
-        The hint sentence, or "" when the evidence does not point to memory.
-
-    Example:
-
-    ```python
-    oom_hint(-9, 6 * 2**30)  # on an 8 GiB machine: "... out-of-memory killer ..."
-    ```
-    """
-    if exitcode != -signal.SIGKILL:
-        return ""
-    import psutil
-
-    memory = psutil.virtual_memory()
-    big_worker = worker_peak_rss >= _OOM_WORKER_SHARE * memory.total
-    low_memory = memory.available < _OOM_AVAILABLE_SHARE * memory.total
-    if not (big_worker or low_memory):
-        return ""
-    return (
-        f" It looks like the out-of-memory killer: the worker's peak memory was "
-        f"{_gib(worker_peak_rss)} and {_gib(memory.available)} of {_gib(memory.total)} "
-        "are available now. Use fewer workers or a smaller max_queue_size, or make "
-        "__getitem__ use less memory."
-    )
 
 
 @dataclass
@@ -283,7 +83,7 @@ class ProcessPool:
         self._version: int | None = None
         self._sink = sink
         self._name = name
-        self._ctx = _context(source)
+        self._ctx = forkserver_context(source)
         self._workers: dict[int, _Worker] = {}
         self._starting: dict[int, _Worker] = {}  # started by resize(), not ready yet
         self._target = 0
@@ -362,7 +162,7 @@ class ProcessPool:
     def _spawn(self, shipment: _pickling.Shipment) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         wid = next(_WORKER_IDS)
-        process = _WorkerProcess(
+        process = WorkerProcess(
             target=worker_main,
             args=(child_conn, wid, shipment, os.getpid()),
             name=f"{self._name}-process-{wid}",
@@ -386,7 +186,7 @@ class ProcessPool:
                 raise self._startup_error(w, msg[1])
         w.process.join(timeout=1)
         raise WorkerDiedError(
-            f"keras_loadtune worker process {w.pid} {_describe_exit(w.process.exitcode)} "
+            f"keras_loadtune worker process {w.pid} {describe_exit(w.process.exitcode)} "
             "while loading the dataset, before its first batch."
             + oom_hint(w.process.exitcode, w.peak_rss),
             pid=w.pid,
@@ -597,14 +397,14 @@ class ProcessPool:
                     "keras_loadtune: idle worker process %d %s; a new one replaces it on "
                     "the next batch.",
                     w.pid,
-                    _describe_exit(exitcode),
+                    describe_exit(exitcode),
                 )
             return
         index = next(iter(inflight.values()))
         more = f" ({len(inflight) - 1} more queued on it)" if len(inflight) > 1 else ""
         self._fail(
             WorkerDiedError(
-                f"keras_loadtune worker process pid {w.pid} {_describe_exit(exitcode)} "
+                f"keras_loadtune worker process pid {w.pid} {describe_exit(exitcode)} "
                 f"while producing batch {index}{more}. This pass cannot be completed."
                 + oom_hint(exitcode, w.peak_rss),
                 pid=w.pid,

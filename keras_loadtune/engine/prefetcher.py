@@ -27,32 +27,37 @@ the pool it was submitted to, so each `BatchRecord` says which config produced i
 
 The engine knows nothing about Keras or Optuna; it runs any object with
 `__getitem__` (and, for processes, a picklable one).
+
+This module owns the data path: submission, results, delivery and its records. The
+rest lives beside it: `stream.py` (a stream's cursor and reorder buffer),
+`_pool_control.py` (starting, resizing, switching, retiring and releasing the pool;
+a base class of `Prefetcher`), `_janitor.py` (releasing idle workers), and
+`_threads.py` / `_processes.py` (the two pools).
 """
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.engine import _pickling
+from keras_loadtune.engine._janitor import janitor
+from keras_loadtune.engine._pool_control import PoolControl
 from keras_loadtune.engine._processes import ProcessPool
 from keras_loadtune.engine._threads import ThreadPool
-from keras_loadtune.engine.arithmetic import held_batches
 from keras_loadtune.engine.errors import BatchTimeoutError, PrefetcherClosedError
-from keras_loadtune.engine.records import BatchRecord, LoaderStats, StartupRecord
+from keras_loadtune.engine.records import BatchRecord, LoaderStats
+from keras_loadtune.engine.stream import EndOfPass, Stream, batch_seed, check_order
 
 logger = logging.getLogger("keras_loadtune")
 
 _OK = 0
 _ERR = 1
-_SEED_MASK = (1 << 63) - 1
 
 
 def check_seconds(arg: str, value: Any) -> None:
@@ -63,140 +68,7 @@ def check_seconds(arg: str, value: Any) -> None:
         raise ValueError(f"{arg} must be a positive number of seconds or None; got {value!r}.")
 
 
-def batch_seed(stream_seed: int, index: int) -> int:
-    """The seed a worker process uses for dataset index `index` of a seeded stream.
-
-    Depends only on the stream's seed and the index, never on which worker or which
-    config produced the batch, so seeded random augmentation is reproducible across
-    worker counts and switches.
-    """
-    return (stream_seed * 1_000_003 + index * 7_919 + 1) & _SEED_MASK
-
-
-def _check_order(order: Any) -> None:
-    if order is not None and (
-        isinstance(order, (str, bytes, dict))
-        or not (hasattr(order, "__len__") and hasattr(order, "__getitem__"))
-    ):
-        raise TypeError(
-            "order must be a sequence of dataset indices (list, range, array) or None "
-            f"for an infinite stream; got {type(order).__name__}."
-        )
-
-
-class EndOfPass(Exception):
-    """Raised by `next()` when every position of a finite pass was delivered."""
-
-
-class Stream:
-    """One consumer's pass over the dataset, served by its `Prefetcher`'s pool.
-
-    Created by `Prefetcher.open_stream`. State is guarded by the prefetcher's lock.
-    Iterating a stream yields its batches until the pass ends.
-
-    Example:
-
-    ```python
-    with Prefetcher(my_dataset, LoaderConfig(workers=4)) as pf:
-        train = pf.open_stream(range(len(my_dataset)))
-        val = pf.open_stream(range(len(my_dataset)))   # its own cursor, same pool
-        first = train.next()
-        everything_val = list(val)
-    ```
-    """
-
-    def __init__(
-        self,
-        prefetcher: Prefetcher,
-        stream_id: int,
-        order: Sequence[int] | None,
-        start: int,
-        seed: int | None,
-        consumer: int,
-    ):
-        self._prefetcher = prefetcher
-        self.id = stream_id
-        self.consumer = consumer
-        self._order = order
-        self._infinite = order is None
-        self._base = start
-        self._seed = seed
-        self._cursor = 0  # position the consumer gets next
-        self._submitted = 0  # positions < _submitted were submitted (or found buffered)
-        self._buffer: dict[int, tuple] = {}  # finished, not yet delivered
-        self._outstanding: set[int] = set()  # submitted, no result yet
-        self._paused = False
-        self._closed = False
-
-    @property
-    def finished(self) -> bool:
-        """True once every position of a finite pass was delivered (or the stream closed)."""
-        with self._prefetcher._cond:
-            return self._closed or (not self._infinite and self._cursor >= len(self._order))
-
-    @property
-    def delivered(self) -> int:
-        """Batches delivered so far."""
-        return self._cursor
-
-    @property
-    def next_index(self) -> int | None:
-        """Dataset index the stream delivers next (`None` once a finite pass is done)."""
-        with self._prefetcher._cond:
-            if self._infinite:
-                return self._base + self._cursor
-            return self._order[self._cursor] if self._cursor < len(self._order) else None
-
-    def next(self) -> Any:
-        """Returns the next batch, blocking until it is ready.
-
-        Raises:
-            EndOfPass: the finite pass is complete.
-            Exception: the exception `__getitem__` raised for this position (original type
-                and message, with a note naming the index), after all earlier batches.
-            WorkerDiedError: a worker process died with work in flight.
-            BatchTimeoutError: the batch took longer than the prefetcher's `timeout`.
-        """
-        return self._prefetcher._next(self)
-
-    def pause(self) -> None:
-        """Stops submitting new work; in-flight and finished batches are kept."""
-        with self._prefetcher._cond:
-            self._paused = True
-
-    def resume(self) -> None:
-        """Resumes submitting work."""
-        self._prefetcher._resume(self)
-
-    def close(self) -> None:
-        """Ends the stream; its undelivered batches are dropped. Idempotent."""
-        self._prefetcher._close_stream(self)
-
-    def __iter__(self) -> Stream:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            return self.next()
-        except EndOfPass:
-            raise StopIteration from None
-
-    def __repr__(self) -> str:
-        size = "infinite" if self._infinite else len(self._order)
-        return f"Stream(id={self.id}, {size}, delivered={self._cursor})"
-
-    # -- internals (prefetcher lock held) --------------------------------------------------
-    def _index_at(self, position: int) -> int:
-        if self._infinite:
-            return self._base + position
-        return self._order[position]  # type: ignore[index]
-
-    def _limit(self, config: LoaderConfig) -> int:
-        limit = self._cursor + held_batches(config)
-        return limit if self._infinite else min(limit, len(self._order))
-
-
-class Prefetcher:
+class Prefetcher(PoolControl):
     """Prefetches `source[index]` with a live-reconfigurable worker pool, exactly once.
 
     Args:
@@ -274,18 +146,13 @@ class Prefetcher:
         self._sequence = 0
         self.stats = stats if stats is not None else LoaderStats()
         if idle_timeout is not None:
-            _janitor.watch(self)
+            janitor.watch(self)
 
     # -- properties --------------------------------------------------------------------
     @property
     def config(self) -> LoaderConfig:
         """The active `LoaderConfig` (the one serving now)."""
         return self._config
-
-    @property
-    def pending_config(self) -> LoaderConfig | None:
-        """The config a background switch is starting, or `None`."""
-        return self._pending
 
     @property
     def source(self) -> Any:
@@ -346,7 +213,7 @@ class Prefetcher:
             consumer: A tag copied into every `BatchRecord` of the stream (e.g. which
                 Keras consumer reads it), so measurements can pick one consumer.
         """
-        _check_order(order)
+        check_order(order)
         self._check_open()
         self._ensure_pool()
         with self._cond:
@@ -388,7 +255,7 @@ class Prefetcher:
         Undelivered results of the previous pass are dropped. An infinite stream starts at
         the index after the last one delivered, so it continues across passes and restarts.
         """
-        _check_order(order)
+        check_order(order)
         self.source_changed()  # epoch hooks may have changed what workers must see
         previous = self._default
         if previous is not None:
@@ -413,74 +280,6 @@ class Prefetcher:
             self._check_open()
             raise RuntimeError("keras_loadtune: next() called before begin_pass().")
         return self._default.next()
-
-    # -- reconfiguration ---------------------------------------------------------------
-    def reconfigure(self, config: LoaderConfig, *, background: bool = False) -> None:
-        """Switches to `config` at a batch boundary, losing and repeating nothing.
-
-        Same mode: the pool is resized in place (only added workers pay start-up).
-        Other mode: a new pool starts (its start-up cost is recorded in `stats.startups`),
-        in-flight positions move to it, and the old pool is retired in the background.
-
-        Args:
-            config: The config to switch to.
-            background: For a switch of mode, start the new pool off the calling thread
-                while the current pool keeps serving; the switch happens once the new
-                workers are ready (`pending_config` shows it until then). A failed start
-                leaves the current config active and is reported by `switch_error`.
-                Without it, the call blocks until the switch is done and raises the
-                start-up error (e.g. `DatasetNotPicklableError`) itself.
-        """
-        if not isinstance(config, LoaderConfig):
-            raise TypeError(f"config must be a LoaderConfig; got {type(config).__name__}.")
-        self._check_open()
-        with self._reconfigure_lock:
-            if self._pending is not None:  # a newer request supersedes a pending switch
-                self._pending = config if config != self._config else None
-                return
-            old = self._config
-            pool = self._pool
-            if config == old:
-                return
-            if pool is None:
-                self._config = config
-                return
-            if config.use_multiprocessing == old.use_multiprocessing:
-                t0 = time.perf_counter()
-                started = pool.resize(config.workers)
-                seconds = time.perf_counter() - t0
-                with self._cond:
-                    self._config = config
-                    self._new_generation(config)
-                    self._top_up_all()
-                if started:
-                    self.stats.add_startup(StartupRecord(config, started, seconds, t0))
-                return
-            if background:
-                self._pending = config
-                self._switch_error = None
-                self._switcher = threading.Thread(
-                    target=self._switch_in_background,
-                    name=f"{self._name}-switch",
-                    daemon=True,
-                )
-                self._switcher.start()
-                return
-            new_pool = self._start_pool(config)
-            self._swap_pool(new_pool, config)
-        logger.debug("keras_loadtune: loader reconfigured %s -> %s", old, config)
-
-    @property
-    def switch_error(self) -> BaseException | None:
-        """Why the last background switch failed (`None` if it did not)."""
-        return self._switch_error
-
-    def wait_for_switch(self, timeout: float | None = None) -> bool:
-        """Blocks until a background switch is done; True if none is pending any more."""
-        thread = self._switcher
-        if thread is not None:
-            thread.join(timeout)
-        return self._pending is None
 
     # -- lifecycle ---------------------------------------------------------------------
     def close(self, timeout: float = 5.0) -> None:
@@ -509,28 +308,6 @@ class Prefetcher:
                 "they are daemon threads and end with the interpreter.",
                 len(stuck),
             )
-
-    def release_workers(self, timeout: float = 5.0, *, force: bool = False) -> bool:
-        """Stops the worker pool but keeps the streams; workers restart on the next use.
-
-        Only acts when no work is in flight, so nothing needs to be submitted again, unless
-        `force`: then positions in flight are dropped and submitted again on restart (used
-        after a failed pass, whose remaining batches nobody will ask for).
-        Returns True if a pool was released.
-        """
-        with self._reconfigure_lock, self._cond:
-            busy = any(s._outstanding for s in self._streams.values())
-            if self._pool is None or (busy and not force) or self._pending is not None:
-                return False
-            pool = self._pool
-            self._pool = None
-            for stream in self._streams.values():
-                if stream._outstanding:
-                    stream._outstanding.clear()
-                    stream._submitted = stream._cursor  # _top_up skips what is buffered
-        pool.close(timeout)
-        logger.debug("keras_loadtune: released idle workers (%s)", self._config)
-        return True
 
     def idle_seconds(self) -> float:
         """Seconds since a consumer last asked for a batch."""
@@ -726,164 +503,3 @@ class Prefetcher:
             raise PrefetcherClosedError(
                 "keras_loadtune: this loader was closed; wrap the dataset again to reuse it."
             )
-
-    def _ensure_pool(self) -> ThreadPool | ProcessPool:
-        """Starts a pool for the current config if there is none or it broke (no lock held)."""
-        with self._reconfigure_lock:
-            broken = None
-            if self._fatal is not None and self._pool is not None:
-                with self._cond:
-                    if any(s._outstanding for s in self._streams.values()):
-                        return self._pool  # consumers of the failed pass still see the error
-                    broken, self._pool = self._pool, None
-            if broken is not None:
-                self._retire(broken)
-            if self._pool is None:
-                self._check_open()
-                pool = self._start_pool(self._config)
-                with self._cond:
-                    self._pool = pool
-                    self._fatal = None
-                    self._new_generation(self._config)
-                    self._top_up_all()
-            return self._pool
-
-    def _start_pool(self, config: LoaderConfig, *, background: bool = False) -> Any:
-        """Creates a pool with `config.workers` ready workers; records the start-up cost."""
-        t0 = time.perf_counter()
-        pool_cls = ProcessPool if config.use_multiprocessing else ThreadPool
-        pool = pool_cls(self._source, self, self._name)
-        try:
-            if self._source_version:
-                pool.update_source(self._source, self._source_version)
-            started = pool.resize(config.workers)
-        except BaseException as exc:
-            pool.close(timeout=1.0)
-            if background:
-                error = f"{type(exc).__name__}: {exc}"
-                seconds = time.perf_counter() - t0
-                self.stats.add_startup(StartupRecord(config, 0, seconds, t0, True, error))
-            raise
-        self.stats.add_startup(
-            StartupRecord(config, started, time.perf_counter() - t0, t0, background)
-        )
-        return pool
-
-    def _swap_pool(self, new_pool: Any, config: LoaderConfig) -> None:
-        """Makes `new_pool` serve `config`; in-flight positions move to it (reconfigure lock)."""
-        with self._cond:
-            old_pool = self._pool
-            self._pool = new_pool
-            self._config = config
-            self._fatal = None
-            self._new_generation(config)
-            if old_pool is not None:
-                old_pool.cancel_pending()
-            for stream in self._streams.values():
-                for position in sorted(stream._outstanding):
-                    self._submit(new_pool, stream, position)
-            self._top_up_all()
-        if old_pool is not None:
-            self._retire(old_pool)
-
-    def _switch_in_background(self) -> None:
-        config = self._pending
-        try:
-            while config is not None:
-                try:
-                    new_pool = self._start_pool(config, background=True)
-                except BaseException as exc:
-                    self._switch_error = exc
-                    logger.debug("keras_loadtune: background switch to %s failed: %s", config, exc)
-                    with self._reconfigure_lock:
-                        self._pending = None
-                    return
-                with self._reconfigure_lock:
-                    wanted = self._pending
-                    if self._closed or wanted is None:
-                        self._pending = None
-                        new_pool.close(timeout=1.0)
-                        return
-                    other_mode = wanted.use_multiprocessing != config.use_multiprocessing
-                    if wanted != config and other_mode:
-                        new_pool.close(timeout=1.0)
-                        config = wanted  # superseded by a request for the other mode
-                        continue
-                    self._swap_pool(new_pool, config)
-                    self._pending = None
-                    if wanted != config:  # same mode, other size or queue: apply in place
-                        started = new_pool.resize(wanted.workers)
-                        with self._cond:
-                            self._config = wanted
-                            self._new_generation(wanted)
-                            self._top_up_all()
-                        del started
-                logger.debug("keras_loadtune: loader switched in the background to %s", config)
-                return
-        finally:
-            with self._cond:
-                self._cond.notify_all()
-
-    def _release_if_idle(self) -> None:
-        if (
-            self._idle_timeout is not None
-            and self._pool is not None
-            and self.idle_seconds() > self._idle_timeout
-        ):
-            self.release_workers()
-
-    def _retire(self, pool: ThreadPool | ProcessPool) -> None:
-        """Closes an old pool in the background so training does not wait for it."""
-        self._retired = [t for t in self._retired if t.is_alive()]
-        thread = threading.Thread(
-            target=pool.close, name=f"{self._name}-retire", daemon=True, kwargs={"timeout": 5.0}
-        )
-        thread.start()
-        self._retired.append(thread)
-
-
-class _Janitor:
-    """One daemon thread that releases the workers of idle prefetchers."""
-
-    def __init__(self) -> None:
-        self._prefetchers: weakref.WeakSet[Prefetcher] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def watch(self, prefetcher: Prefetcher) -> None:
-        with self._lock:
-            self._prefetchers.add(prefetcher)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="keras_loadtune-janitor", daemon=True
-                )
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(0.25)
-            with self._lock:
-                for closed in [p for p in self._prefetchers if p.closed]:
-                    self._prefetchers.discard(closed)
-                prefetchers = list(self._prefetchers)
-                if not prefetchers:
-                    self._thread = None
-                    return
-            for prefetcher in prefetchers:
-                try:
-                    prefetcher._release_if_idle()
-                except Exception:  # never let the janitor die
-                    logger.debug("keras_loadtune: idle release failed", exc_info=True)
-            del prefetchers
-
-
-_janitor = _Janitor()
-
-
-@atexit.register
-def _close_all() -> None:
-    for prefetcher in list(_janitor._prefetchers):
-        try:
-            prefetcher.close(timeout=1.0)
-        except Exception:
-            pass

@@ -1,0 +1,148 @@
+"""How worker processes start: the start method, `__main__` kept out, the forkserver.
+
+Start method: `forkserver` (falling back to `spawn` where the platform lacks it).
+`fork` is never used: forking a trainer whose TensorFlow runtime already runs
+threads can copy a held lock into the child and deadlock it (CPython 3.12+ warns
+about exactly this). The forkserver is a separate process started once, that
+never runs a training step; every worker is forked from it.
+
+Workers never import the user's `__main__` (a script without a main guard, a
+notebook, `python -c`): the dataset travels with cloudpickle (`_pickling`), by value
+where its class lives in `__main__`; the forkserver does not preload `__main__`; and
+the workers' Popen drops the two keys of CPython's preparation data that would run
+the main script again (`init_main_from_path`, `init_main_from_name`).
+
+Cost: a worker must import whatever unpickling the dataset imports; for a
+`keras.utils.PyDataset` that is Keras and TensorFlow, about 3 s per worker on a
+2-core machine (over 10 s when the cores are busy). So the forkserver preloads the
+module that defines the dataset's class (when it is importable, i.e. not `__main__`):
+it imports it (and Keras) once, and each worker then starts in tens of milliseconds.
+The forkserver only imports; it never builds a model or runs an op. Set
+`KERAS_LOADTUNE_PRELOAD=0` to turn that preload off (each worker then imports on
+its own).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import multiprocessing
+import os
+import sys
+import threading
+import types
+from multiprocessing import spawn
+from typing import Any
+
+from keras_loadtune.engine import _forkserver_path
+
+START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+_preload_done = False
+_MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
+_POPEN_MODULES = {
+    "forkserver": "multiprocessing.popen_forkserver",
+    "spawn": "multiprocessing.popen_spawn_posix"
+    if os.name == "posix"
+    else "multiprocessing.popen_spawn_win32",
+}
+
+
+# -- never import __main__ in a worker -------------------------------------------------------
+class _SpawnWithoutMain:
+    """`multiprocessing.spawn`, except that preparation data never re-imports `__main__`."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(spawn, name)
+
+    @staticmethod
+    def get_preparation_data(name: str) -> dict[str, Any]:
+        data = spawn.get_preparation_data(name)
+        for key in _MAIN_KEYS:
+            data.pop(key, None)
+        return data
+
+
+@functools.cache
+def _popen_class() -> type:
+    """CPython's Popen for our start method, its `_launch` seeing `_SpawnWithoutMain`.
+
+    `_launch` is CPython's own code object, run with a copy of its module's globals in
+    which the name `spawn` is ours: nothing global is patched, and other users of
+    multiprocessing in the same program are unaffected. `tests/test_engine_processes.py`
+    pins the one thing this relies on (`_launch` reads `spawn.get_preparation_data`).
+    """
+    base = importlib.import_module(_POPEN_MODULES[START_METHOD]).Popen
+    launch = base._launch
+    namespace = {**launch.__globals__, "spawn": _SpawnWithoutMain()}
+    patched = types.FunctionType(
+        launch.__code__, namespace, launch.__name__, launch.__defaults__, launch.__closure__
+    )
+    return type("Popen", (base,), {"_launch": patched, "__module__": __name__})
+
+
+class WorkerProcess(multiprocessing.get_context(START_METHOD).Process):  # type: ignore[misc]
+    """A process of our start method that never runs the user's main script."""
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:
+        return _popen_class()(process_obj)
+
+
+# -- forkserver --------------------------------------------------------------------------------
+def _preload_modules(source: Any) -> list[str]:
+    """Modules the forkserver imports once, before it forks any worker (in this order).
+
+    Never `__main__`: a worker must not run the user's script.
+    """
+    modules = ["keras_loadtune.engine._forkserver_init", "keras_loadtune.engine._worker"]
+    if os.environ.get("KERAS_LOADTUNE_PRELOAD", "1") == "0":
+        return modules
+    owner = getattr(source, "factory", source)  # GeneratorFactorySource wraps a callable
+    module = getattr(owner, "__module__", None) or type(owner).__module__
+    if module and module not in ("__main__", "builtins") and module in sys.modules:
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if getattr(sys.modules[module], "__file__", None) != main_file or main_file is None:
+            modules.append(module)
+    return modules
+
+
+def forkserver_context(source: Any) -> multiprocessing.context.BaseContext:
+    global _preload_done
+    ctx = multiprocessing.get_context(START_METHOD)
+    if START_METHOD == "forkserver" and not _preload_done:
+        # Takes effect when the forkserver starts (first worker of the program); the
+        # forkserver inherits the environment, which carries our sys.path to it.
+        os.environ[_forkserver_path.ENV_VAR] = json.dumps(sys.path)
+        ctx.set_forkserver_preload(_preload_modules(source))
+        _preload_done = True
+    return ctx
+
+
+def prewarm(source: Any) -> bool:
+    """Starts the forkserver (and its one-time imports) now, in the background.
+
+    The first process-mode start then costs milliseconds instead of the seconds the
+    forkserver spends importing the dataset's module.
+
+    Args:
+        source: The dataset; its class's module is what the forkserver preloads.
+
+    Returns:
+        False when the start method is not forkserver (nothing to warm).
+
+    Example:
+
+    ```python
+    prewarm(dataset)  # at callback set-up, long before a switch to processes
+    ```
+    """
+    if START_METHOD != "forkserver":
+        return False
+    forkserver_context(source)
+    from multiprocessing import forkserver
+
+    threading.Thread(
+        target=forkserver.ensure_running, name="keras_loadtune-prewarm", daemon=True
+    ).start()
+    return True
