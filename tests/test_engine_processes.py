@@ -448,13 +448,13 @@ def test_thread_pool_keeps_the_protocol_and_ignores_seeds():
     pool = ThreadPool(IndexDataset(4), sink, "keras_loadtune-test")
     try:
         assert pool.resize(2) == 2 and pool.pids == []
-        pool.update_source(IndexDataset(4), 7)
         pool.submit("k", 3, seed=5)
         assert int(sink.take(1)["k"][0][0]) == 3
     finally:
         assert pool.close() == []
     for gone in ("check_health", "mode", "workers"):
         assert not hasattr(ThreadPool, gone) and not hasattr(ProcessPool, gone)
+    assert not hasattr(ThreadPool, "update_source"), "threads read the dataset itself"
 
 
 def test_no_collector_thread_left_when_the_pool_refuses_the_dataset():

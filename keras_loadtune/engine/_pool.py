@@ -9,13 +9,14 @@ class WorkerPool(Protocol):
     """What `ThreadPool` and `ProcessPool` both provide.
 
     Constructed as `Pool(source, sink, name)`; reports to the sink from its own threads.
+    Only `ProcessPool` has `update_source`: threads read the trainer's own dataset
+    object, so a change to it needs nothing shipped.
 
     Example:
 
     ```python
     pool: WorkerPool = ProcessPool(dataset, sink, "keras_loadtune")
     pool.resize(2)
-    pool.update_source(dataset, version=1)  # at a pass start
     pool.submit(key, index, seed)
     pool.close(timeout=5.0)
     ```
@@ -32,10 +33,6 @@ class WorkerPool(Protocol):
 
     def submit(self, key: Any, index: int, seed: int | None = None) -> None:
         """Queues `source[index]`; the result goes to the sink under `key`."""
-        ...
-
-    def update_source(self, source: Any, version: int | None = None) -> None:
-        """Makes the workers use `source` from now on (skipped when `version` is unchanged)."""
         ...
 
     def cancel_pending(self) -> None:

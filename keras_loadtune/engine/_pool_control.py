@@ -21,6 +21,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from keras_loadtune.config import LoaderConfig
+from keras_loadtune.engine._pool import WorkerPool
 from keras_loadtune.engine._processes import ProcessPool
 from keras_loadtune.engine._threads import ThreadPool
 from keras_loadtune.engine.records import LoaderStats, StartupRecord
@@ -51,7 +52,7 @@ class PoolControl:
     _idle_timeout: float | None
     _cond: threading.Condition
     _reconfigure_lock: threading.Lock
-    _pool: ThreadPool | ProcessPool | None
+    _pool: WorkerPool | None
     _pending: LoaderConfig | None
     _switch_error: BaseException | None
     _switcher: threading.Thread | None
@@ -157,7 +158,7 @@ class PoolControl:
         logger.debug("keras_loadtune: released idle workers (%s)", self._config)
         return True
 
-    def _ensure_pool(self) -> ThreadPool | ProcessPool:
+    def _ensure_pool(self) -> WorkerPool:
         """Starts a pool for the current config if there is none or it broke (no lock held)."""
         with self._reconfigure_lock:
             broken = None
@@ -178,13 +179,13 @@ class PoolControl:
                     self._top_up_all()
             return self._pool
 
-    def _start_pool(self, config: LoaderConfig, *, background: bool = False) -> Any:
+    def _start_pool(self, config: LoaderConfig, *, background: bool = False) -> WorkerPool:
         """Creates a pool with `config.workers` ready workers; records the start-up cost."""
         t0 = time.perf_counter()
         pool_cls = ProcessPool if config.use_multiprocessing else ThreadPool
         pool = pool_cls(self._source, self, self._name)
         try:
-            if self._source_version:
+            if self._source_version and isinstance(pool, ProcessPool):
                 pool.update_source(self._source, self._source_version)
             started = pool.resize(config.workers)
         except BaseException as exc:
@@ -199,7 +200,7 @@ class PoolControl:
         )
         return pool
 
-    def _swap_pool(self, new_pool: Any, config: LoaderConfig) -> None:
+    def _swap_pool(self, new_pool: WorkerPool, config: LoaderConfig) -> None:
         """Makes `new_pool` serve `config`; in-flight positions move to it (reconfigure lock)."""
         with self._cond:
             old_pool = self._pool
@@ -262,7 +263,7 @@ class PoolControl:
         ):
             self.release_workers()
 
-    def _retire(self, pool: ThreadPool | ProcessPool) -> None:
+    def _retire(self, pool: WorkerPool) -> None:
         """Closes an old pool in the background so training does not wait for it."""
         self._retired = [t for t in self._retired if t.is_alive()]
         thread = threading.Thread(

@@ -84,16 +84,6 @@ class ThreadPool:
         del seed
         self._tasks.put((key, index))
 
-    def update_source(self, source: Any, version: int | None = None) -> None:
-        """Nothing to ship: threads read the trainer's own dataset object.
-
-        Args:
-            source: The dataset; kept so that threads use it if it is a new object.
-            version: Ignored (a process pool uses it to skip unchanged datasets).
-        """
-        del version
-        self._source = source
-
     def cancel_pending(self) -> None:
         """Forgets tasks no thread has started yet (stop markers are kept)."""
         kept = []

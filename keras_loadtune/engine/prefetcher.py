@@ -47,9 +47,9 @@ from typing import Any
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.engine import _pickling
 from keras_loadtune.engine._janitor import janitor
+from keras_loadtune.engine._pool import WorkerPool
 from keras_loadtune.engine._pool_control import PoolControl
 from keras_loadtune.engine._processes import ProcessPool
-from keras_loadtune.engine._threads import ThreadPool
 from keras_loadtune.engine.errors import BatchTimeoutError, PrefetcherClosedError
 from keras_loadtune.engine.records import BatchRecord, LoaderStats
 from keras_loadtune.engine.stream import EndOfPass, Stream, batch_seed, check_order
@@ -127,7 +127,7 @@ class Prefetcher(PoolControl):
         self._name = name
         self._cond = threading.Condition(threading.Lock())
         self._reconfigure_lock = threading.Lock()
-        self._pool: ThreadPool | ProcessPool | None = None
+        self._pool: WorkerPool | None = None
         self._generation = 0  # bumps with every pool or resize; tags submitted tasks
         self._producers: dict[int, LoaderConfig] = {}  # generation -> config
         self._pending: LoaderConfig | None = None  # background switch in progress
@@ -237,7 +237,7 @@ class Prefetcher(PoolControl):
             return
         self._source_fingerprint = fingerprint
         pool = self._pool
-        if pool is not None:
+        if isinstance(pool, ProcessPool):  # threads read self._source itself
             pool.update_source(self._source, self._source_version)
         with self._cond:
             self._new_generation(self._config)
@@ -399,7 +399,7 @@ class Prefetcher(PoolControl):
         for stream in self._streams.values():
             self._top_up(stream)
 
-    def _submit(self, pool: ThreadPool | ProcessPool, stream: Stream, position: int) -> None:
+    def _submit(self, pool: WorkerPool, stream: Stream, position: int) -> None:
         index = stream._index_at(position)
         key = (stream.id, position, self._generation)
         if stream._seed is None:
