@@ -104,3 +104,31 @@ def test_drift_returns_a_reopened_event():
     assert session.reopen_reasons
     final = driver.finish("training ended")
     assert session.phase == "stopped" and (final is None or final == pipe.config)
+
+
+@pytest.mark.parametrize("acknowledge", [True, False])
+def test_a_switch_that_only_started_is_acknowledged_by_the_caller_later(acknowledge):
+    pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01, cores=8, seed=0)
+    pipe.reconfigure(LoaderConfig())
+    session = TuningSession(
+        LoaderConfig(), _settings(), clock=lambda: pipe.now, rss_probe=pipe.rss, cores=8
+    )
+    driver = Driver(session, pipe, acknowledge=acknowledge)
+    switched = None
+    for _ in range(600):
+        obs = Observation(pipe.step(), pipe.drain_records(), pipe.drain_startups())
+        switched = driver.step(obs).switch_to
+        if switched is not None:
+            break
+    assert switched is not None and session.current_config == switched
+    # Not acknowledged, the switch may still fail (a background start): the session then
+    # rolls back to the config the loader kept; acknowledged, it stays on the new one.
+    session.mark_failed(switched, "RuntimeError: the new pool did not start")
+    assert session.current_config == (switched if acknowledge else LoaderConfig())
+
+
+def test_the_failure_reason_can_be_phrased_by_the_caller():
+    session = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=0))
+    driver = Driver(session, _Loader(), describe=lambda exc: f"process mode skipped: {exc}")
+    assert driver.apply(LoaderConfig(2, 4, True)) is False
+    assert "process mode skipped: cannot pickle the dataset" in session.notes

@@ -9,9 +9,12 @@ Per counted training step the caller builds one `Observation` and calls
 2. **decide** - the session's `StepResult(switch_to, events)`;
 3. **apply** - if `switch_to` is not `None`, `applier.reconfigure(switch_to)`;
 4. **acknowledge** - `session.acknowledge(config)` if it returned, or
-   `session.mark_failed(config, "<ExceptionType>: <message>")` if it raised; a failed
-   switch never propagates: the loader keeps its previous config and the session
-   may propose another one at the next step.
+   `session.mark_failed(config, describe(exc))` (default `"<ExceptionType>: <message>"`)
+   if it raised; a failed switch never propagates: the loader keeps its previous
+   config and the session may propose another one at the next step. An applier that
+   only starts the switch (the Keras loader starts a new pool in the background) is
+   driven with `acknowledge=False`: its caller acknowledges, or reports the failure,
+   once the start is over.
 
 `Driver.finish(reason)` calls `session.stop(reason)` and applies the final config the
 same way. The `StepResult` is returned so the caller can react to its `events`
@@ -40,7 +43,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -78,12 +81,28 @@ class Observation:
     startups: Sequence[tuple[LoaderConfig, float]] = ()
 
 
+def describe_failure(exc: Exception) -> str:
+    """The default reason a failed switch is reported with: `"<ExceptionType>: <message>"`.
+
+    Example:
+
+    >>> describe_failure(RuntimeError("no room"))
+    'RuntimeError: no room'
+    """
+    return f"{type(exc).__name__}: {exc}"
+
+
 class Driver:
     """Observe -> decide -> apply -> acknowledge, one step at a time (see the module docs).
 
     Args:
         session: The session that decides.
         applier: What runs the loader.
+        acknowledge: Acknowledge a switch as soon as `applier.reconfigure` returns.
+            False for an applier that only starts the switch: the caller then calls
+            `session.acknowledge` (or `session.mark_failed`) once the start is over.
+        describe: The failure reason given to `session.mark_failed` for an exception
+            `applier.reconfigure` raised.
 
     Example:
 
@@ -94,9 +113,18 @@ class Driver:
     True
     """
 
-    def __init__(self, session: TuningSession, applier: Applier) -> None:
+    def __init__(
+        self,
+        session: TuningSession,
+        applier: Applier,
+        *,
+        acknowledge: bool = True,
+        describe: Callable[[Exception], str] = describe_failure,
+    ) -> None:
         self.session = session
         self.applier = applier
+        self.acknowledge = acknowledge
+        self.describe = describe
 
     def step(self, observation: Observation) -> StepResult:
         """Run one iteration of the loop; returns the session's `StepResult`."""
@@ -110,13 +138,14 @@ class Driver:
         return result
 
     def apply(self, config: LoaderConfig) -> bool:
-        """Reconfigure the loader; acknowledge or report the failure. True if it switched."""
+        """Reconfigure the loader; acknowledge or report the failure. False if it raised."""
         try:
             self.applier.reconfigure(config)
         except Exception as exc:
-            self.session.mark_failed(config, f"{type(exc).__name__}: {exc}")
+            self.session.mark_failed(config, self.describe(exc))
             return False
-        self.session.acknowledge(config)
+        if self.acknowledge:
+            self.session.acknowledge(config)
         return True
 
     def finish(self, reason: str) -> LoaderConfig | None:
@@ -127,4 +156,4 @@ class Driver:
         return None
 
 
-__all__ = ["Applier", "Driver", "Observation"]
+__all__ = ["Applier", "Driver", "Observation", "describe_failure"]
