@@ -167,17 +167,3 @@ def test_wrap_rejects_what_it_cannot_run():
     for bad in ([1, 2, 3], 7, (x for x in range(3)), np.zeros(3)):
         with pytest.raises(TypeError, match="PyDataset"):
             tuner.wrap(bad)
-
-
-def test_end_of_epoch_steps_are_hidden_from_the_tuner_unless_the_epoch_is_that_short():
-    from keras_loadtune.engine import BatchRecord
-
-    def record(tail: bool) -> BatchRecord:
-        return BatchRecord(0, 0, 0.0, 0.0, 0.0, 0, 0, klt.LoaderConfig(), 0.0, tail)
-
-    tuner = _tuner()
-    tuner._train_ds = tuner.wrap(IndexPyDataset(n=100), klt.LoaderConfig(2, 10))
-    assert tuner._in_pass_tail([record(False), record(True)])
-    assert not tuner._in_pass_tail([record(True), record(False)])
-    tuner._train_ds = tuner.wrap(IndexPyDataset(n=20), klt.LoaderConfig(2, 10))
-    assert not tuner._in_pass_tail([record(True)])  # all of a short epoch is "tail"
