@@ -10,7 +10,8 @@ pool, so the data path's exactly-once invariant (`prefetcher.py`) holds across a
 
 The state it works on is the prefetcher's (set in `Prefetcher.__init__`, declared
 below) and guarded by the same locks: `_reconfigure_lock` serialises pool changes,
-`_cond` guards the streams and the pool reference.
+`_cond` guards the streams and the pool reference. From the data path it calls
+`_new_generation`, `_submit`, `_top_up_all`, `_check_open` and `idle_seconds`.
 """
 
 from __future__ import annotations
