@@ -24,6 +24,7 @@ LoaderConfig(workers=4, max_queue_size=5, use_multiprocessing=False)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,12 @@ MAX_CONSECUTIVE_DUPLICATES = 12
 FLOOR_WAIT_SHARE = 0.5
 # Consecutive proposals that do not pay for their trial after which the round ends.
 MAX_CONSECUTIVE_UNPAID = 8
+# A trial is aborted once, after its minimum window, it runs under this share of
+# the best rate (thread trials of a CPU-heavy loader: under the best rate plus
+# `min_improvement`, i.e. GIL-bound); its partial rate is told to Optuna.
+ABORT_BELOW_BEST = 0.8
+# Most slack (relative) an early abort gives a trial's rate for its noise.
+ABORT_SLACK = 0.05
 
 
 def cost_key(config: LoaderConfig) -> tuple[int, int, int]:
@@ -153,6 +160,51 @@ class TrialWindow:
     def stats(self) -> WindowStats:
         """The window's statistics over whole delivery cycles."""
         return window_stats(align_to_cycles(self.samples))
+
+    def abort_reason(
+        self, settings: TunerSettings, best: TrialRecord | None, *, cpu_heavy: bool
+    ) -> str | None:
+        """Why to stop this trial before it settles: clearly slower than `best` (threads
+        of a CPU-heavy loader: not faster than it, GIL-bound), else `None`.
+
+        Judged on whole delivery cycles once the window has its minimum length, with
+        up to two standard errors (`ABORT_SLACK`) of slack: a trial that would otherwise
+        run to its maximum window stops there.
+
+        Args:
+            settings: `min_improvement` and the window lengths.
+            best: The round's best record.
+            cpu_heavy: The loader is CPU-heavy (thread trials must be faster).
+        """
+        if best is None or not best.steps_per_s or self.source not in ("sampler", "analytical"):
+            return None
+        n = len(self.samples)
+        if n < window_steps(settings, self.config)[0]:
+            return None
+        stats = self.stats()
+        rate = stats.steps_per_s
+        if rate <= 0:
+            return None
+        # Two standard errors, at most 5%: step times within a delivery cycle are bursty.
+        sem = stats.rel_sem if math.isfinite(stats.rel_sem) else 1.0
+        slack = 1.0 + min(2.0 * sem, ABORT_SLACK)
+        best_rate = float(best.steps_per_s)
+        mi = settings.min_improvement
+        if not self.config.use_multiprocessing and cpu_heavy:
+            # More threads than a thread best must be faster to pay; fewer threads (or
+            # threads against a process best) only must not be slower.
+            costlier = not best.config.use_multiprocessing and self.config.workers > (
+                best.config.workers
+            )
+            if costlier:  # must beat the best by min_improvement: no slack
+                slack = 1.0
+            line = best_rate * (1.0 + mi) if costlier else best_rate * (1.0 - mi)
+            if rate * slack < line:
+                return f"aborted after {n} steps: {rate:.1f} steps/s, not faster (GIL-bound)"
+            return None
+        if rate * slack < ABORT_BELOW_BEST * best_rate:
+            return f"aborted after {n} steps: {rate:.1f} steps/s < {ABORT_BELOW_BEST:.0%} of best"
+        return None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,280 @@
+"""`Planner`: what the search may try for this loader, and whether a trial pays.
+
+From the measured `LoaderProfile` the planner shapes what Optuna sees
+(`shape_space`): no process mode for a latency-bound loader (CPU << wall per
+batch), per-loader worker caps (`analytical.thread_cap`, `process_cap`) and the
+queue tied to the workers (`analytical.queue_for`). Once the seeds ran, the sampler
+searches around the incumbent (`search_locally`: workers / 2 .. x 2). Every
+proposal must pay (`unpaid`, see `decision.payoff`) against the pipeline model's
+prediction (`predicted_rate`), which includes the GIL share learned from thread
+trials of a CPU-heavy loader (`learn_gil`). The planner returns values and reasons;
+it never calls the session.
+
+Example:
+
+>>> from keras_loadtune import LoaderConfig
+>>> from keras_loadtune.decision.memory import MemoryBudget
+>>> from keras_loadtune.decision.optuna_bridge import StudyBridge
+>>> from keras_loadtune.decision.payoff import PayoffModel
+>>> from keras_loadtune.decision.settings import TunerSettings
+>>> s = TunerSettings(cores=4)
+>>> planner = Planner(s, LoaderConfig(), 4, StudyBridge(s, LoaderConfig()),
+...                   MemoryBudget(s, LoaderConfig(), lambda: 0), PayoffModel(payoff_ratio=2.0),
+...                   modes=["thread"])
+>>> planner.infeasible_reason(LoaderConfig(2, 4, True))
+'process mode not available'
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from keras_loadtune.config import LoaderConfig
+from keras_loadtune.decision import analytical
+from keras_loadtune.decision.memory import MemoryBudget
+from keras_loadtune.decision.optuna_bridge import StudyBridge
+from keras_loadtune.decision.payoff import PayoffModel
+from keras_loadtune.decision.probe import profile_from, refill_steps
+from keras_loadtune.decision.search import SearchRound, window_steps
+from keras_loadtune.decision.settings import TunerSettings
+from keras_loadtune.measurement import LoaderProfile, WindowStats
+
+# Local search after the seeds: the workers range becomes incumbent / 2 .. incumbent x 2.
+LOCAL_SPAN = 2.0
+
+
+class Planner:
+    """The search space of one session and the economics of its trials.
+
+    Args:
+        settings: Search space, caps and thresholds.
+        baseline: The user's config (always within the caps).
+        cores: Cores for the pipeline model.
+        bridge: The study bridge whose sampler space is shaped.
+        memory: The RAM budget (process RSS learned for the model).
+        payoff: Weighs a trial's predicted gain against its cost.
+        modes: Worker modes available (process mode drops out after a failure).
+
+    Attributes:
+        modes: Worker modes still available (a list the session may shrink).
+        profile: The loader's measured profile (`None` before the probe ends).
+        compute_s: The trainer's compute seconds per step the seeds were fitted to.
+        probe_step_s: Mean step of the probe (what contention predictions use).
+    """
+
+    def __init__(
+        self,
+        settings: TunerSettings,
+        baseline: LoaderConfig,
+        cores: int,
+        bridge: StudyBridge,
+        memory: MemoryBudget,
+        payoff: PayoffModel,
+        *,
+        modes: list[str],
+    ) -> None:
+        self.settings = settings
+        self.baseline = baseline
+        self.cores = cores
+        self._bridge = bridge
+        self._memory = memory
+        self._payoff = payoff
+        self.modes = modes
+        self.profile: LoaderProfile | None = None
+        self.compute_s = 0.0
+        self.probe_step_s: float | None = None
+        self._gil = 0.0  # share of the loader's CPU time holding the GIL, learned
+        self._round_modes: tuple[str, ...] = tuple(modes)
+        self._caps: dict[str, int] = {}
+        self._local = False  # the sampler searches around the incumbent
+
+    def set_profile(
+        self, records: list[Any], stats: WindowStats, config: LoaderConfig
+    ) -> str | None:
+        """Profile the loader from producer records (or step times); a note if inferred."""
+        self.profile, note = profile_from(records, stats, config)
+        return note
+
+    def seed(self, stats: WindowStats) -> list[LoaderConfig]:
+        """Shape the space for a new round from `stats`; the pipeline model's seeds."""
+        self.compute_s = stats.median_compute_s
+        self._shape_space()
+        return self.seeds()
+
+    def seeds(self) -> list[LoaderConfig]:
+        """Analytical seeds for the current profile (RAM fitted against the baseline,
+        whose memory the probe measured; already measured configs are deduped later)."""
+        assert self.profile is not None
+        return analytical.seed_configs(
+            self.profile,
+            self.compute_s,
+            self.cores,
+            self.settings,
+            self.baseline,
+            modes=tuple(self.modes),
+            process_rss_bytes=self._memory.process_rss,
+        )
+
+    def _shape_space(self) -> None:
+        """Per-loader search space of this round, from the measured profile."""
+        profile, s, base = self.profile, self.settings, self.baseline
+        assert profile is not None
+        modes = tuple(self.modes)
+        if profile.cpu_ratio < analytical.CPU_HEAVY_RATIO and "thread" in modes:
+            modes = tuple(m for m in modes if m != "process")
+        self._round_modes = modes
+        compute = self.compute_s
+        caps = {
+            "thread": analytical.thread_cap(profile, compute, s, baseline=base),
+            "process": analytical.process_cap(profile, compute, self.cores, s),
+        }
+        caps[base.mode] = max(caps[base.mode], base.workers)
+        self._caps = caps
+        self._local = False
+        self._bridge.set_space((1, max(caps[m] for m in modes)), self.queue_of)
+
+    def queue_of(self, workers: int) -> int:
+        """The queue tied to `workers` (`analytical.queue_for` of the loader's jitter)."""
+        jitter = self.profile.jitter_cv if self.profile is not None else 0.0
+        return analytical.queue_for(workers, jitter, self.settings)
+
+    def allowed_modes(self) -> tuple[str, ...]:
+        """Modes this round searches that are still available."""
+        return tuple(m for m in self._round_modes if m in self.modes)
+
+    def search_locally(self, rnd: SearchRound) -> None:
+        """After the seeds, the sampler searches around the incumbent's worker count."""
+        if self._local or rnd.pending_seeds or rnd.best is None or not self._caps:
+            return
+        modes = self.allowed_modes()
+        if not modes:
+            return
+        self._local = True
+        cap = max(self._caps[m] for m in modes)
+        best = rnd.best.config.workers
+        low = max(1, int(best / LOCAL_SPAN))
+        high = min(cap, max(math.ceil(best * LOCAL_SPAN), low + 1))
+        self._bridge.set_space((low, max(high, low)), self.queue_of)
+
+    def infeasible_reason(self, config: LoaderConfig) -> str | None:
+        """Why `config` cannot run in this round (mode off, over a cap), or `None`."""
+        mode = config.mode
+        if mode not in self.modes:
+            return f"{mode} mode not available"
+        if mode not in self._round_modes:
+            return f"{mode} mode cannot help this loader (latency-bound)"
+        cap = min(
+            self._caps.get(mode, self.settings.worker_cap(mode)),
+            max(self.settings.worker_cap(mode), self.baseline.workers),
+        )
+        if config.workers > cap:
+            return f"{config.workers} {mode} workers is over the cap of {cap}"
+        return None
+
+    def cpu_heavy(self) -> bool:
+        """Whether the loader's CPU share per batch makes it CPU-heavy."""
+        profile = self.profile
+        return profile is not None and profile.cpu_ratio >= analytical.CPU_HEAVY_RATIO
+
+    def learn_gil(self, config: LoaderConfig, stats: WindowStats) -> None:
+        """A thread config of a CPU-heavy loader far under the GIL-free prediction
+        shows how much of the loader's CPU time holds the GIL."""
+        profile = self.profile
+        if config.use_multiprocessing or not self.cpu_heavy() or profile is None:
+            return
+        if stats.wait_fraction < self.settings.wait_threshold or stats.steps_per_s <= 0:
+            return
+        free = analytical.predict(config, profile, self.compute_s, self.cores).steps_per_s
+        if stats.steps_per_s < 0.8 * free and profile.produce_cpu_s > 0:
+            gil = min(1.0, 1.0 / (stats.steps_per_s * profile.produce_cpu_s))
+            self._gil = max(self._gil, gil)
+
+    def predicted_rate(self, config: LoaderConfig, rnd: SearchRound | None) -> float | None:
+        """Steps/s the pipeline model predicts for `config` (`None`: no model yet)."""
+        profile = self.profile
+        if profile is None or self.compute_s <= 0:
+            return None
+        if rnd is not None and not rnd.floor_by_wait and self.probe_step_s is not None:
+            # Contention: loader threads slow each step; only processes take their CPU
+            # time out of the trainer's process (the pipeline model has no GIL share
+            # for the trainer, so it cannot say more).
+            step = self.probe_step_s
+            if not config.use_multiprocessing:
+                return 1.0 / max(step, 1e-9)
+            return 1.0 / max(step - profile.produce_cpu_s, 0.5 * step, 1e-9)
+        return analytical.predict(
+            config,
+            profile,
+            self.compute_s,
+            self.cores,
+            gil_fraction=0.0 if config.use_multiprocessing else self._gil,
+            process_rss_bytes=self._memory.process_rss,
+        ).steps_per_s
+
+    def unpaid(
+        self,
+        config: LoaderConfig,
+        rnd: SearchRound | None,
+        *,
+        current: LoaderConfig,
+        steps_left: int | None,
+    ) -> str | None:
+        """Why trying `config` now does not pay (see `decision.payoff`), or `None`.
+
+        Args:
+            config: The candidate.
+            rnd: The round (its best is the rate to beat).
+            current: The config the loader runs now.
+            steps_left: Training steps left in this fit (`None`: unknown).
+        """
+        best = rnd.best if rnd is not None else None
+        profile = self.profile
+        predicted = self.predicted_rate(config, rnd)
+        if best is None or not best.steps_per_s or profile is None or predicted is None:
+            return None
+        verdict = self._payoff.assess(
+            config,
+            current=current,
+            best_rate=float(best.steps_per_s),
+            predicted_rate=predicted,
+            steps_left=steps_left,
+            trial_steps=refill_steps(self.settings, config, current)
+            + window_steps(self.settings, config)[1],
+            produce_wall_s=profile.produce_wall_s,
+        )
+        return None if verdict.pays else f"not worth it: {verdict.reason}"
+
+    def nothing_pays(
+        self,
+        modes: tuple[str, ...],
+        rnd: SearchRound,
+        *,
+        current: LoaderConfig,
+        steps_left: int | None,
+    ) -> str | None:
+        """Why no config of the sampler's space can pay for a trial, or `None`.
+
+        The pipeline model's best prediction over the space (each mode, every worker
+        count up to its cap, the tied queue) is weighed as any proposal would be.
+        """
+        space = self._bridge.workers_range
+        if rnd.best is None or self.profile is None or space is None:
+            return None
+        low, high = space
+        best: LoaderConfig | None = None
+        best_rate = -1.0
+        for mode in modes:
+            cap = min(high, self._caps.get(mode, high))
+            for workers in range(max(low, 1), max(cap, low) + 1):
+                config = LoaderConfig(workers, self.queue_of(workers), mode == "process")
+                rate = self.predicted_rate(config, rnd)
+                if rate is not None and rate > best_rate:
+                    best, best_rate = config, rate
+        if best is None:
+            return None
+        why = self.unpaid(best, rnd, current=current, steps_left=steps_left)
+        return None if why is None else f"no config left that pays for its trial ({why})"
+
+
+__all__ = ["LOCAL_SPAN", "Planner"]
