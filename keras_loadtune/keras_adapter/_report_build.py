@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
-
 from keras_loadtune import persistence
 from keras_loadtune.decision.session import TuningSession
 from keras_loadtune.report import TuningReport
@@ -24,7 +20,7 @@ def build_report(
     fit_seconds: float | None,
     fit_steps: int | None,
     worst_gap_s: float | None,
-    step_cycles: Sequence[float],
+    median_step_s: float | None,
 ) -> TuningReport:
     """The `TuningReport` of what a `LoadTuner` measured and decided so far.
 
@@ -40,13 +36,13 @@ def build_report(
         fit_seconds: Wall seconds of the fit after its warm-up steps.
         fit_steps: Steps of the fit after its warm-up steps (`None`: none).
         worst_gap_s: The longest step that followed one of the tuner's actions.
-        step_cycles: Recent step times (seconds).
+        median_step_s: The median of recent step times (seconds).
 
     Example:
 
     >>> build_report(None, notes=[], broken=False, wrapped=True, handle=None, cores=2,
     ...              epoch_fractions=[], reopen_reasons=[], fit_seconds=None,
-    ...              fit_steps=None, worst_gap_s=None, step_cycles=[]).decision
+    ...              fit_steps=None, worst_gap_s=None, median_step_s=None).decision
     'in-progress'
     """
     notes = list(notes)
@@ -125,7 +121,7 @@ def build_report(
         fit_steps=fit_steps,
         tuning_cost_seconds=session.tuning_cost_s,
         worst_step_gap_seconds=worst_gap_s,
-        median_step_seconds=(float(np.median(step_cycles)) if len(step_cycles) else None),
+        median_step_seconds=median_step_s,
     )
 
 

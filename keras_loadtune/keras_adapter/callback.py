@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import collections
 import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
-import numpy as np
 
 from keras_loadtune import persistence
 from keras_loadtune.config import LoaderConfig
@@ -18,7 +16,9 @@ from keras_loadtune.decision.session import TuningSession
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.engine.prefetcher import check_seconds
 from keras_loadtune.keras_adapter import _hooks
+from keras_loadtune.keras_adapter._arguments import tuner_settings
 from keras_loadtune.keras_adapter._epoch_log import EpochLog, ensure_log_handler
+from keras_loadtune.keras_adapter._fit_clock import FitClock
 from keras_loadtune.keras_adapter._loader_switch import LoaderSwitch
 from keras_loadtune.keras_adapter._report_build import build_report
 from keras_loadtune.keras_adapter._session_start import SessionStarter
@@ -28,14 +28,12 @@ from keras_loadtune.keras_adapter._step_meter import (
     switch_failure_note,
 )
 from keras_loadtune.keras_adapter.dataset import TunedPyDataset, check_keras3
-from keras_loadtune.measurement import StepSample, estimate_wait_fraction
+from keras_loadtune.measurement import StepSample
 from keras_loadtune.report import TuningReport
 
 logger = logging.getLogger("keras_loadtune")
 
 WAIT_KEY = "data_wait_fraction"
-# Older LoadTuner argument names, kept as aliases of the TunerSettings field names.
-_ALIASES = {"max_workers": "max_thread_workers", "ram_budget": "ram_budget_bytes"}
 _VERBOSE = (0, 1, 2)
 
 
@@ -139,44 +137,24 @@ class LoadTuner(keras.callbacks.Callback):
             raise ValueError(f"warmup_steps must be an int >= 0; got {warmup_steps!r}.")
         persistence.check_storage(storage)
         persistence.check_study_name(study_name)
-        if settings is not None and not isinstance(settings, TunerSettings):
-            raise TypeError(
-                f"settings must be a TunerSettings or None; got {type(settings).__name__}."
-            )
-        aliases = {"max_workers": max_workers, "ram_budget": ram_budget}
-        fields = {"max_thread_workers": max_thread_workers, "ram_budget_bytes": ram_budget_bytes}
-        for alias, value in aliases.items():
-            field = _ALIASES[alias]
-            if value is not None and fields[field] is not None:
-                raise TypeError(f"Pass {field} or its alias {alias}, not both.")
-        max_thread_workers = max_thread_workers if max_workers is None else max_workers
-        ram_budget_bytes = ram_budget_bytes if ram_budget is None else ram_budget
-        overrides = {
-            "max_thread_workers": max_thread_workers,
-            "max_process_workers": max_process_workers,
-            "queue_size_range": tuple(queue_size_range) if queue_size_range else None,
-            "modes": tuple(modes) if modes is not None else None,
-            "max_trials": max_trials,
-            "max_tuning_steps": max_tuning_steps,
-            "max_tuning_seconds": max_tuning_seconds,
-            "ram_budget_bytes": ram_budget_bytes,
-            "sampler": sampler,
-            "seed": seed,
-            "wait_threshold": wait_threshold,
-            "probe_steps": probe_steps,
-        }
-        overrides = {k: v for k, v in overrides.items() if v is not None}
         check_seconds("timeout", timeout)
-        base = settings or TunerSettings()
-        try:
-            self.settings = base.replace(**overrides) if overrides else base
-        except (TypeError, ValueError) as exc:
-            # Name the argument the user passed (an alias, if that is what it was).
-            message = str(exc).replace("TunerSettings.", "LoadTuner ")
-            for alias, field in _ALIASES.items():
-                if aliases[alias] is not None:
-                    message = message.replace(field, alias)
-            raise type(exc)(message) from None
+        self.settings = tuner_settings(
+            settings,
+            max_thread_workers=max_thread_workers,
+            max_process_workers=max_process_workers,
+            queue_size_range=queue_size_range,
+            modes=modes,
+            max_trials=max_trials,
+            max_tuning_steps=max_tuning_steps,
+            max_tuning_seconds=max_tuning_seconds,
+            ram_budget_bytes=ram_budget_bytes,
+            sampler=sampler,
+            seed=seed,
+            wait_threshold=wait_threshold,
+            probe_steps=probe_steps,
+            max_workers=max_workers,
+            ram_budget=ram_budget,
+        )
         self.verbose = verbose
         self.warmup_steps = warmup_steps
         self.timeout = timeout
@@ -196,17 +174,8 @@ class LoadTuner(keras.callbacks.Callback):
         self._broken = False
         self._reported = False
         self._compute_bound_reopens: list[str] = []
-        # What this fit's steps showed (step time = the cycle between two batch ends).
-        self._fit_step = 0
-        self._fit_started_at: float | None = None
-        self._t_begin = 0.0
-        self._t_last: float | None = None
-        self._epoch_wait = 0.0
-        self._epoch_step = 0.0
-        self._step_times: list[float] = []  # unwrapped data: step times only
+        self._clock = FitClock(warmup_steps)
         self._epoch_fractions: list[float] = []
-        self._step_cycles: collections.deque[float] = collections.deque(maxlen=4096)
-        self._worst_gap_s: float | None = None
         self._acted = False  # the session just started: the next step follows its work
         ensure_log_handler(logger, verbose)
 
@@ -263,8 +232,7 @@ class LoadTuner(keras.callbacks.Callback):
 
     # -- Keras hooks -----------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._fit_step = 0
-        self._fit_started_at = None  # set when the warm-up (tracing) steps are over
+        self._clock.start_fit()
         # Which consumer is this fit's training data is known at its first step: the one
         # whose stream served it (validation and evaluate run later).
         datasets = {id(a.py_dataset): a.py_dataset for a in _hooks.live_adapters()}
@@ -275,58 +243,35 @@ class LoadTuner(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._log.release()  # the previous epoch's bar has finished its line
         self._log.hold = (self.params or {}).get("verbose") == 1
-        self._epoch_wait = 0.0
-        self._epoch_step = 0.0
-        self._step_times = []
-        self._t_last = time.perf_counter()
+        self._clock.start_epoch(time.perf_counter())
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        self._t_begin = time.perf_counter()
+        self._clock.begin_step(time.perf_counter())
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        # A step's time is the cycle from the previous step's end (or the epoch's start)
-        # to this one's: it includes fetching the batch on every backend (PyTorch's
-        # trainer fetches before on_train_batch_begin, so begin->end would miss it).
         now = time.perf_counter()
-        start = self._t_last if self._t_last is not None else self._t_begin
-        step_s = now - min(start, self._t_begin)
-        self._t_last = now
-        self._fit_step += 1
+        step_s = self._clock.end_step(now)  # the cycle between two batch ends
         try:
             if self._unbound is not None:
                 unbound, self._unbound = self._unbound, None
                 self._bind_training_data(*first_consumer(unbound))
             records = self._meter.new_records()
-            if self._fit_step <= self.warmup_steps:
-                if self._fit_step == self.warmup_steps:
-                    self._fit_started_at = now
-                return
-            if self._fit_started_at is None:  # warmup_steps=0
-                self._fit_started_at = now - step_s
-            self._step_cycles.append(step_s)
-            if self._acted_since_last_step():  # the tuner's work or a switch preceded it
-                self._worst_gap_s = max(self._worst_gap_s or 0.0, step_s)
-            self._epoch_step += step_s
-            if records is None:
-                self._step_times.append(step_s)
-                return
-            wait_s = min(sum(r.wait_s for r in records), step_s)
-            self._epoch_wait += wait_s
-            if logs is not None and self._epoch_step > 0:
-                logs[WAIT_KEY] = self._epoch_wait / self._epoch_step
-            self._drive(StepSample(wait_s=wait_s, step_s=step_s), records)
+            if not self._clock.measured(step_s, now):
+                return  # a warm-up (tracing) step
+            wait_s = None if records is None else min(sum(r.wait_s for r in records), step_s)
+            fraction = self._clock.add(step_s, wait_s, after_action=self._acted_since_last_step())
+            if logs is not None and fraction is not None:
+                logs[WAIT_KEY] = fraction
+            if wait_s is not None:
+                self._drive(StepSample(wait_s=wait_s, step_s=step_s), records)
         except Exception as exc:  # the tuner must never break training
             self._give_up(exc)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         try:
-            if self._step_times:  # not wrapped: estimate from step-time spread
-                fraction = estimate_wait_fraction(np.asarray(self._step_times))
-            elif self._epoch_step > 0:
-                fraction = self._epoch_wait / self._epoch_step
-            else:
+            fraction = self._clock.epoch_fraction()
+            if fraction is None:
                 return
-            fraction = float(min(max(fraction, 0.0), 1.0))
             self._epoch_fractions.append(fraction)
             self._reopen_if_no_longer_compute_bound(epoch, fraction)
             if logs is not None:
@@ -532,12 +477,10 @@ class LoadTuner(keras.callbacks.Callback):
     def _steps_left(self) -> int | None:
         """Training steps left in this fit (read by the session to weigh trials)."""
         total = self._fit_total_steps()
-        return None if total is None else max(total - self._fit_step, 0)
+        return None if total is None else max(total - self._clock.fit_step, 0)
 
     def _build_report(self) -> TuningReport:
-        # Tracing and compilation in the warm-up steps cost the same with or without the
-        # tuner, and no rate-based estimate includes them: the fit is timed after them.
-        started = self._fit_started_at
+        clock = self._clock
         return build_report(
             self._session,
             notes=self._notes,
@@ -547,8 +490,8 @@ class LoadTuner(keras.callbacks.Callback):
             cores=self.settings.cores,
             epoch_fractions=self._epoch_fractions,
             reopen_reasons=self._compute_bound_reopens,
-            fit_seconds=None if started is None else time.perf_counter() - started,
-            fit_steps=max(self._fit_step - self.warmup_steps, 0) or None,
-            worst_gap_s=self._worst_gap_s,
-            step_cycles=self._step_cycles,
+            fit_seconds=clock.fit_seconds(time.perf_counter()),
+            fit_steps=clock.fit_steps,
+            worst_gap_s=clock.worst_gap_s,
+            median_step_s=clock.median_step_s,
         )
