@@ -60,7 +60,7 @@ from keras_loadtune.decision.phase import _ACTIVE, Event, Phase, StepResult
 from keras_loadtune.decision.planner import Planner
 from keras_loadtune.decision.probe import Probe, refill_steps
 from keras_loadtune.decision.rounds import RoundRunner
-from keras_loadtune.decision.search import TrialWindow
+from keras_loadtune.decision.search import SearchRound, TrialWindow
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.decision.spend import TuningSpend
 from keras_loadtune.decision.steady import SteadyWatch
@@ -527,7 +527,7 @@ class TuningSession:
             return None
         return self._reopen(drift.stats, drift.describe(self.settings.drift_window_steps))
 
-    def _new_round(self, limit: int, *, first: bool = True) -> Any:
+    def _new_round(self, limit: int, *, first: bool = True) -> SearchRound:
         """A new `SearchRound`; the first one's budget includes the probe's steps."""
         started = self._spend.started_at
         return self._runner.new_round(
