@@ -328,3 +328,31 @@ def test_probe_in_steady_state_skips_no_refill_steps():
             n += 1
         counts.append(n)
     assert counts[0] - counts[1] == 2 + 1  # skip_steps + one batch in flight
+
+
+def test_contended_gil_loader_on_a_big_machine_tries_processes_in_a_short_fit():
+    # Found on a 16-core GPU machine (PyTorch backend, benchmarks/big_machine.sh):
+    # 16 ms of pure Python per batch in 1 loader thread made the 7 ms step 24 ms and
+    # the step barely waited. The planner predicted processes from the 24 ms step
+    # (1 process seed, 2x the step at best) and skipped them as not worth it in a
+    # 300-step fit; 4 processes ran that fit 2.3x faster than the user's config.
+    steps_left = [300]
+    session = TuningSession(
+        LoaderConfig(),
+        _settings(cores=16, probe_steps=10, skip_steps=2),
+        steps_left=lambda: steps_left[0],
+    )
+    proposed = None
+    for _ in range(60):
+        session.observe_loader([_Rec(wall=0.0165, cpu=0.0157)])
+        proposed = session.observe_step(StepSample(0.0002, 0.024)) or proposed
+        steps_left[0] -= 1
+        if proposed is not None and proposed.use_multiprocessing:
+            break
+        if proposed is not None:
+            session.acknowledge(proposed)
+    assert proposed is not None and proposed.use_multiprocessing, [
+        (str(t.config), t.state, t.reason) for t in session.trials
+    ]
+    # Sized for the step without contention (~8 ms, 16 ms per batch): more than one.
+    assert proposed.workers >= 2

@@ -237,6 +237,7 @@ def seed_configs(
     *,
     modes: tuple[str, ...] | None = None,
     process_rss_bytes: int | None = None,
+    process_compute_s: float | None = None,
 ) -> list[LoaderConfig]:
     """Configs the pipeline model expects to reach the compute floor, to measure first.
 
@@ -259,6 +260,9 @@ def seed_configs(
             baseline: The user's config.
             modes: Modes still allowed (default `settings.modes`).
             process_rss_bytes: Resident memory per worker process, when known.
+            process_compute_s: The trainer's step with process workers, when it differs
+                from `step_compute_s` (loader threads contending for the GIL and the
+                cores made the measured step longer); sizes the process seed.
 
         Example:
 
@@ -286,7 +290,8 @@ def seed_configs(
         seeds.append(LoaderConfig(workers, queue_for(workers, profile.jitter_cv, settings), False))
 
     if "process" in modes and ratio >= CPU_HEAVY_RATIO:
-        workers = process_cap(profile, step_compute_s, cores, settings)
+        compute = step_compute_s if process_compute_s is None else process_compute_s
+        workers = process_cap(profile, compute, cores, settings)
         proc = LoaderConfig(workers, queue_for(workers, profile.jitter_cv, settings), True)
         seeds.append(proc)
 

@@ -2,7 +2,9 @@
 
 A trial costs wall-clock time that training would otherwise have spent at the best
 known rate: the new pool's start-up (measured on earlier switches, else a
-conservative prior), the refill after the switch (about one batch's latency), and
+conservative prior; a pool started in the background is charged only the share
+of the cores it takes, see `BACKGROUND_BUSY_CORES`), the refill after the switch
+(about one batch's latency), and
 its measured steps at a possibly worse rate (half the predicted rate, capped at the
 best known). It can only pay back over the steps left in this fit, plus the steps
 a later run reusing the stored study is expected to take. A config is tried only if
@@ -41,6 +43,11 @@ PROCESS_WORKER_PRIOR_S = 0.05
 THREAD_WORKER_S = 0.001
 # A trial may run at this share of its predicted rate (the model can be wrong).
 PESSIMISM = 0.5
+# A pool started in the background (the engine's `reconfigure(..., background=True)`)
+# does not stop training: the old pool serves meanwhile. What it costs is the cores
+# its start takes from the trainer and the old pool, charged as this many cores'
+# share of the machine (all of it on 2 cores or fewer).
+BACKGROUND_BUSY_CORES = 2.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,9 @@ class PayoffModel:
             predicted no faster (the model is not that precise).
         reuse_steps: Steps a later run of the same workload is expected to take from
             the stored study (0 when the study is not stored).
+        cores: Cores of the machine (for background start-ups; `None`: unknown).
+        background: Pools start in the background while the old one serves: a
+            start-up is charged `min(1, BACKGROUND_BUSY_CORES / cores)` of its seconds.
 
     Example:
 
@@ -79,9 +89,18 @@ class PayoffModel:
     """
 
     def __init__(
-        self, *, payoff_ratio: float, reuse_steps: int = 0, min_improvement: float = 0.02
+        self,
+        *,
+        payoff_ratio: float,
+        reuse_steps: int = 0,
+        min_improvement: float = 0.02,
+        cores: int | None = None,
+        background: bool = False,
     ) -> None:
         self.payoff_ratio = float(payoff_ratio)
+        self.startup_share = 1.0
+        if background and cores:
+            self.startup_share = min(1.0, BACKGROUND_BUSY_CORES / max(int(cores), 1))
         self.min_improvement = float(min_improvement)
         self.reuse_steps = max(int(reuse_steps), 0)
         self._process_pool_s: float | None = None
@@ -137,7 +156,7 @@ class PayoffModel:
         if config == current:
             startup = refill = 0.0
         else:
-            startup = self.startup_s(config, current=current)
+            startup = self.startup_share * self.startup_s(config, current=current)
             refill = max(float(produce_wall_s), 0.0)
         slow = min(PESSIMISM * predicted, best)
         trial = trial_steps * max(0.0, 1.0 / slow - 1.0 / best)

@@ -42,6 +42,10 @@ from keras_loadtune.measurement import LoaderProfile, WindowStats
 
 # Local search after the seeds: the workers range becomes incumbent / 2 .. incumbent x 2.
 LOCAL_SPAN = 2.0
+# Under contention (loader threads slow the step, see `Probe`), a process config takes
+# the loader's CPU time out of the trainer's process: its step is predicted as the
+# measured compute minus one batch's CPU time, but never under this share of it.
+UNCONTENDED_MIN_SHARE = 0.25
 
 
 class Planner:
@@ -61,6 +65,8 @@ class Planner:
         profile: The loader's measured profile (`None` before the probe ends).
         compute_s: The trainer's compute seconds per step the seeds were fitted to.
         probe_step_s: Mean step of the probe (what contention predictions use).
+        contended: The probe saw contention: loader threads slow the step although it
+            barely waits, so the measured compute overstates a process config's step.
     """
 
     def __init__(
@@ -84,6 +90,7 @@ class Planner:
         self.profile: LoaderProfile | None = None
         self.compute_s = 0.0
         self.probe_step_s: float | None = None
+        self.contended = False
         self._gil = 0.0  # share of the loader's CPU time holding the GIL, learned
         self._round_modes: tuple[str, ...] = tuple(modes)
         self._caps: dict[str, int] = {}
@@ -96,11 +103,38 @@ class Planner:
         self.profile, note = profile_from(records, stats, config)
         return note
 
-    def seed(self, stats: WindowStats) -> list[LoaderConfig]:
-        """Shape the space for a new round from `stats`; the pipeline model's seeds."""
+    def seed(self, stats: WindowStats, *, contended: bool = False) -> list[LoaderConfig]:
+        """Shape the space for a new round from `stats`; the pipeline model's seeds.
+
+        Args:
+            stats: The window the round starts from (the probe, or a drift window).
+            contended: Loader threads slow the step (see `contended`).
+        """
         self.compute_s = stats.median_compute_s
+        self.contended = bool(contended)
         self._shape_space()
         return self.seeds()
+
+    def process_compute_s(self) -> float:
+        """The trainer's step compute a process config is predicted to run at.
+
+        The measured compute, or under contention the measured compute minus one
+        batch's CPU time (the GIL and the core the loader threads took from the
+        trainer), at least `UNCONTENDED_MIN_SHARE` of it.
+
+        Example:
+
+        >>> from keras_loadtune.decision.settings import TunerSettings
+        >>> planner = Planner.__new__(Planner)
+        >>> planner.compute_s, planner.contended = 0.024, True
+        >>> planner.profile = LoaderProfile(0.016, 0.016, 1.0, 1 << 16, 0.0)
+        >>> round(planner.process_compute_s(), 4)
+        0.008
+        """
+        compute = self.compute_s
+        if not self.contended or self.profile is None:
+            return compute
+        return max(compute - self.profile.produce_cpu_s, UNCONTENDED_MIN_SHARE * compute)
 
     def seeds(self) -> list[LoaderConfig]:
         """Analytical seeds for the current profile (RAM fitted against the baseline,
@@ -114,6 +148,7 @@ class Planner:
             self.baseline,
             modes=tuple(self.modes),
             process_rss_bytes=self._memory.process_rss,
+            process_compute_s=self.process_compute_s(),
         )
 
     def _shape_space(self) -> None:
@@ -127,7 +162,7 @@ class Planner:
         compute = self.compute_s
         caps = {
             "thread": analytical.thread_cap(profile, compute, s, baseline=base),
-            "process": analytical.process_cap(profile, compute, self.cores, s),
+            "process": analytical.process_cap(profile, self.process_compute_s(), self.cores, s),
         }
         caps[base.mode] = max(caps[base.mode], base.workers)
         self._caps = caps
@@ -197,12 +232,17 @@ class Planner:
             return None
         if rnd is not None and not rnd.floor_by_wait and self.probe_step_s is not None:
             # Contention: loader threads slow each step; only processes take their CPU
-            # time out of the trainer's process (the pipeline model has no GIL share
-            # for the trainer, so it cannot say more).
-            step = self.probe_step_s
+            # time out of the trainer's process (`process_compute_s`), and then the
+            # pipeline model applies to them.
             if not config.use_multiprocessing:
-                return 1.0 / max(step, 1e-9)
-            return 1.0 / max(step - profile.produce_cpu_s, 0.5 * step, 1e-9)
+                return 1.0 / max(self.probe_step_s, 1e-9)
+            return analytical.predict(
+                config,
+                profile,
+                self.process_compute_s(),
+                self.cores,
+                process_rss_bytes=self._memory.process_rss,
+            ).steps_per_s
         return analytical.predict(
             config,
             profile,

@@ -178,6 +178,8 @@ class TuningSession:
             payoff_ratio=settings.payoff_ratio,
             reuse_steps=reuse_steps,
             min_improvement=settings.min_improvement,
+            cores=self.cores,
+            background=True,  # LoadTuner and the simulator start pools in the background
         )
         modes = [m for m in settings.modes if process_mode_available or m != "process"]
         self._planner = Planner(
@@ -436,7 +438,7 @@ class TuningSession:
         rnd.floor_by_wait = verdict.contention is None or stats.wait_fraction >= s.wait_threshold
         window = TrialWindow(self.baseline, "baseline", None, 0, peak_rss=self._memory.probe_rss)
         self._runner.record_measured(window, stats)
-        rnd.pending_seeds = self._planner.seed(stats)
+        rnd.pending_seeds = self._planner.seed(stats, contended=not rnd.floor_by_wait)
         self._log.info(
             "keras_loadtune: pipeline model seeds: %s",
             ", ".join(str(c) for c in self.pending_seeds) or "none",
