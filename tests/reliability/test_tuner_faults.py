@@ -186,7 +186,7 @@ def test_ram_budget_below_one_queue_of_batches(keras_ready, klt_log, closing):
     session = tuner._session
     for trial in report.trials:
         if trial.state == "complete" and trial.source != "baseline":
-            assert session._rss_excess(trial.rss_bytes) <= 0, trial
+            assert session._memory.excess(trial.rss_bytes) <= 0, trial
     proposed = [t for t in report.trials if t.source != "baseline"]
     if proposed:  # every candidate holds more than the budget: each one says so
         assert any("RAM budget" in (t.reason or "") for t in proposed) or any(
@@ -194,5 +194,5 @@ def test_ram_budget_below_one_queue_of_batches(keras_ready, klt_log, closing):
         ), report
     best = tuner.best_config
     kept = [t for t in report.trials if t.config == best and t.state == "complete"]
-    assert kept and (kept[0].source == "baseline" or session._rss_excess(kept[0].rss_bytes) <= 0)
+    assert kept and (kept[0].source == "baseline" or session._memory.excess(kept[0].rss_bytes) <= 0)
     assert wrapped.config == best
