@@ -7,7 +7,8 @@
 # scenario cut off by the time budget loses only itself; each writes its Markdown table
 # and raw JSON to $OUT. Wheels in .whl/ (keras, optuna and their pure dependencies), if
 # present, are installed to /tmp/site first: for a machine with PyTorch but no network.
-# KLT_BIG_BUDGET_S (default 420): no scenario starts after this many seconds.
+# KLT_BIG_BUDGET_S (default 420): no scenario starts after this many seconds. First,
+# `callback_dispatch.py` measures what a per-batch callback costs on the accelerator.
 set -u
 OUT=${OUT:-/tmp/klt-big}
 mkdir -p "$OUT"
@@ -27,6 +28,7 @@ scenarios=("$@")
 optuna.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 } 2>&1 | tee "$OUT/log.txt"
 start=$SECONDS
+timeout 120 python3 benchmarks/callback_dispatch.py --repeats 3 2>&1 | tee -a "$OUT/log.txt"
 for s in "${scenarios[@]}"; do
   if (( SECONDS - start > budget )); then echo "skipped $s: budget spent" | tee -a "$OUT/log.txt"; continue; fi
   timeout 240 python3 benchmarks/run.py --repeats 1 --scenarios "$s" --out "$OUT/$s.md" \
