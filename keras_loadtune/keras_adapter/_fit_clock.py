@@ -43,6 +43,7 @@ class FitClock:
         self.warmup_steps = warmup_steps
         self.fit_step = 0
         self.started_at: float | None = None  # when the warm-up steps were over
+        self.ended_at: float | None = None  # when training ended
         self.worst_gap_s: float | None = None
         self.cycles: collections.deque[float] = collections.deque(maxlen=4096)
         self._t_begin = 0.0
@@ -55,6 +56,11 @@ class FitClock:
         """A `fit` begins: its step count and warm-up start over."""
         self.fit_step = 0
         self.started_at = None
+        self.ended_at = None
+
+    def end_fit(self, now: float) -> None:
+        """Training ended at `now`: later reads of `fit_seconds` stop there."""
+        self.ended_at = now
 
     def start_epoch(self, now: float) -> None:
         """An epoch begins at `now` (`time.perf_counter()`)."""
@@ -115,8 +121,16 @@ class FitClock:
         return float(min(max(fraction, 0.0), 1.0))
 
     def fit_seconds(self, now: float) -> float | None:
-        """Wall seconds since the warm-up steps ended (`None` before that)."""
-        return None if self.started_at is None else now - self.started_at
+        """Wall seconds from the end of the warm-up steps to the end of training (or to
+        `now`, while training runs); `None` before the warm-up ended.
+
+        A report read long after `fit` (after closing the loader, say) still gives the
+        fit's own time.
+        """
+        if self.started_at is None:
+            return None
+        end = now if self.ended_at is None else self.ended_at
+        return end - self.started_at
 
     @property
     def fit_steps(self) -> int | None:

@@ -280,6 +280,7 @@ class LoadTuner(keras.callbacks.Callback):
             self._give_up(exc)
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        self._clock.end_fit(time.perf_counter())
         self._log.hold = False
         self._log.release()
         try:
