@@ -116,6 +116,24 @@ class ProbeVerdict:
     contention: str | None
     records: list[Any]
 
+    def summary(self, wait_threshold: float, baseline: LoaderConfig) -> str:
+        """One line for the log: tune `baseline` or not."""
+        stats = self.stats
+        if not self.input_bound:
+            return (
+                f"not input-bound (waits {100 * stats.wait_fraction:.1f}% of each step < "
+                f"{100 * wait_threshold:.0f}%); keeping {baseline}, no tuning."
+            )
+        return (
+            f"input-bound (waits {100 * stats.wait_fraction:.0f}% of each step at "
+            f"{stats.steps_per_s:.1f} steps/s on {baseline}); tuning."
+        )
+
+    def floor_by_wait(self, wait_threshold: float) -> bool:
+        """Whether the wait can show the compute floor (not with contention alone, when
+        the step barely waits)."""
+        return self.contention is None or self.stats.wait_fraction >= wait_threshold
+
 
 class Probe:
     """Measures the baseline, one step at a time.
@@ -190,4 +208,10 @@ class Probe:
         )
 
 
-__all__ = ["PROBE_MIN_STEPS", "Probe", "ProbeVerdict", "profile_from", "refill_steps"]
+__all__ = [
+    "PROBE_MIN_STEPS",
+    "Probe",
+    "ProbeVerdict",
+    "profile_from",
+    "refill_steps",
+]

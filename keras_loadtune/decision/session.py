@@ -1,14 +1,18 @@
 """`TuningSession`: the tuning policy as a state machine driven one training step at a time.
 
 A facade over phase objects that return results and never call back:
-`probe.Probe`, `warm_start` (verify), `rounds.RoundRunner` (a new
-`search.SearchRound` per round: a drift reopen or a warm-start re-tune is a new
-round), `planner.Planner`, `steady.SteadyWatch`, `memory.MemoryBudget`,
-`spend.TuningSpend` and `optuna_bridge.StudyBridge` (the only user of
-`optuna.Trial`). The session owns the `Phase`, the current config (the one place it
-is held) and the error policy. `decision.driver.Driver` runs it (observe -> decide ->
-apply -> acknowledge) for the Keras callback and the simulator; `observe` returns a
-`StepResult` with the config to switch to and the `Event`s of the step.
+`probe.Probe` (the probe's verdict), `warm_start.WarmStartFlow` (start from a stored
+study's best, verify it, keep it or re-tune), `rounds.RoundRunner` (the running trial,
+its window and records, over one `search.SearchRound` per round: a drift reopen or a
+warm-start re-tune is a new round), `planner.Planner` (the search space, the pipeline
+model's predictions, whether a trial pays, with `payoff`), `steady.SteadyWatch`
+(drift), `memory.MemoryBudget`, `spend.TuningSpend` (`tuning_cost_s`) and
+`optuna_bridge.StudyBridge` (the only user of `optuna.Trial`; skipped proposals, the
+RAM constraint and the objective with `search`). The session owns the `Phase`, the
+current config (the one place it is held) and the error policy.
+`decision.driver.Driver` runs it (observe -> decide -> apply -> acknowledge) for the
+Keras callback and the simulator; `observe` returns a `StepResult` with the config to
+switch to and the `Event`s of the step.
 
 Phases (`Phase`, a `str` enum: `Phase.STEADY == "steady"`)::
 
@@ -17,14 +21,6 @@ Phases (`Phase`, a `str` enum: `Phase.STEADY == "steady"`)::
       └──> tuning ──(budget / patience / floor)──> steady ──(sustained drift)──> tuning
     (warm start) tuning+verifying ──> steady | tuning | probe
                                                       any phase ──stop()──> stopped
-
-Where the rules live: warm start and its verification in `warm_start`; the running
-trial, its window and its records in `rounds` (over `search.SearchRound`, one per
-round, and `search.TrialWindow`); the search space, the pipeline model's
-predictions and whether a trial pays in `planner` (with `payoff`); skipped
-proposals, the RAM constraint and the objective in `search` and `optuna_bridge`;
-the memory model in `memory`; the probe's verdict in `probe`; drift in `steady`;
-the steps and seconds spent (`tuning_cost_s`) in `spend`.
 
 Example:
 
@@ -68,9 +64,8 @@ from keras_loadtune.decision.warm_start import (
     WARM_START_NOISE_SE,
     WARM_START_TOLERANCE,
     WarmStart,
-    load_stored_best,
+    WarmStartFlow,
     stored_best,
-    verify,
 )
 from keras_loadtune.measurement import LoaderProfile, StepSample, WindowStats
 from keras_loadtune.trial import CONSTRAINT_KEY, TrialRecord, TrialSource
@@ -195,8 +190,14 @@ class TuningSession:
         self.finished_reason: str | None = None
         self.warm_start: WarmStart | None = None
         self.warm_start_kept = False
-        self._warm_pending = bool(warm_start) and study is not None
-        self._verifying = False  # measuring a warm start's stored best
+        self._warm = WarmStartFlow(
+            settings,
+            baseline,
+            self._bridge,
+            self._planner,
+            self._memory,
+            enabled=bool(warm_start) and study is not None,
+        )
         if "process" in settings.modes and not process_mode_available:
             self.notes.append("process mode skipped: the dataset cannot run in worker processes")
         self._config = baseline  # the config the loader runs: the one place it is held
@@ -290,7 +291,7 @@ class TuningSession:
     @property
     def verifying(self) -> bool:
         """Whether the session is measuring a warm start's stored best (phase `TUNING`)."""
-        return self._verifying
+        return self._warm.verifying
 
     @property
     def modes(self) -> tuple[str, ...]:
@@ -390,9 +391,10 @@ class TuningSession:
                 return self._steady_step(sample)
             self._spend.open()
             self._spend.count_step()
-            if self.phase == Phase.PROBE and self._warm_pending:
-                self._warm_pending = False
-                warm = self._load_warm_start()
+            if self.phase == Phase.PROBE and self._warm.pending:
+                warm, note = self._warm.load()
+                if note is not None:
+                    self._note(note, logging.WARNING)
                 if warm is not None:
                     return self._begin_warm_start(warm)
             if self.phase == Phase.PROBE:
@@ -414,28 +416,15 @@ class TuningSession:
             self.finished_reason = "compute-bound"
             self._spend.close()
             self._enter(Phase.COMPUTE_BOUND)
-            self._log.info(
-                "keras_loadtune: not input-bound (waits %.1f%% of each step < %.0f%%); "
-                "keeping %s, no tuning.",
-                100 * stats.wait_fraction,
-                100 * s.wait_threshold,
-                self.baseline,
-            )
+            self._log.info("keras_loadtune: %s", verdict.summary(s.wait_threshold, self.baseline))
             return None
         if verdict.contention is not None:
             self._log.info("keras_loadtune: %s", verdict.contention)
         self._set_profile(verdict.records, stats, self.baseline)
         self._enter(Phase.TUNING)
-        self._log.info(
-            "keras_loadtune: input-bound (waits %.0f%% of each step at %.1f steps/s on %s); "
-            "tuning.",
-            100 * stats.wait_fraction,
-            stats.steps_per_s,
-            self.baseline,
-        )
+        self._log.info("keras_loadtune: %s", verdict.summary(s.wait_threshold, self.baseline))
         rnd = self._new_round(s.max_trials)
-        # Contention alone (the step barely waits): the wait cannot show the floor.
-        rnd.floor_by_wait = verdict.contention is None or stats.wait_fraction >= s.wait_threshold
+        rnd.floor_by_wait = verdict.floor_by_wait(s.wait_threshold)
         window = TrialWindow(self.baseline, "baseline", None, 0, peak_rss=self._memory.probe_rss)
         self._runner.record_measured(window, stats)
         rnd.pending_seeds = self._planner.seed(stats, contended=not rnd.floor_by_wait)
@@ -453,68 +442,32 @@ class TuningSession:
             return self._after_warm_start(done.verified)
         return self._next() if done.next else None
 
-    def _load_warm_start(self) -> WarmStart | None:
-        """The stored best of the study, or `None` (no study, nothing usable, unreadable)."""
-        study = self._bridge.study
-        if study is None:
-            return None
-        warm, note = load_stored_best(
-            study,
-            self.baseline,
-            min_improvement=self.settings.min_improvement,
-            allowed=lambda c: self._planner.infeasible_reason(c) is None,
-            profile=self._bridge.profile_attr,
-        )
-        if note is not None:
-            self._note(note, logging.WARNING)
-        return warm
-
     def _begin_warm_start(self, warm: WarmStart) -> LoaderConfig | None:
         """Skip the probe: switch to the stored best and measure one trial window."""
         self.warm_start = warm
-        self._memory.mark_probe()  # the loader still runs the baseline
+        self._warm.begin()
         self._enter(Phase.TUNING)
-        self._verifying = True
         self._log.info("keras_loadtune: %s", warm.describe())
         self._new_round(self.settings.max_trials)
-        window = self._runner.begin_verify(warm.config, self._config)
-        return self._switch_to(window.config)
+        return self._switch_to(self._runner.begin_verify(warm.config, self._config).config)
 
     def _after_warm_start(self, stats: WindowStats) -> LoaderConfig | None:
-        """Keep the verified stored config, or re-tune with a small budget."""
-        warm, rnd, s, config = self.warm_start, self._runner.round, self.settings, self._config
-        assert warm is not None and rnd is not None
-        self._verifying = False
-        verdict = verify(warm, stats, wait_threshold=s.wait_threshold)
-        stored = warm.baseline_steps_per_s
-        slower = stored is not None and config != self.baseline and stats.steps_per_s < stored
-        if verdict.kept and not slower:
+        """Keep the verified stored config, or measure the user's config (and re-tune)."""
+        assert self.warm_start is not None and self._runner.round is not None
+        resume = self._warm.resume(self.warm_start, stats, self._config)
+        if resume.finish is not None:
             self.warm_start_kept = True
-            return self._finish(f"warm start from study {warm.study_name!r}: {verdict.figures}")
-        if verdict.kept:
-            # Never keep a stored config that measured slower than the user's own:
-            # measure the user's config now and keep whichever is faster.
-            self._note(
-                f"warm start: {config} ran {stats.steps_per_s:.1f} steps/s, under your "
-                f"config's stored {stored:.1f}; measuring your config to keep the faster"
-            )
-        else:
-            self._note(verdict.retune_note(config, s.reopen_trials), logging.WARNING)
+            return self._finish(resume.finish)
+        self._note(resume.note, resume.level)
         self._enter(Phase.TUNING)
-        rnd.pending_baseline = True
-        self._set_profile(self._recent(), stats, config)
-        if verdict.kept:  # one more trial: the baseline
-            rnd.limit = rnd.trials + 1
-            self._planner.compute_s = stats.median_compute_s
-        else:
-            rnd.limit = s.reopen_trials + 2  # + the warm-start and baseline windows
-            rnd.pending_seeds = self._planner.seed(stats)
+        self._set_profile(self._recent(), stats, self._config)
+        self._warm.measure_more(resume, stats, self._runner.round)
         return self._next()
 
     def _warm_start_failed(self) -> LoaderConfig | None:
         """The stored config did not run (failed / over the RAM budget): probe as usual."""
         assert self.warm_start is not None
-        self._verifying = False
+        self._warm.verifying = False
         self.notes.append(self.warm_start.failed_note())
         self._enter(Phase.PROBE)
         self._probe = Probe(self.settings, self.baseline, in_steady_state=self._probe_steady)
@@ -540,7 +493,7 @@ class TuningSession:
 
     def _next(self) -> LoaderConfig | None:
         """Pick the next config to measure (or finish); return it if the loader must switch."""
-        if self._verifying:  # the verify window failed or went over the RAM budget
+        if self._warm.verifying:  # the verify window failed or went over the RAM budget
             return self._warm_start_failed()
         pick = self._runner.pick(
             steps=self._spend.steps,

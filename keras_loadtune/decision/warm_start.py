@@ -7,6 +7,7 @@ to `stored_best(...)` and measures it over one trial window (phase `TUNING`, `ve
 stored steps/s (allowing `WARM_START_NOISE_SE` standard errors of the window's mean),
 or if the loader no longer makes training wait; otherwise the session re-tunes with a
 small budget. If the stored config cannot run at all, the session probes as usual.
+`WarmStartFlow` holds these steps for the session.
 
 Example:
 
@@ -20,18 +21,24 @@ True
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from keras_loadtune.config import LoaderConfig
-from keras_loadtune.decision.search import cheapest_within
+from keras_loadtune.decision.search import SearchRound, cheapest_within
+from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.measurement import WindowStats
 from keras_loadtune.trial import ATTR_CONSTRAINT, ATTR_PROFILE, ATTR_STATE, params_to_config
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
+
+    from keras_loadtune.decision.memory import MemoryBudget
+    from keras_loadtune.decision.optuna_bridge import StudyBridge
+    from keras_loadtune.decision.planner import Planner
 
 # A warm-started config is kept if it runs at least this share of its stored steps/s.
 WARM_START_TOLERANCE = 0.8
@@ -246,11 +253,116 @@ def verify(warm: WarmStart, stats: WindowStats, *, wait_threshold: float) -> Ver
     return Verification(kept, ratio, figures)
 
 
+@dataclass(frozen=True)
+class Resume:
+    """What the session does once the verify window is measured.
+
+    Args:
+        finish: Keep the stored config: settle with this reason (`None`: measure more).
+        note: The report note when it measures more.
+        level: The note's log level.
+        retune: Re-tune with a small budget (`False`: measure the user's config only).
+    """
+
+    finish: str | None = None
+    note: str = ""
+    level: int = logging.INFO
+    retune: bool = False
+
+
+class WarmStartFlow:
+    """A session's warm start: load the stored best, verify it, keep it or re-tune.
+
+    Works on the session's parts (study bridge, planner, memory budget, the round),
+    never on the session: each step returns what the session must do.
+
+    Args:
+        settings: Thresholds and the re-tune budget (`reopen_trials`).
+        baseline: The user's config.
+        bridge: The study bridge (the stored study, this run's timing profile).
+        planner: Tells which configs this run can use; seeds a re-tune.
+        memory: Measures the RSS the budget is relative to.
+        enabled: Try a warm start at the first step.
+
+    Attributes:
+        pending: The warm start is still to be tried (the first step).
+        verifying: The stored best's verify window runs.
+    """
+
+    def __init__(
+        self,
+        settings: TunerSettings,
+        baseline: LoaderConfig,
+        bridge: StudyBridge,
+        planner: Planner,
+        memory: MemoryBudget,
+        *,
+        enabled: bool,
+    ) -> None:
+        self.settings, self.baseline = settings, baseline
+        self._bridge, self._planner, self._memory = bridge, planner, memory
+        self.pending = enabled
+        self.verifying = False
+
+    def load(self) -> tuple[WarmStart | None, str | None]:
+        """The study's stored best (`None`: no study, nothing usable, unreadable) and a
+        note if the study was unreadable; the warm start is no longer pending."""
+        self.pending = False
+        study = self._bridge.study
+        if study is None:
+            return None, None
+        return load_stored_best(
+            study,
+            self.baseline,
+            min_improvement=self.settings.min_improvement,
+            allowed=lambda c: self._planner.infeasible_reason(c) is None,
+            profile=self._bridge.profile_attr,
+        )
+
+    def begin(self) -> None:
+        """Skip the probe: the loader still runs the baseline, the verify window starts."""
+        self._memory.mark_probe()
+        self.verifying = True
+
+    def resume(self, warm: WarmStart, stats: WindowStats, config: LoaderConfig) -> Resume:
+        """The verdict on the verify window `stats` of `config` (see the module docs)."""
+        s = self.settings
+        self.verifying = False
+        verdict = verify(warm, stats, wait_threshold=s.wait_threshold)
+        stored = warm.baseline_steps_per_s
+        slower = stored is not None and config != self.baseline and stats.steps_per_s < stored
+        if verdict.kept and not slower:
+            return Resume(finish=f"warm start from study {warm.study_name!r}: {verdict.figures}")
+        if verdict.kept:
+            # Never keep a stored config that measured slower than the user's own:
+            # measure the user's config now and keep whichever is faster.
+            return Resume(
+                note=f"warm start: {config} ran {stats.steps_per_s:.1f} steps/s, under your "
+                f"config's stored {stored:.1f}; measuring your config to keep the faster"
+            )
+        return Resume(
+            note=verdict.retune_note(config, s.reopen_trials), level=logging.WARNING, retune=True
+        )
+
+    def measure_more(self, resume: Resume, stats: WindowStats, rnd: SearchRound) -> None:
+        """Set the round `rnd` up to measure the user's config (and re-tune if
+        `resume.retune`), the planner's profile already set from the verify window `stats`."""
+        rnd.pending_baseline = True
+        if not resume.retune:  # one more trial: the baseline
+            rnd.limit = rnd.trials + 1
+            self._planner.compute_s = stats.median_compute_s
+        else:
+            rnd.limit = self.settings.reopen_trials + 2  # + the warm-start and baseline windows
+            rnd.pending_seeds = self._planner.seed(stats)
+
+
 __all__ = [
     "WARM_START_NOISE_SE",
     "WARM_START_TOLERANCE",
+    "Resume",
     "Verification",
     "WarmStart",
+    "WarmStartFlow",
     "load_stored_best",
     "profiles_match",
     "stored_best",
