@@ -127,6 +127,67 @@ class RoundRunner:
         self.window = TrialWindow(config, "warm-start", trial, self._refill(config, current))
         return self.window
 
+    def startup(self, config: LoaderConfig, seconds: float) -> None:
+        """The loader's start-up seconds for `config`: the running trial's, if it is its."""
+        if self.window is not None and self.window.config == config:
+            self.window.startup_s = seconds
+        self._log.debug("loader restart to %s took %.3f s", config, seconds)
+
+    def open_round(
+        self,
+        window: TrialWindow,
+        stats: WindowStats,
+        *,
+        floor_by_wait: bool = True,
+        log_seeds: bool = False,
+    ) -> None:
+        """Open the current round on a measured incumbent: record it, seed the round.
+
+        Args:
+            window: The incumbent's window (baseline after the probe, verify on drift).
+            stats: Its measurement.
+            floor_by_wait: Whether the round may stop on the wait floor (`False` under
+                contention: the seeds then predict process configs uncontended).
+            log_seeds: Log the pipeline model's seeds (the first round after the probe).
+        """
+        rnd = self.round
+        assert rnd is not None
+        rnd.floor_by_wait = floor_by_wait
+        self.record_measured(window, stats)
+        rnd.pending_seeds = self._planner.seed(stats, contended=not floor_by_wait)
+        if log_seeds:
+            self._log.info(
+                "keras_loadtune: pipeline model seeds: %s",
+                ", ".join(str(c) for c in rnd.pending_seeds) or "none",
+            )
+
+    def failure(self, config: LoaderConfig, reason: str) -> tuple[str, str]:
+        """The loader could not run `config`: a failing process config disables process
+        mode (in the planner's modes). Logs it; does not record the trial (see `fail`).
+
+        Returns:
+            The reason (without a `"process mode skipped:"` prefix) and the report note.
+        """
+        prefix = "process mode skipped:"
+        if reason.startswith(prefix):  # callers may phrase it like our note already
+            reason = reason[len(prefix) :].strip()
+        modes = self._planner.modes
+        if config.use_multiprocessing and "process" in modes:
+            modes.remove("process")
+            self._log.warning("keras_loadtune: process mode disabled: %s", reason)
+            return reason, f"process mode skipped: {reason}"
+        self._log.warning("keras_loadtune: %s failed: %s", config, reason)
+        return reason, f"config {config} failed: {reason}"
+
+    def log_done(self, reason: str, best: LoaderConfig, speedup: float | None) -> None:
+        """Log the end of tuning: why, the config kept, its speedup over the baseline."""
+        self._log.info(
+            "keras_loadtune: tuning done (%s): %s%s",
+            reason,
+            best,
+            f", {speedup:.2f}x the baseline's steps/s" if speedup is not None else "",
+        )
+
     def _refill(self, config: LoaderConfig, current: LoaderConfig) -> int:
         return refill_steps(self.settings, config, current)
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -54,12 +53,12 @@ from keras_loadtune.decision.optuna_bridge import (
 from keras_loadtune.decision.payoff import PayoffModel
 from keras_loadtune.decision.phase import _ACTIVE, Event, Phase, StepResult
 from keras_loadtune.decision.planner import Planner
-from keras_loadtune.decision.probe import Probe, refill_steps
+from keras_loadtune.decision.probe import Probe
 from keras_loadtune.decision.rounds import RoundRunner
 from keras_loadtune.decision.search import SearchRound, TrialWindow
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.decision.spend import TuningSpend
-from keras_loadtune.decision.steady import SteadyWatch
+from keras_loadtune.decision.steady import Drift, SteadyWatch
 from keras_loadtune.decision.warm_start import (
     WARM_START_NOISE_SE,
     WARM_START_TOLERANCE,
@@ -72,9 +71,6 @@ from keras_loadtune.trial import CONSTRAINT_KEY, TrialRecord, TrialSource
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
-
-# Producer records kept for re-profiling when drift reopens the study.
-RECENT_RECORDS = 512
 
 
 class TuningSession:
@@ -203,7 +199,6 @@ class TuningSession:
         self._config = baseline  # the config the loader runs: the one place it is held
         self._previous_config = baseline  # restored if the switch fails
         self._pending_switch: LoaderConfig | None = None
-        self._recent_records: deque[Any] = deque(maxlen=RECENT_RECORDS)
         self._switched_from: LoaderConfig | None = None
 
     # ------------------------------------------------------------------ public API
@@ -319,15 +314,12 @@ class TuningSession:
         records = list(records)
         if self.phase == Phase.PROBE and self._probe is not None:
             self._probe.add_records(records)
-        self._recent_records.extend(records)
+        self._watch.records.extend(records)
 
     def observe_startup(self, config: LoaderConfig, seconds: float) -> None:
         """Record the worker start-up seconds of a reconfigure to `config`."""
-        window = self._runner.window
-        if window is not None and window.config == config:
-            window.startup_s = float(seconds)
+        self._runner.startup(config, float(seconds))
         self._payoff.learn_startup(config, float(seconds), previous=self._switched_from)
-        self._log.debug("loader restart to %s took %.3f s", config, seconds)
 
     def acknowledge(self, config: LoaderConfig) -> None:
         """The loader now runs `config` (the switch returned by `observe` succeeded).
@@ -369,8 +361,6 @@ class TuningSession:
         self._watch.disarm()
         self._log.info("keras_loadtune: stopped (%s); keeping %s", reason, self.best_config)
         return self._switch_to(self.best_config)
-
-    # ------------------------------------------------------------------ phases
 
     def _enter(self, phase: Phase) -> None:
         event = {
@@ -423,15 +413,10 @@ class TuningSession:
         self._set_profile(verdict.records, stats, self.baseline)
         self._enter(Phase.TUNING)
         self._log.info("keras_loadtune: %s", verdict.summary(s.wait_threshold, self.baseline))
-        rnd = self._new_round(s.max_trials)
-        rnd.floor_by_wait = verdict.floor_by_wait(s.wait_threshold)
+        self._new_round(s.max_trials)
         window = TrialWindow(self.baseline, "baseline", None, 0, peak_rss=self._memory.probe_rss)
-        self._runner.record_measured(window, stats)
-        rnd.pending_seeds = self._planner.seed(stats, contended=not rnd.floor_by_wait)
-        self._log.info(
-            "keras_loadtune: pipeline model seeds: %s",
-            ", ".join(str(c) for c in self.pending_seeds) or "none",
-        )
+        floor = verdict.floor_by_wait(s.wait_threshold)
+        self._runner.open_round(window, stats, floor_by_wait=floor, log_seeds=True)
         return self._next()
 
     def _window_step(self, sample: StepSample) -> LoaderConfig | None:
@@ -460,7 +445,7 @@ class TuningSession:
             return self._finish(resume.finish)
         self._note(resume.note, resume.level)
         self._enter(Phase.TUNING)
-        self._set_profile(self._recent(), stats, self._config)
+        self._set_profile(self._watch.recent(), stats, self._config)
         self._warm.measure_more(resume, stats, self._runner.round)
         return self._next()
 
@@ -478,18 +463,14 @@ class TuningSession:
             target, self._pending_switch = self._pending_switch, None
             return self._switch_to(target)
         drift = self._watch.update(sample)
-        if drift is None:
-            return None
-        return self._reopen(drift.stats, drift.describe(self.settings.drift_window_steps))
+        return None if drift is None else self._reopen(drift)
 
     def _new_round(self, limit: int, *, first: bool = True) -> SearchRound:
         """A new `SearchRound`; the first one's budget includes the probe's steps."""
         started = self._spend.started_at
-        return self._runner.new_round(
-            limit,
-            start_steps=0 if first else self._spend.steps,
-            start_time=started if started is not None else self._clock(),
-        )
+        steps = 0 if first else self._spend.steps
+        start = started if started is not None else self._clock()
+        return self._runner.new_round(limit, start_steps=steps, start_time=start)
 
     def _next(self) -> LoaderConfig | None:
         """Pick the next config to measure (or finish); return it if the loader must switch."""
@@ -509,27 +490,21 @@ class TuningSession:
         return switch
 
     def _finish(self, reason: str) -> LoaderConfig | None:
+        self._settle(reason, self.best_record)
+        self._runner.log_done(reason, self.best_config, self.speedup)
+        return self._switch_to(self.best_config)
+
+    def _settle(self, reason: str, best: TrialRecord | None) -> None:
+        """Enter `STEADY` for `reason`; watch `best`'s rate for drift (`None`: no watch)."""
         self._spend.close()
         self._enter(Phase.STEADY)
         self.finished_reason = reason
         self._runner.drop_seeds()
-        best = self.best_record
-        if best is not None:
-            self._watch.arm(best.steps_per_s, self._refill(self.best_config))
-        else:
-            self._watch.disarm()
-        speedup = self.speedup
-        self._log.info(
-            "keras_loadtune: tuning done (%s): %s%s",
-            reason,
-            self.best_config,
-            f", {speedup:.2f}x the baseline's steps/s" if speedup is not None else "",
-        )
-        return self._switch_to(self.best_config)
+        self._watch.follow(best, current=self._config)
 
-    def _reopen(self, stats: WindowStats, why: str) -> LoaderConfig | None:
-        config = self._config
-        reason = f"{why} on {config}"
+    def _reopen(self, drift: Drift) -> LoaderConfig | None:
+        config, stats = self._config, drift.stats
+        reason = f"{drift.describe(self.settings.drift_window_steps)} on {config}"
         self.warm_start_kept = False
         self.reopen_reasons.append(reason)
         self._log.warning("keras_loadtune: input-bound again (%s); reopening the study.", reason)
@@ -538,28 +513,16 @@ class TuningSession:
         self.finished_reason = None
         self._spend.open(restart=True)
         # A new round: its budget counts the re-measured incumbent too.
-        rnd = self._new_round(self.settings.reopen_trials + 1, first=False)
-        self._set_profile(self._recent(), stats, config)
+        self._new_round(self.settings.reopen_trials + 1, first=False)
+        self._set_profile(self._watch.recent(), stats, config)
         # The drift window is a fresh measurement of the incumbent: record it as such.
         window = TrialWindow(config, "verify", None, 0, peak_rss=self._memory.read())
-        self._runner.record_measured(window, stats)
-        rnd.pending_seeds = self._planner.seed(stats)
+        self._runner.open_round(window, stats)
         return self._next()
 
-    # ------------------------------------------------------------------ failures
-
     def _mark_failed(self, config: LoaderConfig, reason: str) -> None:
-        prefix = "process mode skipped:"
-        if reason.startswith(prefix):  # callers may phrase it like our note already
-            reason = reason[len(prefix) :].strip()
-        modes = self._planner.modes
-        if config.use_multiprocessing and "process" in modes:
-            modes.remove("process")
-            self.notes.append(f"process mode skipped: {reason}")
-            self._log.warning("keras_loadtune: process mode disabled: %s", reason)
-        else:
-            self.notes.append(f"config {config} failed: {reason}")
-            self._log.warning("keras_loadtune: %s failed: %s", config, reason)
+        reason, note = self._runner.failure(config, reason)
+        self.notes.append(note)
         if self._config == config:
             self._config = self._previous_config
         forgot = self._runner.fail(config, reason)
@@ -570,11 +533,7 @@ class TuningSession:
         """Stop tuning after an unexpected error; settle on the best known config."""
         self._note_error(exc)
         self._runner.window = None
-        self._runner.drop_seeds()
-        self._spend.close()
-        self._enter(Phase.STEADY)
-        self.finished_reason = "error"
-        self._watch.disarm()
+        self._settle("error", None)
         return self._switch_to(self.best_config)
 
     def _note_error(self, exc: BaseException) -> None:
@@ -585,25 +544,15 @@ class TuningSession:
         self.notes.append(msg)
         self._log.warning("keras_loadtune: %s", msg, exc_info=exc)
 
-    # ------------------------------------------------------------------ bookkeeping
-
     def _note(self, note: str, level: int = logging.INFO) -> None:
         """Add a note for the report and log it."""
         self.notes.append(note)
         self._log.log(level, "keras_loadtune: %s", note)
 
-    def _recent(self) -> list[Any]:
-        """Producer records of the last drift window (at least 16), for re-profiling."""
-        return list(self._recent_records)[-max(self.settings.drift_window_steps, 16) :]
-
     def _set_profile(self, records: list[Any], stats: WindowStats, config: LoaderConfig) -> None:
         note = self._planner.set_profile(records, stats, config)
         if note is not None:
             self.notes.append(note)
-
-    def _refill(self, config: LoaderConfig) -> int:
-        """Refill steps of a switch from the current config to `config`."""
-        return refill_steps(self.settings, config, self._config)
 
     def _switch_to(self, config: LoaderConfig) -> LoaderConfig | None:
         if config == self._config:

@@ -24,10 +24,18 @@ True
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
+from keras_loadtune.config import LoaderConfig
+from keras_loadtune.decision.probe import refill_steps
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.measurement import StepSample, WindowStats, window_stats
+from keras_loadtune.trial import TrialRecord
+
+# Producer records kept for re-profiling when drift reopens the study.
+RECENT_RECORDS = 512
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,9 @@ class SteadyWatch:
         settings: `drift_*` thresholds and `max_reopens`.
         reopens_used: Reopens already spent by this session.
 
+    Attributes:
+        records: The latest producer records (`RECENT_RECORDS`), for re-profiling.
+
     Example:
 
     >>> SteadyWatch(TunerSettings(), reopens_used=0).watching
@@ -74,6 +85,11 @@ class SteadyWatch:
         self._skip = 0
         self._window: list[StepSample] = []
         self._low = 0
+        self.records: deque[Any] = deque(maxlen=RECENT_RECORDS)
+
+    def recent(self) -> list[Any]:
+        """Producer records of the last drift window (at least 16), for re-profiling."""
+        return list(self.records)[-max(self._settings.drift_window_steps, 16) :]
 
     @property
     def watching(self) -> bool:
@@ -94,6 +110,14 @@ class SteadyWatch:
         self._low = 0
         if self.budget_left and tuned_steps_per_s is not None and tuned_steps_per_s > 0:
             self._tuned = float(tuned_steps_per_s)
+
+    def follow(self, best: TrialRecord | None, *, current: LoaderConfig) -> None:
+        """Watch `best`'s rate once the loader switched from `current` to its config
+        (after that switch's refill); `None`: nothing measured, stop watching."""
+        if best is None:
+            self.disarm()
+        else:
+            self.arm(best.steps_per_s, refill_steps(self._settings, best.config, current))
 
     def disarm(self) -> None:
         """Stop watching."""
@@ -125,4 +149,4 @@ class SteadyWatch:
         return Drift(stats, tuned, self._low)
 
 
-__all__ = ["Drift", "SteadyWatch"]
+__all__ = ["RECENT_RECORDS", "Drift", "SteadyWatch"]
