@@ -501,3 +501,40 @@ def test_records_flag_the_end_of_pass_stretch_where_workers_have_nothing_left():
         pf.begin_pass(None)  # an infinite stream has no tail
         drain(pf, 5)
         assert not any(r.pass_tail for r in pf.stats.batches_since(10))
+
+
+def test_a_stream_closed_by_the_garbage_collector_under_the_lock_does_not_deadlock():
+    # Found in CI (TensorFlow, the Keras lifecycle property test hung for good): an
+    # abandoned Keras iterator is a generator whose `finally` closes its stream; the
+    # garbage collector ran it inside `_top_up`, on the thread that held the
+    # prefetcher's lock, and `close()` waited for that lock forever.
+    import gc
+
+    with Prefetcher(IndexDataset(12), THREADS, timeout=5) as pf:
+
+        def batches():
+            stream = pf.open_stream(list(range(12)))
+            try:
+                yield from stream
+            finally:
+                stream.close()
+
+        abandoned = batches()
+        next(abandoned)
+        cycle: list = [abandoned]
+        cycle.append(cycle)  # only the cycle collector can finalize it
+        del abandoned, cycle
+        other = pf.open_stream(list(range(12)))
+        collected = threading.Event()
+
+        def collect_under_the_lock() -> None:
+            with pf._cond:  # as inside _top_up when an allocation triggers a collection
+                gc.collect()
+            collected.set()
+
+        thread = threading.Thread(target=collect_under_the_lock, daemon=True)
+        thread.start()
+        thread.join(10)
+        assert collected.is_set(), "closing a stream from a finalizer deadlocked"
+        assert [int(b[0][0]) for b in other] == list(range(12))
+        assert pf.open_streams == 1  # the abandoned stream was reaped by the next call

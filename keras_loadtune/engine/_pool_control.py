@@ -11,11 +11,13 @@ pool, so the data path's exactly-once invariant (`prefetcher.py`) holds across a
 The state it works on is the prefetcher's (set in `Prefetcher.__init__`, declared
 below) and guarded by the same locks: `_reconfigure_lock` serialises pool changes,
 `_cond` guards the streams and the pool reference. From the data path it calls
-`_new_generation`, `_submit`, `_top_up_all`, `_check_open` and `idle_seconds`.
+`_new_generation`, `_submit`, `_top_up_all`, `_check_open`, `_reap_closing` and
+`idle_seconds`.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -59,6 +61,7 @@ class PoolControl:
     _switcher: threading.Thread | None
     _retired: list[threading.Thread]
     _streams: dict[int, Stream]
+    _closing: collections.deque[Stream]
     _source_version: int
     _fatal: BaseException | None
     _closed: bool
@@ -256,7 +259,13 @@ class PoolControl:
             with self._cond:
                 self._cond.notify_all()
 
+    def _reap_closing(self) -> None:  # pragma: no cover - defined by Prefetcher
+        raise NotImplementedError
+
     def _release_if_idle(self) -> None:
+        if self._closing:  # streams closed by a finalizer while the lock was held
+            with self._cond:
+                self._reap_closing()
         if (
             self._idle_timeout is not None
             and self._pool is not None

@@ -37,6 +37,7 @@ a base class of `Prefetcher`), `_janitor.py` (releasing idle workers), and
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import threading
@@ -125,7 +126,10 @@ class Prefetcher(PoolControl):
         self._idle_timeout = idle_timeout
         self._last_activity = time.monotonic()
         self._name = name
-        self._cond = threading.Condition(threading.Lock())
+        # Reentrant only so that a stream closed by a finalizer on a thread that holds it
+        # (see `_close_stream`) can tell: nothing else re-enters it.
+        self._cond = threading.Condition(threading.RLock())
+        self._closing: collections.deque[Stream] = collections.deque()  # deferred closes
         self._reconfigure_lock = threading.Lock()
         self._pool: WorkerPool | None = None
         self._generation = 0  # bumps with every pool or resize; tags submitted tasks
@@ -217,6 +221,7 @@ class Prefetcher(PoolControl):
         self._check_open()
         self._ensure_pool()
         with self._cond:
+            self._reap_closing()
             stream = Stream(self, next(self._stream_ids), order, start, seed, consumer)
             self._streams[stream.id] = stream
             self._last_activity = time.monotonic()
@@ -368,6 +373,7 @@ class Prefetcher(PoolControl):
         stream = self._streams.get(stream_id)
         if (
             stream is None
+            or stream._closed
             or generation < self._valid_from
             or position < stream._cursor
             or position in stream._buffer
@@ -412,6 +418,7 @@ class Prefetcher(PoolControl):
         if self._pool is None or self._fatal is not None:
             self._ensure_pool()  # restarts released or broken workers
         with self._cond:
+            self._reap_closing()
             self._last_activity = time.monotonic()
             while True:
                 if self._closed:
@@ -489,14 +496,32 @@ class Prefetcher(PoolControl):
             self._top_up(stream)
 
     def _close_stream(self, stream: Stream) -> None:
-        with self._cond:
+        # A Keras iterator dropped without being exhausted is a generator that closes its
+        # stream in a `finally`, run by the garbage collector on whichever thread it
+        # happens to run, possibly while that thread holds our lock (inside `_top_up`,
+        # say). Taking the lock again there would deadlock or change state under the
+        # holder's feet: the stream is only marked closed, and the next call reaps it.
+        if self._cond._is_owned():  # type: ignore[attr-defined]
             stream._closed = True
-            stream._buffer.clear()
-            stream._outstanding.clear()
-            self._streams.pop(stream.id, None)
-            if self._default is stream:
-                self._default = None
+            self._closing.append(stream)
+            return
+        with self._cond:
+            self._forget(stream)
+            self._reap_closing()
             self._cond.notify_all()
+
+    def _reap_closing(self) -> None:
+        """Forgets the streams whose close was deferred (lock held)."""
+        while self._closing:
+            self._forget(self._closing.popleft())
+
+    def _forget(self, stream: Stream) -> None:
+        stream._closed = True
+        stream._buffer.clear()
+        stream._outstanding.clear()
+        self._streams.pop(stream.id, None)
+        if self._default is stream:
+            self._default = None
 
     def _check_open(self) -> None:
         if self._closed:
