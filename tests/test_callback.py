@@ -90,7 +90,9 @@ def test_latency_bound_loader_is_tuned_to_more_threads_and_reported(caplog):
     assert tuner.best_config.workers >= 3 and not tuner.best_config.use_multiprocessing
     assert report.speedup is not None and report.speedup > 2.0
     assert report.trials[0].source == "baseline" and report.trials[0].state == "complete"
-    assert report.probe_wait_fraction > 0.5
+    # 20 ms per batch against a tiny model's step: well over a third of each step waits
+    # (PyTorch's CPU step is the slowest: 0.46 there; the bug class reads 0.0).
+    assert report.probe_wait_fraction > 0.3
     assert report.epoch_wait_fractions[-1] < report.probe_wait_fraction
     reports = [r for r in caplog.records if "tuning report" in r.getMessage()]
     assert len(reports) == 1  # the full report once, when tuning ends
