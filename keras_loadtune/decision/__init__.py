@@ -10,8 +10,10 @@ Pure Python (Optuna, NumPy, psutil; no TensorFlow):
 - `resources`: cores and memory of the machine;
 - `session.TuningSession`: the facade the Keras callback drives per step, over the
   phase objects `probe`, `warm_start`, `search`, `steady` (drift = sustained
-  throughput drop), `memory` and
-  `optuna_bridge` (the only module that touches `optuna.Trial`); `phase` holds
+  throughput drop), `memory` and `optuna_bridge` (the only module that touches
+  `optuna.Trial`); `planner.Planner` shapes the search space and weighs each trial
+  (`payoff`), `rounds.RoundRunner` runs a search round's trial windows, and
+  `spend.TuningSpend` counts the steps and seconds tuning took; `phase` holds
   `Phase`, `Event` and `StepResult`;
 - `driver.Driver`: the observe -> decide -> apply -> acknowledge loop over an `Applier`;
 - `simulator`: a simulated `Prefetcher` + trainer to test the policy without TensorFlow.
