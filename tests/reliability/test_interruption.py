@@ -35,7 +35,17 @@ def test_interrupted_during_a_tuning_trial_then_fit_again(keras_ready, closing, 
 
     kdata = keras_ready
     before = Snapshot.take()
-    tuner = fast_tuner(modes=MODES[mode], max_trials=8, patience=8, verbose=0)
+    # The subject is the interruption, not the decision: every trial pays and any wait
+    # counts (on a loaded 2-core machine the probe once read this loader as
+    # compute-bound, so no trial ran in 150 epochs).
+    tuner = fast_tuner(
+        modes=MODES[mode],
+        max_trials=8,
+        patience=8,
+        verbose=0,
+        payoff_ratio=0.0,
+        wait_threshold=0.0005,
+    )
     wrapped = tuner.wrap(kdata.KerasView(Faulty(N, **LOADERS[mode])), BASELINE, idle_timeout=0.5)
     closing(wrapped)
     exc = INTERRUPTS[interrupt]()
