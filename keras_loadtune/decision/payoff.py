@@ -2,15 +2,16 @@
 
 A trial costs wall-clock time that training would otherwise have spent at the best
 known rate: the new pool's start-up (measured on earlier switches, else a
-conservative prior; a pool started in the background is charged only the share
-of the cores it takes, see `BACKGROUND_BUSY_CORES`), the refill after the switch
-(about one batch's latency), and
-its measured steps at a possibly worse rate (half the predicted rate, capped at the
-best known). It can only pay back over the steps left in this fit, plus the steps
-a later run reusing the stored study is expected to take. A config is tried only if
+conservative prior; a pool started in the background is charged only the share of
+the cores it takes, see `BACKGROUND_BUSY_CORES`), the refill after the switch (about
+one batch's latency), and its measured steps at a possibly worse rate (half the
+predicted rate; when even that beats the best known, the trial's steps count as gain
+instead). It can only pay back over the steps left in this fit, plus the steps a
+later run reusing the stored study is expected to take. A config is tried only if
 its predicted gain clearly exceeds that cost (`TunerSettings.payoff_ratio` times):
 
     gain = (1 / best_rate - 1 / predicted_rate) x (steps_left - trial_steps + reuse)
+           + the trial's own steps' gain, if any
 
 so a short fit tunes little, a config the pipeline model predicts no faster than the
 best is never run, and a process pool (seconds to start) must pay for itself.
@@ -158,9 +159,12 @@ class PayoffModel:
         else:
             startup = self.startup_share * self.startup_s(config, current=current)
             refill = max(float(produce_wall_s), 0.0)
-        slow = min(PESSIMISM * predicted, best)
-        trial = trial_steps * max(0.0, 1.0 / slow - 1.0 / best)
-        cost = startup + refill + trial
+        # The trial's own steps, at a pessimistic share of the predicted rate: a cost if
+        # that is slower than the best, a gain if even that is faster (a short fit whose
+        # trial is most of what is left still gains from a clearly faster config).
+        trial_steps = trial_steps if steps_left is None else min(trial_steps, int(steps_left))
+        trial = trial_steps * (1.0 / (PESSIMISM * predicted) - 1.0 / best)
+        cost = startup + refill + max(trial, 0.0)
         per_step = 1.0 / best - 1.0 / predicted
         if steps_left is None:
             horizon = math.inf
@@ -168,7 +172,7 @@ class PayoffModel:
             horizon = max(int(steps_left) - trial_steps, 0) + self.reuse_steps
         if per_step <= 0 or predicted < best * (1.0 + self.min_improvement):
             return Payoff(0.0, cost, False, "predicted no faster than the best")
-        gain = per_step * horizon
+        gain = per_step * horizon + max(-trial, 0.0)
         if gain >= self.payoff_ratio * cost:
             return Payoff(gain, cost, True, "")
         left = "?" if steps_left is None else str(int(steps_left))
