@@ -24,7 +24,8 @@ Example:
 >>> model.assess(cfg, current=LoaderConfig(), best_rate=25.0, predicted_rate=100.0,
 ...              steps_left=5000, trial_steps=40, produce_wall_s=0.04).pays
 True
->>> model.assess(cfg, current=LoaderConfig(), best_rate=25.0, predicted_rate=100.0,
+>>> pool = LoaderConfig(4, 5, use_multiprocessing=True)  # seconds to start
+>>> model.assess(pool, current=LoaderConfig(), best_rate=25.0, predicted_rate=100.0,
 ...              steps_left=30, trial_steps=40, produce_wall_s=0.04).pays
 False
 """
