@@ -9,7 +9,9 @@ import pytest
 
 from keras_loadtune import LoaderConfig
 from keras_loadtune.decision import TunerSettings, TuningSession
+from keras_loadtune.decision.probe import refill_steps
 from keras_loadtune.decision.simulator import SimulatedPipeline, simulate_tuning
+from keras_loadtune.engine.arithmetic import in_flight
 from keras_loadtune.measurement import StepSample
 from keras_loadtune.trial import (
     ATTR_CONSTRAINT,
@@ -356,3 +358,29 @@ def test_contended_gil_loader_on_a_big_machine_tries_processes_in_a_short_fit():
     ]
     # Sized for the step without contention (~8 ms, 16 ms per batch): more than one.
     assert proposed.workers >= 2
+
+
+def test_a_trial_cut_short_by_the_end_of_training_counts_if_clearly_faster():
+    # Found in the benchmark suite (memory scenario, 50 steps): 3 threads measured 30.7
+    # against 10.9 steps/s, training ended before the window's minimum, the trial was
+    # pruned and the loader went back to the user's config ("kept your config").
+    settings = _settings(probe_steps=10, skip_steps=2, min_trial_steps=30, max_trial_steps=200)
+    session = TuningSession(LoaderConfig(), settings)
+    config = _open_trial(session)  # the probe ran at 25 steps/s
+    # The refill after the switch, then one delivery round and more, at 100 steps/s.
+    for _ in range(refill_steps(settings, config, LoaderConfig()) + in_flight(config) + 3):
+        session.observe_step(StepSample(0.0, 0.01))
+    assert session.stop("training ended") is None  # the loader already runs it
+    last = session.trials[-1]
+    assert (last.config, last.state) == (config, "complete")
+    assert session.best_config == config
+
+
+def test_a_trial_cut_short_at_a_similar_rate_is_still_pruned():
+    settings = _settings(probe_steps=10, skip_steps=2, min_trial_steps=30, max_trial_steps=200)
+    session = TuningSession(LoaderConfig(), settings)
+    config = _open_trial(session)
+    for _ in range(refill_steps(settings, config, LoaderConfig()) + in_flight(config) + 3):
+        session.observe_step(StepSample(0.03, 0.04))  # no faster than the probe
+    assert session.stop("training ended") == LoaderConfig()
+    assert (session.trials[-1].config, session.trials[-1].state) == (config, "pruned")

@@ -15,6 +15,7 @@ Example:
 >>> from keras_loadtune.decision.payoff import PayoffModel
 >>> from keras_loadtune.decision.planner import Planner
 >>> from keras_loadtune.decision.settings import TunerSettings
+from keras_loadtune.engine.arithmetic import in_flight
 >>> s = TunerSettings(cores=4)
 >>> bridge, memory = StudyBridge(s, LoaderConfig()), MemoryBudget(s, LoaderConfig(), lambda: 0)
 >>> planner = Planner(s, LoaderConfig(), 4, bridge, memory, PayoffModel(payoff_ratio=2.0),
@@ -36,8 +37,12 @@ from keras_loadtune.decision.planner import Planner
 from keras_loadtune.decision.probe import refill_steps
 from keras_loadtune.decision.search import SearchRound, TrialWindow
 from keras_loadtune.decision.settings import TunerSettings
+from keras_loadtune.engine.arithmetic import in_flight
 from keras_loadtune.measurement import StepSample, WindowStats, window_stats
 from keras_loadtune.trial import TrialOutcome, TrialRecord, config_to_params
+
+# A trial cut short by the end of training counts if it ran this many times the best.
+PARTIAL_WIN = 1.5
 
 
 @dataclass(frozen=True)
@@ -289,12 +294,28 @@ class RoundRunner:
         window, self.window = self.window, None
         if window is None:
             return
-        if window.long_enough(self.settings):
+        if window.long_enough(self.settings) or self._clearly_faster(window):
             # Enough of the window ran to count: a trial cut short by the end of
             # training is still a measurement, not a loss.
             self.record_measured(window, window.stats())
         else:
             self.tell_unmeasured(window, "pruned", f"stopped: {reason}", partial=True)
+
+    def _clearly_faster(self, window: TrialWindow) -> bool:
+        """A window shorter than its minimum still counts at the end of training if it
+        spans a delivery round (`in_flight` steps and two more: a burst of ready batches
+        alone would overstate it) and ran `PARTIAL_WIN` times the best measured rate."""
+        rnd = self.round
+        best = rnd.best if rnd is not None else None
+        if best is None or not best.steps_per_s:
+            return False
+        if len(window.samples) < in_flight(window.config) + 2:
+            return False
+        try:
+            rate = window.stats().steps_per_s
+        except ValueError:
+            return False
+        return rate >= PARTIAL_WIN * float(best.steps_per_s)
 
     def fail(self, config: LoaderConfig, reason: str) -> bool:
         """The loader could not run `config`; True if a measured config was forgotten."""
