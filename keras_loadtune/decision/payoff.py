@@ -163,7 +163,6 @@ class PayoffModel:
         # The trial's own steps, at a pessimistic share of the predicted rate: a cost if
         # that is slower than the best, a gain if even that is faster (a short fit whose
         # trial is most of what is left still gains from a clearly faster config).
-        trial_steps = trial_steps if steps_left is None else min(trial_steps, int(steps_left))
         trial = trial_steps * (1.0 / (PESSIMISM * predicted) - 1.0 / best)
         cost = startup + refill + max(trial, 0.0)
         per_step = 1.0 / best - 1.0 / predicted

@@ -15,7 +15,6 @@ Example:
 >>> from keras_loadtune.decision.payoff import PayoffModel
 >>> from keras_loadtune.decision.planner import Planner
 >>> from keras_loadtune.decision.settings import TunerSettings
-from keras_loadtune.engine.arithmetic import in_flight
 >>> s = TunerSettings(cores=4)
 >>> bridge, memory = StudyBridge(s, LoaderConfig()), MemoryBudget(s, LoaderConfig(), lambda: 0)
 >>> planner = Planner(s, LoaderConfig(), 4, bridge, memory, PayoffModel(payoff_ratio=2.0),
