@@ -65,7 +65,9 @@ def test_the_probe_reports_the_rate_training_really_ran_at():
     assert baseline is not None
     ceiling = 1.0 / DELAY_S  # one worker cannot serve faster than its loader
     assert baseline < 1.25 * ceiling, (baseline, ceiling)
-    assert baseline > 45 / elapsed * 0.5, (baseline, elapsed)  # not absurdly slow either
+    # Not absurdly slow either (the fit's mean includes the faster tuned steps after the
+    # probe: JAX once read 39.6 against a 79.5 steps/s mean).
+    assert baseline > 45 / elapsed * 0.35, (baseline, elapsed)
 
 
 def test_a_second_fit_on_a_new_dataset_measures_that_dataset():

@@ -65,8 +65,9 @@ class Planner:
         profile: The loader's measured profile (`None` before the probe ends).
         compute_s: The trainer's compute seconds per step the seeds were fitted to.
         probe_step_s: Mean step of the probe (what contention predictions use).
-        contended: The probe saw contention: loader threads slow the step although it
-            barely waits, so the measured compute overstates a process config's step.
+        contended: The probe saw contention: loader threads use a large share of the
+            step's time in the trainer's process, so the measured compute overstates
+            a process config's step.
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class Planner:
         self.compute_s = 0.0
         self.probe_step_s: float | None = None
         self.contended = False
+        self._size_uncontended = False
         self._gil = 0.0  # share of the loader's CPU time holding the GIL, learned
         self._round_modes: tuple[str, ...] = tuple(modes)
         self._caps: dict[str, int] = {}
@@ -103,17 +105,28 @@ class Planner:
         self.profile, note = profile_from(records, stats, config)
         return note
 
-    def seed(self, stats: WindowStats, *, contended: bool = False) -> list[LoaderConfig]:
+    def seed(
+        self, stats: WindowStats, *, contended: bool = False, size_uncontended: bool = False
+    ) -> list[LoaderConfig]:
         """Shape the space for a new round from `stats`; the pipeline model's seeds.
 
         Args:
             stats: The window the round starts from (the probe, or a drift window).
             contended: Loader threads slow the step (see `contended`).
+            size_uncontended: Size process configs (seed, cap) for the uncontended step
+                too, not only predict them with it: when contention alone made the
+                probe input-bound (the step barely waited), the measured compute is
+                mostly the loader's; with a real wait it is closer to the trainer's own.
         """
         self.compute_s = stats.median_compute_s
         self.contended = bool(contended)
+        self._size_uncontended = bool(size_uncontended)
         self._shape_space()
         return self.seeds()
+
+    def _sizing_compute_s(self) -> float:
+        """The step process configs are sized for (see `seed`'s `size_uncontended`)."""
+        return self.process_compute_s() if self._size_uncontended else self.compute_s
 
     def process_compute_s(self) -> float:
         """The trainer's step compute a process config is predicted to run at.
@@ -148,7 +161,7 @@ class Planner:
             self.baseline,
             modes=tuple(self.modes),
             process_rss_bytes=self._memory.process_rss,
-            process_compute_s=self.process_compute_s(),
+            process_compute_s=self._sizing_compute_s(),
         )
 
     def _shape_space(self) -> None:
@@ -162,7 +175,7 @@ class Planner:
         compute = self.compute_s
         caps = {
             "thread": analytical.thread_cap(profile, compute, s, baseline=base),
-            "process": analytical.process_cap(profile, self.process_compute_s(), self.cores, s),
+            "process": analytical.process_cap(profile, self._sizing_compute_s(), self.cores, s),
         }
         caps[base.mode] = max(caps[base.mode], base.workers)
         self._caps = caps
@@ -230,12 +243,9 @@ class Planner:
         profile = self.profile
         if profile is None or self.compute_s <= 0:
             return None
-        if rnd is not None and not rnd.floor_by_wait and self.probe_step_s is not None:
-            # Contention: loader threads slow each step; only processes take their CPU
-            # time out of the trainer's process (`process_compute_s`), and then the
-            # pipeline model applies to them.
-            if not config.use_multiprocessing:
-                return 1.0 / max(self.probe_step_s, 1e-9)
+        if config.use_multiprocessing and self.contended:
+            # Loader threads slow each step; processes take their CPU time out of the
+            # trainer's process (`process_compute_s`), then the pipeline model applies.
             return analytical.predict(
                 config,
                 profile,
@@ -243,6 +253,10 @@ class Planner:
                 self.cores,
                 process_rss_bytes=self._memory.process_rss,
             ).steps_per_s
+        if rnd is not None and not rnd.floor_by_wait and self.probe_step_s is not None:
+            # Contention alone (the step barely waits): more threads cannot beat the
+            # probe's step; the pipeline model has no GIL share for the trainer.
+            return 1.0 / max(self.probe_step_s, 1e-9)
         return analytical.predict(
             config,
             profile,

@@ -143,6 +143,7 @@ class RoundRunner:
         stats: WindowStats,
         *,
         floor_by_wait: bool = True,
+        contended: bool = False,
         log_seeds: bool = False,
     ) -> None:
         """Open the current round on a measured incumbent: record it, seed the round.
@@ -150,15 +151,19 @@ class RoundRunner:
         Args:
             window: The incumbent's window (baseline after the probe, verify on drift).
             stats: Its measurement.
-            floor_by_wait: Whether the round may stop on the wait floor (`False` under
-                contention: the seeds then predict process configs uncontended).
+            floor_by_wait: Whether the round may stop on the wait floor (`False` when
+                contention alone made the probe input-bound).
+            contended: Loader threads contend with the trainer (the probe's verdict,
+                whatever the wait): process configs are predicted uncontended.
             log_seeds: Log the pipeline model's seeds (the first round after the probe).
         """
         rnd = self.round
         assert rnd is not None
         rnd.floor_by_wait = floor_by_wait
         self.record_measured(window, stats)
-        rnd.pending_seeds = self._planner.seed(stats, contended=not floor_by_wait)
+        rnd.pending_seeds = self._planner.seed(
+            stats, contended=contended or not floor_by_wait, size_uncontended=not floor_by_wait
+        )
         if log_seeds:
             self._log.info(
                 "keras_loadtune: pipeline model seeds: %s",

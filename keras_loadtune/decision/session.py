@@ -416,7 +416,13 @@ class TuningSession:
         self._new_round(s.max_trials)
         window = TrialWindow(self.baseline, "baseline", None, 0, peak_rss=self._memory.probe_rss)
         floor = verdict.floor_by_wait(s.wait_threshold)
-        self._runner.open_round(window, stats, floor_by_wait=floor, log_seeds=True)
+        self._runner.open_round(
+            window,
+            stats,
+            floor_by_wait=floor,
+            contended=verdict.contention is not None,
+            log_seeds=True,
+        )
         return self._next()
 
     def _window_step(self, sample: StepSample) -> LoaderConfig | None:
