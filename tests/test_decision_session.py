@@ -384,3 +384,23 @@ def test_a_trial_cut_short_at_a_similar_rate_is_still_pruned():
         session.observe_step(StepSample(0.03, 0.04))  # no faster than the probe
     assert session.stop("training ended") == LoaderConfig()
     assert (session.trials[-1].config, session.trials[-1].state) == (config, "pruned")
+
+
+def test_contention_with_a_real_wait_still_predicts_processes_without_it():
+    # Found by the interruption test on a loaded CI machine: 10 ms of Python per batch in
+    # one thread, a 13 ms step that waited a little (over a tiny wait threshold). The
+    # probe was input-bound by its wait, so the planner predicted processes from the
+    # contended 13 ms step ("predicted no faster than the best") and never tried one.
+    session = TuningSession(
+        LoaderConfig(1, 1),
+        _settings(cores=2, probe_steps=10, skip_steps=2, modes=("process",), wait_threshold=0.001),
+    )
+    proposed = None
+    for _ in range(40):
+        session.observe_loader([_Rec(wall=0.0104, cpu=0.0100)])
+        proposed = session.observe_step(StepSample(0.0004, 0.013)) or proposed
+        if proposed is not None:
+            break
+    assert proposed is not None and proposed.use_multiprocessing, [
+        (str(t.config), t.state, t.reason) for t in session.trials
+    ]
