@@ -395,24 +395,8 @@ def test_a_clearly_faster_trial_pays_in_a_fit_shorter_than_its_window():
     # predicted 3x faster were skipped with "predicted gain 0.00 s over 40 steps left",
     # because the trial's own steps never counted as gain, only the steps after it.
     model = PayoffModel(payoff_ratio=2.0)
-    faster = model.assess(
-        LoaderConfig(4, 6),
-        current=USER,
-        best_rate=11.0,
-        predicted_rate=34.6,
-        steps_left=40,
-        trial_steps=45,
-        produce_wall_s=0.089,
-    )
+    fit = dict(current=USER, best_rate=11.0, steps_left=40, trial_steps=45, produce_wall_s=0.089)
+    faster = model.assess(LoaderConfig(4, 6), predicted_rate=34.6, **fit)
     assert faster.pays and faster.gain_s > 2 * faster.cost_s
     # A config predicted barely faster does not pay in so short a fit.
-    barely = model.assess(
-        LoaderConfig(2, 4),
-        current=USER,
-        best_rate=11.0,
-        predicted_rate=12.0,
-        steps_left=40,
-        trial_steps=45,
-        produce_wall_s=0.089,
-    )
-    assert not barely.pays
+    assert not model.assess(LoaderConfig(2, 4), predicted_rate=12.0, **fit).pays
