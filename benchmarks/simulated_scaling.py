@@ -19,11 +19,26 @@ the oracle's (median); tuning steps and simulated seconds (median); process-pool
 (max); final workers (median) against the fewest workers of the grid reaching 99% of
 the oracle's throughput.
 
+`--short-fits` prints a second table instead: whole-fit seconds of short or hidden-cost
+fits against the best static config of a grid (its pool start paid in the foreground)
+and against the user's config, median over seeds:
+
+- **gil-short-300**: issue #17's GIL-bound short fit (15 ms of pure Python per batch,
+  a tiny model, 3 epochs x 100 steps), fitted to its real figures on 2 cores; the
+  cold pool costs `--pool-start` seconds (default: the simulator's
+  `process_startup_s`, the engine's measured start), the tuner's prior is
+  `payoff.PROCESS_POOL_PRIOR_S`;
+- **latency-hidden-3000**: issue #18's latency-bound loader on fast steps (40 ms per
+  batch, 6.6 ms steps) with the loader threads' own cost that the wait does not show
+  (`thread_wakeup_s`, 5 ms), 3000 steps.
+
 Usage:
 
 ```bash
 python benchmarks/simulated_scaling.py                       # full table (~10 min on 2 cores)
 python benchmarks/simulated_scaling.py --cores 8 --steps 5000 --seeds 2 --scenarios numpy-20ms
+python benchmarks/simulated_scaling.py --short-fits              # ~30 s
+python benchmarks/simulated_scaling.py --short-fits --pool-start 0.75 --pool-prior 1.0
 ```
 
 No TensorFlow, no Keras: it runs anywhere the package imports.
@@ -43,7 +58,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from keras_loadtune import LoaderConfig  # noqa: E402
-from keras_loadtune.decision import TunerSettings  # noqa: E402
+from keras_loadtune.decision import TunerSettings, payoff  # noqa: E402
 from keras_loadtune.decision.analytical import queue_for  # noqa: E402
 from keras_loadtune.decision.simulator import (  # noqa: E402
     PipelineParams,
@@ -141,6 +156,73 @@ def run_once(params: PipelineParams, settings: TunerSettings, steps: int, orc: O
     )
 
 
+# name -> (pipeline params, fit steps): see `--short-fits` in the module docs.
+SHORT_FITS: dict[str, tuple[dict[str, float], int]] = {
+    "gil-short-300": (
+        {
+            "python_s": 0.015,
+            "compute_s": 0.014,
+            "trainer_gil_share": 0.7,
+            "trainer_cores": 2.0,
+            "batch_nbytes": 1 << 16,
+        },
+        300,
+    ),
+    "latency-hidden-3000": (
+        {"io_s": 0.040, "numpy_s": 0.0005, "compute_s": 0.0066, "thread_wakeup_s": 0.005},
+        3000,
+    ),
+}
+
+
+def _fit_seconds(params: PipelineParams, config: LoaderConfig, steps: int) -> float:
+    """Seconds of a whole static fit under `config`, its pool start included."""
+    pipe = SimulatedPipeline(params)
+    pipe.run_steps(config, steps)
+    return pipe.now
+
+
+def short_fits(cores_list: list[int], seeds: int, noise: float, pool_start: float) -> None:
+    """Print the `--short-fits` table (see the module docs)."""
+    head = (
+        "| fit | cores | best static (s) | user config (s) | keras-loadtune (s, median) "
+        "| klt / best static (median, max) | klt / user (max) | klt final config |"
+    )
+    print(head)
+    print("|" + "---|" * head.count(" | ") + "---|")
+    for name, (costs, steps) in SHORT_FITS.items():
+        for cores in cores_list:
+            base = PipelineParams(
+                cores=cores, noise_cv=noise, process_startup_s=pool_start, **costs
+            )
+            settings = TunerSettings(cores=cores, seed=0, ram_budget_bytes=RAM_BUDGET)
+            grid = [LoaderConfig(w, queue_for(w, 0.0, settings)) for w in _thread_grid()[:24]]
+            grid += [
+                LoaderConfig(w, queue_for(w, 0.0, settings), True)
+                for w in range(1, min(cores, 16) + 1)
+            ]
+            static = {c: _fit_seconds(base, c, steps) for c in grid}
+            best = min(static, key=static.__getitem__)
+            user = _fit_seconds(base, USER_CONFIG, steps)
+            totals, finals = [], []
+            for seed in range(seeds):
+                res = simulate_tuning(
+                    SimulatedPipeline(replace(base, seed=seed)),
+                    settings.replace(seed=seed),
+                    baseline=USER_CONFIG,
+                    total_steps=steps,
+                )
+                totals.append(res.total_time_s)
+                finals.append(res.final_config)
+            mid = statistics.median(totals)
+            print(
+                f"| {name} | {cores} | {static[best]:.2f} ({best}) | {user:.2f} | {mid:.2f} | "
+                f"{mid / static[best]:.3f}, {max(totals) / static[best]:.3f} | "
+                f"{max(totals) / user:.3f} | {statistics.mode(finals)} |",
+                flush=True,
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS), choices=SCENARIOS)
@@ -148,9 +230,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", nargs="*", type=int, default=[5000, 50000])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--noise", type=float, default=0.15)
+    parser.add_argument("--short-fits", action="store_true", help="the short-fit table only")
+    parser.add_argument(
+        "--pool-start",
+        type=float,
+        default=PipelineParams().process_startup_s,
+        help="seconds of a cold process pool in --short-fits (default: the simulator's)",
+    )
+    parser.add_argument(
+        "--pool-prior",
+        type=float,
+        default=None,
+        help="the tuner's prior for a cold pool, seconds (default: payoff.PROCESS_POOL_PRIOR_S)",
+    )
     args = parser.parse_args(argv)
+    if args.pool_prior is not None:
+        payoff.PROCESS_POOL_PRIOR_S = args.pool_prior
 
     started = time.perf_counter()
+    if args.short_fits:
+        print(
+            f"cold pool {args.pool_start:.2f} s; the tuner's prior "
+            f"{payoff.PROCESS_POOL_PRIOR_S:.2f} s "
+            f"+ {payoff.PROCESS_WORKER_PRIOR_S:.2f} s per worker\n"
+        )
+        short_fits(args.cores, args.seeds, args.noise, args.pool_start)
+        print(f"\n{time.perf_counter() - started:.0f} s; noise CV {args.noise}, {args.seeds} seeds")
+        return 0
     head = (
         "| scenario | cores | steps | oracle (steps/s) | default / oracle | klt steady / oracle"
         " (median, min) | klt total / oracle | tuning steps, s | pool starts | final workers"

@@ -7,6 +7,7 @@ the same `Driver` loop as the Keras callback. Each test names the problem it pin
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -400,3 +401,117 @@ def test_a_clearly_faster_trial_pays_in_a_fit_shorter_than_its_window():
     assert faster.pays and faster.gain_s > 2 * faster.cost_s
     # A config predicted barely faster does not pay in so short a fit.
     assert not model.assess(LoaderConfig(2, 4), predicted_rate=12.0, **fit).pays
+
+
+# ------------------------------------- loader threads' own cost (issue #18, target 3)
+
+# A latency-bound loader on the 16-core GPU machine: 40 ms per batch, 6.6 ms steps, and
+# the wake-up behind the loader thread that just delivered (`thread_wakeup_s`, Python's
+# switch interval) that the wait does not show.
+FAST_LATENCY = dict(io_s=0.040, numpy_s=0.0005, compute_s=0.0066, thread_wakeup_s=0.005)
+
+
+def test_simulated_thread_cost_hides_from_the_wait():
+    params = PipelineParams(cores=16, noise_cv=0.15, **FAST_LATENCY)
+    grid = static_grid(params, [LoaderConfig(6, 8), LoaderConfig(16, 18)], steps=600, skip=50)
+    few, many = grid[LoaderConfig(6, 8)], grid[LoaderConfig(16, 18)]
+    assert few.wait_fraction < 0.03  # barely waits ...
+    assert few.steps_per_s < 0.95 * many.steps_per_s  # ... and still steps slower
+    free = replace(params, thread_wakeup_s=0.0)
+    without = static_grid(free, [LoaderConfig(6, 8)], steps=600, skip=50)[LoaderConfig(6, 8)]
+    assert without.wait_fraction > 2 * few.wait_fraction  # without it, the shortfall waits
+    # One thread blocks on every step: its step (wait excluded) overstates the compute.
+    one = static_grid(params, [LoaderConfig(1, 3)], steps=200, skip=20)[LoaderConfig(1, 3)]
+    bare = static_grid(free, [LoaderConfig(1, 3)], steps=200, skip=20)[LoaderConfig(1, 3)]
+    assert one.median_compute_s > 1.5 * bare.median_compute_s
+    pool = LoaderConfig(6, 8, True)  # worker processes do not hold the trainer's GIL
+    assert static_grid(params, [pool], 600)[pool].steps_per_s == pytest.approx(
+        static_grid(free, [pool], 600)[pool].steps_per_s, rel=1e-9
+    )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_threads_are_added_while_steps_per_s_rises(seed):
+    """The tuner stopped at 5-6 threads (1.27x the best static config): the probe's
+    step included the threads' cost, so the model predicted more threads no faster,
+    and a pool that barely waits counted as the compute floor."""
+    steps = 3000
+    params = PipelineParams(cores=16, noise_cv=0.15, seed=seed, **FAST_LATENCY)
+    res = simulate_tuning(
+        SimulatedPipeline(params), _settings(16, seed), baseline=USER, total_steps=steps
+    )
+    grid = [LoaderConfig(w, queue_for(w, 0.0, _settings(16))) for w in (6, 8, 12, 16, 24)]
+    best = min(_static_seconds(params, config, steps) for config in grid)
+    assert res.total_time_s <= 1.10 * best
+    assert res.final_config.workers >= 6
+    measured = [r for r in res.session.trials if r.state == "complete"]
+    assert max(r.config.workers for r in measured) > 6  # it tried past the 0%-wait pool
+
+
+def test_a_climb_is_one_trial_when_more_threads_are_no_faster():
+    res = _tune(8, 2000, noise=0.0, **NUMPY)  # 5 threads reach the floor; 10 do not help
+    threads = [
+        r for r in res.session.trials if r.config.mode == "thread" and r.source != "baseline"
+    ]
+    assert [r.config.workers for r in threads] == [5, 10]
+    assert res.final_config.workers == 5  # the cheaper pool, as fast
+
+
+# ------------------------------------------ a GIL-bound short fit (issue #17, target 3)
+
+# 15 ms of pure Python per batch, a tiny model, 2 cores (fitted to the issue's real
+# figures: 26.9 ms per step in 1 thread, 17.2 ms in 1 process, 16.7 ms in 2-4).
+GIL_SHORT = dict(
+    python_s=0.015,
+    compute_s=0.014,
+    trainer_gil_share=0.7,
+    trainer_cores=2.0,
+    batch_nbytes=1 << 16,
+    noise_cv=0.1,
+)
+
+
+@pytest.mark.parametrize("prior_s", [1.0, 1.5])
+@pytest.mark.parametrize("cores", [2, 8, 16, 64])
+def test_gil_bound_short_fit_tries_processes(monkeypatch, cores, prior_s):
+    """3 epochs x 100 steps: with a cold pool costing ~0.75 s (the engine's measured
+    start) and a prior up to twice that, processes pay and the fit is within 1.10x
+    the best static config, never slower than the user's (a prior of 1.5 s blocked
+    them on 2 cores while a background start was charged both cores)."""
+    import keras_loadtune.decision.payoff as payoff
+
+    monkeypatch.setattr(payoff, "PROCESS_POOL_PRIOR_S", prior_s)
+    steps = 300
+    params = PipelineParams(cores=cores, process_startup_s=0.75, **GIL_SHORT)
+    res = simulate_tuning(
+        SimulatedPipeline(params), _settings(cores), baseline=USER, total_steps=steps
+    )
+    grid = [LoaderConfig(w, 10, p) for w in (1, 2, 4, 8) for p in (False, True)]
+    static = {config: _static_seconds(params, config, steps) for config in grid}
+    assert res.total_time_s <= 1.10 * min(static.values())
+    assert res.total_time_s <= static[USER]
+    assert res.final_config.use_multiprocessing
+
+
+def test_payoff_charges_a_background_pool_start_its_cpu_share():
+    """On 2 cores a cold start in the background costs 1.5 of them (75%), not both."""
+    model = PayoffModel(payoff_ratio=2.0, cores=2, background=True)
+    assert model.startup_share == pytest.approx(0.75)
+    assert PayoffModel(payoff_ratio=2.0, cores=16, background=True).startup_share < 0.1
+
+
+# ------------------------------------------ the process policy's home (issue #18, target 4)
+
+
+def test_the_process_policy_is_what_the_planner_and_payoff_apply():
+    from keras_loadtune.decision import analytical, process_policy
+
+    assert analytical.CPU_HEAVY_RATIO is process_policy.CPU_HEAVY_RATIO
+    res = _tune(8, 1500, noise=0.0, **LATENCY)  # latency-bound: no process trial at all
+    assert not any(r.config.use_multiprocessing for r in res.session.trials)
+    assert not process_policy.helps(res.session.profile)
+    gil = _tune(16, 1500, noise=0.0, **GIL)
+    assert process_policy.helps(gil.session.profile)
+    assert gil.session.best_config.use_multiprocessing
+    model = PayoffModel(payoff_ratio=2.0, cores=4, background=True)
+    assert model.startup_share == process_policy.background_start_share(4)

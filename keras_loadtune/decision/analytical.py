@@ -42,13 +42,11 @@ import math
 from dataclasses import dataclass
 
 from keras_loadtune.config import LoaderConfig
+from keras_loadtune.decision.process_policy import CPU_HEAVY_RATIO
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.engine.arithmetic import held_batches, in_flight
 from keras_loadtune.measurement import LoaderProfile
 
-# Loaders whose CPU time is at least this share of their wall time are "CPU-heavy":
-# threads may be GIL-bound, so a process config is seeded too.
-CPU_HEAVY_RATIO = 0.3
 # Pickling throughput across a process pipe, bytes/s (order of magnitude; one side).
 IPC_BYTES_PER_S = 1.0e9
 # Headroom over the compute floor that seeds aim for (plus the loader's jitter).

@@ -3,7 +3,7 @@
 A trial costs wall-clock time that training would otherwise have spent at the best
 known rate: the new pool's start-up (measured on earlier switches, else a
 conservative prior; a pool started in the background is charged only the share of
-the cores it takes, see `BACKGROUND_BUSY_CORES`), the refill after the switch (about
+the cores it takes, see `process_policy.background_start_share`), the refill after the switch (about
 one batch's latency), and its measured steps at a possibly worse rate (half the
 predicted rate; when even that beats the best known, the trial's steps count as gain
 instead). It can only pay back over the steps left in this fit, plus the steps a
@@ -36,6 +36,7 @@ import math
 from dataclasses import dataclass
 
 from keras_loadtune.config import LoaderConfig
+from keras_loadtune.decision.process_policy import background_start_share
 
 # Start-up prior of a process pool before one was measured: forkserver + imports
 # (seconds), plus per worker. Real pools measured 1-6 s; conservative on purpose.
@@ -45,11 +46,6 @@ PROCESS_WORKER_PRIOR_S = 0.05
 THREAD_WORKER_S = 0.001
 # A trial may run at this share of its predicted rate (the model can be wrong).
 PESSIMISM = 0.5
-# A pool started in the background (the engine's `reconfigure(..., background=True)`)
-# does not stop training: the old pool serves meanwhile. What it costs is the cores
-# its start takes from the trainer and the old pool, charged as this many cores'
-# share of the machine (all of it on 2 cores or fewer).
-BACKGROUND_BUSY_CORES = 2.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,8 @@ class PayoffModel:
             the stored study (0 when the study is not stored).
         cores: Cores of the machine (for background start-ups; `None`: unknown).
         background: Pools start in the background while the old one serves: a
-            start-up is charged `min(1, BACKGROUND_BUSY_CORES / cores)` of its seconds.
+            start-up is charged `process_policy.background_start_share(cores)` of its
+            seconds.
 
     Example:
 
@@ -100,9 +97,7 @@ class PayoffModel:
         background: bool = False,
     ) -> None:
         self.payoff_ratio = float(payoff_ratio)
-        self.startup_share = 1.0
-        if background and cores:
-            self.startup_share = min(1.0, BACKGROUND_BUSY_CORES / max(int(cores), 1))
+        self.startup_share = background_start_share(cores) if background else 1.0
         self.min_improvement = float(min_improvement)
         self.reuse_steps = max(int(reuse_steps), 0)
         self._process_pool_s: float | None = None

@@ -31,7 +31,7 @@ import math
 from typing import Any
 
 from keras_loadtune.config import LoaderConfig
-from keras_loadtune.decision import analytical
+from keras_loadtune.decision import analytical, process_policy
 from keras_loadtune.decision.memory import MemoryBudget
 from keras_loadtune.decision.optuna_bridge import StudyBridge
 from keras_loadtune.decision.payoff import PayoffModel
@@ -42,10 +42,13 @@ from keras_loadtune.measurement import LoaderProfile, WindowStats
 
 # Local search after the seeds: the workers range becomes incumbent / 2 .. incumbent x 2.
 LOCAL_SPAN = 2.0
-# Under contention (loader threads slow the step, see `Probe`), a process config takes
-# the loader's CPU time out of the trainer's process: its step is predicted as the
-# measured compute minus one batch's CPU time, but never under this share of it.
-UNCONTENDED_MIN_SHARE = 0.25
+# A climb (twice the threads of a thread best at the wait floor, see `search`) is
+# predicted this much faster than the best: the share of a step the loader threads'
+# own time can take without a wait to show it (on a 16-core GPU machine, 5-6 threads
+# that kept up stepped 8.3 ms, 16 threads 6.6 ms: 25%; we assume less).
+CLIMB_GAIN = 0.10
+# A climb adds at least this factor of threads (a smaller step measures only noise).
+CLIMB_MIN_STEP = 1.5
 
 
 class Planner:
@@ -131,9 +134,7 @@ class Planner:
     def process_compute_s(self) -> float:
         """The trainer's step compute a process config is predicted to run at.
 
-        The measured compute, or under contention the measured compute minus one
-        batch's CPU time (the GIL and the core the loader threads took from the
-        trainer), at least `UNCONTENDED_MIN_SHARE` of it.
+        See `process_policy.uncontended_compute_s`.
 
         Example:
 
@@ -144,10 +145,9 @@ class Planner:
         >>> round(planner.process_compute_s(), 4)
         0.008
         """
-        compute = self.compute_s
-        if not self.contended or self.profile is None:
-            return compute
-        return max(compute - self.profile.produce_cpu_s, UNCONTENDED_MIN_SHARE * compute)
+        return process_policy.uncontended_compute_s(
+            self.compute_s, self.profile, contended=self.contended
+        )
 
     def seeds(self) -> list[LoaderConfig]:
         """Analytical seeds for the current profile (RAM fitted against the baseline,
@@ -169,7 +169,7 @@ class Planner:
         profile, s, base = self.profile, self.settings, self.baseline
         assert profile is not None
         modes = tuple(self.modes)
-        if profile.cpu_ratio < analytical.CPU_HEAVY_RATIO and "thread" in modes:
+        if not process_policy.helps(profile) and "thread" in modes:
             modes = tuple(m for m in modes if m != "process")
         self._round_modes = modes
         compute = self.compute_s
@@ -191,8 +191,45 @@ class Planner:
         """Modes this round searches that are still available."""
         return tuple(m for m in self._round_modes if m in self.modes)
 
+    def climb_from(self, best: LoaderConfig) -> LoaderConfig | None:
+        """The thread config a round at the wait floor tries next: twice `best`'s
+        threads (at least one more), capped; `None` if there is none to try.
+
+        Example:
+
+        >>> from keras_loadtune.decision.memory import MemoryBudget
+        >>> from keras_loadtune.decision.optuna_bridge import StudyBridge
+        >>> from keras_loadtune.decision.payoff import PayoffModel
+        >>> from keras_loadtune.decision.settings import TunerSettings
+        >>> s = TunerSettings(cores=4)
+        >>> planner = Planner(s, LoaderConfig(), 4, StudyBridge(s, LoaderConfig()),
+        ...                   MemoryBudget(s, LoaderConfig(), lambda: 0),
+        ...                   PayoffModel(payoff_ratio=2.0), modes=["thread"])
+        >>> planner.climb_from(LoaderConfig(6, 8)).workers
+        12
+        """
+        if best.use_multiprocessing or "thread" not in self.allowed_modes():
+            return None
+        cap = min(
+            self._caps.get("thread", self.settings.worker_cap("thread")),
+            max(self.settings.worker_cap("thread"), self.baseline.workers),
+        )
+        workers = min(max(2 * best.workers, best.workers + 1), cap)
+        if workers < CLIMB_MIN_STEP * best.workers or workers <= best.workers:
+            return None  # a step this small would only measure noise
+        candidate = LoaderConfig(workers, self.queue_of(workers))
+        if self.infeasible_reason(candidate) is not None:
+            return None
+        space = self._bridge.workers_range
+        if space is not None and workers > space[1]:  # the sampler's space includes it
+            self._bridge.set_space((space[0], workers), self.queue_of)
+        return candidate
+
     def search_locally(self, rnd: SearchRound) -> None:
-        """After the seeds, the sampler searches around the incumbent's worker count."""
+        """After the seeds, the sampler searches around the incumbent's worker count.
+
+        Also hands the round its climb (`climb_from`)."""
+        rnd.climb = self.climb_from
         if self._local or rnd.pending_seeds or rnd.best is None or not self._caps:
             return
         modes = self.allowed_modes()
@@ -211,7 +248,7 @@ class Planner:
         if mode not in self.modes:
             return f"{mode} mode not available"
         if mode not in self._round_modes:
-            return f"{mode} mode cannot help this loader (latency-bound)"
+            return process_policy.NOT_CPU_HEAVY
         cap = min(
             self._caps.get(mode, self.settings.worker_cap(mode)),
             max(self.settings.worker_cap(mode), self.baseline.workers),
@@ -222,12 +259,20 @@ class Planner:
 
     def cpu_heavy(self) -> bool:
         """Whether the loader's CPU share per batch makes it CPU-heavy."""
-        profile = self.profile
-        return profile is not None and profile.cpu_ratio >= analytical.CPU_HEAVY_RATIO
+        return process_policy.helps(self.profile)
 
     def learn_gil(self, config: LoaderConfig, stats: WindowStats) -> None:
-        """A thread config of a CPU-heavy loader far under the GIL-free prediction
-        shows how much of the loader's CPU time holds the GIL."""
+        """Learn from a measured window what the pipeline model cannot see.
+
+        - The trainer's compute: a thread window whose step (wait excluded) is
+          shorter than the fitted `compute_s` shows that part of it was the loader
+          threads' own cost in the trainer's process (a batch delivered just in
+          time, the GIL still held by the thread that delivered it), not the
+          trainer's: `compute_s` drops to it, so more threads are predicted faster.
+        - A thread config of a CPU-heavy loader far under the GIL-free prediction
+          shows how much of the loader's CPU time holds the GIL.
+        """
+        self._learn_compute(config, stats)
         profile = self.profile
         if config.use_multiprocessing or not self.cpu_heavy() or profile is None:
             return
@@ -238,11 +283,23 @@ class Planner:
             gil = min(1.0, 1.0 / (stats.steps_per_s * profile.produce_cpu_s))
             self._gil = max(self._gil, gil)
 
+    def _learn_compute(self, config: LoaderConfig, stats: WindowStats) -> None:
+        """Lower `compute_s` to a thread window's measured step compute (see `learn_gil`)."""
+        if config.use_multiprocessing or self.contended or self.compute_s <= 0:
+            return
+        measured = stats.median_compute_s
+        if stats.steps and 0 < measured < self.compute_s:
+            self.compute_s = measured
+
     def predicted_rate(self, config: LoaderConfig, rnd: SearchRound | None) -> float | None:
         """Steps/s the pipeline model predicts for `config` (`None`: no model yet)."""
         profile = self.profile
         if profile is None or self.compute_s <= 0:
             return None
+        if rnd is not None and rnd.best is not None and config == rnd.pending_climb:
+            # The model cannot see the loader threads' own cost: a climb is predicted
+            # from the measured best.
+            return float(rnd.best.steps_per_s or 0.0) * (1.0 + CLIMB_GAIN)
         if config.use_multiprocessing and self.contended:
             # Loader threads slow each step; processes take their CPU time out of the
             # trainer's process (`process_compute_s`), then the pipeline model applies.
@@ -315,6 +372,8 @@ class Planner:
         space = self._bridge.workers_range
         if rnd.best is None or self.profile is None or space is None:
             return None
+        if rnd.pending_climb is not None:  # a climb is weighed on its own
+            return None
         low, high = space
         best: LoaderConfig | None = None
         best_rate = -1.0
@@ -331,4 +390,4 @@ class Planner:
         return None if why is None else f"no config left that pays for its trial ({why})"
 
 
-__all__ = ["LOCAL_SPAN", "Planner"]
+__all__ = ["CLIMB_GAIN", "CLIMB_MIN_STEP", "LOCAL_SPAN", "Planner"]

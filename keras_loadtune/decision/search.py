@@ -10,6 +10,13 @@ best, its patience count, the duplicate count, and the queue of fixed proposals
 measured, its peak RSS and start-up seconds. Its length comes from the engine's
 queue arithmetic (`window_steps`).
 
+Threads are decided by throughput, not by the wait: when the best is a thread config
+that barely waits (the compute floor by the wait), the round first climbs, trying
+twice the threads (`climb`, given by the planner), and stops only once more threads
+no longer raise steps/s. Loader threads cost the trainer's process time that the wait
+does not show (a thread delivering a batch just in time still holds the GIL when
+the trainer takes it), so a pool that just keeps up waits ~0% and still steps slower.
+
 Ranking (`cheapest_within`): among configs within `min_improvement` of the fastest,
 the cheapest wins (threads before processes, then fewer workers, then a shorter
 queue). The session and `warm_start.stored_best` share it.
@@ -266,6 +273,11 @@ class SearchRound:
         # The floor counts as reached once the best barely waits; not when the loader's
         # threads slow training without making it wait (contention).
         self.floor_by_wait = True
+        # At the floor by the wait, a thread best first climbs: `climb(best)` is the
+        # config to try next (more threads) or `None`; set by the planner.
+        self.climb: Callable[[LoaderConfig], LoaderConfig | None] | None = None
+        self.pending_climb: LoaderConfig | None = None
+        self._climbed_from: set[LoaderConfig] = set()
 
     def add_measured(
         self,
@@ -388,11 +400,26 @@ class SearchRound:
             and best.wait_fraction is not None
             and best.wait_fraction < FLOOR_WAIT_SHARE * s.wait_threshold
         ):
+            if self._start_climb(best.config):
+                return None
             # Seeds still pending are dropped: nothing can beat the floor.
             return f"compute floor reached (waits {100 * best.wait_fraction:.1f}% of each step)"
         if not modes:
             return "no worker mode left to try"
         return None
+
+    def _start_climb(self, best: LoaderConfig) -> bool:
+        """Queue a climb from a thread `best` at the wait floor (once per best)."""
+        if self.pending_climb is not None:
+            return True
+        if best.use_multiprocessing or self.climb is None or best in self._climbed_from:
+            return False
+        self._climbed_from.add(best)
+        candidate = self.climb(best)
+        if candidate is None or candidate in self.measured:
+            return False
+        self.pending_climb = candidate
+        return True
 
     def propose(
         self,
@@ -414,6 +441,19 @@ class SearchRound:
         its trial (`unpaid` returns why), is told as skipped.
         """
         skipped: list[TrialRecord] = []
+        climb = self.pending_climb
+        if climb is not None and infeasible(climb) is None and climb not in self.measured:
+            trial = bridge.ask(config_to_params(climb))
+            config = bridge.suggest(trial)
+            why_not = unpaid(config) if unpaid is not None else None
+            self.pending_climb = None
+            if why_not is None and predicted_excess(config) <= 0:
+                return Proposal(TrialWindow(config, "analytical", trial, refill(config)), None, [])
+            reason = why_not or "predicted over the RAM budget"
+            record = TrialRecord(trial.number, config, "skipped", "analytical", reason=reason)
+            bridge.tell(trial, record, state="pruned", not_run=True)
+            return Proposal(None, "compute floor reached (more threads do not pay)", skipped)
+        self.pending_climb = None
         for _ in range(MAX_ASKS_PER_DECISION):
             source: TrialSource = "sampler"
             fixed: dict[str, Any] | None = None

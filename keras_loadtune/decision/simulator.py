@@ -19,10 +19,20 @@
   resizes the pool (only added workers pay `thread_startup_s` / `process_worker_s`;
   the trainer waits, the loader keeps working); another mode starts a new pool in the
   background (`Prefetcher.reconfigure(config, background=True)`): the old pool keeps
-  serving until the new one is ready (`switch_pending`), then finishes what it runs.
+  serving until the new one is ready (`switch_pending`), then finishes what it runs;
+  meanwhile the start keeps `startup_busy_cores` cores busy (the forkserver's imports,
+  the workers' start), which the trainer and the old pool share the machine with.
   The forkserver starts once (`process_startup_s`, first process pool only);
 - process pools cost `process_rss_bytes` per worker; optional log-normal noise
-  (`noise_cv`, e.g. the jitter measured on the real loader).
+  (`noise_cv`, e.g. the jitter measured on the real loader);
+- loader threads cost the trainer's process time the wait does not show
+  (`thread_wakeup_s`): the thread that delivers a batch goes on in Python and holds
+  the GIL up to Python's 5 ms switch interval, so a trainer taking the batch sooner
+  (or blocked for it) loses the rest in its step, after the wait timer stopped. A
+  pool that just keeps up waits ~0% and still steps slower than a bigger one, and a
+  blocked probe overstates the compute. `thread_wakeup_s=0.005` reproduces the
+  16-core GPU machine (40 ms latency, 6.6 ms steps: the tuner stopped at 5-6 threads,
+  1.22-1.27x the best static config; `tests/test_decision_costs.py`).
 
 `simulate_tuning` drives a real `TuningSession` through `decision.driver.Driver`,
 the loop the Keras callback uses; `static_grid` measures fixed configs, for
@@ -84,6 +94,8 @@ class PipelineParams:
         process_worker_s: Seconds per worker process started.
         process_rss_bytes: Resident memory of one worker process.
         thread_startup_s: Seconds to start one worker thread.
+        thread_wakeup_s: Seconds a loader thread holds the GIL after delivering a
+            batch, lost by a trainer taking it sooner (see the module docs; 0: none).
         base_rss_bytes: Resident memory of the trainer itself.
         noise_cv: Coefficient of variation of every duration (log-normal), 0 for none.
         seed: Seed of the noise.
@@ -91,6 +103,7 @@ class PipelineParams:
         background_switch: A switch of mode starts the new pool in the background
             while the old one serves (the engine's `background=True`); `False`: the
             trainer waits for the start-up.
+        startup_busy_cores: Cores a background pool start keeps busy while it runs.
 
     Example:
 
@@ -111,11 +124,13 @@ class PipelineParams:
     process_worker_s: float = 0.03
     process_rss_bytes: int = 150 << 20
     thread_startup_s: float = 0.0005
+    thread_wakeup_s: float = 0.0
     base_rss_bytes: int = 1 << 30
     noise_cv: float = 0.0
     seed: int = 0
     picklable: bool = True
     background_switch: bool = True
+    startup_busy_cores: float = 1.5
 
 
 class _Task:
@@ -170,7 +185,8 @@ class SimulatedPipeline:
         self._next_submit = 0
         self._pending: deque[int] = deque()
         self._running: list[_Task] = []
-        self._done: dict[int, tuple[bool, int]] = {}  # position -> (in a process, pool)
+        # position -> (made in a process, its pool, delivered at)
+        self._done: dict[int, tuple[bool, int, float]] = {}
         self._peak_held = 0
         self._pending_config: LoaderConfig | None = None  # a background switch
         self._ready_at = math.inf
@@ -245,10 +261,14 @@ class SimulatedPipeline:
         while head not in self._done:
             self._advance(None, math.inf)
         ready = self.now
-        from_process, pool = self._done.pop(head)
+        from_process, pool, delivered = self._done.pop(head)
         self.served_by_current_pool = pool == self._pool and self._pending_config is None
         self._head += 1  # the cursor moves past the delivered batch ...
         self._fill()  # ... and the window offers one more position
+        if not from_process and p.thread_wakeup_s > 0:
+            behind = p.thread_wakeup_s - (ready - delivered)
+            if behind > _EPS:  # the delivering thread still holds the GIL
+                self._run_for(behind)
         compute = self._draw(p.compute_s)
         gil = compute * min(max(p.trainer_gil_share, 0.0), 1.0)
         if from_process:
@@ -363,6 +383,8 @@ class SimulatedPipeline:
         demand = n_numpy + n_py_procs + min(gil_holders, 1)
         if trainer_free:
             demand += max(p.trainer_cores, 1e-9)
+        if self._pending_config is not None:  # a pool starting in the background
+            demand += max(p.startup_busy_cores, 0.0)
         share = min(1.0, p.cores / demand) if demand else 1.0
         gil_rate = share / gil_holders if gil_holders else share
         dt = min(horizon, self._ready_at - self.now)
@@ -402,7 +424,7 @@ class SimulatedPipeline:
             for task in finished:
                 running.remove(task)
                 if task.position >= self._head and task.position not in self._done:
-                    self._done[task.position] = (task.in_process, task.pool)
+                    self._done[task.position] = (task.in_process, task.pool, self.now)
                 self._records.append(
                     SimpleNamespace(
                         produce_wall_s=self.now - task.start,
