@@ -112,11 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _studies_table(rows: list[dict[str, Any]]) -> str:
-    header = ("study", "trials", "decision", "best config", "speedup", "started")
+    header = ("study", "trials", "decision", "best config", "speedup", "limit", "started")
     cells = [header]
     for row in rows:
         best = row.get("best_config")
         speedup = row.get("speedup")
+        limit = row.get("limit")
         cells.append(
             (
                 str(row["name"]),
@@ -124,6 +125,7 @@ def _studies_table(rows: list[dict[str, Any]]) -> str:
                 row.get("decision") or "-",
                 str(LoaderConfig.from_dict(best)) if best else "-",
                 f"{speedup:.1f}x" if speedup is not None else "-",
+                f"{limit['steps_per_s']:.1f} steps/s ({limit['bound']})" if limit else "-",
                 (row.get("datetime") or "-").replace("T", " "),
             )
         )

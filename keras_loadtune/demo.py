@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING
 
 from keras_loadtune._validate import int_at_least
+
+if TYPE_CHECKING:  # pragma: no cover
+    from keras_loadtune.report import TuningReport
 
 LOADERS = ("latency", "gil", "compute")
 
@@ -29,7 +33,8 @@ def run_demo(
     """Runs the demo fit and prints the tuning report; returns a process exit code.
 
     Args:
-        loader: `"latency"` (each batch sleeps 40 ms, like a slow disk or network),
+        loader: `"latency"` (each batch sleeps 40 ms, or 4x the model's measured step
+            on a slower machine, like a slow disk or network),
             `"gil"` (15 ms of pure-Python preprocessing per batch) or `"compute"`
             (batches in memory, a heavier model: nothing to tune).
         epochs: Epochs to train.
@@ -58,9 +63,12 @@ def run_demo(
 
     keras.utils.set_random_seed(0)
     if loader == "latency":
-        dataset = synthetic.LatencyDataset(steps, latency_s=0.04, batch_size=batch_size)
         model = synthetic.small_cnn()
-        what = "each batch waits 40 ms on (simulated) I/O"
+        # 40 ms, or 4x this machine's measured step if that is longer: input-bound on a
+        # slow or loaded machine too (a 45 ms step would hide a fixed 40 ms wait).
+        latency = synthetic.latency_for(model, batch_size=batch_size)
+        dataset = synthetic.LatencyDataset(steps, latency_s=latency, batch_size=batch_size)
+        what = f"each batch waits {latency * 1000:.0f} ms on (simulated) I/O"
     elif loader == "gil":
         dataset = synthetic.PythonDataset(steps, cpu_s=0.015, batch_size=batch_size)
         model = synthetic.small_cnn(width=4)
@@ -86,4 +94,25 @@ def run_demo(
     print(tuner.report)
     waits = ", ".join(f"{w:.0%}" for w in history.history.get("data_wait_fraction", []))
     print(f"\nfit took {elapsed:.1f} s; data_wait_fraction per epoch (History): {waits}")
+    why = why_not_tuned(tuner.report)
+    if why is not None:
+        print(why)
     return 0
+
+
+def why_not_tuned(report: TuningReport) -> str | None:
+    """One line saying why a demo fit did not tune (`None` when it tuned).
+
+    Example:
+
+    ```python
+    why_not_tuned(tuner.report)  # "Not tuned: compute-bound (wait 3%); ..."
+    ```
+    """
+    if report.decision == "tuned":
+        return None
+    reason = report.summary_line().split(": ", 1)[-1]
+    skipped = [n for n in report.notes if "not worth" in n or "worth it" in n]
+    if skipped:
+        reason += f"; {skipped[0]}"
+    return f"Not tuned: {reason}"

@@ -50,7 +50,9 @@ def test_report_lists_studies_as_a_table(capsys, storage):
     code, out, err = run(capsys, "report", "--storage", storage)
     assert code == 0 and err == ""
     header, *rows = out.splitlines()
-    assert header.split() == ["study", "trials", "decision", "best", "config", "speedup", "started"]
+    assert header.split() == [
+        "study", "trials", "decision", "best", "config", "speedup", "limit", "started"
+    ]  # fmt: skip
     assert len(rows) == 2
     run1 = next(r for r in rows if r.startswith("run1 "))
     assert " 5 " in run1 and " tuned " in run1 and "4 threads, queue 8" in run1 and "2.9x" in run1

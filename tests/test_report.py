@@ -21,6 +21,7 @@ import keras_loadtune as klt
 from keras_loadtune import LoaderConfig
 from keras_loadtune.report import (
     DECISIONS,
+    REPORT_FORMAT_VERSION,
     STUDY_ATTR_REPORT,
     StorageError,
     StudyNotFoundError,
@@ -235,7 +236,7 @@ def test_storage_password_is_never_shown_or_serialised():
 def test_dict_json_round_trip(tmp_path):
     rep = make_report(reopen_reasons=["drift"], storage_url="sqlite:///k.db", warm_start_from="a")
     data = json.loads(json.dumps(rep.to_dict()))
-    assert data["format_version"] == 1
+    assert data["format_version"] == REPORT_FORMAT_VERSION
     assert TuningReport.from_dict(data) == rep
     path = tmp_path / "rep.json"
     text = rep.to_json(path)
@@ -377,6 +378,35 @@ def test_plot_into_given_axes_and_with_no_trials(agg):
     assert len(empty.axes[0].patches) == 0
 
 
+def test_plot_legend_pluralises_modes(agg):
+    ax = make_report().plot().axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "threads" in labels and "processes" in labels
+    assert not any("processs" in label for label in labels)
+
+
+def test_plot_with_nothing_to_plot_says_so_in_words(agg):
+    from keras_loadtune.decision.limit import Bound, MachineLimit
+
+    rep = make_report(
+        "compute-bound", trials=[], limit=MachineLimit(120.0, Bound.MODEL_STEP, reached=0.98)
+    )
+    ax = rep.plot().axes[0]
+    words = " ".join(t.get_text() for t in ax.texts)
+    assert "Nothing to plot" in words and "compute-bound" in words and "model-step" in words
+    assert not ax.axison  # no empty chart with a -0.04..0.04 y-axis
+
+
+def test_plot_draws_the_limit_line(agg):
+    from keras_loadtune.decision.limit import Bound, MachineLimit
+
+    rep = make_report(limit=MachineLimit(60.0, Bound.LOADER_CPU, reached=0.87))
+    ax = rep.plot().axes[0]
+    assert any(line.get_ydata()[0] == pytest.approx(60.0) for line in ax.get_lines())
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any("limit 60.0 steps/s (loader-cpu)" in label for label in labels)
+
+
 def test_plot_without_matplotlib_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
@@ -477,10 +507,11 @@ def test_list_studies(tmp_path):
     assert rows["a"]["best_config"] == BEST.to_dict()
     assert rows["a"]["speedup"] == pytest.approx(52.3 / 18.2)
     assert rows["a"]["datetime"] is not None
+    assert rows["a"]["limit"] is None  # the report has none
     assert rows["b"]["decision"] is None and rows["b"]["best_config"] == BEST.to_dict()
     assert rows["c"] == {
         "name": "c", "n_trials": 0, "decision": None, "best_config": None, "speedup": None,
-        "datetime": None,
+        "limit": None, "datetime": None,
     }  # fmt: skip
 
 
@@ -554,36 +585,100 @@ def test_unchanged_config_never_shows_a_speedup():
 
 
 def test_net_effect_is_shown_and_labelled():
-    rep = make_report(fit_seconds=10.0, fit_steps=360, tuning_cost_seconds=1.25)
-    # 360 steps at your config's 18.2 steps/s would have taken 19.8 s.
-    assert rep.baseline_fit_seconds == pytest.approx(360 / 18.2)
-    assert rep.net_speedup == pytest.approx(360 / 18.2 / 10.0)
+    rep = make_report(
+        fit_seconds=9.0, fit_steps=360, fit_wall_seconds=10.0, tuning_cost_seconds=1.25
+    )
+    # At yours = Fit - Cost + 360 steps x (1/18.2 - 1/52.3): the figures the report shows.
+    at_yours = 10.0 - 1.25 + 360 * (1 / 18.2 - 1 / 52.3)
+    assert rep.baseline_fit_seconds == pytest.approx(at_yours)
+    assert rep.net_speedup == pytest.approx(at_yours / 10.0)
     text = str(rep)
-    assert "Fit:      10.0 s for 360 steps (measured, after the warm-up steps)" in text
-    assert "At yours: 19.8 s (estimated" in text
-    assert "Net:      1.98x faster than at your config (estimated)" in text
+    assert "Fit:      10.0 s for 360 steps (measured, the whole fit" in text
+    assert "At yours: 21.6 s (estimated: this fit at your config on keras-loadtune's loader" in text
+    assert "Net:      2.16x faster than this fit at your config on keras-loadtune's loader" in text
     assert "Cost:     1.2 s caused by tuning (estimated" in text or "1.3 s caused" in text
     assert "steady state (measured)" in text
+    assert "Why:" not in text
     html = rep._repr_html_()
     assert "Net" in html and "estimated" in html
     assert TuningReport.from_dict(rep.to_dict()) == rep
 
 
-def test_net_effect_says_slower_when_the_fit_was_slower():
-    rep = make_report(fit_seconds=30.0, fit_steps=360)
-    assert rep.net_speedup == pytest.approx(360 / 18.2 / 30.0)
-    assert "1.52x slower than at your config (estimated)" in str(rep)
+def test_kept_config_with_no_cost_has_a_net_of_one():
+    # The issue's "Kept your config" + "Cost 0.0 s" + "Net 1.84x slower": impossible now.
+    rep = make_report(
+        "kept-baseline",
+        best_config=BASE,
+        fit_wall_seconds=30.0,
+        fit_steps=360,
+        tuning_cost_seconds=0.0,
+    )
+    assert rep.net_speedup == pytest.approx(1.0)
+    text = str(rep)
+    assert "Net:      1.00x: no difference from this fit at your config" in text
+    assert "slower" not in text and "x faster" not in text
+
+
+def test_kept_config_with_a_cost_is_slower_by_that_cost():
+    rep = make_report(
+        "kept-baseline",
+        best_config=BASE,
+        fit_wall_seconds=30.0,
+        fit_steps=360,
+        tuning_cost_seconds=3.0,
+    )
+    assert rep.net_speedup == pytest.approx(27.0 / 30.0)
+    assert "1.11x slower than this fit at your config" in str(rep)
+
+
+def test_speedup_and_net_that_disagree_come_with_a_why_line():
+    rep = make_report(fit_wall_seconds=30.0, fit_steps=10, tuning_cost_seconds=5.0)
+    assert rep.speedup > 1 and rep.net_speedup < 1
+    text = str(rep)
+    assert "x slower than this fit" in text
+    assert "Why:      tuning cost 5.0 s, more than the 0.4 s the faster config saved" in text
+
+
+def test_mid_fit_report_says_it_is_mid_fit():
+    rep = make_report(fit_wall_seconds=0.8, fit_all_steps=15, fit_steps=13, fit_running=True)
+    text = str(rep)
+    assert "mid-fit" in text.splitlines()[0]
+    assert "0.8 s for 15 steps so far" in text and "the fit is still running" in text
+
+
+def test_tensorflow_reports_name_the_skipped_prefetch_layer():
+    rep = make_report(fit_wall_seconds=10.0, fit_steps=360, tuning_cost_seconds=1.0)
+    assert "prefetch" not in str(rep)
+    rep.backend = "tensorflow"
+    assert "skips Keras's tf.data prefetch layer" in str(rep)
 
 
 @given(
     base=st.floats(0.1, 1e4),
+    gain=st.floats(1.0, 10.0),
     steps=st.integers(1, 10**6),
     fit=st.floats(0.01, 1e6),
+    cost=st.floats(0.0, 1e3),
 )
-def test_net_speedup_is_the_ratio_of_the_two_times(base, steps, fit):
-    rep = make_report(baseline_steps_per_s=base, fit_steps=steps, fit_seconds=fit)
-    assert rep.net_speedup == pytest.approx((steps / base) / fit)
-    assert (rep.net_speedup >= 1.0) == ("faster than at your config" in str(rep))
+def test_net_speedup_derives_from_the_shown_figures(base, gain, steps, fit, cost):
+    rep = make_report(
+        baseline_steps_per_s=base,
+        best_steps_per_s=base * gain,
+        fit_steps=steps,
+        fit_wall_seconds=fit,
+        tuning_cost_seconds=cost,
+    )
+    saved = steps * (1 / base - 1 / (base * gain)) if gain != 1.0 else 0.0
+    expected = max(fit - cost + saved, 1e-9) / fit
+    assert rep.net_speedup == pytest.approx(expected, rel=1e-6)
+    text = str(rep)
+    net = rep.net_speedup
+    if net > 1.005:
+        assert "x faster than this fit" in text
+    elif net < 0.995:
+        assert "x slower than this fit" in text
+    if rep.speedup is not None and rep.speedup > 1 and net < 0.995:
+        assert "Why:" in text
 
 
 def test_from_study_leaves_out_proposals_that_never_ran():
@@ -623,3 +718,60 @@ def test_report_shows_the_worst_stall_the_tuner_caused_with_the_median_step():
     assert "Stall:    longest step after a tuner action 55 ms (median step 11 ms)" in str(rep)
     assert TuningReport.from_dict(rep.to_dict()) == rep
     assert "Stall" not in str(TuningReport("tuned", LoaderConfig(), LoaderConfig(4, 8)))
+
+
+# ------------------------------------------------------------ limit and advice (issue #19)
+
+
+def _limited(**overrides):
+    from keras_loadtune.decision.limit import Bound, MachineLimit
+
+    limit = MachineLimit(60.0, Bound.LOADER_CPU, reached=52.3 / 60.0, mode="process", workers=2)
+    profile = {"produce_wall_s": 0.03, "produce_cpu_s": 0.029, "step_compute_s": 0.008, "cores": 2}
+    return make_report(limit=limit, profile=profile, **overrides)
+
+
+def test_limit_and_advice_lines_in_text_html_json_and_summary():
+    rep = _limited()
+    text = str(rep)
+    assert "  Limit:    60.0 steps/s on this machine, bound: loader-cpu (estimated" in text
+    assert "the config in use reaches 87%" in text
+    assert "  Advice:   - " in text and "tf.io.decode_jpeg" in text
+    html_text = rep._repr_html_()
+    assert "<b>Limit:</b>" in html_text and "<b>Advice</b>" in html_text
+    data = json.loads(rep.to_json())
+    assert data["limit"]["bound"] == "loader-cpu" and data["limit"]["steps_per_s"] == 60.0
+    assert data["advice"] == rep.advice and data["advice"]
+    back = TuningReport.from_dict(data)
+    assert back == rep and back.limit.bound.value == "loader-cpu"
+    assert "limit 60.0 steps/s (loader-cpu, 87% reached)" in rep.summary_line()
+
+
+def test_version_1_reports_still_load():
+    data = make_report().to_dict()
+    data["format_version"] = 1
+    for key in ("limit", "advice", "fit_wall_seconds", "fit_all_steps", "fit_running", "backend"):
+        data.pop(key)
+    rep = TuningReport.from_dict(data)
+    assert rep.limit is None and rep.advice == [] and "Limit:" not in str(rep)
+
+
+def test_no_limit_no_limit_line():
+    rep = make_report()
+    assert rep.limit is None
+    assert "Limit:" not in str(rep) and "Advice:" not in str(rep)
+    assert "limit" not in rep.summary_line()
+
+
+def test_list_studies_reads_speedup_and_limit_through_the_report(tmp_path):
+    from keras_loadtune.decision.limit import Bound, MachineLimit
+
+    url = f"sqlite:///{tmp_path / 'klt.db'}"
+    kept = make_report(
+        "kept-baseline", best_config=BASE, best_steps_per_s=19.1,
+        limit=MachineLimit(22.7, Bound.LOADER_CPU, reached=0.8),
+    )  # fmt: skip
+    populate(optuna.create_study(study_name="k", storage=url, direction="maximize"), kept)
+    row = next(r for r in list_studies(url) if r["name"] == "k")
+    assert row["speedup"] is None  # the report's own rule: an unchanged config has none
+    assert row["limit"]["bound"] == "loader-cpu" and row["limit"]["steps_per_s"] == 22.7

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from keras_loadtune import persistence
+from keras_loadtune.decision.analytical import CPU_HEAVY_RATIO
+from keras_loadtune.decision.limit import Bound, MachineLimit, estimate_limit, step_only_limit
 from keras_loadtune.decision.session import TuningSession
 from keras_loadtune.report import TuningReport
 
@@ -21,6 +25,9 @@ def build_report(
     fit_steps: int | None,
     worst_gap_s: float | None,
     median_step_s: float | None,
+    fit_wall_seconds: float | None = None,
+    fit_all_steps: int | None = None,
+    fit_running: bool = False,
 ) -> TuningReport:
     """The `TuningReport` of what a `LoadTuner` measured and decided so far.
 
@@ -37,6 +44,10 @@ def build_report(
         fit_steps: Steps of the fit after its warm-up steps (`None`: none).
         worst_gap_s: The longest step that followed one of the tuner's actions.
         median_step_s: The median of recent step times (seconds).
+        fit_wall_seconds: Wall seconds of the whole fit (`on_train_begin` to its end,
+            or to now), start-ups and warm-up included (`None`: unknown).
+        fit_all_steps: All training steps of the fit so far, warm-up included.
+        fit_running: True while the fit is still running (a mid-fit report).
 
     Example:
 
@@ -46,6 +57,17 @@ def build_report(
     'in-progress'
     """
     notes = list(notes)
+    backend = persistence.keras_backend()
+    fit_fields = {
+        "fit_seconds": fit_seconds,
+        "fit_steps": fit_steps,
+        "fit_wall_seconds": fit_wall_seconds,
+        "fit_all_steps": fit_all_steps,
+        "fit_running": bool(fit_running),
+        "backend": backend,
+        "worst_step_gap_seconds": worst_gap_s,
+        "median_step_seconds": median_step_s,
+    }
     if session is None:
         measured_unwrapped = not wrapped and bool(epoch_fractions)
         decision = "not-wrapped" if measured_unwrapped else "in-progress"
@@ -54,6 +76,10 @@ def build_report(
                 "the training data was not wrapped, so it was only measured; to let the "
                 "tuner act, pass `tuner.wrap(dataset)` to fit()"
             )
+        limit = None
+        if measured_unwrapped and median_step_s is not None:
+            wait = sum(epoch_fractions) / len(epoch_fractions)
+            limit = step_only_limit(median_step_s, min(max(wait, 0.0), 0.99))
         return TuningReport(
             decision="tuning-failed" if broken else decision,
             baseline_config=None,
@@ -62,6 +88,8 @@ def build_report(
             final_wait_fraction=epoch_fractions[-1] if epoch_fractions else None,
             epoch_wait_fractions=list(epoch_fractions),
             notes=notes,
+            limit=limit,
+            **fit_fields,
         )
     if handle is not None and handle.note and handle.note not in notes:
         notes.append(handle.note)
@@ -86,11 +114,12 @@ def build_report(
     best_trial = next((t for t in trials if t.config == best and t.steps_per_s is not None), None)
     probe = session.probe_stats
     profile = {}
-    if session.profile is not None:
+    loader = session.profile or getattr(session, "probe_profile", None)
+    if loader is not None:
         profile = {
-            "produce_wall_s": session.profile.produce_wall_s,
-            "produce_cpu_s": session.profile.produce_cpu_s,
-            "batch_nbytes": float(session.profile.batch_nbytes),
+            "produce_wall_s": loader.produce_wall_s,
+            "produce_cpu_s": loader.produce_cpu_s,
+            "batch_nbytes": float(loader.batch_nbytes),
         }
     if probe is not None:
         profile["step_compute_s"] = probe.median_compute_s
@@ -99,7 +128,7 @@ def build_report(
     baseline_sps = baseline_trial.steps_per_s if baseline_trial else None
     if baseline_sps is None and warm is not None:  # not re-measured: the stored figure
         baseline_sps = warm.baseline_steps_per_s
-    return TuningReport(
+    report = TuningReport(
         decision=decision,
         baseline_config=session.baseline,
         best_config=best,
@@ -117,12 +146,112 @@ def build_report(
         study_name=stored.study_name if stored is not None else None,
         storage_url=stored.storage_url if stored is not None else None,
         warm_start_from=warm.study_name if warm is not None else None,
-        fit_seconds=fit_seconds,
-        fit_steps=fit_steps,
         tuning_cost_seconds=session.tuning_cost_s,
-        worst_step_gap_seconds=worst_gap_s,
-        median_step_seconds=median_step_s,
+        **fit_fields,
     )
+    in_use = report.in_use_steps_per_s
+    in_use_trial = best_trial if report.speedup is not None else baseline_trial
+    in_use_wait = in_use_trial.wait_fraction if in_use_trial is not None else None
+    if in_use is None and probe is not None and probe.mean_step_s > 0:
+        in_use = 1.0 / probe.mean_step_s  # no trial (compute-bound): the probe's rate
+        in_use_wait = probe.wait_fraction
+    report.limit = session_limit(session, profile, backend, in_use, in_use_wait)
+    if report.limit is None and decision == "compute-bound" and probe is not None:
+        report.limit = step_only_limit(probe.mean_step_s, probe.wait_fraction)
+        if report.limit is not None:
+            report.limit = report.limit.with_reached(1.0 / probe.mean_step_s)
+    return report
+
+
+def in_use_compute_s(session: TuningSession) -> float | None:
+    """The step's compute on the config in use, from its best measured trial:
+    `(1 - wait_fraction) / steps_per_s` (`None` when not measured).
+
+    Example:
+
+    ```python
+    in_use_compute_s(session)  # e.g. 0.021
+    ```
+    """
+    config = session.best_config
+    rates = [
+        (float(t.steps_per_s), float(t.wait_fraction))
+        for t in session.trials
+        if t.config == config
+        and t.state == "complete"
+        and isinstance(t.steps_per_s, (int, float))
+        and t.steps_per_s > 0
+        and isinstance(t.wait_fraction, (int, float))
+    ]
+    if not rates:
+        return None
+    rate, wait = max(rates)
+    return min(max(1.0 - wait, 0.0), 1.0) / rate
+
+
+def session_limit(
+    session: TuningSession,
+    profile: dict[str, float],
+    backend: str,
+    in_use: float | None,
+    in_use_wait: float | None = None,
+) -> MachineLimit | None:
+    """The machine limit from the session's measured profile (`None` when incomplete).
+
+    `reached` is the config in use's rate over the limit; when the model step is the
+    bound and that config's wait fraction is known, at least `1 - wait` (what the
+    loader leaves of the step's own rate; the rest is the step's noise, not the loader).
+
+    Example:
+
+    ```python
+    limit = session_limit(session, report.profile, "tensorflow", report.in_use_steps_per_s)
+    ```
+    """
+    needed = ("produce_wall_s", "produce_cpu_s", "step_compute_s", "cores")
+    values = [profile.get(k) for k in needed]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        return None
+    settings = session.settings
+    step = float(profile["step_compute_s"])
+    wall, cpu = float(profile["produce_wall_s"]), float(profile["produce_cpu_s"])
+    if cpu < CPU_HEAVY_RATIO * wall:
+        # A light loader cannot slow the step: the step measured on the config in use
+        # (the latest) is the step this machine delivers now (load, clocks), faster or
+        # slower than during the probe.
+        step = in_use_compute_s(session) or step
+    elif not session.baseline.use_multiprocessing and "process" in session.modes:
+        # CPU-heavy loader threads held the GIL and the cores during the probe: the step
+        # measured then includes up to a batch's CPU of contention that processes lift
+        # (as the planner predicts process configs), at least a third of it remains.
+        step = max(step - cpu, step / 3.0)
+    limit = estimate_limit(
+        produce_wall_s=wall,
+        produce_cpu_s=cpu,
+        step_compute_s=step,
+        cores=max(int(profile["cores"]), 1),
+        batch_nbytes=int(profile.get("batch_nbytes", 0.0)),
+        ram_budget_bytes=settings.ram_budget_bytes,
+        step_uses_cores=persistence.accelerator_kind(backend) == "cpu",
+        modes=tuple(session.modes) or ("thread",),
+        max_thread_workers=int(settings.max_thread_workers or 256),
+        max_process_workers=settings.max_process_workers,
+    )
+    measured = [
+        float(t.steps_per_s)
+        for t in session.trials
+        if t.state == "complete" and isinstance(t.steps_per_s, (int, float)) and t.steps_per_s > 0
+    ]
+    if measured and max(measured) > limit.steps_per_s:  # a measured rate is reachable
+        from dataclasses import replace
+
+        limit = replace(limit, steps_per_s=max(measured), estimated=False)
+    limit = limit.with_reached(in_use)
+    if limit.bound is Bound.MODEL_STEP and in_use_wait is not None and 0 <= in_use_wait <= 1:
+        from dataclasses import replace
+
+        limit = replace(limit, reached=min(max(limit.reached or 0.0, 1.0 - in_use_wait), 1.0))
+    return limit
 
 
 __all__ = ["build_report"]

@@ -34,6 +34,8 @@ def _list(title: str, items: list[str]) -> str:
 def render_html(report: TuningReport) -> str:
     """`report._repr_html_()`."""
     headline = _text._HEADLINES.get(report.decision, report.decision)
+    if report.fit_running:
+        headline += " (mid-fit: the fit is still running)"
     parts = [
         "<div class='keras-loadtune-report'>",
         f"<div><b>keras_loadtune</b>: {_e(headline)}</div>",
@@ -81,8 +83,12 @@ def render_html(report: TuningReport) -> str:
     for line in _text.net_lines(report):
         label, _, value = line.strip().partition(":")
         facts.append((label, value.strip()))
+    limit = _text.limit_text(report)
+    if limit:
+        facts.append(("Limit", limit))
     if facts:
         parts.append("<div>" + "<br>".join(f"<b>{_e(k)}:</b> {_e(v)}" for k, v in facts) + "</div>")
+    parts.append(_list("Advice", report.advice))
     parts.append(_list("Re-tuned after input drift", report.reopen_reasons))
     parts.append(_list("Notes", report.notes))
     parts.append("</div>")

@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from keras_loadtune.decision.limit import MachineLimit
+
 
 Decision = Literal[
     "tuned",
@@ -42,7 +44,9 @@ Decision = Literal[
 #: Every value `TuningReport.decision` may take.
 DECISIONS: tuple[str, ...] = get_args(Decision)
 #: Written as `"format_version"` by `TuningReport.to_dict`.
-REPORT_FORMAT_VERSION = 1
+#: Version 2 added `limit`, `fit_wall_seconds`, `fit_all_steps`, `fit_running`,
+#: `backend` and the derived `advice`; version 1 reports still load.
+REPORT_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -85,11 +89,22 @@ class TuningReport:
             own work on the training thread, a switch): the worst stall it caused
             (measured).
         median_step_seconds: The median step cycle of the fit (measured), for scale.
+        fit_wall_seconds: Wall seconds of the whole fit (`on_train_begin` to its end,
+            or to now), start-ups and warm-up included (measured).
+        fit_all_steps: All training steps of the fit so far, warm-up included.
+        fit_running: True when the report was taken while the fit still ran.
+        backend: The Keras backend of the fit (`None`: unknown).
+        limit: The machine limit (`keras_loadtune.decision.limit.MachineLimit`): the
+            highest steps/s any loader config could reach here and what bounds it,
+            estimated from the profile; `None` when unknown.
 
     The net effect (`baseline_fit_seconds`, `net_speedup`) compares the fit's
-    measured wall time with the time the same steps would have taken at your
-    config's measured rate (an estimate); `speedup` is the steady-state rate ratio
-    (measured), `None` when the config in use is yours.
+    measured wall time with the same fit at your config on keras-loadtune's loader,
+    derived from the same figures the report shows: `Fit - Cost + fit_steps x
+    (1 / baseline rate - 1 / best rate)` (an estimate; a kept config with no cost is
+    1.0x). `speedup` is the steady-state rate ratio (measured), `None` when the config
+    in use is yours. `advice` is a ranked list of what would raise the limit or get
+    closer to it (`keras_loadtune.report._advice`).
 
     Raises:
         ValueError: `decision` is not one of `DECISIONS`.
@@ -132,6 +147,11 @@ class TuningReport:
     tuning_cost_seconds: float | None = None
     worst_step_gap_seconds: float | None = None
     median_step_seconds: float | None = None
+    fit_wall_seconds: float | None = None
+    fit_all_steps: int | None = None
+    fit_running: bool = False
+    backend: str | None = None
+    limit: MachineLimit | None = None
 
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS:
@@ -154,23 +174,70 @@ class TuningReport:
         return float(best) / float(base)  # type: ignore[arg-type]
 
     @property
+    def whole_fit_seconds(self) -> float | None:
+        """The fit's wall time as the report shows it: the whole fit when known
+        (`fit_wall_seconds`), else the part after the warm-up steps (`fit_seconds`)."""
+        for value in (self.fit_wall_seconds, self.fit_seconds):
+            if _format.is_number(value) and value > 0:  # type: ignore[operator]
+                return float(value)  # type: ignore[arg-type]
+        return None
+
+    @property
+    def in_use_steps_per_s(self) -> float | None:
+        """Measured steady-state rate of the config in use (the best's, else yours)."""
+        if self.speedup is not None:
+            return float(self.best_steps_per_s)  # type: ignore[arg-type]
+        for value in (self.baseline_steps_per_s, self.best_steps_per_s):
+            if _format.is_number(value) and value > 0:  # type: ignore[operator]
+                return float(value)  # type: ignore[arg-type]
+        return None
+
+    @property
+    def saved_seconds(self) -> float:
+        """Seconds the config in use saved over this fit's steps against yours, at the
+        two measured steady-state rates (0 when the config in use is yours)."""
+        sp, steps = self.speedup, self.fit_steps
+        if sp is None or not steps:
+            return 0.0
+        base, best = float(self.baseline_steps_per_s), float(self.best_steps_per_s)  # type: ignore[arg-type]
+        return float(steps) * (1.0 / base - 1.0 / best)
+
+    @property
     def baseline_fit_seconds(self) -> float | None:
-        """Estimated seconds the fit's steps would have taken at your config's measured
-        rate (`fit_steps / baseline_steps_per_s`), `None` when unknown."""
-        base, steps = self.baseline_steps_per_s, self.fit_steps
-        if not _format.is_number(base) or base <= 0 or not steps:  # type: ignore[operator]
+        """Estimated seconds this fit would have taken at your config on
+        keras-loadtune's loader: `Fit - Cost + saved_seconds` (the same figures the
+        report shows); `None` when the fit or your config's rate is unknown."""
+        fit, base = self.whole_fit_seconds, self.baseline_steps_per_s
+        if fit is None or not _format.is_number(base) or base <= 0:  # type: ignore[operator]
             return None
-        return float(steps) / float(base)  # type: ignore[arg-type]
+        cost = self.tuning_cost_seconds if _format.is_number(self.tuning_cost_seconds) else 0.0
+        return max(fit - float(cost) + self.saved_seconds, 1e-9)  # type: ignore[arg-type]
 
     @property
     def net_speedup(self) -> float | None:
-        """This fit's net effect: `baseline_fit_seconds / fit_seconds` (< 1: the tuner
-        made this fit slower), `None` when either is unknown. An estimate (its
-        numerator is)."""
-        at_yours, fit = self.baseline_fit_seconds, self.fit_seconds
-        if at_yours is None or not _format.is_number(fit) or fit <= 0:  # type: ignore[operator]
+        """This fit's net effect: `baseline_fit_seconds / whole_fit_seconds` (< 1: the
+        tuner made this fit slower), `None` when either is unknown. An estimate (its
+        numerator is); 1.0 for a kept config that cost nothing."""
+        at_yours, fit = self.baseline_fit_seconds, self.whole_fit_seconds
+        if at_yours is None or fit is None:
             return None
-        return at_yours / float(fit)  # type: ignore[arg-type]
+        return at_yours / fit
+
+    @property
+    def advice(self) -> list[str]:
+        """Ranked short sentences: what would raise the machine limit or get closer to
+        it (see `keras_loadtune.report._advice`); empty when nothing is known.
+
+        Example:
+
+        ```python
+        for line in tuner.report.advice:
+            print("-", line)
+        ```
+        """
+        from keras_loadtune.report._advice import advise
+
+        return advise(self)
 
     @property
     def best_trial(self) -> TrialRecord | None:
@@ -263,7 +330,10 @@ class TuningReport:
                 value = [t.to_dict() for t in value]
             elif f.name == "storage_url":
                 value = redact_url(value)
+            elif f.name == "limit" and value is not None:
+                value = value.to_dict()
             data[f.name] = _jsonable(value)
+        data["advice"] = self.advice  # derived: read back by recomputing
         return data
 
     @classmethod
@@ -292,6 +362,10 @@ class TuningReport:
                 kwargs[key] = list(kwargs[key] or [])
         if "profile" in kwargs:
             kwargs["profile"] = dict(kwargs["profile"] or {})
+        if kwargs.get("limit") is not None:
+            from keras_loadtune.decision.limit import MachineLimit
+
+            kwargs["limit"] = MachineLimit.from_dict(kwargs["limit"])
         if "decision" not in kwargs:
             raise ValueError("TuningReport.from_dict: missing required key 'decision'.")
         return cls(**kwargs)

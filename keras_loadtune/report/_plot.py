@@ -13,6 +13,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from keras_loadtune.report._model import TuningReport
 
 MODE_COLORS = {"thread": "#4C72B0", "process": "#DD8452"}
+#: Legend label of each mode (plural).
+MODE_LABELS = {"thread": "threads", "process": "processes"}
 _HATCH = {"pruned": "//", "failed": "xx", "skipped": ".."}
 
 
@@ -27,12 +29,44 @@ def _import_matplotlib():  # type: ignore[no-untyped-def]
     return plt, Patch
 
 
+def nothing_to_plot(report: TuningReport) -> str | None:
+    """Why a report has no chart (no measured trial), in words; `None` when it has one."""
+    if any(fmt.is_number(t.steps_per_s) for t in report.trials):
+        return None
+    if report.decision == "compute-bound":
+        why = "compute-bound: the loader keeps up, so no loader config was tried"
+    elif report.decision == "not-wrapped":
+        why = "the dataset was not wrapped: nothing was tried"
+    elif report.decision == "in-progress":
+        why = "no trial measured yet"
+    else:
+        why = "no trial was measured"
+    from keras_loadtune.report._text import limit_text
+
+    limit = limit_text(report)
+    return f"Nothing to plot: {why}." + (f"\nLimit: {limit}" if limit else "")
+
+
+def _words(ax: Axes, text: str, title: str) -> None:
+    import textwrap
+
+    wrapped = "\n".join(textwrap.fill(part, 60) for part in text.splitlines())
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, wrapped, ha="center", va="center", transform=ax.transAxes, fontsize=9)
+    ax.set_title(title)
+
+
 def plot_report(report: TuningReport, ax: Axes | None = None) -> Figure:
-    """`report.plot(ax)`: one bar per trial, coloured by mode, baseline line, best outlined."""
+    """`report.plot(ax)`: one bar per trial, coloured by mode, baseline line, best outlined,
+    the machine limit as a line; a report with nothing to plot says so in words."""
     plt, Patch = _import_matplotlib()
     if ax is None:
         fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(report.trials) + 2.0), 3.5))
     fig = ax.figure
+    empty = nothing_to_plot(report)
+    if empty is not None:
+        _words(ax, empty, f"keras_loadtune: {report.decision}")
+        return fig
     trials = report.trials
     best = report.best_trial
     xs = list(range(len(trials)))
@@ -64,7 +98,7 @@ def plot_report(report: TuningReport, ax: Axes | None = None) -> Figure:
             bar.set_edgecolor("#2ca02c")
     ax.set_xticks(xs)
     ax.set_xticklabels([f"#{t.number}\n{fmt.short_config(t.config)}" for t in trials], fontsize=7)
-    handles = [Patch(facecolor=c, label=m + "s") for m, c in MODE_COLORS.items()]
+    handles = [Patch(facecolor=c, label=MODE_LABELS[m]) for m, c in MODE_COLORS.items()]
     if fmt.is_number(report.baseline_steps_per_s):
         line = ax.axhline(
             float(report.baseline_steps_per_s),  # type: ignore[arg-type]
@@ -74,6 +108,17 @@ def plot_report(report: TuningReport, ax: Axes | None = None) -> Figure:
             label=f"your config ({fmt.num(report.baseline_steps_per_s)} steps/s)",
         )
         handles.append(line)
+    limit = report.limit
+    if limit is not None:
+        handles.append(
+            ax.axhline(
+                float(limit.steps_per_s),
+                color="#C44E52",
+                linestyle=":",
+                linewidth=1.2,
+                label=f"limit {fmt.num(limit.steps_per_s)} steps/s ({limit.bound.value})",
+            )
+        )
     if best is not None:
         handles.append(Patch(facecolor="white", edgecolor="#2ca02c", linewidth=2.5, label="best"))
     if any(t.state in _HATCH for t in trials):
@@ -87,6 +132,4 @@ def plot_report(report: TuningReport, ax: Axes | None = None) -> Figure:
     if report.speedup is not None:
         title += f" ({fmt.speedup(report.speedup)})"
     ax.set_title(title)
-    if not trials:
-        ax.text(0.5, 0.5, "no trials", ha="center", va="center", transform=ax.transAxes)
     return fig

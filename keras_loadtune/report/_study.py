@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from keras_loadtune.report import _format
 from keras_loadtune.report._model import TuningReport
 from keras_loadtune.storage import (
     StorageError,
@@ -52,7 +51,8 @@ def list_studies(storage_url: str | optuna.storages.BaseStorage) -> list[dict[st
 
     Keys: `name`, `n_trials`, `decision` (from the stored report; `None` for studies
     not written by `LoadTuner` or still tuning), `best_config` (a `LoaderConfig.to_dict()`
-    or `None`), `speedup` (or `None`) and `datetime` (ISO start time or `None`).
+    or `None`), `speedup` (or `None`), `limit` (the machine limit's `to_dict()`, or
+    `None`) and `datetime` (ISO start time or `None`).
 
     Raises:
         StorageError: the storage cannot be opened or read (see `open_storage`).
@@ -85,16 +85,7 @@ def list_studies(storage_url: str | optuna.storages.BaseStorage) -> list[dict[st
                 best = params_to_config(summary.best_trial.params).to_dict()
             except (KeyError, TypeError, ValueError):
                 best = None
-        base_sps, best_sps = stored.get("baseline_steps_per_s"), stored.get("best_steps_per_s")
-        speedup = None
-        unchanged = best is not None and best == stored.get("baseline_config")
-        if (
-            _format.is_number(base_sps)
-            and _format.is_number(best_sps)
-            and base_sps > 0
-            and not unchanged  # an unchanged config has no speedup
-        ):
-            speedup = float(best_sps) / float(base_sps)
+        speedup, limit = _stored_figures(stored)
         start = summary.datetime_start
         rows.append(
             {
@@ -103,10 +94,23 @@ def list_studies(storage_url: str | optuna.storages.BaseStorage) -> list[dict[st
                 "decision": stored.get("decision"),
                 "best_config": best,
                 "speedup": speedup,
+                "limit": limit,
                 "datetime": start.isoformat(timespec="seconds") if start else None,
             }
         )
     return rows
+
+
+def _stored_figures(stored: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
+    """`(speedup, limit dict)` of a stored report, read through `TuningReport` itself (so
+    the list and the report never disagree); `(None, None)` when unreadable."""
+    if "decision" not in stored:
+        return None, None
+    try:
+        report = TuningReport.from_dict({**stored, "trials": []})
+    except (KeyError, TypeError, ValueError):
+        return None, None
+    return report.speedup, report.limit.to_dict() if report.limit is not None else None
 
 
 def load_report(storage_url: str | optuna.storages.BaseStorage, study_name: str) -> TuningReport:

@@ -112,30 +112,91 @@ def _wait_text(report: TuningReport) -> str | None:
     return None
 
 
+def fit_text(report: TuningReport) -> str | None:
+    """The `Fit` figure: the whole fit's wall time (or, for old reports, the part after
+    the warm-up), saying when the fit is still running."""
+    running = "; the fit is still running, this is a mid-fit report" if report.fit_running else ""
+    if fmt.is_number(report.fit_wall_seconds):
+        steps = report.fit_all_steps or report.fit_steps
+        count = f" for {steps} steps" if steps else ""
+        so_far = " so far" if report.fit_running else ""
+        return (
+            f"{fmt.seconds(report.fit_wall_seconds)}{count}{so_far} (measured, the whole "
+            f"fit: start-ups and warm-up included{running})"
+        )
+    if fmt.is_number(report.fit_seconds):
+        steps = f" for {report.fit_steps} steps" if report.fit_steps else ""
+        return (
+            f"{fmt.seconds(report.fit_seconds)}{steps} (measured, after the warm-up steps{running})"
+        )
+    return None
+
+
+def net_effect(net: float) -> str:
+    """`"1.43x faster than"`, `"1.00x: no difference from"` or `"1.20x slower than"`."""
+    if abs(net - 1.0) < 0.005:
+        return "1.00x: no difference from"
+    return f"{net:.2f}x faster than" if net > 1.0 else f"{1.0 / net:.2f}x slower than"
+
+
+def why_lines(report: TuningReport) -> list[str]:
+    """A line saying why Speedup and Net disagree in direction, if they do."""
+    sp, net = report.speedup, report.net_speedup
+    if sp is None or net is None or not (sp > 1.0 and net < 0.995):
+        return []
+    cost = report.tuning_cost_seconds if fmt.is_number(report.tuning_cost_seconds) else 0.0
+    return [
+        _field(
+            "Why",
+            f"tuning cost {fmt.seconds(cost)}, more than the {fmt.seconds(report.saved_seconds)} "
+            f"the faster config saved over this fit's {report.fit_steps or 0} steps; later "
+            "epochs and later runs get the speedup",
+        )
+    ]
+
+
 def net_lines(report: TuningReport) -> list[str]:
     """This fit's net effect, each figure labelled measured or estimated."""
     lines: list[str] = []
-    if fmt.is_number(report.fit_seconds):
-        steps = f" for {report.fit_steps} steps" if report.fit_steps else ""
-        lines.append(
-            _field(
-                "Fit",
-                f"{fmt.seconds(report.fit_seconds)}{steps} (measured, after the warm-up steps)",
-            )
-        )
+    fit = fit_text(report)
+    if fit is not None:
+        lines.append(_field("Fit", fit))
     at_yours = report.baseline_fit_seconds
     if at_yours is not None:
+        saved = report.saved_seconds
+        how = "Fit minus tuning's cost"
+        if saved:
+            how += (
+                f", plus {report.fit_steps} steps at your config's "
+                f"{fmt.num(report.baseline_steps_per_s)} steps/s instead of the best's "
+                f"{fmt.num(report.best_steps_per_s)}"
+            )
         lines.append(
             _field(
                 "At yours",
-                f"{fmt.seconds(at_yours)} (estimated: the same steps at your config's "
-                f"{fmt.num(report.baseline_steps_per_s)} steps/s, measured on this loader)",
+                f"{fmt.seconds(at_yours)} (estimated: this fit at your config on "
+                f"keras-loadtune's loader; {how})",
             )
         )
     net = report.net_speedup
     if net is not None:
-        effect = f"{net:.2f}x faster" if net >= 1.0 else f"{1.0 / net:.2f}x slower"
-        lines.append(_field("Net", f"{effect} than at your config (estimated)"))
+        lines.append(
+            _field(
+                "Net",
+                f"{net_effect(net)} this fit at your config on keras-loadtune's "
+                "loader (estimated, tuning included)",
+            )
+        )
+        lines += why_lines(report)
+        if report.backend == "tensorflow":
+            lines.append(
+                _field(
+                    "Loader",
+                    "on TensorFlow a wrapped dataset skips Keras's tf.data prefetch "
+                    "layer, so plain Keras with your config may differ from `At yours` "
+                    "(time a plain run to compare)",
+                )
+            )
     if fmt.is_number(report.tuning_cost_seconds):
         lines.append(
             _field(
@@ -221,9 +282,44 @@ def _paragraph(report: TuningReport) -> list[str]:
     ]
 
 
+def limit_text(report: TuningReport) -> str | None:
+    """The `Limit` figure: the machine limit, its bound and how much of it is reached."""
+    limit = report.limit
+    if limit is None:
+        return None
+    kind = "estimated" if limit.estimated else "measured"
+    text = (
+        f"{fmt.num(limit.steps_per_s)} steps/s on this machine, bound: {limit.bound.value} ({kind}"
+    )
+    if limit.assumptions and limit.estimated:
+        text += "; assumes " + "; ".join(limit.assumptions)
+    text += ")"
+    if limit.reached is not None:
+        text += f"; the config in use reaches {fmt.pct(limit.reached)}"
+    return text
+
+
+def limit_lines(report: TuningReport) -> list[str]:
+    """`Limit:` and `Advice:` lines (none when the limit is unknown)."""
+    text = limit_text(report)
+    lines = [] if text is None else [_field("Limit", text)]
+    for i, item in enumerate(report.advice):
+        first = f"  {'Advice:' if i == 0 else '':<9} - "
+        lines += textwrap.wrap(
+            one_line(item),
+            width=100,
+            initial_indent=first,
+            subsequent_indent=" " * len(first),
+            break_on_hyphens=False,
+        )
+    return lines
+
+
 def render_text(report: TuningReport) -> str:
     """`str(report)`."""
     headline = _HEADLINES.get(report.decision, report.decision)
+    if report.fit_running:
+        headline += " (mid-fit: the fit is still running)"
     lines = [f"{PREFIX} tuning report: {headline}"]
     if report.study_name or report.storage_url:
         where = report.study_name or "?"
@@ -238,6 +334,7 @@ def render_text(report: TuningReport) -> str:
     else:
         lines += table(report) if report.trials else ["  No trials recorded."]
         lines += ["", *_outcome(report)]
+    lines += limit_lines(report)
     waits = [w for w in report.epoch_wait_fractions if fmt.is_number(w)]
     if report.epoch_wait_fractions:
         lines.append(_field("Epochs", "wait " + ", ".join(fmt.pct(w) for w in waits)))
@@ -299,4 +396,10 @@ def render_summary_line(report: TuningReport) -> str:
         body = d
     if report.reopen_reasons:
         body += f"; re-tuned {len(report.reopen_reasons)}x after drift"
+    limit = report.limit
+    if limit is not None:
+        body += f"; limit {fmt.num(limit.steps_per_s)} steps/s ({limit.bound.value}"
+        if limit.reached is not None:
+            body += f", {fmt.pct(limit.reached)} reached"
+        body += ")"
     return f"{PREFIX}: {one_line(body)}"

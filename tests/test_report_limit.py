@@ -1,0 +1,299 @@
+"""Tests for the report's limit and advice (issue #19): each advice rule in
+`keras_loadtune.report._advice` against a case where it fires and one where it stays
+silent, and `build_report`'s limit from a session's profile."""
+
+from __future__ import annotations
+
+import pytest
+
+from keras_loadtune import LoaderConfig
+from keras_loadtune.decision.limit import Bound, MachineLimit
+from keras_loadtune.report import TuningReport
+from keras_loadtune.report import _advice as advice
+from keras_loadtune.trial import TrialRecord
+
+BASE = LoaderConfig()
+PROFILE = {
+    "produce_wall_s": 0.060,
+    "produce_cpu_s": 0.058,
+    "step_compute_s": 0.030,
+    "cores": 2.0,
+    "batch_nbytes": float(1 << 20),
+}
+
+
+def report(bound: Bound, reached: float | None, **overrides) -> TuningReport:
+    rates = {"model-step": 33.3, bound.value: 22.7} if bound is not Bound.MODEL_STEP else {}
+    limit = MachineLimit(22.7, bound, reached=reached, mode="process", workers=2, rates=rates)
+    kwargs = dict(
+        decision="kept-baseline",
+        baseline_config=BASE,
+        best_config=BASE,
+        baseline_steps_per_s=22.0,
+        profile=dict(PROFILE),
+        epoch_wait_fractions=[0.3, 0.3],
+        limit=limit,
+    )
+    kwargs.update(overrides)
+    return TuningReport(**kwargs)
+
+
+def test_at_limit_fires_when_reached_and_stays_silent_below():
+    fired = advice.at_limit(report(Bound.LOADER_CPU, 0.97))
+    assert fired is not None and "reaches 97%" in fired.text
+    assert "loader tuning cannot make this fit faster" in fired.text
+    assert advice.at_limit(report(Bound.LOADER_CPU, 0.5)) is None
+    assert advice.at_limit(report(Bound.LOADER_CPU, None)) is None
+    assert advice.at_limit(report(Bound.LOADER_CPU, 0.97, limit=None)) is None
+
+
+def test_at_limit_comes_first_and_names_what_moves_the_limit():
+    lines = report(Bound.LOADER_CPU, 0.97).advice
+    assert "reaches 97%" in lines[0]
+    assert any("tf.io.decode_jpeg" in line for line in lines[1:])
+    assert not any("could be up to" in line for line in lines)  # no promise of more tuning
+
+
+def test_more_workers_fires_below_the_limit_and_says_by_how_much():
+    fired = advice.more_workers(report(Bound.LOADER_CPU, 0.5))
+    assert fired is not None
+    assert "2 processes" in fired.text and "up to 2.0x faster" in fired.text
+    assert advice.more_workers(report(Bound.LOADER_CPU, 0.95)) is None
+
+
+def test_more_workers_never_promises_what_a_trial_measured_otherwise():
+    slow = TrialRecord(1, LoaderConfig(2, 4, True), "complete", "sampler", steps_per_s=12.0)
+    fired = advice.more_workers(report(Bound.LOADER_CPU, 0.5, trials=[slow]))
+    assert fired is not None
+    assert "up to" not in fired.text and "measured trial with as many got 12.0" in fired.text
+    fewer = TrialRecord(1, LoaderConfig(1, 4, True), "complete", "sampler", steps_per_s=12.0)
+    assert "up to 2.0x" in advice.more_workers(report(Bound.LOADER_CPU, 0.5, trials=[fewer])).text
+
+
+def test_decode_in_c_only_for_a_cpu_bound_loader():
+    fired = advice.decode_in_c(report(Bound.LOADER_CPU, 0.97))
+    assert fired is not None and "tf.io.decode_jpeg" in fired.text and "58 ms" in fired.text
+    assert advice.decode_in_c(report(Bound.MODEL_STEP, 0.97)) is None
+    assert advice.decode_in_c(report(Bound.LOADER_CPU, 0.97, profile={})) is None
+
+
+def test_cache_batches_only_when_epochs_repeat():
+    fired = advice.cache_batches(report(Bound.LOADER_CPU, 0.97))
+    assert fired is not None and "cache" in fired.text and "up to 1.5x" in fired.text
+    assert advice.cache_batches(report(Bound.LOADER_CPU, 0.97, epoch_wait_fractions=[0.3])) is None
+    assert advice.cache_batches(report(Bound.MODEL_STEP, 0.97)) is None
+
+
+def test_more_cores_only_when_the_cores_bound_and_capped_by_the_step():
+    fired = advice.more_cores(report(Bound.LOADER_CPU, 0.97))
+    assert fired is not None and "with 4 instead of 2" in fired.text and "33.3" in fired.text
+    assert advice.more_cores(report(Bound.MEMORY, 0.97)) is None
+    # The step is already the next limit: more cores would not move it.
+    flat = report(Bound.LOADER_CPU, 0.97)
+    flat.limit = MachineLimit(
+        22.7, Bound.LOADER_CPU, reached=0.97, rates={"model-step": 23.0, "loader-cpu": 22.7}
+    )
+    assert advice.more_cores(flat) is None
+
+
+def test_cheaper_step_only_when_the_model_step_bounds():
+    fired = advice.cheaper_step(report(Bound.MODEL_STEP, 0.98))
+    assert fired is not None and "mixed precision" in fired.text and "jit_compile" in fired.text
+    assert "30 ms per step" in fired.text
+    assert advice.cheaper_step(report(Bound.LOADER_CPU, 0.98)) is None
+
+
+def test_more_threads_only_when_latency_bounds():
+    fired = advice.more_threads(report(Bound.LOADER_LATENCY, 0.98))
+    assert fired is not None and "max_thread_workers" in fired.text and "1.5x" in fired.text
+    assert advice.more_threads(report(Bound.MODEL_STEP, 0.98)) is None
+
+
+def test_less_memory_only_when_memory_bounds():
+    fired = advice.less_memory(report(Bound.MEMORY, 0.98))
+    assert fired is not None and "max_queue_size" in fired.text and "1.0 MiB" in fired.text
+    assert advice.less_memory(report(Bound.LOADER_CPU, 0.98)) is None
+
+
+def test_no_limit_no_advice():
+    assert report(Bound.MODEL_STEP, 0.9, limit=None).advice == []
+
+
+@pytest.mark.parametrize("rule", advice.RULES)
+def test_every_rule_is_silent_without_a_limit(rule):
+    assert rule(report(Bound.LOADER_CPU, 0.5, limit=None)) is None
+
+
+def test_build_report_computes_the_limit_from_the_session_profile():
+    from types import SimpleNamespace
+
+    from keras_loadtune.decision.settings import TunerSettings
+    from keras_loadtune.keras_adapter._report_build import session_limit
+
+    trial = TrialRecord(0, BASE, "complete", "baseline", steps_per_s=20.0)
+    session = SimpleNamespace(
+        settings=TunerSettings(cores=2),
+        modes=("thread", "process"),
+        trials=[trial],
+        best_config=BASE,
+        baseline=BASE,
+    )
+    limit = session_limit(session, dict(PROFILE), "tensorflow", 20.0)
+    assert limit is not None and limit.bound is Bound.LOADER_CPU
+    assert limit.reached == pytest.approx(20.0 / limit.steps_per_s)
+    assert session_limit(session, {"cores": 2.0}, "tensorflow", 20.0) is None
+    # A measured rate above the estimate raises it: the report never contradicts it.
+    fast = TrialRecord(1, LoaderConfig(2, 4, True), "complete", "sampler", steps_per_s=40.0)
+    session.trials = [trial, fast]
+    raised = session_limit(session, dict(PROFILE), "tensorflow", 40.0)
+    assert raised.steps_per_s == 40.0 and raised.reached == 1.0 and not raised.estimated
+
+
+def test_a_light_loader_takes_the_step_measured_on_the_config_in_use():
+    # Latency-bound: the probe's step was 17 ms, the tuned config's 21 ms (the machine got
+    # busier); a 1 ms loader cannot have slowed it, so the limit is the step of now.
+    from types import SimpleNamespace
+
+    from keras_loadtune.decision.settings import TunerSettings
+    from keras_loadtune.keras_adapter._report_build import session_limit
+
+    tuned = LoaderConfig(7, 9)
+    trials = [
+        TrialRecord(0, BASE, "complete", "baseline", steps_per_s=11.4, wait_fraction=0.81),
+        TrialRecord(1, tuned, "complete", "analytical", steps_per_s=43.0, wait_fraction=0.08),
+    ]
+    session = SimpleNamespace(
+        settings=TunerSettings(cores=2),
+        modes=("thread",),
+        trials=trials,
+        best_config=tuned,
+        baseline=BASE,
+    )
+    profile = {
+        "produce_wall_s": 0.087,
+        "produce_cpu_s": 0.0012,
+        "step_compute_s": 0.0169,
+        "cores": 2.0,
+    }
+    limit = session_limit(session, profile, "tensorflow", 43.0)
+    assert limit.bound is Bound.MODEL_STEP
+    assert limit.steps_per_s == pytest.approx(43.0 / 0.92)
+    assert limit.reached == pytest.approx(0.92)
+
+
+def _fake_session(**overrides):
+    from types import SimpleNamespace
+
+    from keras_loadtune.decision.settings import TunerSettings
+    from keras_loadtune.measurement import LoaderProfile
+
+    values = dict(
+        phase="compute-bound",
+        best_config=BASE,
+        baseline=BASE,
+        warm_start_kept=False,
+        warm_start=None,
+        trials=[],
+        probe_stats=SimpleNamespace(wait_fraction=0.01, median_compute_s=0.045, mean_step_s=0.046),
+        profile=None,
+        probe_profile=LoaderProfile(0.002, 0.0015, 0.75, 1 << 20, 0.1),
+        settings=TunerSettings(cores=2),
+        modes=("thread", "process"),
+        notes=[],
+        reopen_reasons=[],
+        tuning_seconds=0.0,
+        tuning_steps=0,
+        tuning_cost_s=None,
+    )
+    values.update(overrides)
+    return SimpleNamespace(**values)
+
+
+def _build(session, **overrides):
+    from keras_loadtune.keras_adapter._report_build import build_report
+
+    kwargs = dict(
+        notes=[], broken=False, wrapped=True, handle=None, cores=2, epoch_fractions=[0.01],
+        reopen_reasons=[], fit_seconds=5.0, fit_steps=100, worst_gap_s=None,
+        median_step_s=0.046, fit_wall_seconds=6.5, fit_all_steps=102, fit_running=False,
+    )  # fmt: skip
+    kwargs.update(overrides)
+    return build_report(session, **kwargs)
+
+
+def test_compute_bound_report_shows_the_loader_produce_time_and_a_model_step_limit():
+    rep = _build(_fake_session())
+    assert rep.decision == "compute-bound"
+    assert rep.profile["produce_wall_s"] == pytest.approx(0.002)
+    text = str(rep)
+    assert "produce 2.0 ms/batch" in text
+    assert rep.limit is not None and rep.limit.bound is Bound.MODEL_STEP
+    assert rep.limit.reached == pytest.approx(0.99)  # 1 - the probe's 1% wait
+    assert any("mixed precision" in a for a in rep.advice)
+    assert not any("could be up to" in a for a in rep.advice)
+
+
+def test_build_report_passes_the_whole_fit_and_says_mid_fit():
+    rep = _build(_fake_session(), fit_running=True, fit_wall_seconds=0.8, fit_all_steps=15)
+    assert rep.fit_wall_seconds == 0.8 and rep.fit_all_steps == 15 and rep.fit_running
+    assert rep.to_dict()["fit_running"] is True
+
+
+def test_unwrapped_inputs_get_an_estimated_limit():
+    rep = _build(None, wrapped=False, epoch_fractions=[0.3, 0.3], median_step_s=0.02)
+    assert rep.decision == "not-wrapped"
+    assert rep.limit is not None and rep.limit.estimated
+    assert rep.limit.steps_per_s == pytest.approx(1 / 0.014)
+    assert "Limit:" in str(rep)
+
+
+def test_a_light_loader_takes_a_faster_step_on_the_config_in_use_too():
+    # Under load the probe's step was 67 ms, the tuned config's 37 ms: the limit follows
+    # the latest step, so a tuned config still waiting 25% is not called "at the limit".
+    from types import SimpleNamespace
+
+    from keras_loadtune.decision.settings import TunerSettings
+    from keras_loadtune.keras_adapter._report_build import session_limit
+
+    tuned = LoaderConfig(4, 6)
+    trials = [
+        TrialRecord(0, BASE, "complete", "baseline", steps_per_s=5.3, wait_fraction=0.66),
+        TrialRecord(1, tuned, "complete", "analytical", steps_per_s=20.1, wait_fraction=0.25),
+    ]
+    session = SimpleNamespace(
+        settings=TunerSettings(cores=2),
+        modes=("thread",),
+        trials=trials,
+        best_config=tuned,
+        baseline=BASE,
+    )
+    profile = {
+        "produce_wall_s": 0.186, "produce_cpu_s": 0.0007, "step_compute_s": 0.0675, "cores": 2.0
+    }  # fmt: skip
+    limit = session_limit(session, profile, "tensorflow", 20.1, 0.25)
+    assert limit.steps_per_s == pytest.approx(20.1 / 0.75)
+    assert limit.reached == pytest.approx(0.75)
+
+
+def test_a_gil_heavy_thread_probe_leaves_the_contention_out_of_the_step():
+    # 1 loader thread burning 16 ms of GIL-holding CPU per batch made the probe's step
+    # 24 ms; processes lift that contention: the limit uses 24 - 16 = 8 ms.
+    from types import SimpleNamespace
+
+    from keras_loadtune.decision.settings import TunerSettings
+    from keras_loadtune.keras_adapter._report_build import session_limit
+
+    session = SimpleNamespace(
+        settings=TunerSettings(cores=2),
+        modes=("thread", "process"),
+        trials=[],
+        best_config=BASE,
+        baseline=BASE,
+    )
+    profile = {"produce_wall_s": 0.0165, "produce_cpu_s": 0.016, "step_compute_s": 0.024,
+               "cores": 2.0}  # fmt: skip
+    limit = session_limit(session, profile, "tensorflow", None)
+    assert limit.bound is Bound.LOADER_CPU and limit.mode == "process"
+    assert limit.steps_per_s == pytest.approx(2 / (0.016 + 0.008), rel=0.02)
+    threads_only = SimpleNamespace(**{**vars(session), "modes": ("thread",)})
+    assert session_limit(threads_only, profile, "tensorflow", None).steps_per_s < 2 / 0.024
