@@ -4,7 +4,9 @@ Each configuration runs in a fresh interpreter (the forkserver starts once per p
 side by side in one run, and prints the start-up seconds of the first pool (2 workers,
 which pays the forkserver's one-time imports), of a resize adding 2 more workers, and the
 ratio. The dataset is `keras_loadtune.synthetic.PythonDataset`, a `keras.utils.PyDataset`,
-so unpickling it imports Keras and TensorFlow.
+so unpickling it imports Keras (with its numpy backend in workers unless
+`KERAS_LOADTUNE_WORKER_BACKEND=trainer`). `benchmarks/cold_pool.py` measures the cold
+pool against plain Keras.
 
     python benchmarks/process_startup.py
 """

@@ -141,3 +141,32 @@ def pid_stream():
     while True:
         yield np.array([os.getpid(), serial])
         serial += 1
+
+
+class SlowToLoad(IndexDataset):
+    """Unpickling it in a worker takes `load_s` seconds (a slow-starting worker)."""
+
+    def __init__(self, n: int, load_s: float):
+        super().__init__(n)
+        self.load_s = load_s
+
+    def __setstate__(self, state: dict) -> None:
+        time.sleep(state["load_s"])
+        self.__dict__.update(state)
+
+
+class BigBatches:
+    """`batch_mib` MiB batches holding their index, from a dataset holding `data`."""
+
+    def __init__(self, n: int, batch_mib: int, data: np.ndarray | None = None):
+        self.n = n
+        self.batch_mib = batch_mib
+        self.data = data
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int):
+        x = np.full(self.batch_mib << 17, index, dtype=np.float64)
+        checksum = float(self.data[:: 1 << 20].sum()) if self.data is not None else 0.0
+        return x, np.array([checksum])

@@ -10,7 +10,10 @@ identity, address and a sampled digest of its bytes, so sending the dataset agai
 after a small attribute changed does not copy a 256 MB array again. Workers map the
 segments copy-on-write (Linux): all workers share one physical copy, and a worker
 that writes into its array changes only its own pages, exactly like the private copy
-a plain pickle gave it.
+a plain pickle gave it. `np.memmap`-backed arrays travel by file reference (file name,
+dtype, shape, strides, offset; workers map the file copy-on-write), never copied. When
+`/dev/shm` has no room for an array (plus as much again for the batch queue), it is
+pickled in band instead (`SourceShipper.fallbacks`).
 
 Deciding whether the dataset changed must not cost a pickle: `fingerprint()` walks the
 dataset's attributes (`__dict__`, recursively, within a budget) and records values of
@@ -26,6 +29,7 @@ sampled digest does not look at is not seen as changed; objects without `__dict_
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import mmap
 import os
@@ -39,10 +43,11 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
+from keras_loadtune.engine import _light_pydataset, _transfer
 from keras_loadtune.engine.errors import DatasetNotPicklableError
 
 OUT_OF_BAND_MIN_BYTES = 1 << 20
-SHM_DIR = "/dev/shm"
+SHM_DIR = _transfer.SHM_DIR
 _SAMPLES = 64  # chunks of the sampled digest
 _SAMPLE_BYTES = 64  # bytes per chunk
 _FINGERPRINT_BUDGET = 200_000  # values walked before giving up (then: pickle and compare)
@@ -77,10 +82,90 @@ def not_picklable_error(source: Any, exc: BaseException) -> DatasetNotPicklableE
     )
 
 
-def dumps(source: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None) -> bytes:
-    """Pickles `source` with cloudpickle (protocol 5), or raises `DatasetNotPicklableError`."""
+def memmap_reference(array: np.memmap) -> tuple | None:
+    """(filename, dtype, shape, strides, file offset, mode) of a file-backed array, or None.
+
+    Args:
+        array: An `np.memmap`, or a view of one.
+
+    Example:
+
+    ```python
+    ref = memmap_reference(np.memmap("data.bin", np.float32, "r", shape=(100,)))
+    ```
+    """
+    filename = getattr(array, "filename", None)
+    mapping = getattr(array, "_mmap", None)
+    if not filename or mapping is None or not os.path.isfile(filename):
+        return None
     try:
-        return cloudpickle.dumps(source, protocol=5, buffer_callback=buffer_callback)
+        start = np.frombuffer(mapping, np.uint8).__array_interface__["data"][0]
+    except (TypeError, ValueError, BufferError):
+        return None
+    offset = int(array.offset or 0)
+    aligned = offset - offset % mmap.ALLOCATIONGRANULARITY
+    position = array.__array_interface__["data"][0] - start + aligned
+    mode = "r" if array.mode in ("r", "readonly") else "c"  # a worker's writes stay its own
+    return filename, array.dtype.str, array.shape, array.strides, position, mode
+
+
+def open_memmap(
+    filename: str,
+    dtype: str,
+    shape: tuple[int, ...],
+    strides: tuple[int, ...],
+    position: int,
+    mode: str,
+) -> np.ndarray:
+    """Worker side of `memmap_reference`: maps the same bytes of the same file.
+
+    Example:
+
+    ```python
+    array = open_memmap(*memmap_reference(trainer_array))
+    ```
+    """
+    whole = np.memmap(filename, np.uint8, mode)
+    return np.ndarray(shape, np.dtype(dtype), buffer=whole, offset=position, strides=strides)
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, sending `np.memmap`-backed arrays by file reference, never by copy.
+
+    With `light_base` (Keras's `PyDataset` class), that class is sent as
+    `_light_pydataset.PyDataset`: workers then unpickle the dataset without importing
+    Keras (see `_light_pydataset`).
+    """
+
+    def __init__(self, *args: Any, light_base: type | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._light_base = light_base
+
+    def reducer_override(self, obj: Any) -> Any:
+        if self._light_base is not None and obj is self._light_base:
+            return _light_pydataset.stand_in, ()
+        if isinstance(obj, np.memmap):
+            ref = memmap_reference(obj)
+            if ref is not None:
+                return open_memmap, ref
+        return super().reducer_override(obj)
+
+
+def dumps(
+    source: Any,
+    buffer_callback: Callable[[pickle.PickleBuffer], Any] | None,
+    *,
+    light_base: type | None = None,
+) -> bytes:
+    """Pickles `source` with cloudpickle (protocol 5), or raises `DatasetNotPicklableError`.
+
+    `light_base`: Keras's `PyDataset` class, to send as the stand-in (`_Pickler`).
+    """
+    try:
+        out = io.BytesIO()
+        pickler = _Pickler(out, protocol=5, buffer_callback=buffer_callback, light_base=light_base)
+        pickler.dump(source)
+        return out.getvalue()
     except Exception as exc:
         raise not_picklable_error(source, exc) from exc
 
@@ -225,14 +310,6 @@ class _Cached:
     generations: set[int] = field(default_factory=set)
 
 
-def _shm_has_room(nbytes: int) -> bool:
-    try:
-        st = os.statvfs(SHM_DIR)
-    except OSError:
-        return True  # no /dev/shm to ask (not Linux): shared_memory manages
-    return st.f_bavail * st.f_frsize > 2 * nbytes
-
-
 class SourceShipper:
     """Trainer side: pickles the dataset and keeps its big arrays in shared memory.
 
@@ -256,6 +333,8 @@ class SourceShipper:
         self._cache: dict[tuple, _Cached] = {}
         self.pickles = 0
         self.bytes_copied = 0
+        self.fallbacks = 0  # big arrays pickled in band: shared memory had no room
+        self.light_base = False  # the last shipment sent the stand-in for Keras's base
 
     def ship(self, source: Any) -> Shipment:
         """Pickles `source`; arrays already in shared memory are not copied again."""
@@ -276,7 +355,13 @@ class SourceShipper:
             segments.append(entry.segment)
             return False
 
-        data = dumps(source, out_of_band)
+        light_base = (
+            _light_pydataset.keras_base(source)
+            if _light_pydataset.uses_only_the_base(source)
+            else None
+        )
+        data = dumps(source, out_of_band, light_base=light_base)
+        self.light_base = light_base is not None
         self.pickles += 1
         return Shipment(generation, data, tuple(segments))
 
@@ -286,10 +371,15 @@ class SourceShipper:
         entry = self._cache.get(key)
         if entry is not None:
             return entry
-        if not _shm_has_room(raw.nbytes):
+        # Leave room for a queue of batches too: they travel through the same tmpfs.
+        if not _transfer.shm_fits(raw.nbytes, extra=raw.nbytes):
+            self.fallbacks += 1
             return None
         name = f"{self._prefix}{next(self._counter)}"
-        shm = shared_memory.SharedMemory(name=name, create=True, size=raw.nbytes)
+        shm = _transfer.create_segment(name, raw.nbytes)
+        if shm is None:
+            self.fallbacks += 1
+            return None
         shm.buf[: raw.nbytes] = raw
         self.bytes_copied += raw.nbytes
         entry = self._cache[key] = _Cached(shm, buffer, Segment(name, raw.nbytes))

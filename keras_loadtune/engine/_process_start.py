@@ -13,13 +13,38 @@ the workers' Popen drops the two keys of CPython's preparation data that would r
 the main script again (`init_main_from_path`, `init_main_from_name`).
 
 Cost: a worker must import whatever unpickling the dataset imports; for a
-`keras.utils.PyDataset` that is Keras and TensorFlow, about 3 s per worker on a
-2-core machine (over 10 s when the cores are busy). So the forkserver preloads the
-module that defines the dataset's class (when it is importable, i.e. not `__main__`):
-it imports it (and Keras) once, and each worker then starts in tens of milliseconds.
-The forkserver only imports; it never builds a model or runs an op. Set
-`KERAS_LOADTUNE_PRELOAD=0` to turn that preload off (each worker then imports on
-its own).
+`keras.utils.PyDataset` that is Keras, and with it the trainer's backend (TensorFlow:
+about 5 CPU-seconds per worker on a 2-core machine, over 10 s when the cores are
+busy). Two things make a worker start in tens of milliseconds instead:
+
+- **Preload.** The forkserver imports, once, before it forks any worker: `keras`
+  when the dataset is a Keras `PyDataset` (also for a class defined in `__main__`,
+  which has no module to preload), and the module that defines the dataset's class
+  when it is importable (not `__main__`). It only imports; it never builds a model
+  or runs an op. `KERAS_LOADTUNE_PRELOAD=0` turns the preload off (each worker then
+  imports on its own).
+- **Keras's `numpy` backend in workers.** A dataset only needs `keras.utils.PyDataset`
+  to be unpickled, and Keras with its `numpy` backend imports in about a third of the
+  time TensorFlow takes. So the forkserver (and every worker) sets
+  `KERAS_BACKEND=numpy` before anything imports Keras, unless the dataset needs a
+  framework: its class's module, the globals its `__main__`-defined methods use, or
+  its attributes refer to `tensorflow`, `torch` or `jax` (then workers keep the
+  trainer's `KERAS_BACKEND`), or unless the numpy backend cannot import (it needs
+  JAX; with TensorFlow alone installed workers keep TensorFlow, as before). `keras.ops`
+  in a worker then returns NumPy arrays,
+  which every backend's trainer accepts. Escape hatch: the environment variable
+  `KERAS_LOADTUNE_WORKER_BACKEND`: `auto` (default, as above), `trainer` (workers
+  use the trainer's backend, as before), or a backend name (`numpy`, `tensorflow`,
+  `jax`, `torch`) forced for every worker.
+
+- **No Keras at all** for a NumPy-only dataset defined in `__main__`: its pickle
+  names a stand-in for Keras's `PyDataset` base (`_light_pydataset`), so the
+  forkserver preloads no Keras and workers import none; a worker then starts in the
+  time it takes to import NumPy.
+
+The forkserver starts once per program with the preload and backend of the first
+dataset that needs it; `prewarm()` starts it in the background (at `wrap` when the
+user's config already uses processes, and when the tuner expects a process trial).
 """
 
 from __future__ import annotations
@@ -35,7 +60,7 @@ import types
 from multiprocessing import spawn
 from typing import Any
 
-from keras_loadtune.engine import _forkserver_path
+from keras_loadtune.engine import _forkserver_path, _light_pydataset, _worker_backends
 
 START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 _preload_done = False
@@ -90,6 +115,16 @@ class WorkerProcess(multiprocessing.get_context(START_METHOD).Process):  # type:
 
 
 # -- forkserver --------------------------------------------------------------------------------
+def _owner(source: Any) -> Any:
+    return getattr(source, "factory", source)  # GeneratorFactorySource wraps a callable
+
+
+def _is_keras_dataset(owner: Any) -> bool:
+    return any(
+        getattr(c, "__module__", "").split(".")[0] == "keras" for c in type(owner).__mro__[1:]
+    )
+
+
 def _preload_modules(source: Any) -> list[str]:
     """Modules the forkserver imports once, before it forks any worker (in this order).
 
@@ -98,7 +133,13 @@ def _preload_modules(source: Any) -> list[str]:
     modules = ["keras_loadtune.engine._forkserver_init", "keras_loadtune.engine._worker"]
     if os.environ.get("KERAS_LOADTUNE_PRELOAD", "1") == "0":
         return modules
-    owner = getattr(source, "factory", source)  # GeneratorFactorySource wraps a callable
+    owner = _owner(source)
+    if (
+        _is_keras_dataset(owner)
+        and "keras" in sys.modules
+        and not _light_pydataset.uses_only_the_base(owner)
+    ):
+        modules.append("keras")  # workers unpickle the real base: Keras (see above)
     module = getattr(owner, "__module__", None) or type(owner).__module__
     if module and module not in ("__main__", "builtins") and module in sys.modules:
         main_file = getattr(sys.modules.get("__main__"), "__file__", None)
@@ -114,6 +155,11 @@ def forkserver_context(source: Any) -> multiprocessing.context.BaseContext:
         # Takes effect when the forkserver starts (first worker of the program); the
         # forkserver inherits the environment, which carries our sys.path to it.
         os.environ[_forkserver_path.ENV_VAR] = json.dumps(sys.path)
+        backend = _worker_backends.worker_backend(_owner(source))
+        if backend is None:
+            os.environ.pop(_worker_backends.ENV_VAR, None)
+        else:
+            os.environ[_worker_backends.ENV_VAR] = backend
         ctx.set_forkserver_preload(_preload_modules(source))
         _preload_done = True
     return ctx

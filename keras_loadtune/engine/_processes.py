@@ -31,12 +31,21 @@ from keras_loadtune.engine._worker import worker_main
 from keras_loadtune.engine.errors import DatasetNotPicklableError, WorkerDiedError
 
 STARTUP_TIMEOUT_S = 300.0
+_WAIT_SLICE_S = 0.1
 # Worker ids are unique for the life of the trainer, across pools: they name each
 # worker's shared-memory segments, and a retired pool cleaning up after its workers
 # must never match the segments of a newer pool's workers.
 _WORKER_IDS = itertools.count()
 _POOL_IDS = itertools.count()
 logger = logging.getLogger("keras_loadtune")
+
+
+def _free_mib() -> int:
+    try:
+        st = os.statvfs(_transfer.SHM_DIR)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize >> 20
 
 
 @dataclass
@@ -81,6 +90,7 @@ class ProcessPool:
             raise
         self._fingerprint = _pickling.fingerprint(source)
         self._version: int | None = None
+        self._shm_fallbacks = 0
         self._sink = sink
         self._name = name
         self._ctx = forkserver_context(source)
@@ -108,6 +118,33 @@ class ProcessPool:
         return self._shipper.bytes_copied
 
     @property
+    def shm_fallbacks(self) -> int:
+        """Arrays sent through the pipe instead of shared memory, which was full.
+
+        Counts both a worker's batch arrays and the dataset's big arrays (copied into
+        the pickle instead of a segment).
+        """
+        return self._shm_fallbacks + self._shipper.fallbacks
+
+    @property
+    def fallback_note(self) -> str | None:
+        """One line for the report when shared memory was too small (None: it never was)."""
+        if not self.shm_fallbacks:
+            return None
+        return (
+            f"/dev/shm was too small: {self.shm_fallbacks} big array(s) went through the "
+            f"pipe instead (slower; no SIGBUS). {_transfer.SHM_DIR} has "
+            f"{_free_mib()} MiB free; in Docker, raise it with --shm-size."
+        )
+
+    def _note_fallback(self, count: int) -> None:
+        with self._lock:
+            first = not self._shm_fallbacks and not self._shipper.fallbacks
+            self._shm_fallbacks += count
+        if first:
+            logger.info("keras_loadtune: %s", self.fallback_note)
+
+    @property
     def pids(self) -> list[int]:
         """Pids of the active workers (not those finishing their last tasks after a resize)."""
         return [w.pid for w in self._workers.values() if not w.stopping]
@@ -131,13 +168,19 @@ class ProcessPool:
         needed = workers - len(live)
         if needed <= 0:
             return 0
-        pending = [self._spawn(shipment) for _ in range(needed)]
-        with self._lock:
-            self._starting.update((w.wid, w) for w in pending)
+        pending: list[_Worker] = []
         try:
+            # A Ctrl-C (KeyboardInterrupt) anywhere in here ends the half-started workers.
+            for _ in range(needed):
+                pending.append(self._spawn(shipment))
+                with self._lock:
+                    self._starting[pending[-1].wid] = pending[-1]
             for w in pending:
                 self._await_ready(w)
         except BaseException:
+            for w in pending:  # SIGTERM all first: they end in parallel
+                if w.process.is_alive():
+                    w.process.terminate()
             for w in pending:
                 self._kill(w)
             with self._lock:
@@ -168,12 +211,19 @@ class ProcessPool:
             name=f"{self._name}-process-{wid}",
             daemon=True,
         )
-        process.start()
-        child_conn.close()
+        try:
+            process.start()
+        finally:  # interrupted mid-launch: the worker finds its pipe closed and exits
+            child_conn.close()
         return _Worker(wid, process, parent_conn, process.pid, shipment.generation)
 
     def _await_ready(self, w: _Worker) -> None:
-        ready = wait([w.conn, w.process.sentinel], timeout=STARTUP_TIMEOUT_S)
+        # Short slices: the calling thread gets back to Python (and to a pending Ctrl-C)
+        # several times a second, whatever the platform's wait does with signals.
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        ready: list[Any] = []
+        while not ready and time.monotonic() < deadline:
+            ready = wait([w.conn, w.process.sentinel], timeout=_WAIT_SLICE_S)
         if w.conn in ready:
             try:
                 msg = w.conn.recv()
@@ -332,7 +382,9 @@ class ProcessPool:
     def _handle(self, w: _Worker, msg: tuple) -> None:
         kind = msg[0]
         if kind == "done":
-            _, key, payload, wall, cpu, nbytes, w.peak_rss = msg
+            _, key, payload, wall, cpu, nbytes, w.peak_rss, fallbacks = msg
+            if fallbacks:
+                self._note_fallback(fallbacks)
             with self._lock:
                 w.inflight.pop(key, None)
             try:

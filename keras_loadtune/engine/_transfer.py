@@ -6,6 +6,13 @@ worker; the trainer maps the segment, unlinks its name at once (so nothing can
 leak in `/dev/shm` even if the trainer is killed later) and hands out an array
 *viewing* the mapping: one copy instead of the four a pickle through a pipe makes
 (pickle, pipe write, pipe read, unpickle). `benchmarks/transfer.py` measures both.
+
+Shared memory can be small (Docker gives a container 64 MB of `/dev/shm`, as do
+many Kubernetes pods), and writing into a segment the tmpfs has no page for kills
+the writer with SIGBUS. So a segment is used only when `/dev/shm` has room for it
+with `SHM_HEADROOM` to spare, and its pages are reserved up front
+(`posix_fallocate`, which fails cleanly with ENOSPC instead): a batch that does not
+fit travels through the pipe instead (`Encoder.fallbacks` counts those arrays).
 """
 
 from __future__ import annotations
@@ -19,6 +26,58 @@ import numpy as np
 
 SHM_THRESHOLD_BYTES = 256 * 1024
 SHM_PREFIX = "klt"
+SHM_DIR = "/dev/shm"
+SHM_HEADROOM = 0.125  # fraction of /dev/shm's size left free for others (and the queue)
+
+
+def shm_fits(nbytes: int, extra: int = 0) -> bool:
+    """Whether `nbytes` (plus `extra` held elsewhere) fit in `/dev/shm` with headroom.
+
+    Args:
+        nbytes: Size of the segment to create.
+        extra: Bytes to keep free on top (e.g. a queue's worth of batches).
+
+    Example:
+
+    ```python
+    if not shm_fits(array.nbytes):
+        ...  # send it through the pipe
+    ```
+    """
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return True  # not Linux: shared_memory manages
+    free = st.f_bavail * st.f_frsize
+    return free - nbytes - extra >= SHM_HEADROOM * st.f_blocks * st.f_frsize
+
+
+def create_segment(name: str, nbytes: int) -> shared_memory.SharedMemory | None:
+    """A new segment with its pages reserved, or None when shared memory is full.
+
+    Reserving (`posix_fallocate`) makes a full tmpfs fail here with ENOSPC rather than
+    with SIGBUS at the first write into the mapping.
+
+    Args:
+        name: Segment name.
+        nbytes: Size in bytes.
+
+    Example:
+
+    ```python
+    shm = create_segment("klt_1_2_0", array.nbytes)  # None: send the array in band
+    ```
+    """
+    shm = shared_memory.SharedMemory(name=name, create=True, size=max(nbytes, 1))
+    fd = getattr(shm, "_fd", -1)
+    if fd >= 0 and hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(fd, 0, max(nbytes, 1))
+        except OSError:
+            shm.close()
+            shm.unlink()
+            return None
+    return shm
 
 
 class _ShmArray:
@@ -54,6 +113,7 @@ class Encoder:
         self._prefix = prefix
         self._threshold = threshold
         self._counter = itertools.count()
+        self.fallbacks = 0  # big arrays sent through the pipe: shared memory was full
 
     def encode(self, obj: Any) -> Any:
         if (
@@ -70,9 +130,15 @@ class Encoder:
             return {k: self.encode(v) for k, v in obj.items()}
         return obj
 
-    def _to_shm(self, array: np.ndarray) -> _ShmArray:
+    def _to_shm(self, array: np.ndarray) -> _ShmArray | np.ndarray:
+        if not shm_fits(array.nbytes):
+            self.fallbacks += 1
+            return array
         name = f"{self._prefix}{next(self._counter)}"
-        shm = shared_memory.SharedMemory(name=name, create=True, size=max(array.nbytes, 1))
+        shm = create_segment(name, array.nbytes)
+        if shm is None:
+            self.fallbacks += 1
+            return array
         try:
             np.copyto(np.ndarray(array.shape, array.dtype, buffer=shm.buf), array, casting="no")
         finally:
@@ -134,13 +200,13 @@ def unlink_prefix(prefix: str) -> int:
     """Unlinks every segment whose name starts with `prefix` (after a worker died)."""
     removed = 0
     try:
-        names = os.listdir("/dev/shm")
+        names = os.listdir(SHM_DIR)
     except OSError:
         return 0
     for name in names:
         if name.startswith(prefix):
             try:
-                os.unlink(os.path.join("/dev/shm", name))
+                os.unlink(os.path.join(SHM_DIR, name))
                 removed += 1
             except OSError:
                 continue

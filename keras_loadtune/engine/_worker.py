@@ -19,7 +19,8 @@ from keras_loadtune.engine import _pickling, _transfer
 #                              | ("stop",)
 # Messages, worker -> parent: ("ready", pid, seconds, peak_rss) | ("startup-error", text)
 #                              | ("loaded", generation)
-#                              | ("done", key, payload, wall_s, cpu_s, nbytes, peak_rss)
+#                              | ("done", key, payload, wall_s, cpu_s, nbytes, peak_rss,
+#                                 arrays_sent_in_band_because_shared_memory_was_full)
 #                              | ("error", key, exc_or_None, type_name, message, traceback)
 
 
@@ -63,7 +64,10 @@ def worker_main(conn: Any, worker_id: int, shipment: _pickling.Shipment, parent_
         return
     del shipment
     encoder = _transfer.Encoder(_transfer.segment_prefix(parent_pid, worker_id))
-    conn.send(("ready", os.getpid(), time.perf_counter() - started, peak_rss()))
+    try:
+        conn.send(("ready", os.getpid(), time.perf_counter() - started, peak_rss()))
+    except OSError:  # the trainer gave up on this start (Ctrl-C, close): nothing to serve
+        return
     while True:
         try:
             msg = conn.recv()
@@ -81,7 +85,18 @@ def worker_main(conn: Any, worker_id: int, shipment: _pickling.Shipment, parent_
                 wall = time.perf_counter() - t0
                 cpu = time.thread_time() - c0
                 nbytes = _transfer.batch_nbytes(batch)
-                reply: tuple = ("done", key, encoder.encode(batch), wall, cpu, nbytes, peak_rss())
+                before = encoder.fallbacks
+                payload = encoder.encode(batch)
+                reply: tuple = (
+                    "done",
+                    key,
+                    payload,
+                    wall,
+                    cpu,
+                    nbytes,
+                    peak_rss(),
+                    encoder.fallbacks - before,
+                )
             except BaseException as exc:
                 reply = ("error", key, *_exception_payload(exc))
             try:

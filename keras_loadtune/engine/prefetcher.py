@@ -149,6 +149,7 @@ class Prefetcher(PoolControl):
         self._closed = False
         self._sequence = 0
         self.stats = stats if stats is not None else LoaderStats()
+        self._shm_note: str | None = None
         if idle_timeout is not None:
             janitor.watch(self)
 
@@ -190,6 +191,20 @@ class Prefetcher(PoolControl):
         """Process ids of live worker processes (empty in thread mode)."""
         pool = self._pool
         return list(pool.pids) if isinstance(pool, ProcessPool) else []
+
+    @property
+    def shm_fallback_note(self) -> str | None:
+        """One line for the report if `/dev/shm` was too small for some arrays, else None.
+
+        Those arrays went through the pipe instead (slower, never a SIGBUS); the note
+        stays after the process pool is retired.
+        """
+        pool = self._pool
+        if isinstance(pool, ProcessPool):
+            note = pool.fallback_note
+            if note is not None:
+                self._shm_note = note
+        return self._shm_note
 
     @property
     def outstanding(self) -> int:

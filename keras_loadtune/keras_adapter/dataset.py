@@ -179,6 +179,10 @@ class TunedPyDataset(keras.utils.PyDataset):
         Prefetcher(self._source, config, timeout=timeout, idle_timeout=None).close()  # validate
         check_seconds("idle_timeout", idle_timeout)
         _hooks.install(TunedPyDataset)
+        if config.use_multiprocessing:
+            # The user's config already runs processes: start the forkserver's one-time
+            # imports now, while the model is built and compiled, not at the first batch.
+            self.prewarm_processes()
 
     # -- Keras PyDataset protocol ----------------------------------------------------------
     @property
@@ -286,6 +290,12 @@ class TunedPyDataset(keras.utils.PyDataset):
     def worker_pids(self) -> list[int]:
         """Pids of live worker processes (empty in thread mode or before first use)."""
         return [] if self._prefetcher is None else self._prefetcher.worker_pids
+
+    @property
+    def shm_fallback_note(self) -> str | None:
+        """Set when `/dev/shm` was too small and big arrays went through the pipe instead."""
+        prefetcher = self._prefetcher
+        return None if prefetcher is None else prefetcher.shm_fallback_note
 
     def reconfigure(self, config: LoaderConfig, *, background: bool = False) -> None:
         """Switches the loader to `config` at the next batch boundary.

@@ -1,0 +1,49 @@
+"""Ctrl-C while a process pool starts: raised within 1 s, no worker left behind.
+
+Prints one JSON line: seconds from SIGINT to KeyboardInterrupt, and the pids of the
+forkserver's children still alive after it.
+"""
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import psutil
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from engine_datasets import SlowToLoad
+
+from keras_loadtune import LoaderConfig
+from keras_loadtune.engine import Prefetcher
+
+if __name__ == "__main__":
+    sent = []
+
+    def interrupt() -> None:
+        sent.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    pf = Prefetcher(SlowToLoad(4, load_s=float(sys.argv[1])), LoaderConfig(2, 2, True))
+    threading.Timer(float(sys.argv[2]), interrupt).start()
+    try:
+        pf.begin_pass(range(4))
+        pf.next()
+        raised = None
+    except KeyboardInterrupt:
+        raised = time.perf_counter()
+    delay = None if raised is None else raised - sent[0]
+    pf.close()
+    time.sleep(0.2)
+    me = psutil.Process()
+    # Workers are the forkserver's children: none may outlive the interrupted start.
+    left = [
+        p.pid
+        for child in me.children()
+        for p in child.children()
+        if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    ]
+    print(json.dumps({"delay": delay, "left": left}))

@@ -1,0 +1,121 @@
+"""Workers import Keras with its numpy backend unless the dataset needs a framework."""
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from keras_loadtune.engine import _worker_backends
+
+SCRIPT = Path(__file__).parent / "scripts" / "worker_backend.py"
+
+
+def _run(kind: str) -> tuple[list[str], list[dict], list[int]]:
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), kind], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    return lines[0]["preload"], lines[1:-1], lines[-1]["forkserver_threads"]
+
+
+@pytest.mark.keras
+def test_numpy_only_main_dataset_gets_preloaded_numpy_keras_in_tensorflow_trainer():
+    preload, batches, forkserver_threads = _run("plain")
+    assert "keras" in preload  # a __main__ class has no module: Keras itself is preloaded
+    # Why forking workers from the forkserver is safe: after importing Keras (numpy
+    # backend) it still runs one thread, so no lock can be held by another thread.
+    assert forkserver_threads == [1]
+    assert len(batches) == 2 and len({b["pid"] for b in batches}) >= 1
+    for b in batches:
+        assert b["backend"] == "numpy"
+        assert b["tensorflow_imported"] is False
+        assert b["ops_type"] == "numpy.ndarray"  # keras.ops in a worker gives NumPy
+
+
+@pytest.mark.keras
+def test_dataset_using_tensorflow_keeps_the_trainer_backend_in_workers():
+    _, batches, _ = _run("tf")
+    for b in batches:
+        assert b["backend"] == "tensorflow"
+        assert b["tensorflow_imported"] is True
+
+
+@pytest.mark.keras
+def test_main_dataset_referring_to_no_keras_starts_workers_without_keras():
+    preload, batches, forkserver_threads = _run("numpy")
+    assert "keras" not in preload  # nothing of Keras to preload
+    assert forkserver_threads == [1]
+    assert len(batches) == 2
+    for b in batches:
+        assert b["keras_imported"] is False  # unpickled against the stand-in base
+        assert b["base"] == "keras_loadtune.engine._light_pydataset"
+        assert b["workers"] == 2  # the knobs travel with the instance
+
+
+@pytest.mark.keras
+def test_the_escape_hatch_sends_the_real_keras_base(monkeypatch):
+    monkeypatch.setenv(_worker_backends.USER_ENV_VAR, "trainer")
+    _, batches, _ = _run("numpy")
+    for b in batches:
+        assert b["keras_imported"] is True
+        assert b["base"].startswith("keras.")
+
+
+class _NumpyOnly:
+    def __getitem__(self, index):
+        return types.SimpleNamespace(index=index)
+
+
+def test_needs_framework_sees_module_globals_attributes_and_closures(monkeypatch):
+    fake_tf = types.ModuleType("tensorflow")
+    assert not _worker_backends.needs_framework(_NumpyOnly())
+    holder = _NumpyOnly()
+    holder.model = types.SimpleNamespace()
+    holder.tensor = type("Tensor", (), {"__module__": "torch"})()
+    assert _worker_backends.needs_framework(holder)
+
+    def factory():
+        yield fake_tf.constant
+
+    assert _worker_backends.needs_framework(factory) is False  # the module holds no framework
+    monkeypatch.setitem(globals(), "tf", fake_tf)
+
+    def uses_global():
+        yield tf  # noqa: F821 - resolved through this module's globals at call time
+
+    # This test module is importable, so the whole module is scanned for frameworks.
+    assert _worker_backends.needs_framework(uses_global)
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [("trainer", None), ("jax", "jax"), ("auto", "numpy"), ("", "numpy")],
+)
+def test_escape_hatch_env_var(monkeypatch, choice, expected):
+    monkeypatch.setenv(_worker_backends.USER_ENV_VAR, choice)
+    assert _worker_backends.worker_backend(_NumpyOnly()) == expected
+
+
+def test_forkserver_applies_the_chosen_backend(monkeypatch):
+    monkeypatch.setenv(_worker_backends.ENV_VAR, "numpy")
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    _worker_backends.apply_in_forkserver()
+    import os
+
+    assert os.environ["KERAS_BACKEND"] == "numpy"
+
+
+def test_without_jax_workers_keep_the_trainer_backend(monkeypatch):
+    # Keras's numpy backend imports jax: with tensorflow-cpu alone it cannot load.
+    monkeypatch.delenv(_worker_backends.USER_ENV_VAR, raising=False)
+    real_find_spec = _worker_backends.importlib.util.find_spec
+    monkeypatch.setattr(
+        _worker_backends.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "jax" else real_find_spec(name, *a),
+    )
+    assert _worker_backends.worker_backend(_NumpyOnly()) is None
