@@ -39,8 +39,10 @@ from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.process_policy import background_start_share
 
 # Start-up prior of a process pool before one was measured: forkserver + imports
-# (seconds), plus per worker. Real pools measured 1-6 s; conservative on purpose.
-PROCESS_POOL_PRIOR_S = 2.0
+# (seconds), plus per worker. Measured 0.2 s (a NumPy-only `__main__` dataset: no Keras
+# in workers) to 3 s (Keras numpy backend imported cold on 2 cores); 1.6 s is the most
+# a 300-step GIL-bound fit on 2 cores can pay and still try processes (simulated).
+PROCESS_POOL_PRIOR_S = 1.6
 PROCESS_WORKER_PRIOR_S = 0.05
 # Seconds per added worker thread.
 THREAD_WORKER_S = 0.001
