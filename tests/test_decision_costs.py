@@ -515,3 +515,19 @@ def test_the_process_policy_is_what_the_planner_and_payoff_apply():
     assert gil.session.best_config.use_multiprocessing
     model = PayoffModel(payoff_ratio=2.0, cores=4, background=True)
     assert model.startup_share == process_policy.background_start_share(4)
+
+
+def test_a_known_cheap_pool_start_lets_a_short_gil_fit_try_processes():
+    # The engine knows a first pool costs ~0.5 s when workers import no Keras; with the
+    # generic prior a 300-step GIL-bound fit on 2 cores skipped processes (1.3x the best).
+    def tune(prior):
+        params = PipelineParams(cores=2, seed=0, noise_cv=0.1, process_startup_s=0.5, **GIL)
+        settings = replace(_settings(2), process_pool_prior_s=prior)
+        return simulate_tuning(SimulatedPipeline(params), settings, baseline=USER, total_steps=300)
+
+    cheap, generic = tune(0.5), tune(None)
+    assert cheap.session.best_config.use_multiprocessing
+    assert not generic.session.best_config.use_multiprocessing
+    assert cheap.total_time_s < generic.total_time_s
+    model = PayoffModel(payoff_ratio=2.0, process_pool_prior_s=0.5)
+    assert model.startup_s(LoaderConfig(2, 4, True), current=USER) == pytest.approx(0.6)

@@ -6,9 +6,10 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from keras_loadtune.engine import _worker_backends
+from keras_loadtune.engine import _process_start, _worker_backends
 
 SCRIPT = Path(__file__).parent / "scripts" / "worker_backend.py"
 
@@ -119,3 +120,34 @@ def test_without_jax_workers_keep_the_trainer_backend(monkeypatch):
         lambda name, *a: None if name == "jax" else real_find_spec(name, *a),
     )
     assert _worker_backends.worker_backend(_NumpyOnly()) is None
+
+
+def _main_class(body: dict) -> type:
+    import keras
+
+    return type("MainDataset", (keras.utils.PyDataset,), {"__module__": "__main__", **body})
+
+
+@pytest.mark.keras
+def test_stand_in_base_only_for_main_datasets_referring_to_nothing_heavy(monkeypatch):
+    import keras
+
+    from keras_loadtune.engine import _light_pydataset, cold_start_estimate_s
+
+    def numpy_item(self, i):
+        return np.zeros(2) + i
+
+    def keras_item(self, i):
+        return keras.ops.zeros(2)  # refers to `keras`: the real base is needed
+
+    numpy_only = _main_class({"__getitem__": numpy_item, "__len__": lambda self: 2})()
+    uses_keras = _main_class({"__getitem__": keras_item, "__len__": lambda self: 2})()
+    assert _light_pydataset.uses_only_the_base(numpy_only)
+    assert cold_start_estimate_s(numpy_only) == _process_start.LIGHT_POOL_START_S
+    assert not _light_pydataset.uses_only_the_base(uses_keras)
+    assert cold_start_estimate_s(uses_keras) is None
+    numpy_only.model = keras.layers.Dense(1)  # a Keras object among its attributes
+    assert not _light_pydataset.uses_only_the_base(numpy_only)
+    del numpy_only.model
+    monkeypatch.setenv(_worker_backends.USER_ENV_VAR, "trainer")
+    assert not _light_pydataset.uses_only_the_base(numpy_only)

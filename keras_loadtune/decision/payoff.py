@@ -97,8 +97,12 @@ class PayoffModel:
         min_improvement: float = 0.02,
         cores: int | None = None,
         background: bool = False,
+        process_pool_prior_s: float | None = None,
     ) -> None:
         self.payoff_ratio = float(payoff_ratio)
+        self.process_pool_prior_s = (
+            PROCESS_POOL_PRIOR_S if process_pool_prior_s is None else float(process_pool_prior_s)
+        )
         self.startup_share = background_start_share(cores) if background else 1.0
         self.min_improvement = float(min_improvement)
         self.reuse_steps = max(int(reuse_steps), 0)
@@ -126,7 +130,7 @@ class PayoffModel:
             return per_worker * added
         if self._process_pool_s is not None:
             return self._process_pool_s
-        return PROCESS_POOL_PRIOR_S + PROCESS_WORKER_PRIOR_S * config.workers
+        return self.process_pool_prior_s + PROCESS_WORKER_PRIOR_S * config.workers
 
     def assess(
         self,

@@ -83,6 +83,9 @@ class TunerSettings:
         drift_sustain_windows: Consecutive input-bound windows that count as drift.
         reopen_trials: Measured trials allowed when drift reopens the study.
         max_reopens: Most times drift may reopen the study.
+        process_pool_prior_s: Seconds a first process pool is expected to take before
+            one was measured; None: `decision.payoff.PROCESS_POOL_PRIOR_S`. The Keras
+            adapter sets it from the engine when the workers will import no Keras.
 
     Example:
 
@@ -121,6 +124,7 @@ class TunerSettings:
     drift_sustain_windows: int = 3
     reopen_trials: int = 4
     max_reopens: int = 3
+    process_pool_prior_s: float | None = None
 
     def __post_init__(self) -> None:
         auto = frozenset(
@@ -209,6 +213,7 @@ class TunerSettings:
         _check_int("drift_sustain_windows", self.drift_sustain_windows, 1)
         _check_int("reopen_trials", self.reopen_trials, 1)
         _check_int("max_reopens", self.max_reopens, 0)
+        _check_float("process_pool_prior_s", self.process_pool_prior_s, 0.0, 3600.0, optional=True)
 
     @property
     def max_workers(self) -> int:

@@ -19,7 +19,7 @@ with Prefetcher(dataset, LoaderConfig(workers=4, max_queue_size=8)) as pf:
 """
 
 from keras_loadtune.engine._pickling import check_picklable
-from keras_loadtune.engine._process_start import START_METHOD
+from keras_loadtune.engine._process_start import START_METHOD, cold_start_estimate_s
 from keras_loadtune.engine._process_start import prewarm as prewarm_processes
 from keras_loadtune.engine.arithmetic import held_batches, in_flight
 from keras_loadtune.engine.errors import (
@@ -47,6 +47,7 @@ __all__ = [
     "Stream",
     "WorkerDiedError",
     "check_picklable",
+    "cold_start_estimate_s",
     "held_batches",
     "in_flight",
     "prewarm_processes",

@@ -192,3 +192,33 @@ def prewarm(source: Any) -> bool:
         target=forkserver.ensure_running, name="keras_loadtune-prewarm", daemon=True
     ).start()
     return True
+
+
+# A cold pool whose workers import no Keras (`_light_pydataset`): forkserver start
+# (NumPy, cloudpickle, the engine) plus forks; measured 0.2 s wall on 2 idle cores
+# (`benchmarks/cold_pool.py`), with a margin for a busy machine.
+LIGHT_POOL_START_S = 0.5
+
+
+def cold_start_estimate_s(source: Any) -> float | None:
+    """Seconds a first process pool for `source` is expected to take, if known here.
+
+    Known only when its workers import no Keras (a NumPy-only dataset defined in
+    `__main__`: `_light_pydataset.uses_only_the_base`); `None` otherwise (the tuner's
+    own prior applies until a pool was measured).
+
+    Args:
+        source: The dataset.
+
+    Returns:
+        `LIGHT_POOL_START_S`, or None.
+
+    Example:
+
+    ```python
+    cold_start_estimate_s(main_defined_numpy_dataset)  # 0.5
+    ```
+    """
+    if START_METHOD != "forkserver" or not _light_pydataset.uses_only_the_base(_owner(source)):
+        return None
+    return LIGHT_POOL_START_S

@@ -18,6 +18,7 @@ from keras_loadtune.engine import (
     Prefetcher,
     Stream,
     check_picklable,
+    cold_start_estimate_s,
 )
 from keras_loadtune.engine import prewarm_processes as _prewarm
 from keras_loadtune.engine.prefetcher import check_seconds
@@ -331,6 +332,15 @@ class TunedPyDataset(keras.utils.PyDataset):
             if self._prefetcher is not None:
                 self._prefetcher.reconfigure(config, background=background)
             self._config = config
+
+    @property
+    def process_start_estimate_s(self) -> float | None:
+        """Seconds a first process pool is expected to take here (None: unknown).
+
+        Known when the workers will import no Keras (a NumPy-only dataset defined in
+        `__main__`); the tuner then weighs process trials with it instead of its prior.
+        """
+        return cold_start_estimate_s(self._source)
 
     def prewarm_processes(self) -> bool:
         """Starts the process-worker machinery in the background, ahead of a switch.

@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: `reached` at or above this counts as "at the limit" (measurement noise).
 REACHED = 0.9
+#: A measured trial under this share of the estimate contradicts it; between this and
+#: `REACHED` the two agree within the estimate's accuracy, and no advice is given.
+CONTRADICTED = 0.75
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ def more_workers(report: TuningReport) -> Advice | None:
     kind += "es" if kind == "process" and limit.workers != 1 else ""
     kind += "s" if kind == "thread" and limit.workers != 1 else ""
     measured = _contradicted(report, limit)
+    if measured is not None and measured >= CONTRADICTED * limit.steps_per_s:
+        return None  # measured as close to the estimate as it is accurate: nothing to add
     if measured is not None:
         return Advice(
             1,
