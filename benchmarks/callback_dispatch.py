@@ -3,8 +3,10 @@
 On JAX and PyTorch (`backend.IS_THREAD_SAFE`), Keras dispatches batch-end callbacks
 in a thread, so the training loop never waits for the device to finish a step
 (`keras/src/callbacks/callback_list.py`). A callback that overrides
-`on_train_batch_end` (as `LoadTuner` does, to time every step) turns that off: every
-step then converts the loss to a Python float, which waits for the device.
+`on_train_batch_end` turns that off: every step then converts the loss to a Python
+float, which waits for the device. `LoadTuner` does not override it: while it tunes it
+ticks in `on_train_batch_begin` (which Keras does not check), and once tuning has ended
+that tick is detached too (see `benchmarks/fast_step.py` for its per-step cost).
 
 Rows (alternating, fresh model per fit, in-memory batches, compute-bound):
 

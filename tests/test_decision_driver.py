@@ -85,12 +85,18 @@ def test_startups_in_the_observation_reach_the_trial():
     assert procs and procs[0].startup_s == pytest.approx(0.5 + 0.03 * procs[0].config.workers)
 
 
-def test_drift_returns_a_reopened_event():
+@pytest.mark.parametrize("reopens_used", [0, 1])
+def test_drift_returns_a_reopened_event_within_one_reopen_budget(reopens_used):
     settings = _settings(drift_window_steps=20, drift_sustain_windows=2, max_reopens=1)
     pipe = SimulatedPipeline(io_s=0.02, compute_s=0.01, cores=8, seed=0)
     pipe.reconfigure(LoaderConfig())
     session = TuningSession(
-        LoaderConfig(), settings, clock=lambda: pipe.now, rss_probe=pipe.rss, cores=8
+        LoaderConfig(),
+        settings,
+        clock=lambda: pipe.now,
+        rss_probe=pipe.rss,
+        cores=8,
+        reopens_used=reopens_used,  # e.g. spent by a compute-bound re-check before
     )
     driver = Driver(session, pipe)
     seen: list[Event] = []
@@ -99,6 +105,10 @@ def test_drift_returns_a_reopened_event():
             pipe.set_params(io_s=0.12)  # the storage got 6x slower
         obs = Observation(pipe.step(), pipe.drain_records(), pipe.drain_startups())
         seen.extend(driver.step(obs).events)
+    assert session.reopens == 1
+    if reopens_used:  # the budget was spent before: drift is not watched
+        assert Event.REOPENED not in seen and not session.reopen_reasons
+        return
     assert seen.count(Event.REOPENED) == 1
     assert seen.index(Event.REOPENED) > seen.index(Event.SETTLED)
     assert session.reopen_reasons
@@ -132,3 +142,41 @@ def test_the_failure_reason_can_be_phrased_by_the_caller():
     driver = Driver(session, _Loader(), describe=lambda exc: f"process mode skipped: {exc}")
     assert driver.apply(LoaderConfig(2, 4, True)) is False
     assert "process mode skipped: cannot pickle the dataset" in session.notes
+
+
+def test_the_driver_polls_a_background_switch_and_reports_its_end_once():
+    from keras_loadtune.decision.driver import SwitchOutcome
+
+    class Session:
+        def __init__(self) -> None:
+            self.calls: list[tuple] = []
+
+        def acknowledge(self, config):
+            self.calls.append(("acknowledge", config))
+
+        def mark_failed(self, config, reason):
+            self.calls.append(("mark_failed", config, reason))
+
+    class Background:
+        def __init__(self, outcomes):
+            self.outcomes = list(outcomes)
+
+        def reconfigure(self, config):
+            pass
+
+        def poll(self):
+            return self.outcomes.pop(0) if self.outcomes else SwitchOutcome()
+
+    eight, two = LoaderConfig(8), LoaderConfig(2)
+    session = Session()
+    loader = Background(
+        [
+            SwitchOutcome(pending=True),
+            SwitchOutcome(started=eight),
+            SwitchOutcome(failed=two, reason="no room"),
+        ]
+    )
+    driver = Driver(session, loader, acknowledge=False)  # type: ignore[arg-type]
+    assert [driver.poll() for _ in range(4)] == [True, False, False, False]
+    assert session.calls == [("acknowledge", eight), ("mark_failed", two, "no room")]
+    assert Driver(session, _Loader()).poll() is False  # switches at once: nothing to poll

@@ -16,6 +16,12 @@ Per counted training step the caller builds one `Observation` and calls
    driven with `acknowledge=False`: its caller acknowledges, or reports the failure,
    once the start is over.
 
+An applier that switches in the background may also implement `poll()`, returning a
+`SwitchOutcome`: `Driver.poll()` asks it before each step, acknowledges a switch whose
+start is over or reports a failed one to the session (once), and says whether a
+switch is still starting (the previous config then serves: no step of it is observed).
+The session's lifecycle stays in the driver; its caller only reports and applies.
+
 `Driver.finish(reason)` calls `session.stop(reason)` and applies the final config the
 same way. The `StepResult` is returned so the caller can react to its `events`
 (log the report when `Event.SETTLED` arrives, and so on) instead of diffing phases.
@@ -50,6 +56,28 @@ from typing import Any, Protocol
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.session import StepResult, TuningSession
 from keras_loadtune.measurement import StepSample
+
+
+@dataclass(frozen=True)
+class SwitchOutcome:
+    """Where a background switch stands, as an applier's `poll()` reports it.
+
+    Args:
+        pending: A switch is still starting (the previous config serves).
+        started: The config a switch finished starting on, once; else `None`.
+        failed: The config a switch failed to start, once; else `None`.
+        reason: Why it failed (with `failed`).
+
+    Example:
+
+    >>> SwitchOutcome().pending
+    False
+    """
+
+    pending: bool = False
+    started: LoaderConfig | None = None
+    failed: LoaderConfig | None = None
+    reason: str | None = None
 
 
 class Applier(Protocol):
@@ -137,6 +165,31 @@ class Driver:
             self.apply(result.switch_to)
         return result
 
+    def poll(self) -> bool:
+        """Report the end of a background switch to the session; True while one starts.
+
+        An applier without `poll()` switches at once: always False.
+
+        Example:
+
+        >>> from keras_loadtune.decision import TunerSettings
+        >>> class Background:
+        ...     def reconfigure(self, config): pass
+        ...     def poll(self): return SwitchOutcome(failed=LoaderConfig(8), reason="no RAM")
+        >>> session = TuningSession(LoaderConfig(), TunerSettings())
+        >>> Driver(session, Background(), acknowledge=False).poll()
+        False
+        """
+        poll = getattr(self.applier, "poll", None)
+        if poll is None:
+            return False
+        outcome = poll()
+        if outcome.failed is not None:
+            self.session.mark_failed(outcome.failed, outcome.reason or "the switch failed")
+        if outcome.started is not None:
+            self.session.acknowledge(outcome.started)
+        return outcome.pending
+
     def apply(self, config: LoaderConfig) -> bool:
         """Reconfigure the loader; acknowledge or report the failure. False if it raised."""
         try:
@@ -156,4 +209,4 @@ class Driver:
         return None
 
 
-__all__ = ["Applier", "Driver", "Observation", "describe_failure"]
+__all__ = ["Applier", "Driver", "Observation", "SwitchOutcome", "describe_failure"]

@@ -109,16 +109,24 @@ class ProbeVerdict:
         contention: Why the loader contends with training although the step barely
             waits, or `None`.
         records: The producer records seen during the probe.
+        handover_only: The steps waited, but for batches already made (the next one was
+            ready too): the hand-over's own cost, which no loader config removes.
     """
 
     stats: WindowStats
     input_bound: bool
     contention: str | None
     records: list[Any]
+    handover_only: bool = False
 
     def summary(self, wait_threshold: float, baseline: LoaderConfig) -> str:
         """One line for the log: tune `baseline` or not."""
         stats = self.stats
+        if self.handover_only:
+            return (
+                f"not input-bound (waits {100 * stats.wait_fraction:.1f}% of each step, but "
+                f"for batches already made: the loader keeps up); keeping {baseline}, no tuning."
+            )
         if not self.input_bound:
             return (
                 f"not input-bound (waits {100 * stats.wait_fraction:.1f}% of each step < "
@@ -157,6 +165,8 @@ class Probe:
         self._skip = 0 if in_steady_state else refill_steps(settings, baseline)
         self._samples: list[StepSample] = []
         self._records: list[Any] = []
+        self._ready: list[bool] = []  # per step: its batch was handed over with another ready
+        self._next_ready = False
 
     @property
     def steps(self) -> int:
@@ -164,22 +174,38 @@ class Probe:
         return len(self._samples)
 
     def add_records(self, records: list[Any]) -> None:
-        """Add producer records (`produce_wall_s`, `produce_cpu_s`, `nbytes`)."""
+        """Add producer records (`produce_wall_s`, `produce_cpu_s`, `nbytes`, and
+        `queue_depth` where the engine has it) of the next step."""
         self._records.extend(records)
+        depths = [getattr(r, "queue_depth", None) for r in records]
+        self._next_ready = bool(depths) and all(d is not None and d >= 1 for d in depths)
 
     def add(self, sample: StepSample) -> ProbeVerdict | None:
         """Add one step; the verdict once the probe is done, else `None`."""
         s = self._settings
         self._samples.append(sample)
+        self._ready.append(self._next_ready)
+        self._next_ready = False
         probe_steps = max(s.probe_steps, 2 * in_flight(self._baseline))
         measured = self._samples[self._skip :]
         early = len(measured) < probe_steps and self._clearly_input_bound(measured)
         if len(measured) < probe_steps and not early:
             return None
-        stats = window_stats(align_to_cycles(measured[-PROBE_MIN_STEPS:] if early else measured))
+        window = slice(-PROBE_MIN_STEPS, None) if early else slice(self._skip, None)
+        stats = window_stats(align_to_cycles(self._samples[window]))
         contention = self._contention(stats)
-        input_bound = stats.wait_fraction >= s.wait_threshold or contention is not None
-        return ProbeVerdict(stats, input_bound, contention, list(self._records))
+        waits = stats.wait_fraction >= s.wait_threshold
+        handover_only = waits and contention is None and self._handover_only(window)
+        input_bound = (waits and not handover_only) or contention is not None
+        return ProbeVerdict(stats, input_bound, contention, list(self._records), handover_only)
+
+    def _handover_only(self, window: slice) -> bool:
+        """Whether the wait is under the threshold once the steps whose batch came with
+        another one ready are left out: those waited for the hand-over, not the loader."""
+        samples, ready = self._samples[window], self._ready[window]
+        total = sum(x.step_s for x in samples)
+        loader_wait = sum(x.wait_s for x, r in zip(samples, ready, strict=True) if not r)
+        return total > 0 and loader_wait < self._settings.wait_threshold * total
 
     def _clearly_input_bound(self, samples: list[StepSample]) -> bool:
         if len(samples) < max(PROBE_MIN_STEPS, 2 * in_flight(self._baseline)):

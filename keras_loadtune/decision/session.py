@@ -66,7 +66,7 @@ from keras_loadtune.decision.warm_start import (
     WarmStartFlow,
     stored_best,
 )
-from keras_loadtune.measurement import LoaderProfile, StepSample, WindowStats
+from keras_loadtune.measurement import LoaderProfile, StepSample, WindowStats, loader_profile
 from keras_loadtune.trial import CONSTRAINT_KEY, TrialRecord, TrialSource
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -104,6 +104,9 @@ class TuningSession:
         workload_profile: The loader's timing profile (`produce_ms`, `cpu_ratio`, see
             `persistence.WorkloadFingerprint.profile`): stamped on every trial, and the
             warm start only uses stored trials whose profile matches it.
+        reopens_used: Reopens already spent on this workload (a caller that re-probed
+            after a compute-bound verdict): one `settings.max_reopens` budget covers them
+            and this session's drift reopens.
 
     Attributes:
         phase: A `Phase` (compares equal to `"probe"`, `"tuning"`, `"steady"`,
@@ -145,6 +148,7 @@ class TuningSession:
         steps_left: Callable[[], int | None] | None = None,
         reuse_steps: int = 0,
         workload_profile: Mapping[str, float] | None = None,
+        reopens_used: int = 0,
     ) -> None:
         check_instance("TuningSession: baseline", baseline, LoaderConfig)
         check_instance("TuningSession: settings", settings, TunerSettings)
@@ -162,7 +166,7 @@ class TuningSession:
         self._memory = MemoryBudget(settings, baseline, probe_rss, self._log)
         self._probe: Probe | None = Probe(settings, baseline, in_steady_state=probe_in_steady_state)
         self._probe_steady = bool(probe_in_steady_state)
-        self._watch = SteadyWatch(settings)
+        self._watch = SteadyWatch(settings, reopens_used=reopens_used)
         self._events: list[Event] = []
         self._spend = TuningSpend(clock, steps_left)
         self._payoff = PayoffModel(
@@ -171,6 +175,7 @@ class TuningSession:
             min_improvement=settings.min_improvement,
             cores=self.cores,
             background=True,  # LoadTuner and the simulator start pools in the background
+            process_pool_prior_s=settings.process_pool_prior_s,
         )
         modes = [m for m in settings.modes if process_mode_available or m != "process"]
         self._planner = Planner(
@@ -183,6 +188,9 @@ class TuningSession:
         self.notes: list[str] = []
         self.reopen_reasons: list[str] = []
         self.probe_stats: WindowStats | None = None
+        # The loader's profile on the baseline during the probe, compute-bound too (the
+        # report shows it); `profile` is the one tuning uses.
+        self.probe_profile: LoaderProfile | None = None
         self.finished_reason: str | None = None
         self.warm_start: WarmStart | None = None
         self.warm_start_kept = False
@@ -202,6 +210,12 @@ class TuningSession:
         self._switched_from: LoaderConfig | None = None
 
     # ------------------------------------------------------------------ public API
+
+    @property
+    def reopens(self) -> int:
+        """Reopens spent against `settings.max_reopens`: this session's drift reopens and
+        the `reopens_used` it was started with (one budget covers every reopen)."""
+        return self._watch.reopens
 
     @property
     def best_record(self) -> TrialRecord | None:
@@ -400,14 +414,15 @@ class TuningSession:
             return None
         s, stats = self.settings, verdict.stats
         self.probe_stats, self._probe = stats, None
+        self.probe_profile = loader_profile(verdict.records) if verdict.records else None
         self._planner.probe_step_s = stats.mean_step_s
-        self._memory.mark_probe()
         if not verdict.input_bound:
             self.finished_reason = "compute-bound"
             self._spend.close()
             self._enter(Phase.COMPUTE_BOUND)
             self._log.info("keras_loadtune: %s", verdict.summary(s.wait_threshold, self.baseline))
             return None
+        self._memory.mark_probe()  # the RSS baseline of trials (not read when compute-bound)
         if verdict.contention is not None:
             self._log.info("keras_loadtune: %s", verdict.contention)
         self._set_profile(verdict.records, stats, self.baseline)

@@ -2,9 +2,9 @@
 
 Mid-fit, a switch starts the new pool in the background (`reconfigure(config,
 background=True)`): the current pool keeps serving, so no step waits seconds for
-worker processes to start. The switch is therefore over only later; `started()`
-says when, so the caller acknowledges it then (the driver runs with
-`acknowledge=False`), and a failed start is reported by `StepMeter`. After training,
+worker processes to start. The switch is therefore over only later; `poll()`
+says when (the driver runs with `acknowledge=False` and polls it before each step):
+a start that finished, once, or one that failed (found by `StepMeter`), once. After training,
 switches are immediate (`background = False`): nothing is left to stall.
 
 Example:
@@ -24,10 +24,16 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from keras_loadtune.config import LoaderConfig
+from keras_loadtune.decision.driver import SwitchOutcome
 from keras_loadtune.engine import DatasetNotPicklableError
+
+
+def _no_failures() -> tuple[LoaderConfig | None, str] | None:
+    return None
 
 
 class LoaderSwitch:
@@ -37,6 +43,8 @@ class LoaderSwitch:
         dataset: The `TunedPyDataset` (anything with `config`, `pending_config` and
             `reconfigure(config, background=...)`).
         log: Where a failed switch is reported besides the session's own note.
+        failures: `(config, note)` of a switch that failed since the last call, once
+            (`StepMeter.new_switch_failure`); `config` is `None` when unknown.
 
     Example:
 
@@ -47,8 +55,14 @@ class LoaderSwitch:
     >>> LoaderSwitch(Data(), logging.getLogger("x")).reconfigure(LoaderConfig())  # no-op
     """
 
-    def __init__(self, dataset: Any, log: logging.Logger | logging.LoggerAdapter) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        log: logging.Logger | logging.LoggerAdapter,
+        failures: Callable[[], tuple[LoaderConfig | None, str] | None] = _no_failures,
+    ) -> None:
         self.dataset = dataset
+        self._failures = failures
         self.background = True
         self.acted = False  # the next step follows the tuner's action (its work, a switch)
         self._log = log
@@ -72,6 +86,27 @@ class LoaderSwitch:
             self._log.warning("keras_loadtune: could not switch the loader to %s: %s", config, exc)
             raise
         self._starting = config
+
+    def poll(self) -> SwitchOutcome:
+        """Where the last switch stands (`Driver.poll` reports it to the session).
+
+        Example:
+
+        >>> import logging
+        >>> class Data:
+        ...     config, pending_config = LoaderConfig(), LoaderConfig(workers=2)
+        >>> LoaderSwitch(Data(), logging.getLogger("x")).poll().pending
+        True
+        """
+        if self.dataset.pending_config is not None:
+            return SwitchOutcome(pending=True)
+        failed, reason = None, None
+        failure = self._failures()
+        if failure is not None:
+            failed, reason = failure
+            if failed is None:  # nothing to tell the session: the log says it
+                self._log.warning("keras_loadtune: %s", reason)
+        return SwitchOutcome(started=self.started(), failed=failed, reason=reason)
 
     def started(self) -> LoaderConfig | None:
         """The config a switch finished starting since the last call (once), else `None`."""

@@ -1,4 +1,10 @@
-"""`SessionStarter`: builds the tuning session and opens its study off the training thread.
+"""`SessionStarter`: probes first, then builds the tuning session off the training thread.
+
+Nothing is fixed before the probe: the user's config is measured by a bare `Probe`
+on the training thread (no Optuna, no study, no thread). A compute-bound verdict
+builds an in-memory session on the spot (Optuna is never imported) and the caller
+replays the probe's observations into it. Only an input-bound verdict opens the
+storage and the study (a warm start is found there), on a background thread.
 
 Importing Optuna and opening the study's storage (a SQLite file, a database over the
 network) take seconds: done inside a step they would stall training and count as
@@ -25,6 +31,8 @@ from typing import Any
 
 from keras_loadtune import persistence
 from keras_loadtune.config import LoaderConfig
+from keras_loadtune.decision.driver import Observation
+from keras_loadtune.decision.probe import Probe
 from keras_loadtune.decision.resources import process_tree_rss
 from keras_loadtune.decision.session import TuningSession, default_sampler
 from keras_loadtune.decision.settings import TunerSettings
@@ -71,22 +79,37 @@ class SessionStarter:
         self._fit_steps = fit_steps
         self._thread: threading.Thread | None = None
         self._box: list = []
+        self._probe: Probe | None = None
+        self._probe_config: LoaderConfig | None = None
+        self._input_bound = False
+        self.observed: list[Observation] = []  # the probe's steps, replayed into the session
+        self.reopens_used = 0  # reopens spent on this workload (one budget for all)
 
     def reset(self, *, forget_study: bool = False) -> None:
-        """Forget a start in flight (its result is dropped); the next `poll` starts anew."""
+        """Forget a probe or a start in flight (its result is dropped); the next `poll`
+        probes anew."""
         self._thread = None
+        self._probe = None
+        self._input_bound = False
+        self.observed = []
         if forget_study:
             self.study_handle = None
 
-    def poll(self, dataset: Any) -> TuningSession | None:
-        """The session for `dataset`'s current config, or `None` while it is starting.
+    def poll(self, dataset: Any, observation: Observation | None = None) -> TuningSession | None:
+        """Probe with `observation`; the session once it exists, else `None`.
 
-        The first call starts the thread. A session built for a config the loader no
-        longer runs (the user reconfigured meanwhile) is dropped and started again.
+        Until the probe's verdict each call adds one counted step. A compute-bound
+        verdict returns an in-memory session at once (no Optuna, no study, no thread);
+        an input-bound one starts the thread that opens the study, and a later call
+        returns its session. Either way the caller replays `observed` into it. A
+        session built for a config the loader no longer runs (the user reconfigured
+        meanwhile) is dropped and the probe starts over.
 
         Raises:
             Whatever building the session raised (the caller gives up tuning).
         """
+        if not self._input_bound:
+            return self._probe_step(dataset, observation)
         thread = self._thread
         if thread is None:
             self._box = box = []  # this start's result only, whatever races
@@ -105,23 +128,52 @@ class SessionStarter:
         if isinstance(result, BaseException):
             raise result
         if result is not None and result.baseline != dataset.config:
+            self.reset()
             return None
         return result
 
+    def _probe_step(self, dataset: Any, observation: Observation | None) -> TuningSession | None:
+        config = dataset.config
+        if self._probe is None or self._probe_config != config:
+            self._probe = Probe(self.settings, config, in_steady_state=True)
+            self._probe_config = config
+            self.observed = []
+        if observation is None:
+            return None
+        self.observed.append(observation)
+        self._probe.add_records(list(observation.records))
+        verdict = self._probe.add(observation.sample)
+        if verdict is None:
+            return None
+        self._probe = None
+        if verdict.input_bound:
+            self._input_bound = True
+            return self.poll(dataset)  # starts the thread that opens the study
+        return self._session(dataset, config, study=None)  # nothing to tune: no Optuna
+
+    def _session(self, dataset: Any, config: LoaderConfig, study: Any) -> TuningSession:
+        settings = self.settings
+        estimate = getattr(dataset, "process_start_estimate_s", None)
+        if settings.process_pool_prior_s is None and estimate is not None:
+            # The engine knows what a first pool costs here (workers importing no Keras).
+            settings = settings.replace(process_pool_prior_s=estimate)
+        return TuningSession(
+            config,
+            settings,
+            study=study,
+            rss_probe=process_tree_rss,
+            process_mode_available="process" in self.settings.modes,
+            probe_in_steady_state=True,  # the stock prefetched during tracing is drained
+            logger=self._log,
+            steps_left=self._steps_left,
+            reuse_steps=self._reuse_steps(),
+            workload_profile=self._workload_profile(),
+            reopens_used=self.reopens_used,
+        )
+
     def _start(self, dataset: Any, config: LoaderConfig, box: list) -> None:
         try:
-            session = TuningSession(
-                config,
-                self.settings,
-                study=self._open_study(dataset),
-                rss_probe=process_tree_rss,
-                process_mode_available="process" in self.settings.modes,
-                probe_in_steady_state=True,  # the stock prefetched during tracing is drained
-                logger=self._log,
-                steps_left=self._steps_left,
-                reuse_steps=self._reuse_steps(),
-                workload_profile=self._workload_profile(),
-            )
+            session = self._session(dataset, config, study=self._open_study(dataset))
             session.prepare_study()  # Optuna's import and the study: here, not in a step
             box.append(session)
         except BaseException as exc:  # reported on the training thread

@@ -12,6 +12,7 @@ import keras
 from keras_loadtune import persistence
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.driver import Driver, Observation
+from keras_loadtune.decision.phase import Event, Phase
 from keras_loadtune.decision.session import TuningSession
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.engine.prefetcher import check_seconds
@@ -35,6 +36,11 @@ logger = logging.getLogger("keras_loadtune")
 
 WAIT_KEY = "data_wait_fraction"
 _VERBOSE = (0, 1, 2)
+_DECIDING = (Phase.PROBE, Phase.TUNING)
+
+
+def _no_tick(batch: int, logs: dict | None = None) -> None:
+    """The detached tick: what Keras calls at each batch begin once tuning has ended."""
 
 
 class LoadTuner(keras.callbacks.Callback):
@@ -231,14 +237,19 @@ class LoadTuner(keras.callbacks.Callback):
         return self._meter.dataset
 
     # -- Keras hooks -----------------------------------------------------------------------
+    # No `on_train_batch_end`: Keras would then call every batch end on the training
+    # thread (its asynchronous dispatch on JAX and PyTorch checks that hook). While the
+    # tuner decides, `on_train_batch_begin` ticks; once tuning has ended it is detached
+    # (`_detach_tick`) and the epoch's steps are read from the engine's hand-over records.
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._clock.start_fit()
+        self._clock.start_fit(time.perf_counter())
         # Which consumer is this fit's training data is known at its first step: the one
         # whose stream served it (validation and evaluate run later).
         datasets = {id(a.py_dataset): a.py_dataset for a in _hooks.live_adapters()}
         datasets.update((id(ds), ds) for ds in self._datasets)
         self._unbound = {key: (ds, ds.stats.delivered) for key, ds in datasets.items()}
         self._meter.start_fit(self._datasets)
+        self._attach_tick()
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._log.release()  # the previous epoch's bar has finished its line
@@ -246,29 +257,20 @@ class LoadTuner(keras.callbacks.Callback):
         self._clock.start_epoch(time.perf_counter())
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        self._clock.begin_step(time.perf_counter())
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
-        step_s = self._clock.end_step(now)  # the cycle between two batch ends
-        try:
-            if self._unbound is not None:
-                unbound, self._unbound = self._unbound, None
-                self._bind_training_data(*first_consumer(unbound))
-            records = self._meter.new_records()
-            if not self._clock.measured(step_s, now):
-                return  # a warm-up (tracing) step
-            wait_s = None if records is None else min(sum(r.wait_s for r in records), step_s)
-            fraction = self._clock.add(step_s, wait_s, after_action=self._acted_since_last_step())
-            if logs is not None and fraction is not None:
-                logs[WAIT_KEY] = fraction
-            if wait_s is not None:
-                self._drive(StepSample(wait_s=wait_s, step_s=step_s), records)
-        except Exception as exc:  # the tuner must never break training
-            self._give_up(exc)
+        self._measure(now, self._clock.tick(now))
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        # Validation starts: the epoch's last training step ended (not a batch hook).
+        self._close_cycle()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._close_cycle()
+        self._epoch_end(epoch, logs)
+
+    def _epoch_end(self, epoch: int, logs: dict | None) -> None:
         try:
+            self._catch_up()
             fraction = self._clock.epoch_fraction()
             if fraction is None:
                 return
@@ -284,8 +286,9 @@ class LoadTuner(keras.callbacks.Callback):
         self._log.hold = False
         self._log.release()
         try:
+            self._catch_up()
             session, driver = self._session, self._driver
-            if session is not None and driver is not None and session.phase in ("probe", "tuning"):
+            if session is not None and driver is not None and session.phase in _DECIDING:
                 self._switch.background = False  # training is over: nothing to stall
                 driver.finish("training ended before tuning finished")
                 self._spread_best(background=False)
@@ -296,6 +299,91 @@ class LoadTuner(keras.callbacks.Callback):
         finally:
             for ds in self._datasets:
                 ds.release_workers()
+
+    # -- the tick and the hand-over records ------------------------------------------------
+    def _measure(self, now: float, step_s: float | None) -> None:
+        """One tick: bind, read the step's records, count it, drive the session."""
+        clock = self._clock
+        try:
+            if self._unbound is not None and not self._bind_when_served(step_s):
+                return
+            records = self._meter.new_records()
+            if records:
+                clock.seen(records)
+            if step_s is None or not clock.measured(step_s, now):
+                return  # the epoch's first step, or a warm-up (tracing) step
+            wait_s = None if records is None else min(sum(r.wait_s for r in records), step_s)
+            clock.add(step_s, wait_s, after_action=self._acted_since_last_step())
+            if wait_s is not None:
+                self._drive(StepSample(wait_s=wait_s, step_s=step_s), records)
+                self._detach_tick_if_done()
+        except Exception as exc:  # the tuner must never break training
+            self._give_up(exc)
+
+    def _close_cycle(self) -> None:
+        """The epoch's training steps are over: its last step's cycle ends now."""
+        if self.ticking:
+            now = time.perf_counter()
+            step_s = self._clock.close_cycle(now)
+            if step_s is not None:
+                self._measure(now, step_s)
+
+    def _attach_tick(self) -> None:
+        """Tick at every training step (the class's `on_train_batch_begin`)."""
+        self.__dict__.pop("on_train_batch_begin", None)
+
+    def _detach_tick(self) -> None:
+        """No Python of ours per step: Keras calls a no-op at each batch begin."""
+        self.on_train_batch_begin = _no_tick  # type: ignore[method-assign]
+        if self._train_ds is not None:
+            self._clock.count_handovers()
+
+    @property
+    def ticking(self) -> bool:
+        """Whether the tuner runs code at every training step (it decides)."""
+        return "on_train_batch_begin" not in self.__dict__
+
+    def _detach_tick_if_done(self) -> None:
+        """Tuning has ended (steady, compute-bound, stopped) and no switch is starting:
+        from now on the epoch's hand-over records say the rest, once per epoch."""
+        if self._broken:
+            self._detach_tick()
+            return
+        session = self._session
+        if session is None or session.phase in _DECIDING or self._switch_pending():
+            return
+        self._detach_tick()
+
+    def _catch_up(self) -> None:
+        """Counts the steps served while the tick was detached, from hand-over records.
+
+        A settled session watches them for drift (per epoch, not per step); a reopen
+        attaches the tick again.
+        """
+        if self.ticking or self._train_ds is None:
+            return
+        records = self._meter.new_records() or []
+        timed = self._clock.add_handovers(records)
+        session = self._session
+        if self._broken or session is None or session.phase != Phase.STEADY:
+            return
+        config = self._train_ds.config
+        for record, sample in timed:
+            if record.config != config:
+                continue  # served by the config before the last switch
+            self._drive(sample, [record])
+            if session is not self._session or session.phase != Phase.STEADY:
+                self._attach_tick()  # drift reopened tuning: decide step by step again
+                return
+
+    def _bind_when_served(self, step_s: float | None) -> bool:
+        """Bind to the training data once a step was served; False while none was."""
+        ds, consumer, cursor = first_consumer(self._unbound)
+        if ds is None and step_s is None and self._clock.all_steps < 3:
+            return False  # nothing delivered yet (JAX, TensorFlow fetch inside the step)
+        self._unbound = None
+        self._bind_training_data(ds, consumer, cursor)
+        return True
 
     # -- internals -------------------------------------------------------------------------
     def _bind_training_data(
@@ -320,6 +408,7 @@ class LoadTuner(keras.callbacks.Callback):
         self._reported = False
         self._epoch_fractions = []
         self._compute_bound_reopens = []
+        self._starter.reopens_used = 0
         if ds is not None and all(d is not ds for d in self._datasets):
             self._datasets.append(ds)
 
@@ -327,7 +416,7 @@ class LoadTuner(keras.callbacks.Callback):
         self._session = session
         self._driver = self._switch = None
         if session is not None:
-            self._switch = LoaderSwitch(self._train_ds, self._log)
+            self._switch = LoaderSwitch(self._train_ds, self._log, self._meter.new_switch_failure)
             self._driver = Driver(
                 session, self._switch, acknowledge=False, describe=switch_failure_note
             )
@@ -340,19 +429,15 @@ class LoadTuner(keras.callbacks.Callback):
         return acted
 
     def _switch_pending(self) -> bool:
-        """True while a background switch starts; reports its end to the session once."""
+        """True while a background switch starts; its end reaches the session once."""
+        if self._driver is not None:
+            return self._driver.poll()
         meter = self._meter
         if meter.switch_pending():
             return True
         failure = meter.new_switch_failure()
-        if failure is not None:
-            failed, note = failure
-            if self._session is not None and failed is not None:
-                self._session.mark_failed(failed, note)
-            else:
-                self._log.warning("keras_loadtune: %s", note)
-        if self._switch is not None and (started := self._switch.started()) is not None:
-            self._session.acknowledge(started)
+        if failure is not None:  # no session to tell (a switch not made by the tuner)
+            self._log.warning("keras_loadtune: %s", failure[1])
         return False
 
     def _drive(self, sample: StepSample, records: list) -> None:
@@ -362,23 +447,36 @@ class LoadTuner(keras.callbacks.Callback):
         session = self._session
         if not self._meter.counts(records, session_ready=session is not None):
             return
+        observation = Observation(sample, records, self._meter.new_startups())
         if session is None:
-            session = self._starter.poll(self._train_ds)
+            # The probe runs here first; a session exists once it found something to do
+            # (input-bound: its study opens off the training thread meanwhile).
+            session = self._starter.poll(self._train_ds, observation)
             if session is None:
-                return  # still starting off the training thread: training goes on
+                return
             self._set_session(session)
             self._acted = True
-        if session.phase in ("compute-bound", "stopped"):
+            for seen in self._starter.observed:  # the probe's steps, as the session's own
+                result = self._driver.step(seen)
+                self._react(session, result.events)
+                if result.switch_to is not None or session.phase != Phase.PROBE:
+                    break
+            self._starter.observed = []
             return
-        before = session.phase
-        self._driver.step(Observation(sample, records, self._meter.new_startups()))
-        if before == "probe" and session.phase == "tuning":
-            self._prewarm_if_processes_pending(session)
-        if before != session.phase and session.phase in ("steady", "compute-bound"):
-            self._log_report_once(final=False)
-            self._store_report()
-            if session.phase == "steady":
-                self._spread_best()
+        if session.phase in (Phase.COMPUTE_BOUND, Phase.STOPPED):
+            return
+        self._react(session, self._driver.step(observation).events)
+
+    def _react(self, session: TuningSession, events: tuple[Event, ...]) -> None:
+        """What the adapter does on the session's events: prewarm, report, spread."""
+        for event in events:
+            if event == Event.TUNING_STARTED:
+                self._prewarm_if_processes_pending(session)
+            elif event in (Event.SETTLED, Event.COMPUTE_BOUND):
+                self._log_report_once(final=False)
+                self._store_report()
+                if event == Event.SETTLED:
+                    self._spread_best()
 
     def _store_report(self) -> None:
         """Keep the report (without trials: those are the study's) as a study user attr."""
@@ -417,20 +515,22 @@ class LoadTuner(keras.callbacks.Callback):
         """
         session = self._session
         limit = self.settings.wait_threshold + self.settings.drift_margin
-        if session is None or session.phase != "compute-bound" or fraction <= limit:
+        if session is None or session.phase != Phase.COMPUTE_BOUND or fraction <= limit:
             return
-        if len(self._compute_bound_reopens) >= self.settings.max_reopens:
-            return
+        if session.reopens >= self.settings.max_reopens:
+            return  # one budget covers this re-check and the drift reopens
         reason = (
             f"epoch {epoch + 1} waited for data {fraction:.0%} of step time after a "
             f"compute-bound verdict (limit {limit:.0%}): probing again"
         )
         self._log.info("keras_loadtune: %s", reason)
         self._compute_bound_reopens.append(reason)
+        self._starter.reopens_used = session.reopens + 1
         self._set_session(None)
         self._starter.reset()
         self._meter.skip_draining()
         self._reported = False
+        self._attach_tick()
 
     def _spread_best(self, *, background: bool = True) -> None:
         """Datasets wrapped by this tuner but not trained on run on the tuned config."""
@@ -448,6 +548,7 @@ class LoadTuner(keras.callbacks.Callback):
         if self._broken:
             return
         self._broken = True
+        self._detach_tick()
         note = (
             f"tuning stopped after an internal error ({type(exc).__name__}: {exc}); "
             "training went on"
@@ -478,10 +579,10 @@ class LoadTuner(keras.callbacks.Callback):
     def _steps_left(self) -> int | None:
         """Training steps left in this fit (read by the session to weigh trials)."""
         total = self._fit_total_steps()
-        return None if total is None else max(total - self._clock.fit_step, 0)
+        return None if total is None else max(total - self._clock.all_steps, 0)
 
     def _build_report(self) -> TuningReport:
-        clock = self._clock
+        clock, now = self._clock, time.perf_counter()
         return build_report(
             self._session,
             notes=self._notes,
@@ -491,8 +592,11 @@ class LoadTuner(keras.callbacks.Callback):
             cores=self.settings.cores,
             epoch_fractions=self._epoch_fractions,
             reopen_reasons=self._compute_bound_reopens,
-            fit_seconds=clock.fit_seconds(time.perf_counter()),
+            fit_seconds=clock.fit_seconds(now),
             fit_steps=clock.fit_steps,
             worst_gap_s=clock.worst_gap_s,
             median_step_s=clock.median_step_s,
+            fit_wall_seconds=clock.fit_wall_seconds(now),
+            fit_all_steps=clock.fit_all_steps,
+            fit_running=clock.running,
         )

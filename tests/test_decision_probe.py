@@ -1,0 +1,59 @@
+"""`Probe`: a wait the loader cannot remove (the hand-over of ready batches) is not input-bound."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keras_loadtune.config import LoaderConfig
+from keras_loadtune.decision.probe import Probe
+from keras_loadtune.decision.settings import TunerSettings
+from keras_loadtune.measurement import StepSample
+
+SETTINGS = TunerSettings(probe_steps=20, skip_steps=0, wait_threshold=0.05)
+
+
+def _verdict(steps: list[tuple[float, float, int | None]]):
+    """Feeds `(wait_s, step_s, queue_depth)` steps (`None`: no record); the verdict."""
+    probe = Probe(SETTINGS, LoaderConfig(), in_steady_state=True)
+    verdict = None
+    for wait_s, step_s, depth in steps:
+        if depth is not None:
+            record = SimpleNamespace(
+                queue_depth=depth, produce_wall_s=1e-4, produce_cpu_s=0.0, nbytes=1
+            )
+            probe.add_records([record])
+        verdict = probe.add(StepSample(wait_s=wait_s, step_s=step_s)) or verdict
+    assert verdict is not None
+    return verdict
+
+
+def test_waiting_for_batches_already_made_is_the_handover_not_the_loader():
+    # A 1.5 ms step that waits 0.15 ms for a batch its queue already held: 10% "wait".
+    verdict = _verdict([(0.00015, 0.0015, 5)] * 20)
+    assert verdict.handover_only and not verdict.input_bound
+    assert "keeps up" in verdict.summary(0.05, LoaderConfig())
+
+
+def test_an_empty_queue_at_hand_over_is_input_bound():
+    verdict = _verdict([(0.004, 0.01, 0)] * 20)
+    assert verdict.input_bound and not verdict.handover_only
+
+
+def test_without_queue_depths_the_wait_decides_as_before():
+    verdict = _verdict([(0.004, 0.01, None)] * 20)
+    assert verdict.input_bound and not verdict.handover_only
+
+
+# Waits under 4x the threshold: the probe runs its full length (no early verdict).
+@given(st.lists(st.tuples(st.floats(0.0, 0.0019), st.integers(0, 3)), min_size=20, max_size=40))
+def test_stalls_with_an_empty_queue_count_as_the_loaders(steps):
+    # Whatever the mix, only the wait of the steps that found no batch ready is the loader's.
+    verdict = _verdict([(wait, 0.01, depth) for wait, depth in steps])
+    total = 0.01 * len(steps)
+    waits = sum(w for w, _ in steps) >= 0.05 * total
+    loader_waits = sum(w for w, d in steps if d == 0) >= 0.05 * total
+    assert verdict.input_bound == (waits and loader_waits)
+    assert verdict.handover_only == (waits and not loader_waits)
