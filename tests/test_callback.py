@@ -186,3 +186,12 @@ def test_wrap_rejects_what_it_cannot_run():
     for bad in ([1, 2, 3], 7, (x for x in range(3)), np.zeros(3)):
         with pytest.raises(TypeError, match="PyDataset"):
             tuner.wrap(bad)
+
+
+def test_a_small_dev_shm_note_reaches_the_report_once(monkeypatch):
+    note = "/dev/shm had 60 MiB free: 2 arrays went through the pipe"
+    monkeypatch.setattr(klt.TunedPyDataset, "shm_fallback_note", property(lambda self: note))
+    tuner = klt.LoadTuner(storage=None, verbose=0)
+    tuner.wrap(IndexPyDataset(4))
+    tuner.wrap(IndexPyDataset(4))  # validation data with the same note: said once
+    assert tuner.report.notes.count(note) == 1

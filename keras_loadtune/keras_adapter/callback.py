@@ -583,9 +583,10 @@ class LoadTuner(keras.callbacks.Callback):
 
     def _build_report(self) -> TuningReport:
         clock, now = self._clock, time.perf_counter()
+        shm_notes = [n for ds in self._datasets if (n := ds.shm_fallback_note) is not None]
         return build_report(
             self._session,
-            notes=self._notes,
+            notes=[*self._notes, *dict.fromkeys(shm_notes)],
             broken=self._broken,
             wrapped=self._train_ds is not None,
             handle=self._starter.study_handle,
