@@ -8,8 +8,10 @@ subclass defined in the script's `__main__` (the usual case: nothing to preload)
     wall and CPU seconds (trainer, forkserver and workers, via psutil): as before
     (no preload for a `__main__` class, each worker imports Keras and TensorFlow:
     `KERAS_LOADTUNE_PRELOAD=0 KERAS_LOADTUNE_WORKER_BACKEND=trainer`), Keras with the
-    trainer's backend preloaded by the forkserver, the default (Keras's `numpy` backend
-    preloaded), and the default with the forkserver already warm (as after the
+    trainer's backend preloaded by the forkserver, Keras's `numpy` backend preloaded
+    (`KERAS_LOADTUNE_WORKER_BACKEND=numpy`: a dataset from an importable module), the
+    default for this NumPy-only `__main__` dataset (a stand-in base class: workers
+    import no Keras), and the default with the forkserver already warm (as after the
     prewarm at `wrap` or during the probe);
 (b) `fit` of a tiny model, 12 batches x 3 epochs, on the user's own config
     (`workers=2, use_multiprocessing=True`): plain Keras vs wrapped, per epoch;
@@ -200,8 +202,9 @@ def main() -> None:
         cases = {
             "before: no preload, TF workers": {**trainer, "KERAS_LOADTUNE_PRELOAD": "0"},
             "keras (TF) preloaded": trainer,
-            "numpy Keras preloaded": {},
-            "numpy Keras, prewarmed": {"PREWARM": "1"},
+            "numpy Keras preloaded": {"KERAS_LOADTUNE_WORKER_BACKEND": "numpy"},
+            "default: no Keras in workers": {},
+            "default, prewarmed": {"PREWARM": "1"},
         }
         rows: dict[str, list[dict]] = {k: [] for k in cases}
         for _ in range(args.repeats):

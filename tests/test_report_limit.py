@@ -304,3 +304,15 @@ def test_a_gil_heavy_thread_probe_leaves_the_contention_out_of_the_step():
     assert limit.steps_per_s == pytest.approx(2 / (0.016 + 0.008), rel=0.02)
     threads_only = SimpleNamespace(**{**vars(session), "modes": ("thread",)})
     assert session_limit(threads_only, profile, "tensorflow", None).steps_per_s < 2 / 0.024
+
+
+def test_a_fit_that_ended_before_tuning_started_is_never_in_progress():
+    # Found: a 90-step JAX fit printed "tuning in progress" after it ended (its study was
+    # still opening off the training thread).
+    config = LoaderConfig(2, 10, True)
+    ended = _build(None, loader_config=config)
+    assert ended.decision == "kept-baseline" and ended.best_config == config
+    assert "no other config was tried" in str(ended)
+    assert any("training ended before tuning started" in n for n in ended.notes)
+    running = _build(None, loader_config=config, fit_running=True)
+    assert running.decision == "in-progress"

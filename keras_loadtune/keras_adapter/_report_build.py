@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from keras_loadtune import persistence
+from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.analytical import CPU_HEAVY_RATIO
 from keras_loadtune.decision.limit import Bound, MachineLimit, estimate_limit, step_only_limit
 from keras_loadtune.decision.session import TuningSession
@@ -28,6 +29,7 @@ def build_report(
     fit_wall_seconds: float | None = None,
     fit_all_steps: int | None = None,
     fit_running: bool = False,
+    loader_config: LoaderConfig | None = None,
 ) -> TuningReport:
     """The `TuningReport` of what a `LoadTuner` measured and decided so far.
 
@@ -48,6 +50,8 @@ def build_report(
             or to now), start-ups and warm-up included (`None`: unknown).
         fit_all_steps: All training steps of the fit so far, warm-up included.
         fit_running: True while the fit is still running (a mid-fit report).
+        loader_config: The training data's loader config now (`None`: unknown). A fit
+            that ended before a session started kept it.
 
     Example:
 
@@ -71,6 +75,23 @@ def build_report(
     if session is None:
         measured_unwrapped = not wrapped and bool(epoch_fractions)
         decision = "not-wrapped" if measured_unwrapped else "in-progress"
+        if wrapped and not fit_running and fit_all_steps and loader_config is not None:
+            # A final report never says "in progress": the fit ended before the probe
+            # decided, or while the study was still opening; the config stayed yours.
+            notes.append(
+                "training ended before tuning started (the probe or the study was not "
+                "ready yet): your config was kept"
+            )
+            return TuningReport(
+                decision="tuning-failed" if broken else "kept-baseline",
+                baseline_config=loader_config,
+                best_config=loader_config,
+                probe_wait_fraction=epoch_fractions[0] if epoch_fractions else None,
+                final_wait_fraction=epoch_fractions[-1] if epoch_fractions else None,
+                epoch_wait_fractions=list(epoch_fractions),
+                notes=notes,
+                **fit_fields,
+            )
         if decision == "not-wrapped":
             notes.append(
                 "the training data was not wrapped, so it was only measured; to let the "

@@ -600,4 +600,5 @@ class LoadTuner(keras.callbacks.Callback):
             fit_wall_seconds=clock.fit_wall_seconds(now),
             fit_all_steps=clock.fit_all_steps,
             fit_running=clock.running,
+            loader_config=self._train_ds.config if self._train_ds is not None else None,
         )

@@ -235,7 +235,8 @@ def _outcome(report: TuningReport) -> list[str]:
         lines.append(_field("Winner", winner))
     elif d == "kept-baseline":
         cfg = report.baseline_config or report.best_config
-        lines.append(_field("Kept", f"{fmt.config(cfg)} (your config): no config tried was faster"))
+        why = "no config tried was faster" if report.trials else "no other config was tried"
+        lines.append(_field("Kept", f"{fmt.config(cfg)} (your config): {why}"))
     elif d == "tuning-failed":
         cfg = report.best_config or report.baseline_config
         lines.append(_field("Using", f"{fmt.config(cfg)}; see the notes for why tuning failed"))
