@@ -32,11 +32,15 @@ from __future__ import annotations
 
 import os
 import sys
-import types
 from collections.abc import Iterator
 from typing import Any
 
-from keras_loadtune.engine._worker_backends import USER_ENV_VAR
+from keras_loadtune.engine._worker_backends import (
+    USER_ENV_VAR,
+    function_refers,
+    functions_of,
+    root_package,
+)
 
 # What a dataset's by-value code may not refer to for the stand-in to be enough.
 _HEAVY_ROOTS = frozenset({"keras", "tensorflow", "tf_keras", "torch", "jax", "jaxlib"})
@@ -110,47 +114,6 @@ def keras_base(owner: Any) -> type | None:
     return base if isinstance(base, type) and isinstance(owner, base) else None
 
 
-def _root(value: Any) -> str:
-    if isinstance(value, types.ModuleType):
-        name = value.__name__
-    else:
-        name = getattr(value, "__module__", None)
-        if not isinstance(name, str):
-            name = type(value).__module__
-    return (name or "").split(".")[0]
-
-
-def _code_names(code: types.CodeType) -> Iterator[str]:
-    yield from code.co_names
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            yield from _code_names(const)
-
-
-def _methods(cls: type) -> Iterator[types.FunctionType]:
-    for value in vars(cls).values():
-        if isinstance(value, (staticmethod, classmethod)):
-            value = value.__func__
-        if isinstance(value, property):
-            yield from (f for f in (value.fget, value.fset) if isinstance(f, types.FunctionType))
-        elif isinstance(value, types.FunctionType):
-            yield value
-
-
-def _refers_to_heavy(func: types.FunctionType) -> bool:
-    globals_ = func.__globals__
-    for name in set(_code_names(func.__code__)):
-        if name in globals_ and _root(globals_[name]) in _HEAVY_ROOTS:
-            return True
-    for cell in func.__closure__ or ():
-        try:
-            if _root(cell.cell_contents) in _HEAVY_ROOTS:
-                return True
-        except ValueError:  # an empty cell
-            continue
-    return False
-
-
 def uses_only_the_base(owner: Any) -> bool:
     """Whether a worker can run `owner` with this stand-in as its Keras base class.
 
@@ -181,9 +144,9 @@ def uses_only_the_base(owner: Any) -> bool:
     for cls in mro[: mro.index(base)]:
         if cls.__module__ != "__main__":
             return False
-        if any(_refers_to_heavy(f) for f in _methods(cls)):
+        if any(function_refers(f, _HEAVY_ROOTS) for f in functions_of(cls)):
             return False
     attrs = getattr(owner, "__dict__", None)
     if not isinstance(attrs, dict):
         return False
-    return not any(_root(v) in _HEAVY_ROOTS for v in list(attrs.values()))
+    return not any(root_package(v) in _HEAVY_ROOTS for v in list(attrs.values()))

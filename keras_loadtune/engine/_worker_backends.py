@@ -18,7 +18,8 @@ BACKENDS = ("numpy", "tensorflow", "jax", "torch")
 FRAMEWORKS = frozenset({"tensorflow", "tf_keras", "torch", "jax", "jaxlib"})
 
 
-def _root(value: Any) -> str:
+def root_package(value: Any) -> str:
+    """The top-level package of a module, or of the module an object comes from."""
     if isinstance(value, types.ModuleType):
         name = value.__name__
     else:
@@ -35,7 +36,7 @@ def _code_names(code: types.CodeType) -> Iterator[str]:
             yield from _code_names(const)
 
 
-def _functions(cls: type) -> Iterator[types.FunctionType]:
+def functions_of(cls: type) -> Iterator[types.FunctionType]:
     for value in vars(cls).values():
         if isinstance(value, (staticmethod, classmethod)):
             value = value.__func__
@@ -50,13 +51,14 @@ def _by_value(module_name: str) -> bool:
     return module_name == "__main__" or module_name not in sys.modules
 
 
-def _function_refers(func: types.FunctionType) -> bool:
+def function_refers(func: types.FunctionType, roots: frozenset[str] = FRAMEWORKS) -> bool:
+    """Whether `func`'s globals or closure cells hold an object of a package in `roots`."""
     names = set(_code_names(func.__code__))
     globals_ = func.__globals__
-    if any(_root(globals_[n]) in FRAMEWORKS for n in names if n in globals_):
+    if any(root_package(globals_[n]) in roots for n in names if n in globals_):
         return True
     cells = func.__closure__ or ()
-    return any(_root(_cell_value(c)) in FRAMEWORKS for c in cells)
+    return any(root_package(_cell_value(c)) in roots for c in cells)
 
 
 def _cell_value(cell: Any) -> Any:
@@ -93,16 +95,16 @@ def needs_framework(owner: Any) -> bool:
         if module_name.split(".")[0] in ("keras", "builtins", "keras_loadtune"):
             continue
         if _by_value(module_name):
-            funcs = [cls] if isinstance(cls, types.FunctionType) else list(_functions(cls))
-            if any(_function_refers(f) for f in funcs):
+            funcs = [cls] if isinstance(cls, types.FunctionType) else list(functions_of(cls))
+            if any(function_refers(f) for f in funcs):
                 return True
         else:
             module = sys.modules[module_name]
-            if any(_root(v) in FRAMEWORKS for v in list(vars(module).values())):
+            if any(root_package(v) in FRAMEWORKS for v in list(vars(module).values())):
                 return True
     attrs = getattr(owner, "__dict__", None)
     if isinstance(attrs, dict):
-        return any(_root(v) in FRAMEWORKS for v in list(attrs.values()))
+        return any(root_package(v) in FRAMEWORKS for v in list(attrs.values()))
     return False
 
 
