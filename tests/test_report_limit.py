@@ -156,26 +156,28 @@ def test_build_report_computes_the_limit_from_the_session_profile():
     assert raised.steps_per_s == 40.0 and raised.reached == 1.0 and not raised.estimated
 
 
-def test_a_light_loader_takes_the_step_measured_on_the_config_in_use():
-    # Latency-bound: the probe's step was 17 ms, the tuned config's 21 ms (the machine got
-    # busier); a 1 ms loader cannot have slowed it, so the limit is the step of now.
+def _tuned_to_threads(tuned: LoaderConfig, yours: tuple, best: tuple):
+    """A 2-core session that tuned threads: `(steps/s, wait fraction)` of yours and best."""
     from types import SimpleNamespace
 
     from keras_loadtune.decision.settings import TunerSettings
+
+    trials = [
+        TrialRecord(0, BASE, "complete", "baseline", steps_per_s=yours[0], wait_fraction=yours[1]),
+        TrialRecord(1, tuned, "complete", "analytical", steps_per_s=best[0], wait_fraction=best[1]),
+    ]
+    return SimpleNamespace(
+        settings=TunerSettings(cores=2), modes=("thread",), trials=trials,
+        best_config=tuned, baseline=BASE,
+    )  # fmt: skip
+
+
+def test_a_light_loader_takes_the_step_measured_on_the_config_in_use():
+    # Latency-bound: the probe's step was 17 ms, the tuned config's 21 ms (the machine got
+    # busier); a 1 ms loader cannot have slowed it, so the limit is the step of now.
     from keras_loadtune.keras_adapter._report_build import session_limit
 
-    tuned = LoaderConfig(7, 9)
-    trials = [
-        TrialRecord(0, BASE, "complete", "baseline", steps_per_s=11.4, wait_fraction=0.81),
-        TrialRecord(1, tuned, "complete", "analytical", steps_per_s=43.0, wait_fraction=0.08),
-    ]
-    session = SimpleNamespace(
-        settings=TunerSettings(cores=2),
-        modes=("thread",),
-        trials=trials,
-        best_config=tuned,
-        baseline=BASE,
-    )
+    session = _tuned_to_threads(LoaderConfig(7, 9), (11.4, 0.81), (43.0, 0.08))
     profile = {
         "produce_wall_s": 0.087,
         "produce_cpu_s": 0.0012,
@@ -257,23 +259,9 @@ def test_unwrapped_inputs_get_an_estimated_limit():
 def test_a_light_loader_takes_a_faster_step_on_the_config_in_use_too():
     # Under load the probe's step was 67 ms, the tuned config's 37 ms: the limit follows
     # the latest step, so a tuned config still waiting 25% is not called "at the limit".
-    from types import SimpleNamespace
-
-    from keras_loadtune.decision.settings import TunerSettings
     from keras_loadtune.keras_adapter._report_build import session_limit
 
-    tuned = LoaderConfig(4, 6)
-    trials = [
-        TrialRecord(0, BASE, "complete", "baseline", steps_per_s=5.3, wait_fraction=0.66),
-        TrialRecord(1, tuned, "complete", "analytical", steps_per_s=20.1, wait_fraction=0.25),
-    ]
-    session = SimpleNamespace(
-        settings=TunerSettings(cores=2),
-        modes=("thread",),
-        trials=trials,
-        best_config=tuned,
-        baseline=BASE,
-    )
+    session = _tuned_to_threads(LoaderConfig(4, 6), (5.3, 0.66), (20.1, 0.25))
     profile = {
         "produce_wall_s": 0.186, "produce_cpu_s": 0.0007, "step_compute_s": 0.0675, "cores": 2.0
     }  # fmt: skip
