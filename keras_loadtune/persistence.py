@@ -6,10 +6,12 @@ same kind of machine starts from the best config found before (warm start) inste
 of tuning again; a fleet of hosts can share one study through a database URL.
 
 - **Where** (`resolve_storage`): `storage=None` keeps the study in memory (nothing is
-  written); `"default"` is `$XDG_CACHE_HOME/keras_loadtune/studies.db`, or
-  `~/.cache/keras_loadtune/studies.db` when `XDG_CACHE_HOME` is unset, empty or
-  relative (XDG base directory rules); any other string is an Optuna / SQLAlchemy
-  storage URL (`sqlite:///path.db`, `postgresql://user:pw@host/db`, ...).
+  written); `"default"` is the Optuna journal file
+  `$XDG_CACHE_HOME/keras_loadtune/studies.journal`, or
+  `~/.cache/keras_loadtune/studies.journal` when `XDG_CACHE_HOME` is unset, empty or
+  relative (XDG base directory rules; no SQLAlchemy: see `keras_loadtune.storage`);
+  any other string is an Optuna / SQLAlchemy storage URL (`sqlite:///path.db`,
+  `postgresql://user:pw@host/db`, ...).
 - **What it is called** (`study_name_for`): `klt-<dataset class>-<12 hex>`, the hex
   being a SHA-256 of the workload's *structure* (dataset class, batches per epoch,
   shapes and dtypes of the first batch) and of the host fingerprint (cores, RAM in GiB,
@@ -25,7 +27,10 @@ of tuning again; a fleet of hosts can share one study through a database URL.
 
 Several processes may tune into one study at once: studies are created with
 `optuna.create_study(load_if_exists=True)`, and trials are written through Optuna's
-RDB storage (SQLite waits for locks; PostgreSQL handles concurrent writers).
+journal or RDB storage (the journal file and SQLite wait for locks; PostgreSQL
+handles concurrent writers). During a fit the session asks and tells in an in-memory
+working copy (`attach_working_copy`); `sync_trials` writes the new trials back.
+What opening and writing cost is kept in `StudyHandle.costs_s` for the report.
 
 Example:
 
@@ -50,6 +55,7 @@ import os
 import platform
 import re
 import sys
+import time
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -64,8 +70,11 @@ from keras_loadtune.storage import (
     check_storage,
     default_storage_path,
     default_storage_url,
+    describe,
     first_line,
+    legacy_storage_path,
     open_rdb,
+    open_storage,
     redact_url,
     resolve_storage,
     with_installed_driver,
@@ -352,6 +361,15 @@ class StudyHandle:
         note: Why the study is in memory although storage was asked for, for the report.
         workload: The workload fingerprint it was opened for (its `profile()` stamps
             the trials and filters the warm start).
+        costs_s: Seconds spent on the storage, by part: `"optuna import"`,
+            `"storage open"`, `"study load"` (create or load, tag, working copy) and
+            `"persist"` (all `sync_trials` and `store_report` writes so far), for the
+            report's `Cost`.
+
+    Example:
+
+    >>> StudyHandle(None, None, None).costs_s
+    {}
     """
 
     study: optuna.Study | None
@@ -362,6 +380,29 @@ class StudyHandle:
     copied: int = 0
     written: int = 0
     workload: WorkloadFingerprint | None = None
+    costs_s: dict[str, float] = field(default_factory=dict)
+
+    def add_cost(self, part: str, seconds: float) -> None:
+        """Add `seconds` to `costs_s[part]`.
+
+        Example:
+
+        >>> h = StudyHandle(None, None, None)
+        >>> h.add_cost("persist", 0.5); h.add_cost("persist", 0.25); h.costs_s
+        {'persist': 0.75}
+        """
+        self.costs_s[part] = self.costs_s.get(part, 0.0) + float(seconds)
+
+    @property
+    def total_cost_s(self) -> float:
+        """All of `costs_s`, in seconds.
+
+        Example:
+
+        >>> StudyHandle(None, None, None, costs_s={"a": 0.5, "b": 0.25}).total_cost_s
+        0.75
+        """
+        return float(sum(self.costs_s.values()))
 
     @property
     def live(self) -> optuna.Study | None:
@@ -395,19 +436,27 @@ def open_study(
         that name that minimizes...) one warning is logged and `handle.study` is
         `None` (the caller tunes in memory); `handle.note` says why.
     """
+    costs: dict[str, float] = {}
+    started = time.perf_counter()
+    already = "optuna" in sys.modules
     import optuna
 
+    if not already:
+        costs["optuna import"] = time.perf_counter() - started
     if study_name is None and workload is not None and host is not None:
         study_name = study_name_for(workload, host)
     url = resolve_storage(storage)
     if url is None:
-        return StudyHandle(None, study_name, None, workload=workload)
-    shown = redact_url(url)
+        return StudyHandle(None, study_name, None, workload=workload, costs_s=costs)
+    shown = describe(url)
     try:
-        rdb = _rdb_storage(url)
+        started = time.perf_counter()
+        opened = open_storage(url, create=True)
+        costs["storage open"] = time.perf_counter() - started
+        started = time.perf_counter()
         with quiet_optuna():
             study = optuna.create_study(
-                storage=rdb,
+                storage=opened,
                 study_name=study_name,
                 direction="maximize",
                 sampler=sampler,
@@ -419,12 +468,13 @@ def open_study(
     except Exception as exc:
         note = f"storage unreachable ({shown}: {first_line(exc)}); tuned in memory"
         logger.warning("keras_loadtune: %s", note)
-        return StudyHandle(None, study_name, None, note, workload=workload)
-    handle = StudyHandle(study, study.study_name, shown, workload=workload)
+        return StudyHandle(None, study_name, None, note, workload=workload, costs_s=costs)
+    handle = StudyHandle(study, study.study_name, shown, workload=workload, costs_s=costs)
     try:
         attach_working_copy(handle, sampler)
     except Exception as exc:  # the stored study stays usable directly
         logger.debug("keras_loadtune: no working copy of %s: %s", study.study_name, exc)
+    handle.add_cost("study load", time.perf_counter() - started)
     return handle
 
 
@@ -477,12 +527,15 @@ def sync_trials(handle: StudyHandle | None) -> str | None:
         new.append(trial)
     if not new:
         return None
+    started = time.perf_counter()
     try:
         handle.study.add_trials(new)
     except Exception as exc:
         return (
             f"could not store {len(new)} trial(s) in study {handle.study_name!r}: {first_line(exc)}"
         )
+    finally:
+        handle.add_cost("persist", time.perf_counter() - started)
     handle.written += len(new)
     return None
 
@@ -513,10 +566,13 @@ def store_report(handle: StudyHandle | None, report_dict: Mapping[str, Any]) -> 
     if handle is None or handle.study is None or handle.storage_url is None:
         return None
     data = {k: v for k, v in report_dict.items() if k != "trials"}
+    started = time.perf_counter()
     try:
         handle.study.set_user_attr(STUDY_ATTR_REPORT, data)
     except Exception as exc:
         return f"could not store the report in study {handle.study_name!r}: {first_line(exc)}"
+    finally:
+        handle.add_cost("persist", time.perf_counter() - started)
     return None
 
 
@@ -539,9 +595,12 @@ __all__ = [
     "check_study_name",
     "default_storage_path",
     "default_storage_url",
+    "describe",
     "fingerprint_hash",
     "first_line",
     "host_fingerprint",
+    "legacy_storage_path",
+    "open_storage",
     "open_study",
     "produce_profile",
     "redact_url",

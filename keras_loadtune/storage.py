@@ -1,10 +1,19 @@
 """Where studies live: the default file, URL checks, URL redaction, and one opener.
 
 `persistence` (writing studies during training) and `report` (reading them back)
-both open Optuna storage through `open_rdb`, with one connect-timeout policy
+both open Optuna storage through `open_storage`, with one connect-timeout policy
 (`CONNECT_TIMEOUT_S`), one retry rule for racing table creation, and one way to
 show a URL (`redact_url`). Neither of them imports the other.
 
+- `storage="default"` is an Optuna *journal file*
+  (`$XDG_CACHE_HOME/keras_loadtune/studies.journal`, `JournalFileBackend`): opening
+  it costs about a millisecond and needs no SQLAlchemy (whose import and the RDB
+  storage's schema check cost 0.4-0.7 s per fit on 2 cores). Several processes may
+  append to it at once (Optuna's file lock). Before this the default was the SQLite
+  file `studies.db` (`legacy_storage_path`): reading `"default"` still shows its
+  studies (`open_storage(..., create=False)`).
+- A URL (`sqlite:///...`, `postgresql://...`) is an RDB storage (`open_rdb`), e.g. a
+  fleet's shared database.
 - `open_rdb(url, create=True)` (writing) creates a missing SQLite file and its
   folder, and the tables;
 - `open_rdb(url, create=False)` (reading) creates nothing: a SQLite URL naming a
@@ -33,8 +42,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
 
-#: The `storage` value that means "the SQLite file in the user's cache directory".
+#: The `storage` value that means "the journal file in the user's cache directory".
 DEFAULT_STORAGE = "default"
+#: How the default storage is shown (reports, `StudyHandle.storage_url`).
+JOURNAL_PREFIX = "journal:"
 #: Seconds to wait for a database server to accept a connection (read and write).
 CONNECT_TIMEOUT_S = 5
 #: Seconds a SQLite writer waits for another process's lock.
@@ -101,25 +112,47 @@ def cache_dir() -> Path:
 
 
 def default_storage_path() -> Path:
-    """The SQLite file `storage="default"` stands for (not created by this call).
+    """The journal file `storage="default"` stands for (not created by this call).
 
     Example:
 
     >>> default_storage_path().name
+    'studies.journal'
+    """
+    return cache_dir() / "studies.journal"
+
+
+def legacy_storage_path() -> Path:
+    """The SQLite file that was the default storage before the journal file.
+
+    Example:
+
+    >>> legacy_storage_path().name
     'studies.db'
     """
     return cache_dir() / "studies.db"
 
 
 def default_storage_url() -> str:
-    """`sqlite:///<default_storage_path()>`.
+    """`sqlite:///<legacy_storage_path()>`: the former default, still read as `"default"`.
 
     Example:
 
     >>> default_storage_url().startswith("sqlite:///")
     True
     """
-    return f"sqlite:///{default_storage_path()}"
+    return f"sqlite:///{legacy_storage_path()}"
+
+
+def shown_default() -> str:
+    """How the default storage is shown: `journal:<default_storage_path()>`.
+
+    Example:
+
+    >>> shown_default().startswith("journal:")
+    True
+    """
+    return f"{JOURNAL_PREFIX}{default_storage_path()}"
 
 
 def check_storage(storage: Any) -> None:
@@ -156,7 +189,8 @@ def check_storage(storage: Any) -> None:
 
 
 def resolve_storage(storage: str | None) -> str | None:
-    """The storage URL for a `storage` argument (`None` stays `None`: in memory).
+    """The storage for a `storage` argument: `None` (in memory), `"default"` (the
+    journal file, see `open_storage`) or the URL.
 
     Example:
 
@@ -164,8 +198,6 @@ def resolve_storage(storage: str | None) -> str | None:
     'sqlite:///klt.db'
     """
     check_storage(storage)
-    if storage == DEFAULT_STORAGE:
-        return default_storage_url()
     return storage
 
 
@@ -197,6 +229,8 @@ def describe(storage: Any) -> str:
     >>> describe("postgresql://u:pw@h/db")
     'postgresql://u:***@h/db'
     """
+    if storage == DEFAULT_STORAGE:
+        return shown_default()
     if isinstance(storage, str):
         return redact_url(storage) or ""
     url = getattr(storage, "url", None)
@@ -316,9 +350,118 @@ def open_rdb(url: str, *, create: bool = True) -> optuna.storages.RDBStorage:
     raise last
 
 
+def open_journal(path: Path, *, create: bool = True) -> optuna.storages.BaseStorage:
+    """Open an Optuna journal file storage (no SQLAlchemy).
+
+    Args:
+        path: The journal file.
+        create: Writing: create the file and its folder. Reading: a missing file is a
+            `StorageError` and nothing is created.
+
+    Example:
+
+    >>> open_journal(Path("/nonexistent/x.journal"), create=False)
+    ... # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+        ...
+    keras_loadtune.storage.StorageError: no such journal file: /nonexistent/x.journal
+    """
+    import optuna.storages
+    import optuna.storages.journal
+
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.is_file():
+        raise StorageError(f"no such journal file: {path}; nothing was created")
+    try:
+        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        return optuna.storages.JournalStorage(backend)
+    except Exception as exc:
+        if create:
+            raise
+        raise StorageError(
+            f"cannot read journal file {path}: {first_line(exc, with_type=False)}"
+        ) from exc
+
+
+def _merged(*sources: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    """An in-memory storage holding the studies of `sources` (the first one wins a name)."""
+    import optuna
+
+    merged = optuna.storages.InMemoryStorage()
+    seen: set[str] = set()
+    for source in sources:
+        for summary in optuna.get_all_study_summaries(source, include_best_trial=False):
+            if summary.study_name in seen:
+                continue
+            seen.add(summary.study_name)
+            optuna.copy_study(
+                from_study_name=summary.study_name,
+                from_storage=source,
+                to_storage=merged,
+            )
+    return merged
+
+
+def _read_default() -> optuna.storages.BaseStorage:
+    """The default storage for reading: the journal, the former SQLite file, or both."""
+    journal, legacy = default_storage_path(), legacy_storage_path()
+    found = [p for p in (journal, legacy) if p.exists()]
+    if not found:
+        raise StorageError(
+            f"no such SQLite file: {legacy} nor journal file: {journal} (the default "
+            "storage: LoadTuner has stored nothing here yet); nothing was created"
+        )
+    opened = [
+        open_journal(journal, create=False)
+        if p == journal
+        else open_rdb(default_storage_url(), create=False)
+        for p in found
+    ]
+    if len(opened) == 1:
+        return opened[0]
+    from keras_loadtune._optuna_logging import quiet_optuna
+
+    with quiet_optuna():
+        return _merged(*opened)
+
+
+def open_storage(storage: str, *, create: bool = True) -> optuna.storages.BaseStorage:
+    """Open the storage a `storage` argument names: the one opener of the package.
+
+    Args:
+        storage: `"default"` (the journal file `default_storage_path()`), or an Optuna
+            RDB URL (`sqlite:///klt.db`, `postgresql://...`, see `open_rdb`), or, for
+            reading, the path of a journal file.
+        create: Writing (`True`): create what is missing. Reading (`False`): create
+            nothing; `"default"` then also shows the studies of the former default
+            SQLite file (`legacy_storage_path()`), if there is one.
+
+    Raises:
+        StorageError: Reading only: see `open_rdb` and `open_journal`.
+        Exception: Writing: whatever Optuna / SQLAlchemy raised.
+
+    Example:
+
+    >>> open_storage("sqlite:////nonexistent/klt.db", create=False)
+    ... # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+        ...
+    keras_loadtune.storage.StorageError: no such SQLite file: /nonexistent/klt.db
+    """
+    if storage == DEFAULT_STORAGE:
+        return open_journal(default_storage_path()) if create else _read_default()
+    if storage.startswith(JOURNAL_PREFIX):
+        return open_journal(Path(storage[len(JOURNAL_PREFIX) :]), create=create)
+    if not create and not _URL_RE.match(storage) and storage.endswith(".journal"):
+        return open_journal(Path(storage), create=False)
+    return open_rdb(storage, create=create)
+
+
 __all__ = [
     "CONNECT_TIMEOUT_S",
     "DEFAULT_STORAGE",
+    "JOURNAL_PREFIX",
     "SQLITE_LOCK_TIMEOUT_S",
     "StorageError",
     "StudyNotFoundError",
@@ -328,8 +471,12 @@ __all__ = [
     "default_storage_url",
     "describe",
     "first_line",
+    "legacy_storage_path",
+    "open_journal",
     "open_rdb",
+    "open_storage",
     "redact_url",
     "resolve_storage",
+    "shown_default",
     "with_installed_driver",
 ]

@@ -47,10 +47,9 @@ def _fp(**changes):
 
 def test_default_storage_follows_xdg_cache_home(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert persistence.default_storage_path() == tmp_path / "keras_loadtune" / "studies.db"
-    assert (
-        persistence.resolve_storage("default") == f"sqlite:///{tmp_path}/keras_loadtune/studies.db"
-    )
+    assert persistence.default_storage_path() == tmp_path / "keras_loadtune" / "studies.journal"
+    assert persistence.legacy_storage_path() == tmp_path / "keras_loadtune" / "studies.db"
+    assert persistence.resolve_storage("default") == "default"
     for ignored in ("", "relative/dir"):  # XDG: unset, empty or relative -> ~/.cache
         monkeypatch.setenv("XDG_CACHE_HOME", ignored)
         assert persistence.cache_dir() == Path.home() / ".cache" / "keras_loadtune"
@@ -160,14 +159,17 @@ def test_study_name_is_stable_and_changes_with_workload_or_host():
 # ----------------------------------------------------------------------------- opening
 
 
-def test_open_study_creates_the_default_sqlite_file_and_tags_the_study():
+def test_open_study_creates_the_default_journal_file_and_tags_the_study():
     workload, host = _fp()
     path = persistence.default_storage_path()
     assert not path.exists()
     handle = persistence.open_study("default", None, workload=workload, host=host)
     assert handle.note is None and path.exists()
+    assert not persistence.legacy_storage_path().exists()  # no SQLite file any more
     assert handle.study_name == persistence.study_name_for(workload, host)
-    assert handle.storage_url == f"sqlite:///{path}"
+    assert handle.storage_url == f"journal:{path}"
+    assert {"storage open", "study load"} <= set(handle.costs_s)
+    assert all(v >= 0 for v in handle.costs_s.values())
     attrs = handle.study.user_attrs
     assert attrs[persistence.STUDY_ATTR_WORKLOAD] == workload.to_dict()
     assert attrs[persistence.STUDY_ATTR_HOST] == host.to_dict()
@@ -314,3 +316,62 @@ def test_sync_errors_are_reported_not_raised(tmp_path):
     error = persistence.sync_trials(handle)
     assert error is not None and "database is gone" in error and "1 trial" in error
     assert handle.written == 0
+
+
+def test_the_default_storage_needs_no_sqlalchemy(tmp_path):
+    # SQLAlchemy's import and the RDB schema check were most of the default storage's
+    # fixed cost per fit; the journal file needs neither.
+    import subprocess
+
+    code = (
+        "import sys; from keras_loadtune import persistence as p; "
+        "w = p.WorkloadFingerprint('m.DS', 3, '?'); "
+        "h = p.HostFingerprint(2, 4, '3.11', None, None); "
+        "handle = p.open_study('default', None, workload=w, host=h); "
+        "assert handle.study is not None, handle.note; "
+        "print('sqlalchemy' in sys.modules, sorted(handle.costs_s))"
+    )
+    env = {**__import__("os").environ, "XDG_CACHE_HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split(maxsplit=1)
+    assert out[0] == "False"
+    assert "optuna import" in out[1] and "storage open" in out[1]
+
+
+def test_reading_default_shows_the_journal_and_the_former_sqlite_file():
+    from keras_loadtune.storage import StorageError, open_storage
+
+    with pytest.raises(StorageError, match="no such SQLite file"):
+        open_storage("default", create=False)
+    assert not persistence.default_storage_path().exists()  # reading created nothing
+    persistence.legacy_storage_path().parent.mkdir(parents=True)
+    old = optuna.create_study(
+        study_name="old", storage=persistence.default_storage_url(), direction="maximize"
+    )
+    old.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
+    names = {
+        s.study_name for s in optuna.get_all_study_summaries(open_storage("default", create=False))
+    }
+    assert names == {"old"}
+    workload, host = _fp()
+    new = persistence.open_study("default", None, workload=workload, host=host)
+    read = open_storage("default", create=False)
+    summaries = {s.study_name: s for s in optuna.get_all_study_summaries(read)}
+    assert set(summaries) == {"old", new.study_name}
+    assert summaries["old"].n_trials == 1
+
+
+def test_storage_costs_add_up_persist_writes(tmp_path):
+    workload, host = _fp()
+    handle = persistence.open_study("default", None, workload=workload, host=host)
+    assert "persist" not in handle.costs_s
+    trial = handle.live.ask()
+    trial.suggest_int("workers", 1, 4)
+    handle.live.tell(trial, 2.0)
+    assert persistence.sync_trials(handle) is None
+    first = handle.costs_s["persist"]
+    assert first > 0
+    assert persistence.store_report(handle, {"decision": "tuned"}) is None
+    assert handle.costs_s["persist"] > first
+    assert handle.total_cost_s == pytest.approx(sum(handle.costs_s.values()))

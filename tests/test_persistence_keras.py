@@ -122,10 +122,8 @@ def test_default_storage_is_the_cache_file_and_none_writes_nothing():
     tuner = _tuner()  # storage="default"
     _fit(tuner, epochs=2)
     assert path.exists()
-    assert tuner.report.storage_url == f"sqlite:///{path}"
-    assert tuner.report.study_name in [
-        r["name"] for r in klt.report.list_studies(f"sqlite:///{path}")
-    ]
+    assert tuner.report.storage_url == f"journal:{path}"
+    assert tuner.report.study_name in [r["name"] for r in klt.report.list_studies("default")]
 
 
 def test_explicit_study_name(tmp_path):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from keras_loadtune import storage as _stores
 from keras_loadtune.report._model import TuningReport
 from keras_loadtune.storage import (
     StorageError,
     StudyNotFoundError,
     describe,
     first_line,
-    open_rdb,
 )
 from keras_loadtune.trial import STUDY_ATTR_REPORT, params_to_config
 
@@ -24,7 +24,8 @@ def open_storage(storage: str | optuna.storages.BaseStorage) -> optuna.storages.
     Unlike `optuna.storages.RDBStorage`, a SQLite URL naming a missing file is an error
     (no empty database is created), and no tables are created in an existing database.
     A `BaseStorage` instance is returned unchanged. `"default"` is the file
-    `LoadTuner(storage="default")` writes. See `keras_loadtune.storage.open_rdb`.
+    `LoadTuner(storage="default")` writes (and the former default SQLite file).
+    See `keras_loadtune.storage.open_storage`.
 
     Args:
         storage: A SQLAlchemy database URL (`sqlite:///klt.db`, `postgresql://...`),
@@ -43,7 +44,7 @@ def open_storage(storage: str | optuna.storages.BaseStorage) -> optuna.storages.
     """
     if not isinstance(storage, str):
         return storage
-    return open_rdb(storage, create=False)
+    return _stores.open_storage(storage, create=False)
 
 
 def list_studies(storage_url: str | optuna.storages.BaseStorage) -> list[dict[str, Any]]:
