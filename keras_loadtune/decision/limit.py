@@ -303,8 +303,9 @@ def estimate_limit(
         mode = "process"
         if results["process"][0] < rate:
             assumptions.append(
-                "loader threads may release the GIL (not measured): processes reach "
-                f"{results['process'][0]:.1f} steps/s whether or not they do"
+                "the loader's Python may hold the GIL (not measured), so the limit is "
+                f"the {results['process'][0]:.1f} steps/s of worker processes, which the "
+                "GIL does not slow"
             )
     workers = results[mode][2]
     if gil_fraction is None and heavy and "process" not in modes:
@@ -318,6 +319,77 @@ def estimate_limit(
         workers=int(workers),
         rates=dict(rates),
         assumptions=tuple(assumptions),
+    )
+
+
+def corrected_step_s(step_compute_s: float, measured_steps_per_s: list[float]) -> float:
+    """The model step one report shows and its limit uses: the measured step, or the
+    step a faster measured rate proves (a rate of `r` steps/s means the step took at
+    most `1 / r`), so the limit never exceeds `1 / step` unless a trial measured it.
+
+    Args:
+        step_compute_s: The step measured by the probe or on the config in use.
+        measured_steps_per_s: Rates of the trials measured in the fit.
+
+    Returns:
+        `min(step_compute_s, 1 / max(measured_steps_per_s))`.
+
+    Example:
+
+    >>> corrected_step_s(0.047, [20.0, 25.0])  # 25 steps/s: the step is at most 40 ms
+    0.04
+    >>> corrected_step_s(0.047, [])
+    0.047
+    """
+    rates = [float(r) for r in measured_steps_per_s if math.isfinite(r) and r > 0]
+    step = float(step_compute_s)
+    return min(step, 1.0 / max(rates)) if rates else step
+
+
+def is_reached(
+    limit: MachineLimit | None,
+    *,
+    wait_fraction: float | None,
+    wait_threshold: float,
+    in_use_steps_per_s: float | None,
+    fastest_steps_per_s: float | None,
+    share: float = 0.9,
+    noise: float = 0.05,
+) -> bool:
+    """Whether a report may say the limit is reached (loader tuning cannot help): the
+    config in use reaches `share` of it, its wait (the last epoch's) is under
+    `wait_threshold`, and no config measured in the fit was faster (beyond `noise`).
+
+    Args:
+        limit: The machine limit (`None`: unknown, never reached).
+        wait_fraction: Wait share of step time on the config in use (`None`: unknown).
+        wait_threshold: The tuner's `wait_threshold`.
+        in_use_steps_per_s: Measured rate of the config in use.
+        fastest_steps_per_s: The fastest rate any config measured in the fit.
+        share: `limit.reached` at or above this counts as reached.
+        noise: Relative margin within which two measured rates are equal.
+
+    Returns:
+        True only when all three hold.
+
+    Example:
+
+    >>> lim = MachineLimit(100.0, Bound.MODEL_STEP, reached=0.95)
+    >>> is_reached(lim, wait_fraction=0.01, wait_threshold=0.05,
+    ...            in_use_steps_per_s=95.0, fastest_steps_per_s=96.0)
+    True
+    >>> is_reached(lim, wait_fraction=0.20, wait_threshold=0.05,
+    ...            in_use_steps_per_s=95.0, fastest_steps_per_s=96.0)
+    False
+    """
+    if limit is None or limit.reached is None or limit.reached < share:
+        return False
+    if wait_fraction is None or not math.isfinite(wait_fraction) or wait_fraction >= wait_threshold:
+        return False
+    return not (
+        fastest_steps_per_s is not None
+        and in_use_steps_per_s is not None
+        and fastest_steps_per_s > in_use_steps_per_s * (1.0 + noise)
     )
 
 
@@ -350,4 +422,12 @@ def step_only_limit(step_s: float, wait_fraction: float) -> MachineLimit | None:
     )
 
 
-__all__ = ["Bound", "MachineLimit", "estimate_limit", "memory_worker_cap", "step_only_limit"]
+__all__ = [
+    "Bound",
+    "MachineLimit",
+    "corrected_step_s",
+    "estimate_limit",
+    "is_reached",
+    "memory_worker_cap",
+    "step_only_limit",
+]

@@ -7,7 +7,13 @@ import math
 from keras_loadtune import persistence
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.analytical import CPU_HEAVY_RATIO
-from keras_loadtune.decision.limit import Bound, MachineLimit, estimate_limit, step_only_limit
+from keras_loadtune.decision.limit import (
+    Bound,
+    MachineLimit,
+    corrected_step_s,
+    estimate_limit,
+    step_only_limit,
+)
 from keras_loadtune.decision.session import TuningSession
 from keras_loadtune.report import TuningReport
 
@@ -82,14 +88,17 @@ def build_report(
                 "training ended before tuning started (the probe or the study was not "
                 "ready yet): your config was kept"
             )
+            cost = cost_parts(None, [], handle)
             return TuningReport(
                 decision="tuning-failed" if broken else "kept-baseline",
                 baseline_config=loader_config,
                 best_config=loader_config,
-                probe_wait_fraction=epoch_fractions[0] if epoch_fractions else None,
+                probe_wait_fraction=None,  # no probe decided: the epochs say it all
                 final_wait_fraction=epoch_fractions[-1] if epoch_fractions else None,
                 epoch_wait_fractions=list(epoch_fractions),
                 notes=notes,
+                cost=cost,
+                tuning_cost_seconds=sum(cost.values()) if cost else None,
                 **fit_fields,
             )
         if decision == "not-wrapped":
@@ -145,6 +154,12 @@ def build_report(
     if probe is not None:
         profile["step_compute_s"] = probe.median_compute_s
     profile["cores"] = float(cores)
+    step = limit_step_s(session, profile)
+    if step is not None and probe is not None and step != profile["step_compute_s"]:
+        # One step for the Profile line and the limit: the one measured on the config
+        # in use, or the one a faster trial proves; the probe's is kept for reference.
+        profile["probe_compute_s"] = probe.median_compute_s
+        profile["step_compute_s"] = step
     warm = session.warm_start
     baseline_sps = baseline_trial.steps_per_s if baseline_trial else None
     if baseline_sps is None and warm is not None:  # not re-measured: the stored figure
@@ -167,9 +182,13 @@ def build_report(
         study_name=stored.study_name if stored is not None else None,
         storage_url=stored.storage_url if stored is not None else None,
         warm_start_from=warm.study_name if warm is not None else None,
-        tuning_cost_seconds=session.tuning_cost_s,
+        tuning_cost_seconds=None,
+        wait_threshold=session.settings.wait_threshold,
         **fit_fields,
     )
+    report.cost = cost_parts(session.tuning_cost_s, trials, handle)
+    if report.cost:
+        report.tuning_cost_seconds = sum(report.cost.values())
     in_use = report.in_use_steps_per_s
     in_use_trial = best_trial if report.speedup is not None else baseline_trial
     in_use_wait = in_use_trial.wait_fraction if in_use_trial is not None else None
@@ -178,7 +197,8 @@ def build_report(
         in_use_wait = probe.wait_fraction
     report.limit = session_limit(session, profile, backend, in_use, in_use_wait)
     if report.limit is None and decision == "compute-bound" and probe is not None:
-        report.limit = step_only_limit(probe.mean_step_s, probe.wait_fraction)
+        step = profile.get("step_compute_s")
+        report.limit = step_only_limit(step, 0.0) if step else None  # the Profile's step
         if report.limit is not None:
             report.limit = report.limit.with_reached(1.0 / probe.mean_step_s)
     return report
@@ -210,6 +230,72 @@ def in_use_compute_s(session: TuningSession) -> float | None:
     return min(max(1.0 - wait, 0.0), 1.0) / rate
 
 
+def cost_parts(
+    tuning_cost_s: float | None,
+    trials: list,
+    handle: persistence.StudyHandle | None,
+) -> dict[str, float]:
+    """What the tuner added to the fit, by part (seconds; the parts sum to `Cost`):
+    opening the study storage (`StudyHandle.costs_s`, when the handle has it), the
+    pool starts of its trials, and the rest of its probe and trials (their time
+    minus the same steps at the best rate). Empty when nothing is known.
+
+    Example:
+
+    >>> cost_parts(1.5, [], None)
+    {'probe and trials': 1.5}
+    """
+    parts: dict[str, float] = {}
+    costs = getattr(handle, "costs_s", None) if handle is not None else None
+    if isinstance(costs, dict):
+        for key, value in costs.items():
+            if isinstance(value, (int, float)) and math.isfinite(value) and value > 0:
+                parts[f"study storage: {key}"] = float(value)
+    if tuning_cost_s is not None and math.isfinite(tuning_cost_s):
+        starts = sum(
+            float(t.startup_s)
+            for t in trials
+            if isinstance(t.startup_s, (int, float)) and math.isfinite(t.startup_s)
+        )
+        starts = min(max(starts, 0.0), max(float(tuning_cost_s), 0.0))
+        if starts > 0:
+            parts["pool starts"] = starts
+        parts["probe and trials"] = max(float(tuning_cost_s) - starts, 0.0)
+    return parts
+
+
+def limit_step_s(session: TuningSession, profile: dict[str, float]) -> float | None:
+    """The model step (seconds) the report's Profile line and limit both use.
+
+    A light loader cannot slow the step: the step measured on the config in use (the
+    latest) is the one this machine delivers now. A CPU-heavy loader's probe step
+    may include its contention; only a trial can show less, so the probe's step
+    stands. Either way a trial that measured faster than `1 / step` proves a shorter
+    step (`corrected_step_s`). `None` when the profile has no step.
+
+    Example:
+
+    ```python
+    limit_step_s(session, {"produce_wall_s": 0.03, "produce_cpu_s": 0.0,
+                           "step_compute_s": 0.0077})   # e.g. 0.0052
+    ```
+    """
+    step = profile.get("step_compute_s")
+    wall, cpu = profile.get("produce_wall_s"), profile.get("produce_cpu_s")
+    if not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0:
+        return None
+    step = float(step)
+    light = isinstance(wall, (int, float)) and isinstance(cpu, (int, float))
+    if light and cpu < CPU_HEAVY_RATIO * wall:  # type: ignore[operator]
+        step = in_use_compute_s(session) or step
+    measured = [
+        float(t.steps_per_s)
+        for t in session.trials
+        if t.state == "complete" and isinstance(t.steps_per_s, (int, float)) and t.steps_per_s > 0
+    ]
+    return corrected_step_s(step, measured)
+
+
 def session_limit(
     session: TuningSession,
     profile: dict[str, float],
@@ -234,18 +320,8 @@ def session_limit(
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
         return None
     settings = session.settings
-    step = float(profile["step_compute_s"])
+    step = limit_step_s(session, profile) or float(profile["step_compute_s"])
     wall, cpu = float(profile["produce_wall_s"]), float(profile["produce_cpu_s"])
-    if cpu < CPU_HEAVY_RATIO * wall:
-        # A light loader cannot slow the step: the step measured on the config in use
-        # (the latest) is the step this machine delivers now (load, clocks), faster or
-        # slower than during the probe.
-        step = in_use_compute_s(session) or step
-    elif not session.baseline.use_multiprocessing and "process" in session.modes:
-        # CPU-heavy loader threads held the GIL and the cores during the probe: the step
-        # measured then includes up to a batch's CPU of contention that processes lift
-        # (as the planner predicts process configs), at least a third of it remains.
-        step = max(step - cpu, step / 3.0)
     limit = estimate_limit(
         produce_wall_s=wall,
         produce_cpu_s=cpu,

@@ -3,8 +3,12 @@
 Each rule is a small function of a `TuningReport` that returns one `Advice` (a rank
 and a short sentence) or `None` when it does not apply. Rules only say what the
 report's own figures support: a rule that would promise a rate a measured trial
-already contradicts stays silent, and when the config in use reaches the limit the
-advice says so plainly and names what would move the limit instead.
+already contradicts stays silent, and a config measured no faster in this fit is
+never proposed. Only when the limit is reached by measurement (the config in use
+reaches it, its epochs waited under `wait_threshold`, nothing measured was faster:
+`TuningReport.limit_reached`) does the advice say loader tuning cannot help, and name
+what would move the limit instead; near it but unconfirmed, it says how far off it
+is and what was not tried.
 
 Example:
 
@@ -14,6 +18,7 @@ Example:
 >>> rep = TuningReport("kept-baseline", LoaderConfig(), LoaderConfig(),
 ...                    baseline_steps_per_s=33.0,
 ...                    profile={"step_compute_s": 0.03, "produce_cpu_s": 0.002},
+...                    epoch_wait_fractions=[0.01],
 ...                    limit=MachineLimit(33.3, Bound.MODEL_STEP, reached=0.99))
 >>> advise(rep)[0].startswith("The config in use reaches 99% of this machine's limit")
 True
@@ -66,61 +71,148 @@ def _reached(report: TuningReport) -> float | None:
     return None if limit is None else limit.reached
 
 
+#: Two measured rates within this share of each other are the same (noise).
+NOISE = 0.05
+
+
 def at_limit(report: TuningReport) -> Advice | None:
-    """The config in use reaches the limit: say so, tuning further cannot help."""
+    """The limit is reached (measured: the config in use reaches it, its epochs waited
+    under `wait_threshold` and no config measured faster): say so first."""
     limit, reached = report.limit, _reached(report)
-    if limit is None or reached is None or reached < REACHED:
+    if limit is None or reached is None or not report.limit_reached:
         return None
     return Advice(
         0,
         f"The config in use reaches {fmt.pct(reached)} of this machine's limit "
-        f"({fmt.num(limit.steps_per_s)} steps/s, set by {_bound_words(limit)}): loader "
+        f"({fmt.num(limit.steps_per_s)} steps/s, set by {_bound_words(limit)}) and its "
+        f"epochs waited under {fmt.pct(report.wait_threshold)} of step time: loader "
         "tuning cannot make this fit faster; what follows would.",
     )
 
 
-def _contradicted(report: TuningReport, limit: MachineLimit) -> float | None:
-    """The best measured rate of a trial that already ran the limit's mode with at
-    least its workers, when that rate stayed under the limit (else `None`)."""
-    mode_is_proc = limit.mode == "process"
-    rates = [
-        float(t.steps_per_s)
+def _kind(mode: str, workers: int) -> str:
+    if mode == "process":
+        return "process" if workers == 1 else "processes"
+    return "thread" if workers == 1 else "threads"
+
+
+def not_tried(report: TuningReport, limit: MachineLimit) -> tuple[str, str | None] | None:
+    """What of the limit's config no trial measured in this fit, and the reason the
+    report knows for it: `(what, why)`; `None` when a trial ran that mode with at
+    least as many workers."""
+    proc = limit.mode == "process"
+    same_mode = [t for t in report.trials if t.config.use_multiprocessing == proc]
+    done = [t for t in same_mode if t.state == "complete" and fmt.is_number(t.steps_per_s)]
+    if done and max(t.config.workers for t in done) >= limit.workers:
+        return None
+    if done:
+        most = max(t.config.workers for t in done)
+        return f"more than {most} {_kind(limit.mode, most)}", "the most tried in this fit"
+    what = "worker processes" if proc else f"{limit.workers} {_kind('thread', limit.workers)}"
+    why = next((t.reason for t in same_mode if t.state != "complete" and t.reason), None)
+    if why is None and proc:
+        why = next(
+            (n.split(":", 1)[1].strip() for n in report.notes if n.startswith("process mode")),
+            None,
+        )
+    if why is not None and why.startswith("predicted gain"):
+        why = f"the start-up would not pay back in this fit ({why})"
+    if why is None and not report.trials:
+        why = "no trial ran in this fit"
+    return what, why
+
+
+def _no_faster(report: TuningReport, limit: MachineLimit) -> tuple[int, float] | None:
+    """A trial with the limit's mode and at least its workers that measured no faster
+    than the config in use (within `NOISE`) or under `CONTRADICTED` of the limit:
+    `(workers, rate)` of the fastest such trial, else `None`."""
+    proc = limit.mode == "process"
+    in_use = report.in_use_steps_per_s
+    rows = [
+        (t.config.workers, float(t.steps_per_s))  # type: ignore[arg-type]
         for t in report.trials
         if t.state == "complete"
         and fmt.is_number(t.steps_per_s)
-        and t.config.use_multiprocessing == mode_is_proc
+        and t.config.use_multiprocessing == proc
         and t.config.workers >= limit.workers
     ]
-    if rates and max(rates) < REACHED * limit.steps_per_s:
-        return max(rates)
+    if not rows:
+        return None
+    workers, rate = max(rows, key=lambda r: r[1])
+    slower = in_use is not None and rate <= in_use * (1.0 + NOISE)
+    if slower or rate < CONTRADICTED * limit.steps_per_s:
+        return workers, rate
     return None
 
 
+def not_reached(report: TuningReport) -> Advice | None:
+    """Near the limit by the estimate, but not confirmed by a measurement: the epochs
+    still wait, or a config measured in the fit was faster. Say how far off it is and
+    what was not tried."""
+    limit, reached = report.limit, _reached(report)
+    if limit is None or reached is None or reached < REACHED or report.limit_reached:
+        return None
+    why: list[str] = []
+    wait = report.in_use_wait_fraction
+    if wait is None:
+        why.append("its wait in the epochs is unknown")
+    elif wait >= report.wait_threshold:
+        why.append(
+            f"its last epoch still waited {fmt.pct(wait)} of step time (over the "
+            f"{fmt.pct(report.wait_threshold)} threshold)"
+        )
+    fastest, in_use = report.fastest_trial, report.in_use_steps_per_s
+    faster = fastest is not None and in_use is not None
+    if faster and float(fastest.steps_per_s) > in_use * (1.0 + NOISE):  # type: ignore[arg-type,union-attr,operator]
+        why.append(
+            f"trial #{fastest.number} ({fastest.config}) measured "  # type: ignore[union-attr]
+            f"{fmt.num(fastest.steps_per_s)} steps/s against {fmt.num(in_use)}"  # type: ignore[union-attr]
+        )
+    untried = not_tried(report, limit)
+    tail = ""
+    if untried is not None:
+        what, reason = untried
+        tail = f" Not tried: {what}" + (f" ({reason})." if reason else ".")
+    return Advice(
+        0,
+        f"The config in use reaches {fmt.pct(reached)} of the estimated limit "
+        f"({fmt.num(limit.steps_per_s)} steps/s), but {' and '.join(why)}: the limit is "
+        f"not confirmed, and the loader may still be up to {1.0 / max(reached, 1e-9):.2f}x "
+        f"from it.{tail}",
+    )
+
+
 def more_workers(report: TuningReport) -> Advice | None:
-    """Below the limit: the workers (threads or processes) that would reach it."""
+    """Below the limit: the workers (threads or processes) that would reach it, only
+    when no trial measured them no faster; an untried config says it is estimated and
+    why it was not tried."""
     limit, reached = report.limit, _reached(report)
     if limit is None or reached is None or reached >= REACHED:
         return None
-    kind = "process" if limit.mode == "process" else "thread"
-    kind += "es" if kind == "process" and limit.workers != 1 else ""
-    kind += "s" if kind == "thread" and limit.workers != 1 else ""
-    measured = _contradicted(report, limit)
-    if measured is not None and measured >= CONTRADICTED * limit.steps_per_s:
-        return None  # measured as close to the estimate as it is accurate: nothing to add
+    kind = _kind(limit.mode, limit.workers)
+    measured = _no_faster(report, limit)
     if measured is not None:
+        workers, rate = measured
+        if rate >= CONTRADICTED * limit.steps_per_s:
+            return None  # measured as close to the estimate as it is accurate: nothing to add
         return Advice(
             1,
             f"The estimate says {limit.workers} {kind} could reach "
             f"{fmt.num(limit.steps_per_s)} steps/s, but a measured trial with as many got "
-            f"{fmt.num(measured)}: the estimate is optimistic here; trust the measurement.",
+            f"{fmt.num(rate)} ({workers} {_kind(limit.mode, workers)}): the estimate is "
+            "optimistic here; trust the measurement.",
         )
     gain = 1.0 / max(reached, 1e-9)
+    untried = not_tried(report, limit)
+    how = "estimated"
+    if untried is not None:
+        how += ", not tried" + (f": {untried[1]}" if untried[1] else " in this fit")
     return Advice(
         1,
         f"The config in use reaches {fmt.pct(reached)} of this machine's limit: about "
         f"{limit.workers} {kind} (e.g. `workers={limit.workers}"
         f"{', use_multiprocessing=True' if limit.mode == 'process' else ''}`) could be up to "
-        f"{gain:.1f}x faster (estimated); a longer fit lets the tuner try them.",
+        f"{gain:.1f}x faster ({how}); a longer fit lets the tuner try them.",
     )
 
 
@@ -180,8 +272,8 @@ def cheaper_step(report: TuningReport) -> Advice | None:
     limit = report.limit
     if limit is None or limit.bound.value != "model-step":
         return None
-    step = report.profile.get("step_compute_s")
-    took = f" ({fmt.ms(step)} per step)" if fmt.is_number(step) else ""
+    # The limit's own figure, so the advice and the Limit line quote one step.
+    took = f" ({fmt.ms(1.0 / limit.steps_per_s)} per step)" if limit.steps_per_s > 0 else ""
     return Advice(
         2,
         f"The model step itself is the limit{took}: mixed precision "
@@ -225,6 +317,7 @@ def less_memory(report: TuningReport) -> Advice | None:
 #: Every rule, in the order ties are broken.
 RULES: tuple[Callable[[TuningReport], Advice | None], ...] = (
     at_limit,
+    not_reached,
     more_workers,
     decode_in_c,
     cheaper_step,
@@ -255,4 +348,4 @@ def advise(report: TuningReport) -> list[str]:
     return [a.text for a in sorted(found, key=lambda a: a.rank)]
 
 
-__all__ = ["REACHED", "RULES", "Advice", "advise"]
+__all__ = ["NOISE", "REACHED", "RULES", "Advice", "advise", "not_tried"]

@@ -71,7 +71,7 @@ def render_html(report: TuningReport) -> str:
     speed = _text._speedup_text(report)
     if speed:
         facts.append(("Speedup", speed))
-    wait = _text._wait_text(report)
+    wait = _text.wait_text(report)
     if wait:
         facts.append(("Wait", wait))
     if report.trials or report.tuning_seconds:

@@ -45,8 +45,9 @@ Decision = Literal[
 DECISIONS: tuple[str, ...] = get_args(Decision)
 #: Written as `"format_version"` by `TuningReport.to_dict`.
 #: Version 2 added `limit`, `fit_wall_seconds`, `fit_all_steps`, `fit_running`,
-#: `backend` and the derived `advice`; version 1 reports still load.
-REPORT_FORMAT_VERSION = 2
+#: `backend` and the derived `advice`; version 3 `wait_threshold` and `cost` (the
+#: parts of `tuning_cost_seconds`); older reports still load.
+REPORT_FORMAT_VERSION = 3
 
 
 @dataclass
@@ -97,6 +98,10 @@ class TuningReport:
         limit: The machine limit (`keras_loadtune.decision.limit.MachineLimit`): the
             highest steps/s any loader config could reach here and what bounds it,
             estimated from the profile; `None` when unknown.
+        wait_threshold: The tuner's `wait_threshold`: a wait under it is not
+            input-bound (the limit counts as reached only then).
+        cost: `tuning_cost_seconds` by part (seconds; the parts sum to it): opening
+            the study storage, pool starts, the rest of the probe and trials.
 
     The net effect (`baseline_fit_seconds`, `net_speedup`) compares the fit's
     measured wall time with the same fit at your config on keras-loadtune's loader,
@@ -152,6 +157,8 @@ class TuningReport:
     fit_running: bool = False
     backend: str | None = None
     limit: MachineLimit | None = None
+    wait_threshold: float = 0.05
+    cost: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS:
@@ -191,6 +198,50 @@ class TuningReport:
             if _format.is_number(value) and value > 0:  # type: ignore[operator]
                 return float(value)  # type: ignore[arg-type]
         return None
+
+    @property
+    def in_use_wait_fraction(self) -> float | None:
+        """The wait of the config in use: its last epoch's (what the user's History
+        shows), else the wait its best trial measured (`None`: unknown)."""
+        if self.epoch_wait_fractions and _format.is_number(self.epoch_wait_fractions[-1]):
+            return float(self.epoch_wait_fractions[-1])
+        trial = self.best_trial if self.speedup is not None else self.baseline_trial
+        if trial is not None and _format.is_number(trial.wait_fraction):
+            return float(trial.wait_fraction)  # type: ignore[arg-type]
+        return None
+
+    @property
+    def baseline_trial(self) -> TrialRecord | None:
+        """The measured trial of your own config (`None`: not measured)."""
+        done = [
+            t for t in self.trials if t.state == "complete" and _format.is_number(t.steps_per_s)
+        ]
+        return next((t for t in done if t.source == "baseline"), None)
+
+    @property
+    def fastest_trial(self) -> TrialRecord | None:
+        """The fastest trial measured in this fit (`None`: none measured)."""
+        done = [t for t in self.trials if t.state == "complete"]
+        done = [t for t in done if _format.is_number(t.steps_per_s)]
+        return max(done, key=lambda t: float(t.steps_per_s)) if done else None  # type: ignore[arg-type]
+
+    @property
+    def limit_reached(self) -> bool:
+        """Whether the report may say the limit is reached (loader tuning cannot help):
+        the config in use reaches it, its last epoch waited under `wait_threshold`, and
+        no config measured in this fit was faster (`decision.limit.is_reached`)."""
+        if self.limit is None:
+            return False
+        from keras_loadtune.decision.limit import is_reached
+
+        fastest = self.fastest_trial
+        return is_reached(
+            self.limit,
+            wait_fraction=self.in_use_wait_fraction,
+            wait_threshold=self.wait_threshold,
+            in_use_steps_per_s=self.in_use_steps_per_s,
+            fastest_steps_per_s=float(fastest.steps_per_s) if fastest else None,  # type: ignore[arg-type]
+        )
 
     @property
     def saved_seconds(self) -> float:
@@ -360,8 +411,9 @@ class TuningReport:
         for key in ("epoch_wait_fractions", "notes", "reopen_reasons"):
             if key in kwargs:
                 kwargs[key] = list(kwargs[key] or [])
-        if "profile" in kwargs:
-            kwargs["profile"] = dict(kwargs["profile"] or {})
+        for key in ("profile", "cost"):
+            if key in kwargs:
+                kwargs[key] = dict(kwargs[key] or {})
         if kwargs.get("limit") is not None:
             from keras_loadtune.decision.limit import MachineLimit
 

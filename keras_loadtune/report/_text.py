@@ -101,14 +101,46 @@ def _speedup_text(report: TuningReport) -> str | None:
     )
 
 
-def _wait_text(report: TuningReport) -> str | None:
+def switched(report: TuningReport) -> bool:
+    """True when the config in use is not yours (a switch happened and stayed)."""
+    return report.speedup is not None or (
+        report.best_config is not None
+        and report.baseline_config is not None
+        and report.best_config != report.baseline_config
+    )
+
+
+def wait_text(report: TuningReport) -> str | None:
+    """The `Wait` figure. An arrow only when the config changed: your config's wait
+    (the probe's) -> the last epoch's; a wait that rose although the steps got faster
+    says why. A config that never changed shows the two figures by name."""
     before, after = report.probe_wait_fraction, report.final_wait_fraction
+    if not switched(report):
+        if fmt.is_number(before) and fmt.is_number(after):
+            return (
+                f"{fmt.pct(before)} of step time while probing, {fmt.pct(after)} in the last "
+                "epoch (your config throughout)"
+            )
+        if fmt.is_number(before) or fmt.is_number(after):
+            value = before if fmt.is_number(before) else after
+            return f"{fmt.pct(value)} of step time (your config)"
+        return None
     if fmt.is_number(before) and fmt.is_number(after):
-        return f"{fmt.pct(before)} -> {fmt.pct(after)} of step time"
-    if fmt.is_number(before):
-        return f"{fmt.pct(before)} of step time (your config)"
+        text = f"{fmt.pct(before)} -> {fmt.pct(after)} of step time"
+        if fmt.pct(after) != fmt.pct(before) and float(after) > float(before):  # type: ignore[arg-type]
+            if report.speedup is not None and report.speedup > 1.0:
+                text += (
+                    f" (steps got faster, {fmt.num(report.baseline_steps_per_s)} -> "
+                    f"{fmt.num(report.best_steps_per_s)} steps/s: the shorter step leaves a "
+                    "larger share of it waiting)"
+                )
+            else:
+                text += " (the config in use waits more than yours did while probing)"
+        return text
     if fmt.is_number(after):
-        return f"{fmt.pct(after)} of step time (after tuning)"
+        return f"{fmt.pct(after)} of step time in the last epoch (after tuning)"
+    if fmt.is_number(before):
+        return f"{fmt.pct(before)} of step time (your config, while probing)"
     return None
 
 
@@ -139,6 +171,15 @@ def net_effect(net: float) -> str:
     return f"{net:.2f}x faster than" if net > 1.0 else f"{1.0 / net:.2f}x slower than"
 
 
+def net_summary(net: float) -> str:
+    """Net's figure for the summary line: `"1.79x faster net over this fit"`."""
+    if abs(net - 1.0) < 0.005:
+        return "no net difference over this fit"
+    if net > 1.0:
+        return f"{net:.2f}x faster net over this fit"
+    return f"{1.0 / net:.2f}x slower net over this fit"
+
+
 def why_lines(report: TuningReport) -> list[str]:
     """A line saying why Speedup and Net disagree in direction, if they do."""
     sp, net = report.speedup, report.net_speedup
@@ -153,6 +194,60 @@ def why_lines(report: TuningReport) -> list[str]:
             "epochs and later runs get the speedup",
         )
     ]
+
+
+def loader_text(report: TuningReport) -> str | None:
+    """The `Loader` line: what `At yours` compares against on this backend, next to
+    what plain Keras runs at your config (`None` when the backend is unknown)."""
+    cfg, backend = report.baseline_config, report.backend
+    if backend is None or cfg is None:
+        return None
+    ours = "`At yours` is keras-loadtune's loader at your config"
+    if backend == "tensorflow":
+        return (
+            f"{ours}; plain Keras on TensorFlow also feeds a PyDataset through a tf.data "
+            "prefetch layer, which a wrapped dataset skips, so plain Keras with your "
+            "config may differ (time a plain run to compare)"
+        )
+    name = {"jax": "JAX", "torch": "PyTorch"}.get(backend, backend)
+    if cfg.workers <= 1 and not cfg.use_multiprocessing:
+        if getattr(cfg, "inline", None) is not None:  # the engine runs it inline too
+            return (
+                f"{ours}, which calls `__getitem__` inline on the training thread exactly "
+                f"as plain Keras on {name} does at `workers=1`: `At yours` is plain Keras "
+                "at your config"
+            )
+        return (
+            f"{ours} (one worker thread); plain Keras on {name} calls `__getitem__` "
+            "inline on the training thread at `workers=1`, so a plain run may differ "
+            "(time one to compare)"
+        )
+    return (
+        f"{ours} (its prefetcher, at most `max_queue_size` batches ahead); plain Keras on "
+        f"{name} runs your config through its OrderedEnqueuer, so a plain run may differ "
+        "(time one to compare)"
+    )
+
+
+_COST_ORDER = ("probe and trials", "pool starts")
+
+
+def cost_text(report: TuningReport) -> str | None:
+    """The `Cost` figure: everything the tuner added, and its parts when known."""
+    if not fmt.is_number(report.tuning_cost_seconds):
+        return None
+    text = f"{fmt.seconds(report.tuning_cost_seconds)} caused by tuning (estimated"
+    parts = {k: v for k, v in report.cost.items() if fmt.is_number(v)}
+    if parts:
+        keys = sorted(
+            parts,
+            key=lambda k: (k in _COST_ORDER, _COST_ORDER.index(k) if k in _COST_ORDER else 0, k),
+        )
+        text += ": " + ", ".join(f"{k} {fmt.seconds(parts[k])}" for k in keys)
+        text += "; probe and trials: their time minus the same steps at the best config's rate)"
+    else:
+        text += ": its time minus the same steps at the best config's rate)"
+    return text
 
 
 def net_lines(report: TuningReport) -> list[str]:
@@ -188,23 +283,12 @@ def net_lines(report: TuningReport) -> list[str]:
             )
         )
         lines += why_lines(report)
-        if report.backend == "tensorflow":
-            lines.append(
-                _field(
-                    "Loader",
-                    "on TensorFlow a wrapped dataset skips Keras's tf.data prefetch "
-                    "layer, so plain Keras with your config may differ from `At yours` "
-                    "(time a plain run to compare)",
-                )
-            )
-    if fmt.is_number(report.tuning_cost_seconds):
-        lines.append(
-            _field(
-                "Cost",
-                f"{fmt.seconds(report.tuning_cost_seconds)} caused by tuning (estimated: "
-                "its time minus the same steps at the best config's rate)",
-            )
-        )
+        loader = loader_text(report)
+        if loader is not None:
+            lines.append(_field("Loader", loader))
+    cost = cost_text(report)
+    if cost is not None:
+        lines.append(_field("Cost", cost))
     if fmt.is_number(report.worst_step_gap_seconds):
         median = report.median_step_seconds
         scale = f" (median step {fmt.ms(median)})" if fmt.is_number(median) else ""
@@ -235,7 +319,8 @@ def _outcome(report: TuningReport) -> list[str]:
         lines.append(_field("Winner", winner))
     elif d == "kept-baseline":
         cfg = report.baseline_config or report.best_config
-        why = "no config tried was faster" if report.trials else "no other config was tried"
+        others = [t for t in report.trials if t.config != cfg]
+        why = "no config tried was faster" if others else "no other config was tried"
         lines.append(_field("Kept", f"{fmt.config(cfg)} (your config): {why}"))
     elif d == "tuning-failed":
         cfg = report.best_config or report.baseline_config
@@ -250,7 +335,7 @@ def _outcome(report: TuningReport) -> list[str]:
         lines.append(_field("Speedup", speed))
     elif d == "kept-baseline" and fmt.is_number(report.baseline_steps_per_s):
         lines.append(_field("Speed", f"{fmt.num(report.baseline_steps_per_s)} steps/s"))
-    wait = _wait_text(report)
+    wait = wait_text(report)
     if wait:
         lines.append(_field("Wait", wait))
     if report.trials or report.tuning_seconds:
@@ -316,10 +401,24 @@ def limit_lines(report: TuningReport) -> list[str]:
     return lines
 
 
+def not_started(report: TuningReport) -> bool:
+    """True for the report of a tuner before any fit (nothing measured, nothing run)."""
+    return (
+        report.decision == "in-progress"
+        and not report.fit_running
+        and not report.trials
+        and not report.fit_all_steps
+        and not report.fit_steps
+        and not report.epoch_wait_fractions
+    )
+
+
 def render_text(report: TuningReport) -> str:
     """`str(report)`."""
     headline = _HEADLINES.get(report.decision, report.decision)
-    if report.fit_running:
+    if not_started(report):
+        headline = "no fit yet"
+    elif report.fit_running:
         headline += " (mid-fit: the fit is still running)"
     lines = [f"{PREFIX} tuning report: {headline}"]
     if report.study_name or report.storage_url:
@@ -332,6 +431,11 @@ def render_text(report: TuningReport) -> str:
         lines += _paragraph(report)
         if report.trials:
             lines += ["", *table(report)]
+    elif not_started(report):
+        lines += _wrap(
+            "No fit yet: pass the tuner to fit(), e.g. `" + WRAP_HINT + "`; the report "
+            "fills in as training runs."
+        )
     else:
         lines += table(report) if report.trials else ["  No trials recorded."]
         lines += ["", *_outcome(report)]
@@ -360,7 +464,10 @@ def render_summary_line(report: TuningReport) -> str:
     if d == "tuned":
         body = f"tuned {fmt.config(report.best_config)}"
         if report.speedup is not None:
-            body += f": {fmt.speedup(report.speedup)} faster"
+            body += f": {fmt.speedup(report.speedup)} faster in steady state"
+            net = report.net_speedup
+            if net is not None:
+                body += ", " + net_summary(net)
         if fmt.is_number(before) and fmt.is_number(after):
             body += f" (wait {fmt.pct(before)} -> {fmt.pct(after)})"
         body += f", {trials}"
@@ -375,12 +482,20 @@ def render_summary_line(report: TuningReport) -> str:
             "pass tuner.wrap(dataset) to fit() to tune"
         )
     elif d == "kept-baseline":
-        body = f"kept your config {fmt.config(report.baseline_config)}: no faster config found"
-        body += f" ({trials})"
+        body = f"kept your config {fmt.config(report.baseline_config)}"
+        others = [t for t in report.trials if t.config != report.baseline_config]
+        if others:
+            body += f": no faster config found ({trials})"
+        else:
+            body += ": no other config was tried"
+            if fmt.is_number(after):
+                body += f" (wait {fmt.pct(after)} in the last epoch)"
     elif d == "tuning-failed":
         why = f" ({one_line(report.notes[0])})" if report.notes else ""
         cfg = report.best_config or report.baseline_config
         body = f"tuning failed{why}; using {fmt.config(cfg)}"
+    elif not_started(report):
+        body = "no fit yet"
     elif d == "in-progress":
         body = f"tuning in progress, {n} trial{'s' if n != 1 else ''} so far"
         if report.best_config is not None:
