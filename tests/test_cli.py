@@ -106,6 +106,37 @@ def test_missing_study_is_one_line_and_exit_2(capsys, storage):
     assert "no study named 'ghost'" in line and "run1" in line
 
 
+def test_missing_study_names_the_storage_and_every_study_there(capsys, storage):
+    # Found: `--study nope` answered "no study named 'nope' in default".
+    code, _, err = run(capsys, "report", "--storage", storage, "--study", "nope")
+    line = one_error_line(err)
+    assert code == 2 and storage in line and "run1" in line and "unrelated" in line
+
+
+def test_study_list_counts_the_trials_its_report_shows(capsys, storage):
+    # Found: "trials 9" in the list for a study whose report showed 3 trials, plus
+    # "6 sampler proposal(s) not run": proposals told without running are not trials.
+    from keras_loadtune.trial import ATTR_NOT_RUN
+
+    study = optuna.load_study(study_name="run1", storage=storage)
+    stored = study.trials[0]
+    for _ in range(3):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=stored.params,
+                distributions=stored.distributions,
+                user_attrs={**stored.user_attrs, ATTR_NOT_RUN: True},
+                state=optuna.trial.TrialState.PRUNED,
+            )
+        )
+    shown = len(load_report(storage, "run1").trials)
+    code, out, _ = run(capsys, "report", "--storage", storage, "--json")
+    row = next(r for r in json.loads(out) if r["name"] == "run1")
+    assert code == 0 and row["n_trials"] == shown == len(make_report().trials)
+    code, out, _ = run(capsys, "report", "--storage", storage)
+    assert f" {shown} " in next(r for r in out.splitlines() if r.startswith("run1 "))
+
+
 def test_missing_sqlite_file_is_not_created(capsys, tmp_path):
     path = tmp_path / "typo.db"
     for extra in ([], ["--study", "run1"]):

@@ -478,28 +478,60 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def report_from_study(study: optuna.Study, *, storage_url: str | None = None) -> TuningReport:
-    """`TuningReport.from_study(study, storage_url=...)` (see there)."""
+@dataclass
+class StoredTrials:
+    """A study's trials as a report shows them, and what it leaves out.
+
+    Args:
+        records: The trials the report shows (measured or stopped, in order).
+        running: Trials still running or waiting (not shown).
+        unparsable: Trials without loader params (not shown).
+        not_run: Sampler proposals told without running (not trials; not shown).
+        durations: Wall seconds of each shown trial with both timestamps.
+    """
+
+    records: list[TrialRecord] = field(default_factory=list)
+    running: int = 0
+    unparsable: int = 0
+    not_run: int = 0
+    durations: list[float] = field(default_factory=list)
+
+
+def stored_trials(trials: list[optuna.trial.FrozenTrial]) -> StoredTrials:
+    """Sort a study's frozen trials into those a report shows and those it leaves out
+    (the one rule for the report and the CLI's study list, so their counts agree).
+
+    Example:
+
+    >>> stored_trials([]).records
+    []
+    """
     from optuna.trial import TrialState
 
-    records: list[TrialRecord] = []
-    running = unparsable = not_run = 0
-    durations: list[float] = []
-    for trial in study.get_trials(deepcopy=False):
+    out = StoredTrials()
+    for trial in trials:
         if trial.state in (TrialState.RUNNING, TrialState.WAITING):
-            running += 1
+            out.running += 1
             continue
         try:
             record = TrialRecord.from_frozen_trial(trial)
         except (KeyError, TypeError, ValueError):
-            unparsable += 1
+            out.unparsable += 1
             continue
         if trial.user_attrs.get(ATTR_NOT_RUN):
-            not_run += 1  # a proposal told without running, as the live report leaves out
+            out.not_run += 1  # a proposal told without running, as the live report leaves out
             continue
-        records.append(record)
+        out.records.append(record)
         if trial.datetime_start and trial.datetime_complete:
-            durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
+            out.durations.append((trial.datetime_complete - trial.datetime_start).total_seconds())
+    return out
+
+
+def report_from_study(study: optuna.Study, *, storage_url: str | None = None) -> TuningReport:
+    """`TuningReport.from_study(study, storage_url=...)` (see there)."""
+    shown = stored_trials(study.get_trials(deepcopy=False))
+    records, durations = shown.records, shown.durations
+    running, unparsable, not_run = shown.running, shown.unparsable, shown.not_run
 
     extra_notes: list[str] = []
     if running:

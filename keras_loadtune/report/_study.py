@@ -50,7 +50,8 @@ def open_storage(storage: str | optuna.storages.BaseStorage) -> optuna.storages.
 def list_studies(storage_url: str | optuna.storages.BaseStorage) -> list[dict[str, Any]]:
     """The studies in a storage, one JSON-ready dict each.
 
-    Keys: `name`, `n_trials`, `decision` (from the stored report; `None` for studies
+    Keys: `name`, `n_trials` (the trials its report shows: sampler proposals told
+    without running are not counted), `decision` (from the stored report; `None` for studies
     not written by `LoadTuner` or still tuning), `best_config` (a `LoaderConfig.to_dict()`
     or `None`), `speedup` (or `None`), `limit` (the machine limit's `to_dict()`, or
     `None`) and `datetime` (ISO start time or `None`).
@@ -76,8 +77,16 @@ def list_studies(storage_url: str | optuna.storages.BaseStorage) -> list[dict[st
             f"cannot read studies from {describe(storage_url)!r}: "
             f"{first_line(exc, with_type=False)}"
         ) from exc
+    from keras_loadtune.report._model import stored_trials
+
     rows: list[dict[str, Any]] = []
     for summary in summaries:
+        try:  # the trials its report shows (sampler proposals not run are not trials)
+            study_id = storage.get_study_id_from_name(summary.study_name)
+            shown = stored_trials(storage.get_all_trials(study_id, deepcopy=False))
+            n_trials = len(shown.records)
+        except Exception:  # pragma: no cover - a count is only shown
+            n_trials = summary.n_trials
         stored = summary.user_attrs.get(STUDY_ATTR_REPORT)
         stored = stored if isinstance(stored, dict) else {}
         best = stored.get("best_config")
@@ -91,7 +100,7 @@ def list_studies(storage_url: str | optuna.storages.BaseStorage) -> list[dict[st
         rows.append(
             {
                 "name": summary.study_name,
-                "n_trials": summary.n_trials,
+                "n_trials": n_trials,
                 "decision": stored.get("decision"),
                 "best_config": best,
                 "speedup": speedup,
