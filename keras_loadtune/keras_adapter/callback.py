@@ -559,14 +559,26 @@ class LoadTuner(keras.callbacks.Callback):
         )
 
     def _log_report_once(self, *, final: bool) -> None:
+        """The report in the log: at `verbose=1` one line when tuning ends and the full
+        report once at the end of `fit`; at `verbose=2` the full report when tuning
+        ends too (then only a line at the end of `fit`)."""
         if self.verbose == 0:
             return
         report = self._build_report()
-        if not self._reported and report.decision not in ("in-progress",):
-            self._reported = True
-            self._log.info("%s", report)
-        elif final:
+        if not final:
+            if report.decision == "in-progress":
+                return
+            if self.verbose >= 2 and not self._reported:
+                self._reported = True
+                self._log.info("%s", report)
+            else:
+                self._log.info("%s", report.summary_line())
+            return
+        if self._reported:  # the full report was logged mid-fit (verbose=2)
             self._log.info("%s", report.summary_line())
+        else:
+            self._log.info("%s", report)
+        self._reported = False  # the next fit logs its own report
 
     def _fit_total_steps(self) -> int | None:
         """Steps of this fit from Keras's `params` (`epochs x steps`), `None` if unknown."""
