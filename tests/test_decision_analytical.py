@@ -110,9 +110,13 @@ def test_baseline_never_seeded():
 
 
 def test_predict_limits():
+    # One thread is inline (as Keras runs it): produce and compute in series.
     cfg1 = LoaderConfig(1, 10)
-    assert predict(cfg1, IO_BOUND, 0.010, 8).steps_per_s == pytest.approx(25.0)
-    assert predict(cfg1, IO_BOUND, 0.010, 8).bottleneck == "latency"
+    assert predict(cfg1, IO_BOUND, 0.010, 8).steps_per_s == pytest.approx(1 / 0.050)
+    assert predict(cfg1, IO_BOUND, 0.010, 8).bottleneck == "inline"
+    cfg2 = LoaderConfig(2, 10)
+    assert predict(cfg2, IO_BOUND, 0.010, 8).steps_per_s == pytest.approx(50.0)
+    assert predict(cfg2, IO_BOUND, 0.010, 8).bottleneck == "latency"
     # The engine's window bounds the batches in flight: queue 1 = one batch at a time.
     assert predict(LoaderConfig(16, 1), IO_BOUND, 0.001, 8).steps_per_s == pytest.approx(25.0)
     assert predict(LoaderConfig(16, 3), IO_BOUND, 0.001, 8).steps_per_s == pytest.approx(75.0)

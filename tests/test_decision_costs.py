@@ -33,7 +33,7 @@ from keras_loadtune.trial import ATTR_WORKER, TrialRecord, config_to_params
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 GIB = 1 << 30
-USER = LoaderConfig()  # Keras's default: 1 thread, queue 10
+USER = LoaderConfig()  # Keras's default: inline (1 worker), queue 10
 LATENCY = dict(io_s=0.040, numpy_s=0.0005, compute_s=0.010)
 GIL = dict(python_s=0.020, compute_s=0.005, trainer_gil_share=0.3)
 NUMPY = dict(numpy_s=0.020, compute_s=0.005)
@@ -43,10 +43,19 @@ def _settings(cores: int, seed: int = 0, **kw) -> TunerSettings:
     return TunerSettings(**{"cores": cores, "seed": seed, "ram_budget_bytes": 8 * GIB, **kw})
 
 
-def _tune(cores: int, steps: int, *, seed: int = 0, noise: float = 0.1, settings=None, **p):
+def _tune(
+    cores: int,
+    steps: int,
+    *,
+    seed: int = 0,
+    noise: float = 0.1,
+    settings=None,
+    baseline: LoaderConfig = USER,
+    **p,
+):
     pipe = SimulatedPipeline(cores=cores, seed=seed, noise_cv=noise, **p)
     return simulate_tuning(
-        pipe, settings or _settings(cores, seed), baseline=USER, total_steps=steps
+        pipe, settings or _settings(cores, seed), baseline=baseline, total_steps=steps
     )
 
 
@@ -178,8 +187,9 @@ def test_thread_trials_stop_once_threads_proved_gil_bound():
 
 
 def test_a_gil_bound_thread_trial_is_aborted_early():
-    # A thread trial slower than the best is cut short, its partial rate kept.
-    res = _tune(16, 5000, noise=0.02, python_s=0.02, compute_s=0.005)
+    # A thread trial slower than the best is cut short, its partial rate kept (from
+    # 2 GIL-bound threads: more threads run no faster).
+    res = _tune(16, 5000, noise=0.02, python_s=0.02, compute_s=0.005, baseline=LoaderConfig(2, 10))
     aborted = [t for t in res.session.trials if t.reason and t.reason.startswith("aborted")]
     slow_threads = [
         t

@@ -15,7 +15,10 @@ concurrently. Then:
   cost start-up time and resident memory per process;
 - throughput is the smallest of the trainer's rate and the loader's limits
   (latency: `n / wall`, cores: `cores / (cpu + step compute)`: the trainer idles while
-  it waits, GIL: `1 / (gil x cpu)`) — Little's law.
+  it waits, GIL: `1 / (gil x cpu)`) — Little's law;
+- **inline** (one thread: Keras runs `workers=1, use_multiprocessing=False` with no
+  worker at all, calling `__getitem__` on the training thread, and so does the engine)
+  produces and computes in series: `1 / (wall + step compute)`.
 
 A single-worker probe cannot tell GIL-holding Python from GIL-releasing NumPy
 (both show CPU time ~ wall time), so for CPU-heavy loaders `seed_configs` seeds
@@ -65,7 +68,8 @@ class Prediction:
         produce_rate: Batches/s the loader could deliver if the trainer never waited.
         extra_rss_bytes: Memory the config holds beyond the trainer itself (queued and
             in-flight batches, worker processes).
-        bottleneck: `"compute"`, `"latency"`, `"cores"`, `"gil"` or `"ipc"`.
+        bottleneck: `"compute"`, `"latency"`, `"cores"`, `"gil"`, `"ipc"` or `"inline"`
+            (produce and compute in series on the training thread).
 
     Example:
 
@@ -152,6 +156,15 @@ def predict(
     compute = max(float(step_compute_s), 1e-9)
     wall = max(profile.produce_wall_s, 1e-9)
     cpu = min(max(profile.produce_cpu_s, 0.0), wall)
+    if config.inline:
+        return Prediction(
+            steps_per_s=1.0 / (wall + compute),
+            produce_rate=1.0 / wall,
+            extra_rss_bytes=extra_rss_bytes(
+                config, profile.batch_nbytes, process_rss_bytes=process_rss_bytes
+            ),
+            bottleneck="inline",
+        )
     n = concurrency(config)
     limits: dict[str, float] = {}
     # Cores: every step needs the loader's CPU for its batch and one core for the
@@ -284,7 +297,8 @@ def seed_configs(
         workers = math.ceil(target * wall)
         if ratio >= CPU_HEAVY_RATIO:
             workers = min(workers, math.ceil(cores / ratio))
-        workers = int(min(max(workers, 1), settings.worker_cap("thread")))
+        # At least two threads: one thread is the inline config (in series with the step).
+        workers = int(min(max(workers, 2), settings.worker_cap("thread")))
         seeds.append(LoaderConfig(workers, queue_for(workers, profile.jitter_cv, settings), False))
 
     if "process" in modes and ratio >= CPU_HEAVY_RATIO:

@@ -5,7 +5,8 @@ known rate: the new pool's start-up (measured on earlier switches, else a
 conservative prior; a pool started in the background is charged only the share of
 the cores it takes, see `process_policy.background_start_share`), the refill after the switch (about
 one batch's latency), and its measured steps at a possibly worse rate (half the
-predicted rate; when even that beats the best known, the trial's steps count as gain
+predicted rate, but no worse than `search.ABORT_BELOW_BEST` of the best: a slower trial
+is aborted; when even that beats the best known, the trial's steps count as gain
 instead). It can only pay back over the steps left in this fit, plus the steps a
 later run reusing the stored study is expected to take. A config is tried only if
 its predicted gain clearly exceeds that cost (`TunerSettings.payoff_ratio` times):
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.process_policy import background_start_share
+from keras_loadtune.decision.search import ABORT_BELOW_BEST
 
 # Start-up prior of a process pool before one was measured: forkserver + imports
 # (seconds), plus per worker. Measured 0.2 s (a NumPy-only `__main__` dataset: no Keras
@@ -164,7 +166,10 @@ class PayoffModel:
         # The trial's own steps, at a pessimistic share of the predicted rate: a cost if
         # that is slower than the best, a gain if even that is faster (a short fit whose
         # trial is most of what is left still gains from a clearly faster config).
-        trial = trial_steps * (1.0 / (PESSIMISM * predicted) - 1.0 / best)
+        # A trial under `ABORT_BELOW_BEST` of the best is aborted after its minimum
+        # window, so its steps cost at most that rate's time (cheap thread trials pay).
+        pessimistic = max(PESSIMISM * predicted, ABORT_BELOW_BEST * best)
+        trial = trial_steps * (1.0 / pessimistic - 1.0 / best)
         cost = startup + refill + max(trial, 0.0)
         per_step = 1.0 / best - 1.0 / predicted
         if steps_left is None:

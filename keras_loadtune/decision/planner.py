@@ -39,6 +39,7 @@ from keras_loadtune.decision.probe import profile_from, refill_steps
 from keras_loadtune.decision.search import SearchRound, window_steps
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.measurement import LoaderProfile, WindowStats
+from keras_loadtune.trial import TrialRecord
 
 # Local search after the seeds: the workers range becomes incumbent / 2 .. incumbent x 2.
 LOCAL_SPAN = 2.0
@@ -49,6 +50,12 @@ LOCAL_SPAN = 2.0
 CLIMB_GAIN = 0.10
 # A climb adds at least this factor of threads (a smaller step measures only noise).
 CLIMB_MIN_STEP = 1.5
+# A thread best's step counts as slowed by its loader threads (not at the compute
+# floor) once it computes this share longer than the step measured without them.
+CONTENTION_SLACK = 0.25
+# A wait climb sizes threads as if the best waited at most this share of each step
+# (a best waiting 95% would ask for 20x its threads at once).
+WAIT_CLIMB_MAX_WAIT = 0.75
 
 
 class Planner:
@@ -68,6 +75,8 @@ class Planner:
         profile: The loader's measured profile (`None` before the probe ends).
         compute_s: The trainer's compute seconds per step the seeds were fitted to.
         probe_step_s: Mean step of the probe (what contention predictions use).
+        clean_compute_s: The step's compute measured with no loader thread in the
+            trainer's process (an inline or process window), `None` before one ran.
         contended: The probe saw contention: loader threads use a large share of the
             step's time in the trainer's process, so the measured compute overstates
             a process config's step.
@@ -94,6 +103,7 @@ class Planner:
         self.profile: LoaderProfile | None = None
         self.compute_s = 0.0
         self.probe_step_s: float | None = None
+        self.clean_compute_s: float | None = None
         self.contended = False
         self._size_uncontended = False
         self._gil = 0.0  # share of the loader's CPU time holding the GIL, learned
@@ -225,11 +235,100 @@ class Planner:
             self._bridge.set_space((space[0], workers), self.queue_of)
         return candidate
 
+    def note_window(self, config: LoaderConfig, stats: WindowStats) -> None:
+        """Keep the step's compute measured with no loader thread in the trainer's
+        process (`clean_compute_s`): an inline or process window's median compute."""
+        if (config.inline or config.use_multiprocessing) and stats.median_compute_s > 0:
+            known = self.clean_compute_s
+            measured = float(stats.median_compute_s)
+            self.clean_compute_s = measured if known is None else min(known, measured)
+
+    def loader_slows(self, best: TrialRecord) -> bool:
+        """Whether a thread `best` that barely waits still runs its steps far over the
+        step measured without loader threads (`clean_compute_s`): a CPU-heavy loader's
+        threads hold the GIL while the step runs, which shows as a longer step, not a
+        wait. That is loader cost (processes are its remedy), not the compute floor.
+
+        Example:
+
+        >>> from keras_loadtune.decision.memory import MemoryBudget
+        >>> from keras_loadtune.decision.optuna_bridge import StudyBridge
+        >>> from keras_loadtune.decision.payoff import PayoffModel
+        >>> from keras_loadtune.decision.settings import TunerSettings
+        >>> from keras_loadtune.measurement import LoaderProfile
+        >>> s = TunerSettings(cores=2)
+        >>> planner = Planner(s, LoaderConfig(), 2, StudyBridge(s, LoaderConfig()),
+        ...                   MemoryBudget(s, LoaderConfig(), lambda: 0),
+        ...                   PayoffModel(payoff_ratio=2.0), modes=["thread", "process"])
+        >>> planner.profile = LoaderProfile(0.015, 0.015, 1.0, 1 << 16, 0.0)  # pure Python
+        >>> planner.clean_compute_s = 0.0134  # the inline probe's step without the loader
+        >>> best = TrialRecord(1, LoaderConfig(2, 4), "complete", "analytical",
+        ...                    steps_per_s=37.5, wait_fraction=0.0)  # 26.7 ms steps
+        >>> planner.loader_slows(best)
+        True
+        """
+        config, clean = best.config, self.clean_compute_s
+        if config.use_multiprocessing or config.inline or clean is None or clean <= 0:
+            return False
+        if not self.cpu_heavy() or "process" not in self.modes or not best.steps_per_s:
+            return False
+        wait = min(max(best.wait_fraction or 0.0, 0.0), 1.0)
+        compute = (1.0 - wait) / float(best.steps_per_s)
+        return compute > clean * (1.0 + CONTENTION_SLACK)
+
+    def wait_climb_from(self, best: TrialRecord) -> LoaderConfig | None:
+        """The thread config to try while a thread `best` still waits for data.
+
+        Measured evidence over the model: at rate R the best waits W of each step, so
+        its threads deliver a batch every 1/R s while the step needs one every
+        (1 - W)/R s; covering that takes `workers / (1 - W)` threads, plus the seeds'
+        margin (`analytical.RATE_MARGIN`), at least `CLIMB_MIN_STEP` times as many.
+        Threads cost a batch of RAM each (the RAM budget still applies), so no payoff
+        gate: the round does not end while epochs wait and such a config is untried.
+        `None` for a process best, a CPU-heavy loader (its threads contend for the GIL:
+        processes are its remedy), a best that barely waits, or at the absolute cap.
+
+        Example:
+
+        >>> from keras_loadtune.decision.memory import MemoryBudget
+        >>> from keras_loadtune.decision.optuna_bridge import StudyBridge
+        >>> from keras_loadtune.decision.payoff import PayoffModel
+        >>> from keras_loadtune.decision.settings import TunerSettings
+        >>> from keras_loadtune.measurement import LoaderProfile
+        >>> s = TunerSettings(cores=2)
+        >>> planner = Planner(s, LoaderConfig(), 2, StudyBridge(s, LoaderConfig()),
+        ...                   MemoryBudget(s, LoaderConfig(), lambda: 0),
+        ...                   PayoffModel(payoff_ratio=2.0), modes=["thread"])
+        >>> planner.profile = LoaderProfile(0.040, 0.001, 0.025, 1 << 16, 0.0)
+        >>> best = TrialRecord(1, LoaderConfig(7, 9), "complete", "analytical",
+        ...                    steps_per_s=130.0, wait_fraction=0.23)
+        >>> planner.wait_climb_from(best).workers  # 7 / 0.77 x 1.25
+        12
+        """
+        config, wait = best.config, best.wait_fraction
+        if config.use_multiprocessing or wait is None or self.cpu_heavy():
+            return None
+        if "thread" not in self.allowed_modes() or wait < self.settings.wait_threshold:
+            return None
+        share = max(1.0 - min(wait, 1.0), 1.0 - WAIT_CLIMB_MAX_WAIT)
+        workers = math.ceil(config.workers / share * (1.0 + analytical.RATE_MARGIN))
+        workers = max(workers, math.ceil(CLIMB_MIN_STEP * config.workers))
+        workers = min(workers, self.settings.worker_cap("thread"))
+        if workers <= config.workers:
+            return None
+        self._caps["thread"] = max(self._caps.get("thread", 1), workers)
+        space = self._bridge.workers_range
+        if space is not None and workers > space[1]:  # the sampler's space includes it
+            self._bridge.set_space((space[0], workers), self.queue_of)
+        return LoaderConfig(workers, self.queue_of(workers))
+
     def search_locally(self, rnd: SearchRound) -> None:
         """After the seeds, the sampler searches around the incumbent's worker count.
 
-        Also hands the round its climb (`climb_from`)."""
+        Also hands the round its climbs (`climb_from`, `wait_climb_from`)."""
         rnd.climb = self.climb_from
+        rnd.wait_climb = self.wait_climb_from
+        rnd.loader_slows = self.loader_slows
         if self._local or rnd.pending_seeds or rnd.best is None or not self._caps:
             return
         modes = self.allowed_modes()
@@ -284,11 +383,24 @@ class Planner:
             self._gil = max(self._gil, gil)
 
     def _learn_compute(self, config: LoaderConfig, stats: WindowStats) -> None:
-        """Lower `compute_s` to a thread window's measured step compute (see `learn_gil`)."""
-        if config.use_multiprocessing or self.contended or self.compute_s <= 0:
+        """Lower `compute_s` to what a measured window proves (see `learn_gil`).
+
+        Any window at rate R waiting W of its time bounds the step's compute at
+        `(1 - W) / R`: its steps computed no longer than that on average, whatever the
+        config (a process window under contention measures another step: see
+        `process_compute_s`). A thread window's median compute lowers it too (not under
+        contention, where part of it is the loader threads' own cost)."""
+        if self.compute_s <= 0 or not stats.steps or stats.steps_per_s <= 0:
+            return
+        if config.use_multiprocessing and self.contended:
+            return  # `compute_s` is the contended step here; processes measure another
+        bound = (1.0 - min(max(stats.wait_fraction, 0.0), 1.0)) / stats.steps_per_s
+        if 0 < bound < self.compute_s:
+            self.compute_s = bound
+        if config.use_multiprocessing or self.contended:
             return
         measured = stats.median_compute_s
-        if stats.steps and 0 < measured < self.compute_s:
+        if 0 < measured < self.compute_s:
             self.compute_s = measured
 
     def predicted_rate(self, config: LoaderConfig, rnd: SearchRound | None) -> float | None:
@@ -390,4 +502,11 @@ class Planner:
         return None if why is None else f"no config left that pays for its trial ({why})"
 
 
-__all__ = ["CLIMB_GAIN", "CLIMB_MIN_STEP", "LOCAL_SPAN", "Planner"]
+__all__ = [
+    "CLIMB_GAIN",
+    "CLIMB_MIN_STEP",
+    "CONTENTION_SLACK",
+    "LOCAL_SPAN",
+    "WAIT_CLIMB_MAX_WAIT",
+    "Planner",
+]

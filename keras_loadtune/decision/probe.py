@@ -3,8 +3,9 @@
 The probe skips the refill after the loader started (unless the callback says the
 loader was already in steady state), then measures at least `settings.probe_steps`
 and two delivery rounds (`2 x in_flight(baseline)`). A clearly input-bound pipeline
-ends early: once each of the last `PROBE_MIN_STEPS` steps waited at least four times
-`wait_threshold` of its time, more steps would only confirm it.
+ends early: once each of the last `CONCLUSIVE_STEPS` steps waited at least
+`CONCLUSIVE_WAIT` of its time (80% over 3 steps), or each of the last
+`PROBE_MIN_STEPS` steps four times `wait_threshold`, more steps would only confirm it.
 
 `Probe.add` returns a `ProbeVerdict` when done, `None` before. The verdict says
 whether the loader is input-bound, or contends with training (loader *threads* whose
@@ -41,6 +42,10 @@ from keras_loadtune.measurement import (
 
 # Fewest probe steps before a clearly input-bound pipeline may end the probe early.
 PROBE_MIN_STEPS = 6
+# Evidence that is conclusive sooner: this many steps in a row, each waiting at
+# least this share of its time, say input-bound (no config waits 80% by chance).
+CONCLUSIVE_STEPS = 3
+CONCLUSIVE_WAIT = 0.8
 # Loader threads whose CPU time per batch is at least this share of a training step
 # contend with training for the GIL/cores: tune even when the step barely waits.
 CONTENTION_CPU_SHARE = 0.25
@@ -191,7 +196,7 @@ class Probe:
         early = len(measured) < probe_steps and self._clearly_input_bound(measured)
         if len(measured) < probe_steps and not early:
             return None
-        window = slice(-PROBE_MIN_STEPS, None) if early else slice(self._skip, None)
+        window = slice(-self._early_steps(measured), None) if early else slice(self._skip, None)
         stats = window_stats(align_to_cycles(self._samples[window]))
         contention = self._contention(stats)
         waits = stats.wait_fraction >= s.wait_threshold
@@ -208,14 +213,27 @@ class Probe:
         return total > 0 and loader_wait < self._settings.wait_threshold * total
 
     def _clearly_input_bound(self, samples: list[StepSample]) -> bool:
+        return self._early_steps(samples) > 0
+
+    def _early_steps(self, samples: list[StepSample]) -> int:
+        """How many of the last `samples` conclusively show an input-bound loader (0: not
+        conclusive yet): `CONCLUSIVE_STEPS` waiting `CONCLUSIVE_WAIT` each, else
+        `PROBE_MIN_STEPS` (and two delivery rounds) waiting four times the threshold."""
+        last = samples[-CONCLUSIVE_STEPS:]
+        if len(last) == CONCLUSIVE_STEPS and all(
+            x.step_s > 0 and x.wait_s >= CONCLUSIVE_WAIT * x.step_s for x in last
+        ):
+            return CONCLUSIVE_STEPS
         if len(samples) < max(PROBE_MIN_STEPS, 2 * in_flight(self._baseline)):
-            return False
+            return 0
         line = 4 * self._settings.wait_threshold
-        return all(x.wait_s >= line * x.step_s for x in samples[-PROBE_MIN_STEPS:])
+        if all(x.wait_s >= line * x.step_s for x in samples[-PROBE_MIN_STEPS:]):
+            return PROBE_MIN_STEPS
+        return 0
 
     def _contention(self, stats: WindowStats) -> str | None:
-        if self._baseline.use_multiprocessing or not self._records:
-            return None
+        if self._baseline.use_multiprocessing or self._baseline.inline or not self._records:
+            return None  # no loader thread runs beside the step: its cost shows as wait
         try:
             profile = loader_profile(self._records)
         except ValueError:
@@ -235,6 +253,8 @@ class Probe:
 
 
 __all__ = [
+    "CONCLUSIVE_STEPS",
+    "CONCLUSIVE_WAIT",
     "PROBE_MIN_STEPS",
     "Probe",
     "ProbeVerdict",

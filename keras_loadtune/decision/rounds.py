@@ -160,6 +160,7 @@ class RoundRunner:
         rnd = self.round
         assert rnd is not None
         rnd.floor_by_wait = floor_by_wait
+        self._planner.note_window(window.config, stats)
         self.record_measured(window, stats)
         rnd.pending_seeds = self._planner.seed(
             stats, contended=contended or not floor_by_wait, size_uncontended=not floor_by_wait
@@ -239,6 +240,7 @@ class RoundRunner:
         if window.config.use_multiprocessing and window.peak_rss is not None:
             self._memory.learn_process_rss(window.config, window.peak_rss, self._planner.profile)
         self._planner.learn_gil(window.config, stats)
+        self._planner.note_window(window.config, stats)
         self.record_measured(window, stats)
         if window.source == "warm-start":
             return WindowStep(verified=stats)

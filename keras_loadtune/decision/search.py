@@ -276,7 +276,16 @@ class SearchRound:
         # At the floor by the wait, a thread best first climbs: `climb(best)` is the
         # config to try next (more threads) or `None`; set by the planner.
         self.climb: Callable[[LoaderConfig], LoaderConfig | None] | None = None
+        # While a thread best still waits (`wait_threshold` or more), cheap threads are
+        # added before the round may stop: `wait_climb(best)` sizes them from the
+        # measured wait, or returns `None` (a CPU-heavy loader, the cap); set by the
+        # planner. Such a climb needs no payoff: a thread costs a batch of RAM.
+        self.wait_climb: Callable[[TrialRecord], LoaderConfig | None] | None = None
+        # Whether a best at the wait floor is still slowed by its loader threads (their
+        # GIL time lengthens the step instead of making it wait); set by the planner.
+        self.loader_slows: Callable[[TrialRecord], bool] | None = None
         self.pending_climb: LoaderConfig | None = None
+        self._climb_is_free = False
         self._climbed_from: set[LoaderConfig] = set()
 
     def add_measured(
@@ -390,15 +399,26 @@ class SearchRound:
         spent = self.budget_spent(steps, seconds)
         if spent is not None:
             return spent
+        best = self.best
+        if (
+            best is not None
+            and self.floor_by_wait
+            and not self.pending_seeds
+            and not self.pending_baseline
+            and best.wait_fraction is not None
+            and best.wait_fraction >= s.wait_threshold
+            and self._start_wait_climb(best)
+        ):
+            return None
         if self.since_improvement >= s.patience:
             return f"best stable for {self.since_improvement} trials"
-        best = self.best
         if (
             best is not None
             and self.floor_by_wait
             and not self.pending_baseline
             and best.wait_fraction is not None
             and best.wait_fraction < FLOOR_WAIT_SHARE * s.wait_threshold
+            and not (self.loader_slows is not None and self.loader_slows(best))
         ):
             if self._start_climb(best.config):
                 return None
@@ -407,6 +427,19 @@ class SearchRound:
         if not modes:
             return "no worker mode left to try"
         return None
+
+    def _start_wait_climb(self, best: TrialRecord) -> bool:
+        """Queue a wait climb from a thread `best` that still waits (once per best)."""
+        if self.pending_climb is not None:
+            return True
+        if self.wait_climb is None or best.config in self._climbed_from:
+            return False
+        candidate = self.wait_climb(best)
+        if candidate is None or candidate in self.measured:
+            return False
+        self._climbed_from.add(best.config)
+        self.pending_climb, self._climb_is_free = candidate, True
+        return True
 
     def _start_climb(self, best: LoaderConfig) -> bool:
         """Queue a climb from a thread `best` at the wait floor (once per best)."""
@@ -441,11 +474,12 @@ class SearchRound:
         its trial (`unpaid` returns why), is told as skipped.
         """
         skipped: list[TrialRecord] = []
-        climb = self.pending_climb
+        climb, free = self.pending_climb, self._climb_is_free
+        self._climb_is_free = False
         if climb is not None and infeasible(climb) is None and climb not in self.measured:
             trial = bridge.ask(config_to_params(climb))
             config = bridge.suggest(trial)
-            why_not = unpaid(config) if unpaid is not None else None
+            why_not = unpaid(config) if unpaid is not None and not free else None
             self.pending_climb = None
             if why_not is None and predicted_excess(config) <= 0:
                 return Proposal(TrialWindow(config, "analytical", trial, refill(config)), None, [])

@@ -182,6 +182,7 @@ class SimulatedPipeline:
         self._forkserver = False
         self._pool = 0
         self._head = 0  # the cursor: next position the trainer takes
+        self._requested = False  # the trainer is waiting for the head (inline configs)
         self._next_submit = 0
         self._pending: deque[int] = deque()
         self._running: list[_Task] = []
@@ -257,9 +258,11 @@ class SimulatedPipeline:
         p = self.params
         start = self.now
         head = self._head
+        self._requested = True  # an inline config starts the batch only now
         self._fill()
         while head not in self._done:
             self._advance(None, math.inf)
+        self._requested = False
         ready = self.now
         from_process, pool, delivered = self._done.pop(head)
         self.served_by_current_pool = pool == self._pool and self._pending_config is None
@@ -325,7 +328,10 @@ class SimulatedPipeline:
     def _fill(self) -> None:
         cfg = self.config
         assert cfg is not None
-        limit = self._head + held_batches(cfg)  # as Prefetcher._top_up
+        if cfg.inline:  # produced on the training thread when the step asks for it
+            limit = self._head + (1 if self._requested else 0)
+        else:
+            limit = self._head + held_batches(cfg)  # as Prefetcher._top_up
         while self._next_submit < limit:
             self._pending.append(self._next_submit)
             self._next_submit += 1

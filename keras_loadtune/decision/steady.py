@@ -83,6 +83,7 @@ class SteadyWatch:
         self.reopens = reopens_used
         self._tuned: float | None = None
         self._skip = 0
+        self._remeasure = False  # the first window re-measures a best measured briefly
         self._window: list[StepSample] = []
         self._low = 0
         self.records: deque[Any] = deque(maxlen=RECENT_RECORDS)
@@ -106,6 +107,7 @@ class SteadyWatch:
         spent or the tuned rate is unknown)."""
         self._tuned = None
         self._skip = skip
+        self._remeasure = False
         self._window = []
         self._low = 0
         if self.budget_left and tuned_steps_per_s is not None and tuned_steps_per_s > 0:
@@ -116,8 +118,11 @@ class SteadyWatch:
         (after that switch's refill); `None`: nothing measured, stop watching."""
         if best is None:
             self.disarm()
-        else:
-            self.arm(best.steps_per_s, refill_steps(self._settings, best.config, current))
+            return
+        self.arm(best.steps_per_s, refill_steps(self._settings, best.config, current))
+        # A best measured over fewer steps than one drift window (a probe that ended
+        # early on a conclusive wait) is re-measured by the first steady window.
+        self._remeasure = best.steps < self._settings.drift_window_steps
 
     def disarm(self) -> None:
         """Stop watching."""
@@ -138,6 +143,10 @@ class SteadyWatch:
         stats = window_stats(self._window)
         self._window = []
         rate = stats.steps_per_s
+        if self._remeasure:
+            self._remeasure = False
+            self._tuned = min(tuned, rate) if rate > 0 else tuned
+            return None
         if rate < (1.0 - s.drift_drop) * tuned and stats.wait_fraction >= s.wait_threshold:
             self._low += 1
         elif rate >= (1.0 - s.drift_drop / 2.0) * tuned:
