@@ -326,7 +326,7 @@ def _generator():
         (lambda: [np.zeros(2)] * 3, "Cannot wrap a list"),
         (lambda: _generator(), "generator object"),
         (_tf_dataset, "tf.data"),
-        (lambda: 3, "Cannot wrap a int"),
+        (lambda: 3, "Cannot wrap an int"),
         (lambda: kd.IndexPyDataset, "pass an instance"),
     ],
     ids=["list", "generator-object", "tf.data", "number", "class"],

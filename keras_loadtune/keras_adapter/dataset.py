@@ -84,7 +84,7 @@ def _check_source(dataset: Any) -> None:
         except ValueError:
             pass  # builtins without a signature: accept
         return
-    raise TypeError(f"Cannot wrap a {kind}. {_SUPPORTED}")
+    raise TypeError(f"Cannot wrap {'an' if kind[:1] in 'aeiouAEIOU' else 'a'} {kind}. {_SUPPORTED}")
 
 
 class TunedPyDataset(keras.utils.PyDataset):
