@@ -361,6 +361,7 @@ class StudyHandle:
         note: Why the study is in memory although storage was asked for, for the report.
         workload: The workload fingerprint it was opened for (its `profile()` stamps
             the trials and filters the warm start).
+        host: The host fingerprint it was opened for (keys the warm hint).
         costs_s: Seconds spent on the storage, by part: `"optuna import"`,
             `"storage open"`, `"study load"` (create or load, tag, working copy) and
             `"persist"` (all `sync_trials` and `store_report` writes so far), for the
@@ -381,6 +382,7 @@ class StudyHandle:
     written: int = 0
     workload: WorkloadFingerprint | None = None
     costs_s: dict[str, float] = field(default_factory=dict)
+    host: HostFingerprint | None = None
 
     def add_cost(self, part: str, seconds: float) -> None:
         """Add `seconds` to `costs_s[part]`.
@@ -469,7 +471,9 @@ def open_study(
         note = f"storage unreachable ({shown}: {first_line(exc)}); tuned in memory"
         logger.warning("keras_loadtune: %s", note)
         return StudyHandle(None, study_name, None, note, workload=workload, costs_s=costs)
-    handle = StudyHandle(study, study.study_name, shown, workload=workload, costs_s=costs)
+    handle = StudyHandle(
+        study, study.study_name, shown, workload=workload, costs_s=costs, host=host
+    )
     try:
         attach_working_copy(handle, sampler)
     except Exception as exc:  # the stored study stays usable directly
@@ -569,11 +573,151 @@ def store_report(handle: StudyHandle | None, report_dict: Mapping[str, Any]) -> 
     started = time.perf_counter()
     try:
         handle.study.set_user_attr(STUDY_ATTR_REPORT, data)
+        store_warm_hint(handle, data)
     except Exception as exc:
         return f"could not store the report in study {handle.study_name!r}: {first_line(exc)}"
     finally:
         handle.add_cost("persist", time.perf_counter() - started)
     return None
+
+
+# ------------------------------------------------------------------------ warm hint
+#
+# The stored best of a study is known only once the study is open: Optuna's import and
+# the storage take 0.2-1 s, too late for the first batches of a fit. The warm hint is a
+# small JSON file beside the default storage that caches, per storage, workload (class
+# and batches per epoch) and host, the best config the last run stored and the study it
+# came from. Read with the standard library in well under a millisecond before the
+# first batch is served; the session still verifies it against the study itself.
+
+#: Decisions whose best config is worth starting from.
+_HINT_DECISIONS = ("tuned", "warm-start", "kept-baseline")
+_HINT_FILE = "warm_hints.json"
+_HINT_MAX = 256  # entries kept (the most recent)
+
+
+@dataclass(frozen=True)
+class WarmHint:
+    """The best config the last run of a workload stored, to start the next one on.
+
+    Args:
+        study_name: The study it was stored in.
+        config: `LoaderConfig.to_dict()` of the stored best.
+        profile: The timing profile it was measured with (`WorkloadFingerprint.profile()`).
+
+    Example:
+
+    >>> WarmHint("klt-DS-0123", {"workers": 4}, None).config["workers"]
+    4
+    """
+
+    study_name: str
+    config: dict[str, Any]
+    profile: dict[str, float] | None
+
+
+def warm_hint_path() -> Any:
+    """The warm hint file (`cache_dir() / "warm_hints.json"`).
+
+    Example:
+
+    >>> warm_hint_path().name
+    'warm_hints.json'
+    """
+    return cache_dir() / _HINT_FILE
+
+
+def warm_hint_key(storage_shown: str, dataset: str, num_batches: int | None, host: Any) -> str:
+    """The hint key: a SHA-256 of the storage, the dataset class, its length and the host.
+
+    Example:
+
+    >>> h = HostFingerprint(2, 4, "3.11", None, None)
+    >>> len(warm_hint_key("journal:/x", "m.DS", 10, h))
+    64
+    """
+    text = json.dumps(
+        {
+            "storage": storage_shown,
+            "dataset": dataset,
+            "num_batches": num_batches,
+            "host": host.to_dict(),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _read_hints() -> dict[str, Any]:
+    try:
+        with open(warm_hint_path(), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def store_warm_hint(handle: StudyHandle, report_dict: Mapping[str, Any]) -> None:
+    """Remember `report_dict`'s best config as the warm hint of `handle`'s workload.
+
+    Written only for a stored study whose report settled on a measured config
+    (`"tuned"`, `"warm-start"`, `"kept-baseline"`); atomically replaced, last writer
+    wins (a hint is verified before it is kept).
+    """
+    workload, host, shown = handle.workload, handle.host, handle.storage_url
+    best = report_dict.get("best_config")
+    if workload is None or host is None or shown is None or not isinstance(best, dict):
+        return
+    if report_dict.get("decision") not in _HINT_DECISIONS:
+        return
+    key = warm_hint_key(shown, workload.dataset, workload.num_batches, host)
+    hints = _read_hints()
+    hints.pop(key, None)
+    hints[key] = {
+        "study_name": handle.study_name,
+        "config": dict(best),
+        "profile": workload.profile(),
+    }
+    for old in list(hints)[: max(len(hints) - _HINT_MAX, 0)]:
+        del hints[old]
+    path = warm_hint_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(hints, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_warm_hint(storage: str | None, dataset: Any, host: HostFingerprint) -> WarmHint | None:
+    """The warm hint for `dataset` in `storage` on `host`, or `None`; never raises.
+
+    Reads only the hint file (no Optuna, no storage, no batch of the dataset).
+
+    Example:
+
+    >>> read_warm_hint(None, object(), HostFingerprint(2, 4, "3.11", None, None)) is None
+    True
+    """
+    try:
+        url = resolve_storage(storage)
+        if url is None:
+            return None
+        inner = getattr(dataset, "dataset", None)
+        source = inner if inner is not None and hasattr(dataset, "reconfigure") else dataset
+        num_batches = getattr(dataset, "num_batches", None)
+        key = warm_hint_key(
+            describe(url),
+            _class_path(source),
+            int(num_batches) if isinstance(num_batches, int) else None,
+            host,
+        )
+        entry = _read_hints().get(key)
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+            return None
+        return WarmHint(str(entry["study_name"]), dict(entry["config"]), entry.get("profile"))
+    except Exception as exc:  # a hint is an optimisation: never a reason to fail
+        logger.debug("keras_loadtune: no warm hint: %s", exc)
+        return None
 
 
 __all__ = [
@@ -587,6 +731,7 @@ __all__ = [
     "STUDY_ATTR_WORKLOAD",
     "HostFingerprint",
     "StudyHandle",
+    "WarmHint",
     "WorkloadFingerprint",
     "attach_working_copy",
     "batch_structure",
@@ -603,11 +748,15 @@ __all__ = [
     "open_storage",
     "open_study",
     "produce_profile",
+    "read_warm_hint",
     "redact_url",
     "resolve_storage",
     "store_report",
+    "store_warm_hint",
     "study_name_for",
     "sync_trials",
+    "warm_hint_key",
+    "warm_hint_path",
     "with_installed_driver",
     "workload_fingerprint",
 ]

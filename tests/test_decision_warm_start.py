@@ -15,7 +15,13 @@ from keras_loadtune.decision.session import (
 )
 from keras_loadtune.decision.simulator import SimulatedPipeline, simulate_tuning
 from keras_loadtune.measurement import StepSample
-from keras_loadtune.trial import ATTR_CONSTRAINT, ATTR_SOURCE, ATTR_STATE, config_to_params
+from keras_loadtune.trial import (
+    ATTR_CONSTRAINT,
+    ATTR_PROFILE,
+    ATTR_SOURCE,
+    ATTR_STATE,
+    config_to_params,
+)
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 GIB = 1 << 30
@@ -41,7 +47,7 @@ def _run(study, pipe_kw, *, seed=0, steps=800, **kw):
     )
 
 
-def _add(study, config, value, *, state="complete", constraint=0.0, source="sampler"):
+def _add(study, config, value, *, state="complete", constraint=0.0, source="sampler", profile=None):
     trial = optuna.trial.create_trial(
         params=config_to_params(config),
         distributions={
@@ -50,7 +56,12 @@ def _add(study, config, value, *, state="complete", constraint=0.0, source="samp
             "max_queue_size": optuna.distributions.IntDistribution(1, 64),
         },
         value=value,
-        user_attrs={ATTR_STATE: state, ATTR_SOURCE: source, ATTR_CONSTRAINT: [constraint]},
+        user_attrs={
+            ATTR_STATE: state,
+            ATTR_SOURCE: source,
+            ATTR_CONSTRAINT: [constraint],
+            **({ATTR_PROFILE: profile} if profile is not None else {}),
+        },
     )
     study.add_trial(trial)
 
@@ -231,3 +242,35 @@ def test_verifying_is_tuning_with_a_flag_until_the_verdict():
         if not session.verifying:
             break
     assert not session.verifying and session.phase == "steady" and session.warm_start_kept
+
+
+def test_a_session_started_on_the_stored_best_verifies_it_without_a_switch():
+    settings = _settings(8)
+    study = _study(settings)
+    best = LoaderConfig(6, 8)
+    _add(study, best, 90.0)
+    session = TuningSession(LoaderConfig(), settings, study=study, running=best)
+    assert session.current_config == best
+    result = session.observe(StepSample(wait_s=0.001, step_s=0.011))
+    assert result.switch_to is None  # already running it: no switch, no refill
+    assert session.verifying and session.warm_start.config == best
+
+
+def test_a_session_started_on_a_config_the_study_no_longer_backs_probes_the_baseline():
+    settings = _settings(8)
+    study = _study(settings)
+    best = LoaderConfig(6, 8)
+    # This run's loader is 4x slower than the one the stored trial was measured with.
+    _add(study, best, 90.0, profile={"produce_ms": 15.0, "cpu_ratio": 0.02})
+    user = LoaderConfig(1, 2)
+    session = TuningSession(
+        user,
+        settings,
+        study=study,
+        running=best,
+        workload_profile={"produce_ms": 60.0, "cpu_ratio": 0.02},
+    )
+    result = session.observe(StepSample(wait_s=0.03, step_s=0.04))
+    assert result.switch_to == user and session.current_config == user
+    assert session.phase == "probe" and session.warm_start is None
+    assert any("probing your config" in n for n in session.notes)

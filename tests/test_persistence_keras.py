@@ -166,3 +166,64 @@ def test_unusable_storage_warns_once_and_training_goes_on(kind, caplog):
 def test_storage_arguments_are_validated_up_front(kwargs, error):
     with pytest.raises(error):
         klt.LoadTuner(**kwargs)
+
+
+class SlowerSleepyDataset(SleepyDataset):
+    """`SleepyDataset` whose batches wait `delay_s` instead (another timing profile)."""
+
+    delay_s = 0.015
+
+    def __getitem__(self, index: int):
+        time.sleep(self.delay_s - 0.015)
+        return super().__getitem__(index)
+
+
+def _fit_data(tuner: klt.LoadTuner, data, epochs: int = 2):
+    model = keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    wrapped = tuner.wrap(data)
+    try:
+        model.fit(wrapped, epochs=epochs, verbose=0, callbacks=[tuner])
+    finally:
+        wrapped.close()
+    return wrapped
+
+
+def test_a_rerun_serves_its_first_batch_on_the_stored_best_config():
+    user = klt.LoaderConfig(workers=1, max_queue_size=2)
+    first = _tuner()  # the default storage (a journal file in the per-test cache)
+    _fit_data(first, SleepyDataset(workers=1, max_queue_size=2), epochs=3)
+    rep1 = first.report
+    assert rep1.decision == "tuned" and rep1.best_config != user, str(rep1)
+    assert persistence.warm_hint_path().exists()
+
+    second = _tuner()
+    data = _fit_data(second, SleepyDataset(workers=1, max_queue_size=2))
+    rep2 = second.report
+    records = list(data.stats)
+    assert records and records[0].sequence == 0
+    assert records[0].config == rep1.best_config  # from the first batch on, no probe
+    assert rep2.warm_start_from == rep1.study_name, str(rep2)
+    assert rep2.trials[0].source == "warm-start" and rep2.trials[0].config == rep1.best_config
+    assert all(t.config != user for t in rep2.trials if t.source == "baseline"), str(rep2)
+
+
+def test_a_rerun_whose_profile_changed_goes_back_to_the_users_config_and_probes_it():
+    user = klt.LoaderConfig(workers=1, max_queue_size=2)
+    first = _tuner()
+    _fit_data(first, SlowerSleepyDataset(workers=1, max_queue_size=2), epochs=3)
+    rep1 = first.report
+    assert rep1.decision == "tuned" and rep1.best_config != user, str(rep1)
+
+    class Changed(SlowerSleepyDataset):  # same class path and length, 4x slower batches
+        delay_s = 0.060
+
+    Changed.__qualname__ = SlowerSleepyDataset.__qualname__
+    second = _tuner()
+    data = _fit_data(second, Changed(workers=1, max_queue_size=2))
+    rep2 = second.report
+    configs = [r.config for r in data.stats]
+    assert configs[0] == rep1.best_config  # the hint applied at once...
+    assert user in configs  # ...and the user's config was re-checked
+    assert any("probing your config" in n for n in rep2.notes), str(rep2)
+    assert rep2.warm_start_from is None

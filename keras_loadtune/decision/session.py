@@ -107,6 +107,10 @@ class TuningSession:
         reopens_used: Reopens already spent on this workload (a caller that re-probed
             after a compute-bound verdict): one `settings.max_reopens` budget covers them
             and this session's drift reopens.
+        running: The config the loader runs now if not `baseline` (a caller that
+            started on a stored best before the first batch): the warm start then
+            verifies it without a switch, or switches back to `baseline` and probes it
+            when the study no longer confirms it.
 
     Attributes:
         phase: A `Phase` (compares equal to `"probe"`, `"tuning"`, `"steady"`,
@@ -149,6 +153,7 @@ class TuningSession:
         reuse_steps: int = 0,
         workload_profile: Mapping[str, float] | None = None,
         reopens_used: int = 0,
+        running: LoaderConfig | None = None,
     ) -> None:
         check_instance("TuningSession: baseline", baseline, LoaderConfig)
         check_instance("TuningSession: settings", settings, TunerSettings)
@@ -204,8 +209,9 @@ class TuningSession:
         )
         if "process" in settings.modes and not process_mode_available:
             self.notes.append("process mode skipped: the dataset cannot run in worker processes")
-        self._config = baseline  # the config the loader runs: the one place it is held
-        self._previous_config = baseline  # restored if the switch fails
+        # The config the loader runs: the one place it is held.
+        self._config = running if running is not None else baseline
+        self._previous_config = self._config  # restored if the switch fails
         self._pending_switch: LoaderConfig | None = None
         self._switched_from: LoaderConfig | None = None
 
@@ -401,6 +407,11 @@ class TuningSession:
                     self._note(note, logging.WARNING)
                 if warm is not None:
                     return self._begin_warm_start(warm)
+                if self._config != self.baseline:  # started on a config the study no longer backs
+                    return self._probe_baseline(
+                        f"warm start: the study holds no measurement of {self._config} for "
+                        "this loader's timing profile; probing your config"
+                    )
             if self.phase == Phase.PROBE:
                 return self._probe_step(sample)
             return self._window_step(sample)
@@ -474,7 +485,11 @@ class TuningSession:
         """The stored config did not run (failed / over the RAM budget): probe as usual."""
         assert self.warm_start is not None
         self._warm.verifying = False
-        self.notes.append(self.warm_start.failed_note())
+        return self._probe_baseline(self.warm_start.failed_note())
+
+    def _probe_baseline(self, note: str) -> LoaderConfig | None:
+        """Note `note`, switch back to the baseline and probe it."""
+        self.notes.append(note)
         self._enter(Phase.PROBE)
         self._probe = Probe(self.settings, self.baseline, in_steady_state=self._probe_steady)
         return self._switch_to(self.baseline)

@@ -6,8 +6,16 @@ builds an in-memory session on the spot (Optuna is never imported) and the calle
 replays the probe's observations into it. Only an input-bound verdict opens the
 storage and the study (a warm start is found there), on a background thread.
 
-Importing Optuna and opening the study's storage (a SQLite file, a database over the
-network) take seconds: done inside a step they would stall training and count as
+A rerun of a workload the storage knows starts warm: `apply_warm_hints`, called before
+the first batch is served, reads the warm hint (`persistence.read_warm_hint`: a small
+JSON file, no Optuna) and switches the dataset to the stored best config. That dataset
+then skips the probe: its study opens in the background at once while training runs
+on the stored config, and the session verifies it (`decision.warm_start`); if the
+study no longer confirms it (the timing profile changed), the session switches back
+to the user's config and probes it.
+
+Importing Optuna and opening the study's storage (a journal file, a database over the
+network) take up to seconds: done inside a step they would stall training and count as
 compute, and an import inside a step kept the step's frames (fit's tf.data
 iterators) alive until interpreter exit. A background thread does both while
 training goes on at the current config; `poll` hands the session over on the first
@@ -40,6 +48,20 @@ from keras_loadtune.decision.settings import TunerSettings
 
 def _none() -> int | None:
     return None
+
+
+# Batch records to have before a warm-started study is opened: the timing profile
+# that selects the stored trials is the median of these.
+WARM_PROFILE_RECORDS = 8
+
+
+class _Hinted:
+    """A dataset switched to its warm hint before its first batch."""
+
+    __slots__ = ("hinted", "user")
+
+    def __init__(self, user: LoaderConfig, hinted: LoaderConfig) -> None:
+        self.user, self.hinted = user, hinted
 
 
 class SessionStarter:
@@ -84,6 +106,57 @@ class SessionStarter:
         self._input_bound = False
         self.observed: list[Observation] = []  # the probe's steps, replayed into the session
         self.reopens_used = 0  # reopens spent on this workload (one budget for all)
+        self._hints: dict[int, _Hinted] = {}  # id(dataset) -> its warm hint, until probed
+        self._user_config: LoaderConfig | None = None  # the baseline of a warm start
+
+    def apply_warm_hints(self, datasets: list[Any]) -> list[LoaderConfig]:
+        """Switch each of `datasets` that has a warm hint to it, before its first batch.
+
+        Reads only the hint file (`persistence.read_warm_hint`); never raises. Call it
+        when training begins. A hinted dataset skips the probe (see the module docs).
+
+        Returns:
+            The configs switched to (one per hinted dataset).
+
+        Example:
+
+        >>> import logging
+        >>> from keras_loadtune.decision.settings import TunerSettings
+        >>> SessionStarter(TunerSettings(), None, None, logging.getLogger("x")).apply_warm_hints([])
+        []
+        """
+        if self.storage is None or not datasets:
+            return []
+        applied: list[LoaderConfig] = []
+        try:
+            host = persistence.host_fingerprint(self.settings.cores)
+        except Exception as exc:  # pragma: no cover - reads only this machine
+            self._log.debug("keras_loadtune: no warm hint: %s", exc)
+            return []
+        for ds in datasets:
+            if id(ds) in self._hints:
+                continue  # already on its hint: keep the user's config it replaced
+            hint = persistence.read_warm_hint(self.storage, ds, host)
+            if hint is None or (self.study_name is not None and hint.study_name != self.study_name):
+                continue
+            try:
+                config = LoaderConfig.from_dict(hint.config)
+                if config.use_multiprocessing and "process" not in self.settings.modes:
+                    continue
+                user = ds.config
+                if config != user:
+                    ds.reconfigure(config)
+            except Exception as exc:  # not picklable any more, a bad hint: start cold
+                self._log.debug("keras_loadtune: warm hint %s not used: %s", hint.config, exc)
+                continue
+            self._hints[id(ds)] = _Hinted(user, config)
+            applied.append(config)
+            self._log.info(
+                "keras_loadtune: starting on %s, the stored best of study %r (verified next)",
+                config,
+                hint.study_name,
+            )
+        return applied
 
     def reset(self, *, forget_study: bool = False) -> None:
         """Forget a probe or a start in flight (its result is dropped); the next `poll`
@@ -91,6 +164,7 @@ class SessionStarter:
         self._thread = None
         self._probe = None
         self._input_bound = False
+        self._user_config = None
         self.observed = []
         if forget_study:
             self.study_handle = None
@@ -111,6 +185,9 @@ class SessionStarter:
         if not self._input_bound:
             return self._probe_step(dataset, observation)
         thread = self._thread
+        warm = thread is None and self._user_config is not None
+        if warm and len(dataset.stats) < WARM_PROFILE_RECORDS:
+            return None  # the stored config runs meanwhile
         if thread is None:
             self._box = box = []  # this start's result only, whatever races
             thread = self._thread = threading.Thread(
@@ -127,13 +204,21 @@ class SessionStarter:
         result = self._box[0] if self._box else None
         if isinstance(result, BaseException):
             raise result
-        if result is not None and result.baseline != dataset.config:
+        if result is not None and result.current_config != dataset.config:
             self.reset()
             return None
         return result
 
     def _probe_step(self, dataset: Any, observation: Observation | None) -> TuningSession | None:
         config = dataset.config
+        hinted = self._hints.pop(id(dataset), None)
+        if hinted is not None and hinted.hinted == config:
+            # Started on the stored best: no probe, the study opens now; the session
+            # verifies the stored config (or re-checks the user's).
+            self._probe = None
+            self._user_config = hinted.user
+            self._input_bound = True
+            return self.poll(dataset)
         if self._probe is None or self._probe_config != config:
             self._probe = Probe(self.settings, config, in_steady_state=True)
             self._probe_config = config
@@ -158,9 +243,10 @@ class SessionStarter:
             # The engine knows what a first pool costs here (workers importing no Keras).
             settings = settings.replace(process_pool_prior_s=estimate)
         return TuningSession(
-            config,
+            self._user_config or config,
             settings,
             study=study,
+            running=config,
             rss_probe=process_tree_rss,
             process_mode_available="process" in self.settings.modes,
             probe_in_steady_state=True,  # the stock prefetched during tracing is drained

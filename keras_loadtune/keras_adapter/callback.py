@@ -208,6 +208,7 @@ class LoadTuner(keras.callbacks.Callback):
         kwargs.setdefault("timeout", self.timeout)
         wrapped = TunedPyDataset(dataset, config, **kwargs)
         self._datasets.append(wrapped)
+        self._starter.apply_warm_hints([wrapped])  # a rerun starts on the stored best
         return wrapped
 
     @property
