@@ -39,6 +39,7 @@ from keras.src.trainers import data_adapters as _data_adapters
 from keras.src.trainers.data_adapters import py_dataset_adapter as _py_dataset_adapter
 
 from keras_loadtune.engine import EndOfPass
+from keras_loadtune.engine.sources import GeneratorFactorySource
 
 if TYPE_CHECKING:  # pragma: no cover
     from keras_loadtune.keras_adapter.dataset import TunedPyDataset
@@ -253,11 +254,17 @@ def _tuned_adapter(
                 f"Instead, {what} should be included as part of the PyDataset. Received: "
                 f"{name}={type(value).__name__}"
             )
+    # A wrapped generator function has no length by nature: `fit`'s default
+    # `shuffle=True` was not the user's doing, so Keras's warning about an infinite
+    # PyDataset (a class the user never wrote) is not raised for it.
+    generated = isinstance(getattr(x, "_source", None), GeneratorFactorySource)
     if x.num_batches is None and shuffle:
-        warnings.warn(
-            "`shuffle=True` was passed, but will be ignored since the data `x` was provided "
-            "as an infinite PyDataset. The PyDataset is expected to already be shuffled.",
-            stacklevel=3,
-        )
+        if not generated:
+            warnings.warn(
+                "`shuffle=True` was passed, but will be ignored since the data `x` was "
+                "provided as an infinite PyDataset. The PyDataset is expected to already "
+                "be shuffled.",
+                stacklevel=3,
+            )
         shuffle = False
     return TunedPyDatasetAdapter(x, class_weight=class_weight, shuffle=shuffle)
