@@ -28,7 +28,7 @@ from keras_loadtune.keras_adapter._step_meter import (
     first_consumer,
     switch_failure_note,
 )
-from keras_loadtune.keras_adapter.dataset import TunedPyDataset, check_keras3
+from keras_loadtune.keras_adapter.dataset import TunedPyDataset, check_keras3, wrap_input
 from keras_loadtune.measurement import StepSample
 from keras_loadtune.report import TuningReport
 
@@ -188,15 +188,21 @@ class LoadTuner(keras.callbacks.Callback):
     # -- public API ------------------------------------------------------------------------
     def wrap(
         self,
-        dataset: keras.utils.PyDataset | Callable[[], Iterator[Any]],
+        dataset: keras.utils.PyDataset | Callable[[], Iterator[Any]] | Any,
         config: LoaderConfig | None = None,
         **kwargs: Any,
-    ) -> TunedPyDataset:
+    ) -> TunedPyDataset | Any:
         """Wraps `dataset` so this tuner can reconfigure its loader while training runs.
 
         The wrapped dataset starts from the dataset's own `workers`, `max_queue_size` and
         `use_multiprocessing` (or `config`). Datasets wrapped by the same tuner but not
         used for training (validation, evaluate, predict) get the tuned config too.
+
+        A PyTorch `DataLoader` over a map-style dataset and a Grain `MapDataset` of
+        batches are served batch by batch in their own order (starting from the
+        loader's `num_workers` / `prefetch_factor`). A `tf.data.Dataset`, arrays, an
+        iterable-style `DataLoader` and a Grain `IterDataset` / `DataLoader` are
+        returned unchanged: measured only, and the report names their own knobs.
 
         Example:
 
@@ -206,9 +212,12 @@ class LoadTuner(keras.callbacks.Callback):
         ```
         """
         kwargs.setdefault("timeout", self.timeout)
-        wrapped = TunedPyDataset(dataset, config, **kwargs)
-        self._datasets.append(wrapped)
-        self._starter.apply_warm_hints([wrapped])  # a rerun starts on the stored best
+        wrapped, plan = wrap_input(dataset, config, **kwargs)
+        if plan.note and plan.note not in self._notes:
+            self._notes.append(plan.note)  # reaches the report
+        if isinstance(wrapped, TunedPyDataset):
+            self._datasets.append(wrapped)
+            self._starter.apply_warm_hints([wrapped])  # a rerun starts on the stored best
         return wrapped
 
     @property

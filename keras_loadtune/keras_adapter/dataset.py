@@ -23,10 +23,14 @@ from keras_loadtune.engine import (
 from keras_loadtune.engine import prewarm_processes as _prewarm
 from keras_loadtune.engine.prefetcher import check_seconds
 from keras_loadtune.keras_adapter import _hooks
+from keras_loadtune.keras_adapter.input_kind import InputKind, classify
+from keras_loadtune.keras_adapter.inputs import InputPlan, announce, plan_input
+from keras_loadtune.keras_adapter.pass_keys import OwnPassOrder
 
 _SUPPORTED = (
     "keras_loadtune can wrap a keras.utils.PyDataset (or keras.utils.Sequence) instance, or a "
-    "zero-argument callable returning an iterator of batches (a generator factory)."
+    "zero-argument callable returning an iterator of batches (a generator factory); "
+    "`tuner.wrap` / `klt.wrap` also take a PyTorch DataLoader or a Grain MapDataset."
 )
 
 
@@ -65,6 +69,11 @@ def _check_source(dataset: Any) -> None:
             f"Got a {kind} object: an iterator can be consumed only once and cannot be "
             "split across workers. Pass the generator *function* instead (a zero-argument "
             f"callable), or a PyDataset. {_SUPPORTED}"
+        )
+    if classify(dataset) in (InputKind.TORCH_DATALOADER, InputKind.GRAIN):
+        raise TypeError(
+            f"Got a {kind}: wrap it with `tuner.wrap(x)` or `klt.wrap(x)`, which serve a "
+            "map-style DataLoader or a Grain MapDataset batch by batch. " + _SUPPORTED
         )
     if type(dataset).__module__.startswith("tensorflow") or hasattr(dataset, "element_spec"):
         raise TypeError(
@@ -400,6 +409,8 @@ class TunedPyDataset(keras.utils.PyDataset):
 
     def _open_stream(self, order: Any, *, start: int, seed: int | None, consumer: int) -> Stream:
         """A new pass for one Keras iterator; `consumer` tags its batch records."""
+        if isinstance(self.dataset, OwnPassOrder):
+            order = self.dataset.pass_order()  # a DataLoader's sampler, not Keras's shuffle
         stream = self._engine().open_stream(order, start=start, seed=seed, consumer=consumer)
         self._stream_count += 1
         return stream
@@ -414,12 +425,45 @@ class TunedPyDataset(keras.utils.PyDataset):
             )
 
 
+def wrap_input(
+    dataset: Any, config: LoaderConfig | None = None, **kwargs: Any
+) -> tuple[Any, InputPlan]:
+    """Serves any training input as `LoadTuner.wrap` does, and says how (`InputPlan`).
+
+    Returns `(TunedPyDataset, plan)` for an input the engine serves, or the input itself
+    and a plan whose note says why it is measured only (`inputs.plan_input`): the tuner
+    in `fit` then measures it without changing it.
+
+    Example:
+
+    ```python
+    served, plan = wrap_input(torch_loader)   # plan.kind: InputKind.TORCH_DATALOADER
+    ```
+    """
+    plan = plan_input(dataset)
+    announce(plan)
+    if plan.measured_only:
+        return dataset, plan
+    return _serve(plan, config, kwargs), plan
+
+
+def _serve(plan: InputPlan, config: LoaderConfig | None, kwargs: dict[str, Any]) -> TunedPyDataset:
+    if plan.timeout is not None and kwargs.get("timeout") is None:
+        kwargs["timeout"] = plan.timeout  # a DataLoader's own `timeout`
+    return TunedPyDataset(plan.source, config, **kwargs)
+
+
 def wrap(
-    dataset: keras.utils.PyDataset | Callable[[], Iterator[Any]],
+    dataset: keras.utils.PyDataset | Callable[[], Iterator[Any]] | Any,
     config: LoaderConfig | None = None,
     **kwargs: Any,
 ) -> TunedPyDataset:
     """Wraps a dataset for live loader tuning; same as `TunedPyDataset(dataset, config, ...)`.
+
+    Also takes a PyTorch `DataLoader` over a map-style dataset or a Grain `MapDataset` of
+    batches, served batch by batch in their own order. Inputs that can only be measured
+    (a `tf.data.Dataset`, an iterable-style `DataLoader`, a Grain `IterDataset`) raise
+    `TypeError` here, since nothing would measure them: pass those to `tuner.wrap`.
 
     Example:
 
@@ -429,4 +473,13 @@ def wrap(
     train = klt.wrap(my_pydataset)
     ```
     """
-    return TunedPyDataset(dataset, config, **kwargs)
+    plan = plan_input(dataset)
+    if plan.measured_only and plan.kind in (InputKind.TORCH_DATALOADER, InputKind.GRAIN):
+        raise TypeError(
+            f"{plan.note} Without a LoadTuner nothing would measure it: pass it to fit() "
+            "directly, or wrap it with `tuner.wrap(x)` to have it measured."
+        )
+    if plan.measured_only:
+        return TunedPyDataset(dataset, config, **kwargs)  # raises, saying what is supported
+    announce(plan)
+    return _serve(plan, config, kwargs)

@@ -1,0 +1,87 @@
+"""`GrainMapSource`: a Grain `MapDataset` of batches as a `PyDataset`.
+
+A `grain.MapDataset` with batching inside it (`ds.batch(n)`, or a `map` that returns
+whole batches) is random access: batch `i` is `ds[i]` and an epoch is `len(ds)`
+batches, in index order (shuffling is part of the dataset: `ds.shuffle(seed)`), exactly
+what Keras's `GrainDatasetAdapter` iterates. So it is served like any `PyDataset`, by
+the retunable engine, in place of Grain's own `ReadOptions` threads and `mp_prefetch`
+processes; every index is produced exactly once per pass whatever the config does.
+Elements become NumPy arrays in a tuple (`_batch_structure`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from keras_loadtune.keras_adapter._batch_structure import as_pydataset_batch
+
+
+class GrainMapSource(keras.utils.PyDataset):
+    """A finite Grain `MapDataset` whose elements are batches, as a `PyDataset`.
+
+    Usually built by `tuner.wrap(map_dataset)`. `fit`'s `shuffle` does not apply: the
+    dataset's own index order is every pass's order, as when Keras iterates it.
+
+    Args:
+        dataset: A `grain.MapDataset` with a length (not repeated forever).
+
+    Raises:
+        TypeError: `dataset` has no length.
+
+    Example:
+
+    ```python
+    ds = grain.MapDataset.source(records).shuffle(seed=0).map(decode).batch(32)
+    source = GrainMapSource(ds)
+    x, y = source[0]
+    ```
+    """
+
+    def __init__(self, dataset: Any):
+        try:
+            n = len(dataset)
+        except (TypeError, OverflowError, ValueError):
+            n = None
+        if n is None or n >= 2**62:
+            raise TypeError(
+                "This Grain MapDataset has no finite length (repeated forever?): batch "
+                "i = ds[i] needs len(ds) batches per epoch. Drop .repeat() and let "
+                "fit(epochs=...) repeat it, or pass it to fit() directly."
+            )
+        super().__init__()
+        self.dataset = dataset
+        self._num_batches = int(n)
+
+    @property
+    def num_batches(self) -> int:
+        return self._num_batches
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def pass_order(self) -> range:
+        """Every pass in index order (the dataset shuffles itself, if it does).
+
+        Example:
+
+        ```python
+        list(source.pass_order()) == list(range(len(ds)))
+        ```
+        """
+        return range(self._num_batches)
+
+    def __getitem__(self, index: Any) -> Any:
+        element = self.dataset[int(index)]
+        if element is None:
+            raise ValueError(
+                f"Grain element {int(index)} is None (filtered out by .filter()): a "
+                "MapDataset served batch by batch needs every index to hold a batch. "
+                "Filter before batching in an IterDataset, or pass the dataset to fit() "
+                "directly (it is then measured only)."
+            )
+        return as_pydataset_batch(element)
+
+
+__all__ = ["GrainMapSource"]

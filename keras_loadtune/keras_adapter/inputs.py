@@ -1,0 +1,153 @@
+"""How `wrap` serves each kind of training input: retuned by the engine, or measured only.
+
+- `keras.utils.PyDataset`, generator function: served as they are, tuned live.
+- PyTorch `DataLoader` over a map-style dataset: served by `TorchLoaderSource` (batch
+  `i` is the loader's batch `i`), tuned live mid-epoch, exactly once.
+- Grain `MapDataset` of batches: served by `GrainMapSource` (batch `i` is `ds[i]`),
+  tuned live mid-epoch, exactly once.
+- PyTorch `DataLoader` over an `IterableDataset` (or with a `worker_init_fn`), Grain
+  `IterDataset` and `grain.DataLoader`, `tf.data.Dataset`, arrays: measured only.
+
+"Measured only": `wrap` returns the input unchanged and says why once; the `LoadTuner`
+in `fit` still measures the data wait and the step, and its report names the input's
+own knobs (`InputPlan.note`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from keras_loadtune.keras_adapter.input_kind import InputKind, classify, is_grain_map_dataset
+
+logger = logging.getLogger("keras_loadtune")
+
+_TF_DATA_KNOBS = (
+    "tf.data tunes itself: use `map(..., num_parallel_calls=tf.data.AUTOTUNE)`, "
+    "`.prefetch(tf.data.AUTOTUNE)`, `.cache()` after decoding for data that fits, and "
+    "`tf.data.Options().autotune.ram_budget` / `.cpu_budget`"
+)
+_GRAIN_KNOBS = (
+    "Grain's knobs are `ReadOptions(num_threads, prefetch_buffer_size)`, "
+    "`ds.mp_prefetch(MultiprocessingOptions(num_workers, per_worker_buffer_size))` and "
+    "`grain.DataLoader(worker_count, worker_buffer_size)`; a `MapDataset` of batches "
+    "(batch inside the map) is tuned live by `tuner.wrap`"
+)
+_TORCH_KNOBS = (
+    "its knobs are `num_workers`, `prefetch_factor` and `persistent_workers`; a "
+    "map-style dataset is tuned live by `tuner.wrap`"
+)
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """How one training input is served.
+
+    Args:
+        kind: The input's `InputKind`.
+        source: What `TunedPyDataset` serves (the input itself, or its batch-level
+            source); `None` when the input is measured only and passed on unchanged.
+        timeout: A per-batch timeout the input itself carries (a DataLoader's
+            `timeout`), or None.
+        note: Why the input is only measured and which knobs are its own, or what of
+            its settings is not applied; empty when nothing needs saying.
+
+    Example:
+
+    >>> plan_input(lambda: iter([])).kind
+    <InputKind.GENERATOR: 'generator'>
+    """
+
+    kind: InputKind
+    source: Any | None
+    timeout: float | None = None
+    note: str = ""
+
+    @property
+    def measured_only(self) -> bool:
+        """True when `wrap` hands the input back unchanged."""
+        return self.source is None
+
+
+def _torch_plan(loader: Any) -> InputPlan:
+    from keras_loadtune.keras_adapter.torch_source import TorchLoaderSource, map_style_problem
+
+    problem = map_style_problem(loader)
+    if problem is not None:
+        return InputPlan(
+            InputKind.TORCH_DATALOADER,
+            None,
+            note=f"This DataLoader is not retuned: {problem}; {_TORCH_KNOBS}.",
+        )
+    ignored = []
+    if getattr(loader, "pin_memory", False):
+        ignored.append("pin_memory (batches are NumPy arrays that Keras moves to the device)")
+    if getattr(loader, "multiprocessing_context", None) is not None:
+        ignored.append("multiprocessing_context (worker processes start from a forkserver)")
+    note = ""
+    if ignored:
+        note = "DataLoader settings not applied by the wrapped loader: " + "; ".join(ignored) + "."
+    timeout = float(loader.timeout) if getattr(loader, "timeout", 0) else None
+    return InputPlan(InputKind.TORCH_DATALOADER, TorchLoaderSource(loader), timeout, note)
+
+
+def plan_input(x: Any) -> InputPlan:
+    """Decides how `wrap` serves `x` (see the module's table).
+
+    Args:
+        x: The input given to `wrap`.
+
+    Returns:
+        The `InputPlan`; building it for a PyTorch or Grain input imports that library.
+
+    Raises:
+        TypeError: A Grain `MapDataset` without a finite length (the message says what
+            to do).
+
+    Example:
+
+    >>> import numpy as np
+    >>> plan_input(np.zeros(3)).measured_only
+    True
+    """
+    kind = classify(x)
+    if kind is InputKind.TORCH_DATALOADER:
+        return _torch_plan(x)
+    if kind is InputKind.GRAIN:
+        if is_grain_map_dataset(x):
+            from keras_loadtune.keras_adapter.grain_source import GrainMapSource
+
+            return InputPlan(kind, GrainMapSource(x))
+        return InputPlan(
+            kind,
+            None,
+            note=(
+                f"A Grain {type(x).__name__} is not retuned (an iterator's state records its "
+                f"worker count); it is measured only. {_GRAIN_KNOBS}."
+            ),
+        )
+    if kind is InputKind.TF_DATA:
+        return InputPlan(kind, None, note=f"A tf.data input is measured only; {_TF_DATA_KNOBS}.")
+    if kind is InputKind.OTHER and not _wrappable_other(x):
+        return InputPlan(
+            kind, None, note=f"A {type(x).__name__} input is measured only (nothing to tune)."
+        )
+    return InputPlan(kind, x)
+
+
+def _wrappable_other(x: Any) -> bool:
+    """Objects `TunedPyDataset` itself checks and explains (iterators, tf_keras, ...)."""
+    import numpy as np
+
+    return not isinstance(x, (np.ndarray, list, tuple, dict))
+
+
+def announce(plan: InputPlan) -> None:
+    """Logs a plan's note once per `wrap` call (a warning when the input is not tuned)."""
+    if plan.note:
+        level = logging.WARNING if plan.measured_only else logging.INFO
+        logger.log(level, "keras_loadtune: %s", plan.note)
+
+
+__all__ = ["InputPlan", "announce", "plan_input"]
