@@ -23,6 +23,9 @@ class LoaderConfig:
         use_multiprocessing: `True` runs `__getitem__` in worker processes (needs a
             picklable dataset; gains CPU parallelism for GIL-bound Python),
             `False` in threads (cheap to start; ideal for I/O and NumPy work).
+            One worker without processes (Keras's default) is *inline*: no worker
+            at all, `__getitem__` runs on the training thread when the step asks for
+            its batch, exactly as Keras 3 runs that config (`inline`).
 
     Example:
 
@@ -31,6 +34,7 @@ class LoaderConfig:
 
     cfg = klt.LoaderConfig(workers=4, max_queue_size=8, use_multiprocessing=False)
     print(cfg)            # 4 threads, queue 8
+    print(klt.LoaderConfig())  # inline (1 worker, as Keras runs it)
     cfg.to_dict()         # {'workers': 4, 'max_queue_size': 8, 'use_multiprocessing': False}
     ```
     """
@@ -47,6 +51,16 @@ class LoaderConfig:
                 "LoaderConfig.use_multiprocessing must be True (processes) or False "
                 f"(threads); got {self.use_multiprocessing!r}."
             )
+
+    @property
+    def inline(self) -> bool:
+        """True for one worker without processes: batches are made on the training thread.
+
+        Keras 3 builds no enqueuer for `workers=1, use_multiprocessing=False` and calls
+        `__getitem__` inline, when the step asks for the batch; the engine does the
+        same, so nothing is prefetched and `max_queue_size` has no effect.
+        """
+        return self.workers == 1 and not self.use_multiprocessing
 
     @property
     def mode(self) -> str:
@@ -66,6 +80,8 @@ class LoaderConfig:
         return cls(**data)
 
     def __str__(self) -> str:
+        if self.inline:
+            return "inline (1 worker, as Keras runs it)"
         kind = "process" if self.use_multiprocessing else "thread"
         plural = "es" if kind == "process" else "s"
         noun = kind + (plural if self.workers != 1 else "")

@@ -33,7 +33,16 @@ def test_frozen_and_round_trip():
     assert LoaderConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.mode == "process"
     assert str(cfg) == "4 processes, queue 8"
-    assert str(LoaderConfig(1, 2)) == "1 thread, queue 2"
+    assert str(LoaderConfig(1, 2)) == "inline (1 worker, as Keras runs it)"
+    assert str(LoaderConfig(1, 2, True)) == "1 process, queue 2"
+    assert str(LoaderConfig(2, 3)) == "2 threads, queue 3"
+
+
+@pytest.mark.parametrize(
+    ("workers", "processes", "inline"), [(1, False, True), (1, True, False), (2, False, False)]
+)
+def test_inline_is_one_worker_without_processes(workers, processes, inline):
+    assert LoaderConfig(workers, 5, processes).inline is inline
 
 
 def test_from_dict_rejects_unknown_keys():

@@ -336,7 +336,7 @@ def test_idle_timeout_releases_workers_and_the_pass_continues(config):
         assert drain(pf, 5) == [0, 1, 2, 3, 4]
         pids = pf.worker_pids
         assert wait_until(
-            lambda: pf._pool is None and not any(pid_alive(p) for p in pids), timeout=5
+            lambda: not pf.has_pool and not any(pid_alive(p) for p in pids), timeout=5
         ), "workers were not released"
         assert not [t for t in engine_threads() if "-thread-" in t.name]
         assert drain(pf) == list(range(5, 12))
@@ -345,10 +345,10 @@ def test_idle_timeout_releases_workers_and_the_pass_continues(config):
 
 def test_busy_consumer_is_not_released_while_work_is_in_flight():
     ds = IndexDataset(4, delay=0.8)
-    with Prefetcher(ds, LoaderConfig(workers=1, max_queue_size=1), idle_timeout=0.2) as pf:
+    with Prefetcher(ds, LoaderConfig(workers=2, max_queue_size=1), idle_timeout=0.2) as pf:
         pf.begin_pass(range(4))
         time.sleep(0.5)  # idle consumer, but a batch is being produced
-        assert pf._pool is not None
+        assert pf.has_pool
         assert drain(pf, 1) == [0]
 
 
@@ -439,7 +439,7 @@ def test_generator_factory_in_threads_and_processes():
     with Prefetcher(src, LoaderConfig(workers=1)) as pf:
         pf.begin_pass(None)
         serials = [int(pf.next()[1]) for _ in range(5)]
-        assert serials == [0, 1, 2, 3, 4]  # one thread: its own iterator, in order
+        assert serials == [0, 1, 2, 3, 4]  # inline: the caller's own iterator, in order
     with Prefetcher(src, LoaderConfig(workers=2, use_multiprocessing=True)) as pf:
         pf.begin_pass(None)
         pids = set(pf.worker_pids)
@@ -481,11 +481,11 @@ def test_worker_ids_and_segment_names_are_never_reused_across_pools():
     with Prefetcher(ds, LoaderConfig(2, 4, True)) as pf:
         pf.begin_pass(range(30))
         got = drain(pf, 5)
-        first = set(pf._pool._workers)
+        first = set(pf.serving.pool._workers)
         pf.reconfigure(LoaderConfig(2, 4, False))
         got += drain(pf, 5)
         pf.reconfigure(LoaderConfig(2, 4, True))
-        second = set(pf._pool._workers)
+        second = set(pf.serving.pool._workers)
         got += drain(pf)
         assert got == list(range(30))
     assert first and second and not first & second
@@ -528,7 +528,9 @@ def test_a_stream_closed_by_the_garbage_collector_under_the_lock_does_not_deadlo
         collected = threading.Event()
 
         def collect_under_the_lock() -> None:
-            with pf._cond:  # as inside _top_up when an allocation triggers a collection
+            # As inside a top-up, when an allocation triggers a collection: the pool
+            # controller's lock and a stream's lock held.
+            with pf._control._lock, other._cond:
                 gc.collect()
             collected.set()
 
@@ -537,4 +539,4 @@ def test_a_stream_closed_by_the_garbage_collector_under_the_lock_does_not_deadlo
         thread.join(10)
         assert collected.is_set(), "closing a stream from a finalizer deadlocked"
         assert [int(b[0][0]) for b in other] == list(range(12))
-        assert pf.open_streams == 1  # the abandoned stream was reaped by the next call
+        assert pf.open_streams == 1  # the abandoned stream is gone

@@ -1,7 +1,7 @@
 """The janitor: one daemon thread that releases the workers of idle prefetchers.
 
 Owns the registry of prefetchers that have an `idle_timeout`, the thread that calls
-their `_release_if_idle()` every 0.25 s (it ends when none is left), and the exit hook
+their `release_if_idle()` every 0.25 s (it ends when none is left), and the exit hook
 that closes every prefetcher still open when the interpreter exits.
 """
 
@@ -12,23 +12,45 @@ import logging
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from keras_loadtune.engine.prefetcher import Prefetcher
+from typing import Protocol
 
 logger = logging.getLogger("keras_loadtune")
+
+
+class Releasable(Protocol):
+    """What the janitor watches (a `Prefetcher`).
+
+    Example:
+
+    ```python
+    janitor.watch(prefetcher)   # releases its idle workers every 0.25 s
+    ```
+    """
+
+    @property
+    def closed(self) -> bool:
+        """True once closed: the janitor forgets it."""
+        ...
+
+    def release_if_idle(self) -> None:
+        """Releases the workers if no consumer used them for a while."""
+        ...
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stops every worker (at interpreter exit)."""
+        ...
 
 
 class Janitor:
     """One daemon thread that releases the workers of idle prefetchers."""
 
     def __init__(self) -> None:
-        self._prefetchers: weakref.WeakSet[Prefetcher] = weakref.WeakSet()
+        self._prefetchers: weakref.WeakSet[Releasable] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def watch(self, prefetcher: Prefetcher) -> None:
+    def watch(self, prefetcher: Releasable) -> None:
+        """Watches `prefetcher` until it is closed or garbage."""
         with self._lock:
             self._prefetchers.add(prefetcher)
             if self._thread is None or not self._thread.is_alive():
@@ -49,7 +71,7 @@ class Janitor:
                     return
             for prefetcher in prefetchers:
                 try:
-                    prefetcher._release_if_idle()
+                    prefetcher.release_if_idle()
                 except Exception:  # never let the janitor die
                     logger.debug("keras_loadtune: idle release failed", exc_info=True)
             del prefetchers

@@ -9,12 +9,13 @@ Data path, top to bottom:
    buffer, and all of them share one worker pool and its config.
 2. Positions of a stream are submitted to the pool (threads or processes), at most
    `held_batches(config)` (`engine/arithmetic.py`) ahead of that stream's cursor.
-3. Results land in the stream's reorder buffer keyed by position; `Stream.next()` hands
-   out the position at the cursor, and only that one, then advances the cursor.
+3. Results land in the stream's reorder buffer keyed by position (`Stream.offer`);
+   `Stream.next()` hands out the position at the cursor, and only that one, then
+   advances the cursor.
 
 Exactly-once delivery follows from (3): a position is delivered only by moving the
 cursor past it, and a result for a position the cursor has passed, for a closed stream,
-or already buffered is dropped (`_accepts`). `reconfigure()` can therefore swap or
+or already buffered is dropped (`Stream.offer`). `reconfigure()` can therefore swap or
 resize the pool at any moment: finished batches stay in the buffers and are served;
 positions that were in flight are submitted again to the new pool, and whichever copy
 arrives first wins. Nothing is lost, nothing is delivered twice, the order never changes.
@@ -28,37 +29,48 @@ the pool it was submitted to, so each `BatchRecord` says which config produced i
 The engine knows nothing about Keras or Optuna; it runs any object with
 `__getitem__` (and, for processes, a picklable one).
 
-This module owns the data path: submission, results, delivery and its records. The
-rest lives beside it: `stream.py` (a stream's cursor and reorder buffer),
-`_pool_control.py` (starting, resizing, switching, retiring and releasing the pool;
-a base class of `Prefetcher`), `_janitor.py` (releasing idle workers), and
-`_threads.py` / `_processes.py` (the two pools).
+An inline config (`LoaderConfig.inline`: one worker, no processes, Keras's default)
+runs no pool: `Stream.next()` calls the dataset on the consumer's thread, as Keras 3
+does, with the same cursor, records and switches. A switch from a pool to inline
+keeps the finished batches (served first) and drops the positions in flight: the
+consumer makes them itself, and a late result for a position already passed is dropped
+as above.
+
+This module wires the parts together and routes results: `stream.py` (a stream's
+cursor, reorder buffer and in-flight set, the hand-over, and the lock order),
+`_pool_control.py` (`PoolControl`, a component: starting, resizing, switching,
+retiring and releasing the pool), `_janitor.py` (releasing idle workers),
+`records.py` (what each delivery records), and `_threads.py` / `_processes.py` (the
+two pools).
 """
 
 from __future__ import annotations
 
-import collections
 import itertools
 import logging
-import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.engine import _pickling
 from keras_loadtune.engine._janitor import janitor
-from keras_loadtune.engine._pool import WorkerPool
+from keras_loadtune.engine._pool import Serving
 from keras_loadtune.engine._pool_control import PoolControl
 from keras_loadtune.engine._processes import ProcessPool
-from keras_loadtune.engine.errors import BatchTimeoutError, PrefetcherClosedError
-from keras_loadtune.engine.records import BatchRecord, LoaderStats
-from keras_loadtune.engine.stream import EndOfPass, Stream, batch_seed, check_order
+from keras_loadtune.engine.errors import PrefetcherClosedError
+from keras_loadtune.engine.records import LoaderStats
+from keras_loadtune.engine.stream import (
+    ERR,
+    OK,
+    EndOfPass,
+    Stream,
+    StreamRegistry,
+    check_order,
+)
 
 logger = logging.getLogger("keras_loadtune")
 
-_OK = 0
-_ERR = 1
+__all__ = ["EndOfPass", "Prefetcher", "check_seconds"]
 
 
 def check_seconds(arg: str, value: Any) -> None:
@@ -69,14 +81,16 @@ def check_seconds(arg: str, value: Any) -> None:
         raise ValueError(f"{arg} must be a positive number of seconds or None; got {value!r}.")
 
 
-class Prefetcher(PoolControl):
+class Prefetcher:
     """Prefetches `source[index]` with a live-reconfigurable worker pool, exactly once.
 
     Args:
         source: Any object with `__getitem__(index)`; must be picklable for process mode.
-        config: Initial `LoaderConfig`.
+        config: Initial `LoaderConfig`. An inline one (1 worker, threads) makes each
+            batch on the consumer's thread when it is asked for, as Keras does.
         timeout: Optional per-batch timeout in seconds: if the consumer waits longer than
-            this for one batch, `next()` raises `BatchTimeoutError` naming the index.
+            this for one batch, `next()` raises `BatchTimeoutError` naming the index
+            (pool configs only: an inline batch is made by the consumer itself).
         idle_timeout: Seconds without a consumer (no `next()` call) and no work in flight
             after which the workers are released; they restart on the next use. This is
             what frees worker processes and threads after training is interrupted
@@ -121,34 +135,19 @@ class Prefetcher(PoolControl):
         if stats is not None and not isinstance(stats, LoaderStats):
             raise TypeError(f"stats must be a LoaderStats or None; got {type(stats).__name__}.")
         self._source = source
-        self._config = config
         self._timeout = timeout
         self._idle_timeout = idle_timeout
-        self._last_activity = time.monotonic()
-        self._name = name
-        # Reentrant only so that a stream closed by a finalizer on a thread that holds it
-        # (see `_close_stream`) can tell: nothing else re-enters it.
-        self._cond = threading.Condition(threading.RLock())
-        self._closing: collections.deque[Stream] = collections.deque()  # deferred closes
-        self._reconfigure_lock = threading.Lock()
-        self._pool: WorkerPool | None = None
-        self._generation = 0  # bumps with every pool or resize; tags submitted tasks
-        self._producers: dict[int, LoaderConfig] = {}  # generation -> config
-        self._pending: LoaderConfig | None = None  # background switch in progress
-        self._switch_error: BaseException | None = None
-        self._switcher: threading.Thread | None = None
-        self._retired: list[threading.Thread] = []
+        self.stats = stats if stats is not None else LoaderStats()
+        self._streams = StreamRegistry()
+        self._control = PoolControl(
+            source, config, sink=self, streams=self._streams, stats=self.stats, name=name
+        )
         self._stream_ids = itertools.count(1)
-        self._streams: dict[int, Stream] = {}
+        self._sequence = itertools.count()
         self._default: Stream | None = None  # the stream behind begin_pass()/next()
         self._stream_next = 0  # infinite default streams continue across passes
-        self._source_version = 0
         self._source_fingerprint = _pickling.fingerprint(source)
-        self._valid_from = 0  # results of earlier generations saw a stale source
-        self._fatal: BaseException | None = None
         self._closed = False
-        self._sequence = 0
-        self.stats = stats if stats is not None else LoaderStats()
         self._shm_note: str | None = None
         if idle_timeout is not None:
             janitor.watch(self)
@@ -157,7 +156,7 @@ class Prefetcher(PoolControl):
     @property
     def config(self) -> LoaderConfig:
         """The active `LoaderConfig` (the one serving now)."""
-        return self._config
+        return self._control.config
 
     @property
     def source(self) -> Any:
@@ -165,9 +164,35 @@ class Prefetcher(PoolControl):
         return self._source
 
     @property
+    def timeout(self) -> float | None:
+        """Seconds a consumer waits for one batch before `BatchTimeoutError` (None: forever)."""
+        return self._timeout
+
+    @property
+    def serving(self) -> Serving:
+        """The pool serving now, with its config and generation (never starts one)."""
+        return self._control.serving
+
+    @property
+    def fatal(self) -> BaseException | None:
+        """Why the pool broke (a worker process died), or None."""
+        return self._control.fatal
+
+    @property
+    def pending_config(self) -> LoaderConfig | None:
+        """The config a background switch is starting, or `None`."""
+        return self._control.pending_config
+
+    @property
+    def switch_error(self) -> BaseException | None:
+        """Why the last background switch failed (`None` if it did not)."""
+        return self._control.switch_error
+
+    @property
     def pass_id(self) -> int:
         """Id of the stream behind `begin_pass`/`next` (0 before the first pass)."""
-        return self._default.id if self._default is not None else 0
+        stream = self._default
+        return stream.id if stream is not None else 0
 
     @property
     def pass_finished(self) -> bool:
@@ -178,8 +203,7 @@ class Prefetcher(PoolControl):
     @property
     def open_streams(self) -> int:
         """How many streams are open."""
-        with self._cond:
-            return len(self._streams)
+        return len(self._streams)
 
     @property
     def closed(self) -> bool:
@@ -187,9 +211,14 @@ class Prefetcher(PoolControl):
         return self._closed
 
     @property
+    def has_pool(self) -> bool:
+        """True while a worker pool runs (False: inline, released, or not started)."""
+        return self._control.pool is not None
+
+    @property
     def worker_pids(self) -> list[int]:
         """Process ids of live worker processes (empty in thread mode)."""
-        pool = self._pool
+        pool = self._control.pool
         return list(pool.pids) if isinstance(pool, ProcessPool) else []
 
     @property
@@ -199,7 +228,7 @@ class Prefetcher(PoolControl):
         Those arrays went through the pipe instead (slower, never a SIGBUS); the note
         stays after the process pool is retired.
         """
-        pool = self._pool
+        pool = self._control.pool
         if isinstance(pool, ProcessPool):
             note = pool.fallback_note
             if note is not None:
@@ -209,8 +238,7 @@ class Prefetcher(PoolControl):
     @property
     def outstanding(self) -> int:
         """Positions submitted to the workers whose batch has not arrived yet (all streams)."""
-        with self._cond:
-            return sum(len(s._outstanding) for s in self._streams.values())
+        return sum(s.in_flight for s in self._streams.all())
 
     # -- streams -----------------------------------------------------------------------
     def open_stream(
@@ -234,13 +262,10 @@ class Prefetcher(PoolControl):
         """
         check_order(order)
         self._check_open()
-        self._ensure_pool()
-        with self._cond:
-            self._reap_closing()
-            stream = Stream(self, next(self._stream_ids), order, start, seed, consumer)
-            self._streams[stream.id] = stream
-            self._last_activity = time.monotonic()
-            self._top_up(stream)
+        self._control.serving_for_next()
+        stream = Stream(self, next(self._stream_ids), order, start, seed, consumer)
+        self._streams.add(stream)
+        stream.top_up()
         return stream
 
     def source_changed(self) -> None:
@@ -251,22 +276,10 @@ class Prefetcher(PoolControl):
         worker processes get a fresh copy; so every batch delivered after the change sees
         it, as with a dataset read without prefetching. Nothing changed: nothing is done.
         """
-        self._source_version += 1
         fingerprint = _pickling.fingerprint(self._source)
-        if fingerprint is not None and fingerprint == self._source_fingerprint:
-            return
+        changed = fingerprint is None or fingerprint != self._source_fingerprint
         self._source_fingerprint = fingerprint
-        pool = self._pool
-        if isinstance(pool, ProcessPool):  # threads read self._source itself
-            pool.update_source(self._source, self._source_version)
-        with self._cond:
-            self._new_generation(self._config)
-            self._valid_from = self._generation  # earlier results carry the old state
-            for stream in self._streams.values():
-                stream._buffer.clear()
-                stream._outstanding.clear()
-                stream._submitted = stream._cursor
-            self._top_up_all()
+        self._control.source_changed(self._source, changed=changed)
 
     # -- the default stream (one consumer) -----------------------------------------------
     def begin_pass(self, order: Sequence[int] | None) -> None:
@@ -279,8 +292,8 @@ class Prefetcher(PoolControl):
         self.source_changed()  # epoch hooks may have changed what workers must see
         previous = self._default
         if previous is not None:
-            if previous._infinite:
-                self._stream_next = previous._base + previous._cursor
+            if previous.infinite:
+                self._stream_next = previous.index_at(previous.delivered)
             previous.close()
         self._default = self.open_stream(order, start=self._stream_next)
 
@@ -292,6 +305,7 @@ class Prefetcher(PoolControl):
     def resume(self) -> None:
         """Resumes submitting work for the current pass."""
         if self._default is not None:
+            self._check_open()
             self._default.resume()
 
     def next(self) -> Any:
@@ -301,27 +315,62 @@ class Prefetcher(PoolControl):
             raise RuntimeError("keras_loadtune: next() called before begin_pass().")
         return self._default.next()
 
+    # -- the pool (delegated to PoolControl) -------------------------------------------
+    def reconfigure(self, config: LoaderConfig, *, background: bool = False) -> None:
+        """Switches to `config` at a batch boundary, losing and repeating nothing.
+
+        Same mode: the pool is resized in place (only added workers pay start-up).
+        Other mode: a new pool starts (its start-up cost is recorded in `stats.startups`),
+        in-flight positions move to it, and the old pool is retired in the background.
+        To an inline config: the pool is retired; finished batches are still served,
+        and the consumer makes the others itself.
+
+        Args:
+            config: The config to switch to.
+            background: For a switch of mode, start the new pool off the calling thread
+                while the current pool keeps serving; the switch happens once the new
+                workers are ready (`pending_config` shows it until then). A failed start
+                leaves the current config active and is reported by `switch_error`.
+                Without it, the call blocks until the switch is done and raises the
+                start-up error (e.g. `DatasetNotPicklableError`) itself.
+        """
+        if not isinstance(config, LoaderConfig):
+            raise TypeError(f"config must be a LoaderConfig; got {type(config).__name__}.")
+        self._control.reconfigure(config, background=background)
+
+    def wait_for_switch(self, timeout: float | None = None) -> bool:
+        """Blocks until a background switch is done; True if none is pending any more."""
+        return self._control.wait_for_switch(timeout)
+
+    def release_workers(self, timeout: float = 5.0, *, force: bool = False) -> bool:
+        """Stops the worker pool but keeps the streams; workers restart on the next use.
+
+        Only acts when no work is in flight, so nothing needs to be submitted again, unless
+        `force`: then positions in flight are dropped and submitted again on restart (used
+        after a failed pass, whose remaining batches nobody will ask for).
+        Returns True if a pool was released.
+        """
+        return self._control.release(timeout, force=force)
+
+    def release_if_idle(self) -> None:
+        """Releases the workers if no consumer asked for a batch for `idle_timeout` s (janitor)."""
+        self._control.release_if_idle(self._idle_timeout)
+
+    def serving_for_next(self) -> Serving:
+        """The pool for a consumer's `next()`; restarts released or broken workers."""
+        self._check_open()
+        return self._control.serving_for_next()
+
     # -- lifecycle ---------------------------------------------------------------------
     def close(self, timeout: float = 5.0) -> None:
         """Stops every worker and joins every engine thread. Idempotent."""
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            pool = self._pool
-            self._pool = None
-            self._pending = None
-            for stream in self._streams.values():
-                stream._closed = True
-            self._streams.clear()
-            self._cond.notify_all()
-        switcher = self._switcher
-        if switcher is not None:
-            switcher.join(timeout)
-        stuck = pool.close(timeout) if pool is not None else []
-        for thread in self._retired:
-            thread.join(timeout)
-        self._retired.clear()
+        if self._closed:
+            return
+        self._closed = True
+        for stream in self._streams.all():
+            stream.shut()
+            self._streams.remove(stream)
+        stuck = self._control.close(timeout)
         if stuck:
             logger.warning(
                 "keras_loadtune: %d worker thread(s) still inside __getitem__ after close; "
@@ -331,7 +380,7 @@ class Prefetcher(PoolControl):
 
     def idle_seconds(self) -> float:
         """Seconds since a consumer last asked for a batch."""
-        return time.monotonic() - self._last_activity
+        return self._control.idle_seconds()
 
     def __enter__(self) -> Prefetcher:
         return self
@@ -345,198 +394,70 @@ class Prefetcher(PoolControl):
         except Exception:
             pass
 
-    # -- ResultSink (called from worker threads / the collector thread) ---------------
-    def on_result(self, key: Any, batch: Any, wall_s: float, cpu_s: float, nbytes: int) -> None:
-        """Pool callback: a batch for `key` = (stream, position, generation) is ready."""
-        with self._cond:
-            stream = self._accepts(key)
-            if stream is not None:
-                position = key[1]
-                stream._buffer[position] = (_OK, batch, wall_s, cpu_s, nbytes, key[2])
-                stream._outstanding.discard(position)
-                self._cond.notify_all()
-
-    def on_error(self, key: Any, exc: BaseException) -> None:
-        """Pool callback: `__getitem__` raised for `key`; it is raised in order by `next()`."""
-        with self._cond:
-            stream = self._accepts(key)
-            if stream is not None:
-                position = key[1]
-                index = stream._index_at(position)
-                mode = self._producers.get(key[2], self._config).mode
-                exc.add_note(
-                    f"keras_loadtune: raised by {type(self._source).__name__}.__getitem__({index}) "
-                    f"in a {mode} worker."
-                )
-                stream._buffer[position] = (_ERR, exc)
-                stream._outstanding.discard(position)
-                self._cond.notify_all()
-
-    def on_fatal(self, exc: BaseException) -> None:
-        """Pool callback: the pool is broken (a worker died); waiting consumers raise `exc`.
-
-        The broken pool is replaced when the next stream opens or resumes.
-        """
-        with self._cond:
-            if self._fatal is None:
-                self._fatal = exc
-            self._cond.notify_all()
-
-    # -- internals (call with self._cond held unless noted) ----------------------------
-    def _accepts(self, key: Any) -> Stream | None:
-        stream_id, position, generation = key
-        stream = self._streams.get(stream_id)
-        if (
-            stream is None
-            or stream._closed
-            or generation < self._valid_from
-            or position < stream._cursor
-            or position in stream._buffer
-        ):
-            return None
-        return stream
-
-    def _new_generation(self, config: LoaderConfig) -> None:
-        self._generation += 1
-        self._producers[self._generation] = config
-        if len(self._producers) > 64:  # tasks of very old generations are long gone
-            for old in sorted(self._producers)[:-32]:
-                del self._producers[old]
-
-    def _top_up(self, stream: Stream) -> None:
-        pool = self._pool
-        if stream._paused or stream._closed or pool is None or self._fatal is not None:
-            return
-        limit = stream._limit(self._config)
-        while stream._submitted < limit:
-            position = stream._submitted
-            stream._submitted += 1
-            if position in stream._buffer:
-                continue
-            stream._outstanding.add(position)
-            self._submit(pool, stream, position)
-
-    def _top_up_all(self) -> None:
-        for stream in self._streams.values():
-            self._top_up(stream)
-
-    def _submit(self, pool: WorkerPool, stream: Stream, position: int) -> None:
-        index = stream._index_at(position)
-        key = (stream.id, position, self._generation)
-        if stream._seed is None:
-            pool.submit(key, index)
-        else:
-            pool.submit(key, index, batch_seed(stream._seed, index))
-
-    def _next(self, stream: Stream) -> Any:
-        t0 = time.perf_counter()
-        if self._pool is None or self._fatal is not None:
-            self._ensure_pool()  # restarts released or broken workers
-        with self._cond:
-            self._reap_closing()
-            self._last_activity = time.monotonic()
-            while True:
-                if self._closed:
-                    raise PrefetcherClosedError("keras_loadtune: the prefetcher was closed.")
-                if stream._closed:
-                    raise RuntimeError("keras_loadtune: next() called on a closed stream.")
-                if not stream._infinite and stream._cursor >= len(stream._order):
-                    raise EndOfPass
-                entry = stream._buffer.pop(stream._cursor, None)
-                if entry is not None:
-                    break
-                if self._fatal is not None:
-                    raise self._fatal
-                stream._paused = False
-                self._top_up(stream)
-                waited = time.perf_counter() - t0
-                if self._timeout is not None and waited >= self._timeout:
-                    index = stream._index_at(stream._cursor)
-                    raise BatchTimeoutError(
-                        f"keras_loadtune: batch {index} did not arrive within "
-                        f"{self._timeout:g} s (a worker may be stuck in __getitem__({index})). "
-                        "Raise `timeout` if batches are legitimately this slow.",
-                        index=index,
-                        timeout=self._timeout,
-                    )
-                if self._pool is None and not stream._outstanding:
-                    # Released by the janitor between our restart and now: start again.
-                    self._cond.release()
-                    try:
-                        self._ensure_pool()
-                    finally:
-                        self._cond.acquire()
-                    continue
-                limit = 1.0 if self._timeout is None else min(1.0, self._timeout - waited)
-                self._cond.wait(limit)
-            position = stream._cursor
-            index = stream._index_at(position)
-            stream._cursor += 1
-            self._top_up(stream)
-            depth = len(stream._buffer)
-            tail = not stream._infinite and stream._submitted >= len(stream._order)
-            config = self._config
-            sequence = self._sequence
-            self._sequence += 1
-            self._last_activity = time.monotonic()
-        wait_s = time.perf_counter() - t0
-        if entry[0] == _ERR:
-            raise entry[1]
-        _, batch, wall, cpu, nbytes, generation = entry
-        self.stats.add_batch(
-            BatchRecord(
-                sequence,
+    # -- StreamHost (called by streams) ------------------------------------------------
+    def record(
+        self,
+        stream: Stream,
+        index: int,
+        wait_s: float,
+        produced: tuple,
+        depth: int,
+        tail: bool,
+        delivered_at: float,
+    ) -> None:
+        """Records one delivered batch; `produced` is `(wall_s, cpu_s, nbytes, generation)`."""
+        wall, cpu, nbytes, generation = produced
+        control = self._control
+        self.stats.add(
+            (
+                next(self._sequence),
                 index,
                 wait_s,
                 wall,
                 cpu,
                 depth,
                 nbytes,
-                config,
-                t0 + wait_s,
+                control.config,
+                delivered_at,
                 tail,
                 stream.id,
-                self._producers.get(generation),
+                control.producer(generation),
                 stream.consumer,
             )
         )
-        return batch
 
-    def _resume(self, stream: Stream) -> None:
-        self._check_open()
-        self._ensure_pool()
-        with self._cond:
-            self._last_activity = time.monotonic()
-            stream._paused = False
-            self._top_up(stream)
-
-    def _close_stream(self, stream: Stream) -> None:
-        # A Keras iterator dropped without being exhausted is a generator that closes its
-        # stream in a `finally`, run by the garbage collector on whichever thread it
-        # happens to run, possibly while that thread holds our lock (inside `_top_up`,
-        # say). Taking the lock again there would deadlock or change state under the
-        # holder's feet: the stream is only marked closed, and the next call reaps it.
-        if self._cond._is_owned():  # type: ignore[attr-defined]
-            stream._closed = True
-            self._closing.append(stream)
-            return
-        with self._cond:
-            self._forget(stream)
-            self._reap_closing()
-            self._cond.notify_all()
-
-    def _reap_closing(self) -> None:
-        """Forgets the streams whose close was deferred (lock held)."""
-        while self._closing:
-            self._forget(self._closing.popleft())
-
-    def _forget(self, stream: Stream) -> None:
-        stream._closed = True
-        stream._buffer.clear()
-        stream._outstanding.clear()
-        self._streams.pop(stream.id, None)
+    def forget(self, stream: Stream) -> None:
+        """Drops a closed stream from the open set (lock-free: safe from a finalizer)."""
+        self._streams.remove(stream)
         if self._default is stream:
             self._default = None
+
+    # -- ResultSink (called from worker threads / the collector thread) ---------------
+    def on_result(self, key: Any, batch: Any, wall_s: float, cpu_s: float, nbytes: int) -> None:
+        """Pool callback: a batch for `key` = (stream, position, generation) is ready."""
+        stream = self._streams.get(key[0])
+        if stream is not None:
+            stream.offer(key[1], key[2], (OK, batch, wall_s, cpu_s, nbytes, key[2]))
+
+    def on_error(self, key: Any, exc: BaseException) -> None:
+        """Pool callback: `__getitem__` raised for `key`; it is raised in order by `next()`."""
+        stream = self._streams.get(key[0])
+        if stream is None:
+            return
+        index = stream.index_at(key[1])
+        producer = self._control.producer(key[2]) or self._control.config
+        exc.add_note(
+            f"keras_loadtune: raised by {type(self._source).__name__}.__getitem__({index}) "
+            f"in a {producer.mode} worker."
+        )
+        stream.offer(key[1], key[2], (ERR, exc))
+
+    def on_fatal(self, exc: BaseException) -> None:
+        """Pool callback: the pool is broken (a worker died); waiting consumers raise `exc`.
+
+        The broken pool is replaced when the next stream opens or resumes.
+        """
+        self._control.fail(exc)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -1,4 +1,9 @@
-"""Per-batch and per-start-up measurements the engine exposes (read-only)."""
+"""Per-batch and per-start-up measurements the engine exposes (read-only).
+
+The training thread pays for a delivery's record on every step, so `LoaderStats.add`
+keeps the record's fields as one plain tuple (no object built, about 0.1 us); a
+`BatchRecord` is built only when someone reads it (`batches_since`, iteration).
+"""
 
 from __future__ import annotations
 
@@ -92,16 +97,31 @@ class LoaderStats:
 
     def __init__(self, capacity: int = 4096):
         self._lock = threading.Lock()
+        # BatchRecords, or their fields as a tuple (`add`), built on read.
         self._batches: collections.deque[BatchRecord] = collections.deque(maxlen=capacity)
         self._startups: list[StartupRecord] = []
         self.delivered = 0
         self.total_wait_s = 0.0
 
     def add_batch(self, record: BatchRecord) -> None:
+        """Adds one delivery's record."""
         with self._lock:
             self._batches.append(record)
             self.delivered = record.sequence + 1
             self.total_wait_s += record.wait_s
+
+    def add(self, fields: tuple) -> None:
+        """Adds one delivery's record as the tuple of `BatchRecord`'s fields, in order.
+
+        The engine's hot path: the `BatchRecord` is built when it is first read.
+        """
+        with self._lock:
+            self._batches.append(fields)  # type: ignore[arg-type]
+            self.delivered = fields[0] + 1
+            self.total_wait_s += fields[2]
+
+    def _materialize(self, items: list) -> list[BatchRecord]:
+        return [r if type(r) is BatchRecord else BatchRecord(*r) for r in items]
 
     def add_startup(self, record: StartupRecord) -> None:
         with self._lock:
@@ -110,13 +130,13 @@ class LoaderStats:
     def batches_since(self, sequence: int) -> list[BatchRecord]:
         """Records with `record.sequence >= sequence` that are still kept."""
         with self._lock:
-            if not self._batches or self._batches[-1].sequence < sequence:
+            if not self._batches or self.delivered <= sequence:
                 return []
-            wanted = min(self._batches[-1].sequence + 1 - sequence, len(self._batches))
+            wanted = min(self.delivered - sequence, len(self._batches))
             # Read from the right end: O(new records), not O(history), on every step.
             newest = list(itertools.islice(reversed(self._batches), wanted))
-            newest.reverse()
-            return newest
+        newest.reverse()
+        return self._materialize(newest)
 
     @property
     def startups(self) -> list[StartupRecord]:
@@ -125,7 +145,8 @@ class LoaderStats:
 
     def __iter__(self) -> Iterator[BatchRecord]:
         with self._lock:
-            return iter(list(self._batches))
+            items = list(self._batches)
+        return iter(self._materialize(items))
 
     def __len__(self) -> int:
         with self._lock:

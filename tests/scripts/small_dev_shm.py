@@ -40,7 +40,7 @@ if __name__ == "__main__":
             seen.append(int(x[0]))
             assert (x == x[0]).all()
             time.sleep(0.05)  # a slow trainer: the queue fills up
-        pool = pf._pool
+        pool = pf.serving.pool
         result = {
             "seen": seen,
             "bytes_copied": pool.source_bytes_copied,
