@@ -49,7 +49,11 @@ REPO = TESTS_DIR.parent
 
 THREADS = LoaderConfig(workers=3, max_queue_size=4)
 PROCESSES = LoaderConfig(workers=2, max_queue_size=4, use_multiprocessing=True)
+INLINE = LoaderConfig(workers=1)  # Keras's default: made on the consumer's thread
 MODES = pytest.mark.parametrize("config", [THREADS, PROCESSES], ids=["threads", "processes"])
+ALL_MODES = pytest.mark.parametrize(
+    "config", [INLINE, THREADS, PROCESSES], ids=["inline", "threads", "processes"]
+)
 
 
 def index_of(batch) -> int:
@@ -109,7 +113,7 @@ def test_engine_never_imports_tensorflow_or_keras():
 
 
 # -- delivery ---------------------------------------------------------------------------------
-@MODES
+@ALL_MODES
 def test_in_order_and_shuffled_passes_are_exact(config):
     ds = JitterDataset(24)
     with Prefetcher(ds, config) as pf:
@@ -189,7 +193,7 @@ def test_constructor_and_reconfigure_validate_their_arguments():
 
 
 # -- errors -----------------------------------------------------------------------------------
-@MODES
+@ALL_MODES
 def test_getitem_error_keeps_type_and_message_after_earlier_batches(config):
     ds = FailingDataset(10, fail_at=6, delay=0.002)
     with Prefetcher(ds, config) as pf:
@@ -200,6 +204,7 @@ def test_getitem_error_keeps_type_and_message_after_earlier_batches(config):
         notes = "\n".join(getattr(info.value, "__notes__", []))
         assert "__getitem__(6)" in notes
         assert config.mode in notes
+        assert drain(pf) == [7, 8, 9]  # the pass goes on after the failed batch
 
 
 def test_error_in_a_shuffled_pass_names_the_dataset_index_not_the_position():

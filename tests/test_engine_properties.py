@@ -22,7 +22,8 @@ pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(120)]
 
 configs = st.builds(
     LoaderConfig,
-    workers=st.integers(1, 8),
+    # 1 worker without processes is inline (made on the consumer's thread): drawn often.
+    workers=st.one_of(st.just(1), st.integers(1, 8)),
     max_queue_size=st.integers(1, 16),
     # Mostly threads: a process pool costs ~0.1 s to start.
     use_multiprocessing=st.sampled_from([False, False, False, False, True]),
