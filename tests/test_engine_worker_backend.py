@@ -151,3 +151,76 @@ def test_stand_in_base_only_for_main_datasets_referring_to_nothing_heavy(monkeyp
     del numpy_only.model
     monkeypatch.setenv(_worker_backends.USER_ENV_VAR, "trainer")
     assert not _light_pydataset.uses_only_the_base(numpy_only)
+
+
+MODULE_SCRIPT = Path(__file__).parent / "scripts" / "module_dataset_pool.py"
+
+
+def _run_module(kind: str) -> tuple[dict, list[dict], dict]:
+    out = subprocess.run(
+        [sys.executable, str(MODULE_SCRIPT), kind], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    return lines[0], lines[1:-1], lines[-1]
+
+
+@pytest.mark.keras
+def test_module_dataset_using_only_numpy_gets_the_light_pool_and_its_module_never_reruns():
+    # klt_user_project/data.py imports Keras at its top and logs each import of itself.
+    decision, batches, imports = _run_module("numpy")
+    assert decision["light"] and decision["by_value"] == ["klt_user_project.data"]
+    assert decision["estimate"] == _process_start.LIGHT_POOL_START_S
+    assert "keras" not in decision["preload"]
+    assert "klt_user_project.data" not in decision["preload"]
+    assert len(batches) == 2
+    for b in batches:
+        assert b["keras_imported"] is False  # the stand-in base, classes sent by value
+        assert b["module_imported"] is False  # the worker never imports the module...
+        assert b["base"] == "keras_loadtune.engine._light_pydataset"
+    assert imports["imported_by"] == [str(imports["trainer"])]  # ...nor does the forkserver
+
+
+@pytest.mark.keras
+@pytest.mark.parametrize("kind", ["keras", "other"])
+def test_module_dataset_using_keras_or_another_project_module_keeps_the_real_module(kind):
+    decision, batches, _ = _run_module(kind)
+    assert not decision["light"] and decision["by_value"] is None
+    assert "klt_user_project.data" in decision["preload"]
+    assert all(b["module_imported"] for b in batches)
+
+
+@pytest.mark.keras
+def test_by_value_modules_scan_of_module_datasets(monkeypatch):
+    monkeypatch.syspath_prepend(str(MODULE_SCRIPT.parent))
+    from klt_user_project import data
+
+    from keras_loadtune.engine import _light_pydataset
+
+    assert _light_pydataset.by_value_modules(data.NumpyOnly()) == ("klt_user_project.data",)
+    assert _light_pydataset.by_value_modules(data.UsesKeras()) is None
+    assert _light_pydataset.by_value_modules(data.UsesOtherModule()) is None
+    assert _light_pydataset.uses_only_the_base(data.NumpyOnly())
+
+
+@pytest.mark.keras
+def test_a_module_dataset_that_cannot_go_by_value_goes_by_reference(monkeypatch):
+    import threading
+
+    monkeypatch.syspath_prepend(str(MODULE_SCRIPT.parent))
+    from klt_user_project import data
+
+    from keras_loadtune.engine import _pickling
+
+    monkeypatch.setattr(data, "SCALE", threading.Lock())  # a module constant pickle refuses
+    ds = data.NumpyOnly()
+    blob, light = _pickling.dumps_light(
+        ds, None, light_base=None, by_value=("klt_user_project.data",)
+    )
+    assert light is False
+    import pickle
+
+    assert type(pickle.loads(blob)) is data.NumpyOnly  # by reference: the real class
+    import cloudpickle
+
+    assert "klt_user_project.data" not in cloudpickle.list_registry_pickle_by_value()

@@ -28,6 +28,7 @@ sampled digest does not look at is not seen as changed; objects without `__dict_
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
@@ -35,7 +36,8 @@ import mmap
 import os
 import pickle
 import sys
-from collections.abc import Callable, Hashable
+import threading
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing import shared_memory
 from typing import Any
@@ -156,18 +158,81 @@ def dumps(
     buffer_callback: Callable[[pickle.PickleBuffer], Any] | None,
     *,
     light_base: type | None = None,
+    by_value: tuple[str, ...] = (),
 ) -> bytes:
     """Pickles `source` with cloudpickle (protocol 5), or raises `DatasetNotPicklableError`.
 
     `light_base`: Keras's `PyDataset` class, to send as the stand-in (`_Pickler`).
+    `by_value`: modules whose classes and functions this pickle sends by value (see
+    `_light_pydataset.by_value_modules`); if that fails, they go by reference and
+    the real base goes with them (`dumps_light` says which happened).
     """
+    return dumps_light(source, buffer_callback, light_base=light_base, by_value=by_value)[0]
+
+
+def dumps_light(
+    source: Any,
+    buffer_callback: Callable[[pickle.PickleBuffer], Any] | None,
+    *,
+    light_base: type | None = None,
+    by_value: tuple[str, ...] = (),
+    on_retry: Callable[[], Any] | None = None,
+) -> tuple[bytes, bool]:
+    """`dumps`, and whether the pickle names the stand-in base (workers import no Keras).
+
+    `on_retry` is called before pickling again by reference (the by-value pickle
+    failed): whatever `buffer_callback` collected for it must be dropped there.
+
+    Example:
+
+    ```python
+    data, light = dumps_light(ds, None, light_base=base, by_value=("mypackage.data",))
+    ```
+    """
+    if by_value:
+        try:
+            with _pickled_by_value(by_value):
+                return _dump(source, buffer_callback, light_base), light_base is not None
+        except Exception:  # e.g. a module constant that cannot be copied: by reference
+            light_base = None
+            if on_retry is not None:
+                on_retry()
     try:
-        out = io.BytesIO()
-        pickler = _Pickler(out, protocol=5, buffer_callback=buffer_callback, light_base=light_base)
-        pickler.dump(source)
-        return out.getvalue()
+        return _dump(source, buffer_callback, light_base), light_base is not None
     except Exception as exc:
         raise not_picklable_error(source, exc) from exc
+
+
+def _dump(
+    source: Any,
+    buffer_callback: Callable[[pickle.PickleBuffer], Any] | None,
+    light_base: type | None,
+) -> bytes:
+    out = io.BytesIO()
+    pickler = _Pickler(out, protocol=5, buffer_callback=buffer_callback, light_base=light_base)
+    pickler.dump(source)
+    return out.getvalue()
+
+
+_BY_VALUE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pickled_by_value(names: tuple[str, ...]) -> Iterator[None]:
+    """cloudpickle sends `names`' objects by value inside this block (one pickle at a time:
+    the registration is cloudpickle's global state, undone on the way out)."""
+    with _BY_VALUE_LOCK:
+        added = []
+        try:
+            for name in names:
+                module = sys.modules[name]
+                if name not in cloudpickle.list_registry_pickle_by_value():
+                    cloudpickle.register_pickle_by_value(module)
+                    added.append(module)
+            yield
+        finally:
+            for module in added:
+                cloudpickle.unregister_pickle_by_value(module)
 
 
 def check_picklable(source: Any) -> None:
@@ -355,13 +420,12 @@ class SourceShipper:
             segments.append(entry.segment)
             return False
 
-        light_base = (
-            _light_pydataset.keras_base(source)
-            if _light_pydataset.uses_only_the_base(source)
-            else None
+        light = _light_pydataset.uses_only_the_base(source)
+        light_base = _light_pydataset.keras_base(source) if light else None
+        by_value = (_light_pydataset.by_value_modules(source) or ()) if light else ()
+        data, self.light_base = dumps_light(
+            source, out_of_band, light_base=light_base, by_value=by_value, on_retry=segments.clear
         )
-        data = dumps(source, out_of_band, light_base=light_base)
-        self.light_base = light_base is not None
         self.pickles += 1
         return Shipment(generation, data, tuple(segments))
 

@@ -37,10 +37,12 @@ busy). Two things make a worker start in tens of milliseconds instead:
   use the trainer's backend, as before), or a backend name (`numpy`, `tensorflow`,
   `jax`, `torch`) forced for every worker.
 
-- **No Keras at all** for a NumPy-only dataset defined in `__main__`: its pickle
-  names a stand-in for Keras's `PyDataset` base (`_light_pydataset`), so the
-  forkserver preloads no Keras and workers import none; a worker then starts in the
-  time it takes to import NumPy.
+- **No Keras at all** for a NumPy-only dataset defined in `__main__`, or in a module
+  of the user's project whose methods use nothing of Keras (the module may import
+  Keras at its top): its pickle names a stand-in for Keras's `PyDataset` base and
+  sends the module's classes by value (`_light_pydataset`), so the forkserver
+  preloads neither Keras nor that module and workers import none; a worker then
+  starts in the time it takes to import NumPy.
 
 The forkserver starts once per program with the preload and backend of the first
 dataset that needs it; `prewarm()` starts it in the background (at `wrap` when the
@@ -134,12 +136,11 @@ def _preload_modules(source: Any) -> list[str]:
     if os.environ.get("KERAS_LOADTUNE_PRELOAD", "1") == "0":
         return modules
     owner = _owner(source)
-    if (
-        _is_keras_dataset(owner)
-        and "keras" in sys.modules
-        and not _light_pydataset.uses_only_the_base(owner)
-    ):
+    light = _is_keras_dataset(owner) and _light_pydataset.uses_only_the_base(owner)
+    if _is_keras_dataset(owner) and "keras" in sys.modules and not light:
         modules.append("keras")  # workers unpickle the real base: Keras (see above)
+    if light:
+        return modules  # its classes travel by value: no module of the user's to import
     module = getattr(owner, "__module__", None) or type(owner).__module__
     if module and module not in ("__main__", "builtins") and module in sys.modules:
         main_file = getattr(sys.modules.get("__main__"), "__file__", None)
@@ -204,8 +205,8 @@ def cold_start_estimate_s(source: Any) -> float | None:
     """Seconds a first process pool for `source` is expected to take, if known here.
 
     Known only when its workers import no Keras (a NumPy-only dataset defined in
-    `__main__`: `_light_pydataset.uses_only_the_base`); `None` otherwise (the tuner's
-    own prior applies until a pool was measured).
+    `__main__` or in a user module: `_light_pydataset.uses_only_the_base`); `None`
+    otherwise (the tuner's own prior applies until a pool was measured).
 
     Args:
         source: The dataset.
