@@ -35,3 +35,24 @@ def test_startups_are_kept_in_order():
     stats.add_startup(first)
     stats.add_startup(second)
     assert stats.startups == [first, second]
+
+
+@given(
+    capacity=st.integers(1, 12),
+    as_fields=st.lists(st.booleans(), max_size=30),
+    since=st.integers(0, 35),
+)
+def test_records_added_as_fields_read_back_as_the_same_batch_records(capacity, as_fields, since):
+    """`add(fields)` (the engine's hot path) and `add_batch(record)` keep the same history."""
+    mixed, plain = LoaderStats(capacity=capacity), LoaderStats(capacity=capacity)
+    for i, fields in enumerate(as_fields):
+        record = _record(i, wait=0.25)
+        plain.add_batch(record)
+        if fields:
+            mixed.add(tuple(getattr(record, f) for f in BatchRecord.__dataclass_fields__))
+        else:
+            mixed.add_batch(record)
+    assert mixed.batches_since(since) == plain.batches_since(since)
+    assert all(type(r) is BatchRecord for r in mixed.batches_since(since))
+    assert list(mixed) == list(plain)
+    assert (mixed.delivered, mixed.total_wait_s) == (plain.delivered, plain.total_wait_s)

@@ -83,6 +83,7 @@ class PoolControl:
         self._fatal: BaseException | None = None
         self._closed = False
         self._last_used = time.monotonic()
+        self._seen_delivered = stats.delivered  # deliveries when last looked (idle release)
 
     # -- what serves now ---------------------------------------------------------------
     @property
@@ -125,16 +126,25 @@ class PoolControl:
         return self._producers.get(generation)
 
     def serving_for_next(self) -> Serving:
-        """The pool for a consumer's `next()`: restarts a released or broken one (no lock held)."""
-        self._last_used = time.monotonic()
+        """The pool for a consumer's `next()`: restarts a released or broken one (no lock held).
+
+        Reads no clock: idle release goes by the delivery count (`release_if_idle`).
+        """
         serving = self._serving
         if (serving.pool is None and not serving.config.inline) or self._fatal is not None:
             return self.ensure_pool()
         return serving
 
     def idle_seconds(self) -> float:
-        """Seconds since a consumer last asked for a batch."""
+        """Seconds since a consumer last got a batch, opened or resumed a stream (0.25 s steps)."""
+        self._note_deliveries()
         return time.monotonic() - self._last_used
+
+    def _note_deliveries(self) -> None:
+        delivered = self._stats.delivered
+        if delivered != self._seen_delivered:
+            self._seen_delivered = delivered
+            self._last_used = time.monotonic()
 
     def touch(self) -> None:
         """Counts as a consumer's use (a stream opened or resumed)."""

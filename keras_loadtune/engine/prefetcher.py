@@ -262,6 +262,7 @@ class Prefetcher:
         """
         check_order(order)
         self._check_open()
+        self._control.touch()
         self._control.serving_for_next()
         stream = Stream(self, next(self._stream_ids), order, start, seed, consumer)
         self._streams.add(stream)
@@ -306,6 +307,7 @@ class Prefetcher:
         """Resumes submitting work for the current pass."""
         if self._default is not None:
             self._check_open()
+            self._control.touch()
             self._default.resume()
 
     def next(self) -> Any:
@@ -358,7 +360,8 @@ class Prefetcher:
 
     def serving_for_next(self) -> Serving:
         """The pool for a consumer's `next()`; restarts released or broken workers."""
-        self._check_open()
+        if self._closed:
+            self._check_open()
         return self._control.serving_for_next()
 
     # -- lifecycle ---------------------------------------------------------------------
