@@ -27,8 +27,12 @@ class BatchRecord:
         produce_wall_s: Wall-clock seconds `__getitem__` took in the worker.
         produce_cpu_s: CPU seconds the worker spent in `__getitem__` (thread CPU time);
             much less than `produce_wall_s` means latency-bound (I/O, sleeps, network).
+            Inline (`LoaderConfig.inline`), the thread's CPU clock is read on the first
+            16 batches of a stream and then on 1 in 16; between, the wall time times the
+            last measured CPU share.
         queue_depth: Finished batches waiting in the buffer right after this delivery.
-        nbytes: Bytes of array data in the batch.
+        nbytes: Bytes of array data in the batch (inline: as last measured, on the same
+            sample of batches as the CPU time).
         config: The loader config that produced it.
         delivered_at: `time.perf_counter()` at delivery.
         pass_tail: True when every position of the (finite) pass had already been handed

@@ -32,17 +32,15 @@ import random
 import threading
 import warnings
 import weakref
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from keras.src.trainers import data_adapters as _data_adapters
 from keras.src.trainers.data_adapters import py_dataset_adapter as _py_dataset_adapter
 
-from keras_loadtune.engine import EndOfPass
+from keras_loadtune.engine import EndOfPass, Stream
 from keras_loadtune.engine.sources import GeneratorFactorySource
-
-if TYPE_CHECKING:  # pragma: no cover
-    from keras_loadtune.keras_adapter.dataset import TunedPyDataset
 
 _install_lock = threading.Lock()
 _RAN_OUT = r"Your input ran out of data"
@@ -52,6 +50,48 @@ _consumer_ids = itertools.count(1)
 def _is_ran_out_filter(entry: tuple) -> bool:
     message = entry[1]
     return message is not None and getattr(message, "pattern", None) == _RAN_OUT
+
+
+class TunedPyDataset(Protocol):
+    """What the adapter needs from a wrapped dataset (`dataset.TunedPyDataset` provides it).
+
+    A Protocol, not an import of `dataset.py`, which imports this module to install
+    the routing: so the adapter layer has no import circle.
+
+    Example:
+
+    ```python
+    ds: TunedPyDataset = klt.wrap(my_dataset)
+    stream = ds._open_stream(range(ds.num_batches), start=0, seed=1, consumer=1)
+    ```
+    """
+
+    @property
+    def num_batches(self) -> int | None:
+        """Batches per epoch (None: infinite)."""
+        ...
+
+    def _open_stream(
+        self, order: Sequence[int] | None, *, start: int, seed: int | None, consumer: int
+    ) -> Stream:
+        """A new engine stream over `order`."""
+        ...
+
+    def _streams_opened(self) -> int:
+        """Streams opened so far (a seed counter)."""
+        ...
+
+    def release_workers(self, timeout: float = 5.0) -> None:
+        """Stops idle workers."""
+        ...
+
+    def on_epoch_begin(self) -> None:
+        """The wrapped dataset's epoch hook."""
+        ...
+
+    def on_epoch_end(self) -> None:
+        """The wrapped dataset's epoch hook."""
+        ...
 
 
 def trainer_seed(counter: int) -> int:
