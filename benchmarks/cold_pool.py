@@ -12,7 +12,11 @@ subclass defined in the script's `__main__` (the usual case: nothing to preload)
     (`KERAS_LOADTUNE_WORKER_BACKEND=numpy`: a dataset from an importable module), the
     default for this NumPy-only `__main__` dataset (a stand-in base class: workers
     import no Keras), and the default with the forkserver already warm (as after the
-    prewarm at `wrap` or during the probe);
+    prewarm at `wrap` or during the probe); then the same class in an importable
+    module that imports Keras at its top (as in most projects): before (the module
+    and Keras preloaded by the forkserver, numpy backend:
+    `KERAS_LOADTUNE_WORKER_BACKEND=numpy`) and by default (its classes sent by value
+    with the stand-in base: no Keras, the module never imported in workers);
 (b) `fit` of a tiny model, 12 batches x 3 epochs, on the user's own config
     (`workers=2, use_multiprocessing=True`): plain Keras vs wrapped, per epoch;
 (c) a break-down of (a): forkserver start (its preload imports), a worker's start
@@ -72,12 +76,39 @@ def cpu_all():
     return total
 """
 
+MODULE = r"""
+import time
+
+import keras
+import numpy as np
+
+
+class Batches(keras.utils.PyDataset):  # in an importable module that imports Keras
+    def __init__(self, n=12, big_mib=0, **kw):
+        super().__init__(**kw)
+        self.n = n
+        self.big = np.ones(big_mib << 18, np.float32) if big_mib else None
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        x = np.full((16, 8), float(i), np.float32)
+        t = time.perf_counter() + 0.01
+        while time.perf_counter() < t:
+            pass
+        return x, np.zeros((16, 1), np.float32)
+"""
+
 COLD = (
     COMMON
     + r"""
 from keras_loadtune import LoaderConfig
 from keras_loadtune.engine import Prefetcher, prewarm_processes
 
+if os.environ.get("MODULE_DIR"):  # the class from an importable module instead
+    sys.path.insert(0, os.environ["MODULE_DIR"])
+    from klt_bench_user_data import Batches
 ds = Batches(big_mib=int(os.environ.get("BIG_MIB", "0")))
 if os.environ.get("PREWARM") == "1":  # as at wrap / probe: the forkserver is ready first
     from keras_loadtune.engine._process_start import WorkerProcess
@@ -198,6 +229,10 @@ def main() -> None:
     parser.add_argument("--parts", default="abc")
     args = parser.parse_args()
     if "a" in args.parts:
+        module_dir = tempfile.mkdtemp(prefix="klt-bench-module-")
+        with open(os.path.join(module_dir, "klt_bench_user_data.py"), "w") as f:
+            f.write(MODULE)
+        module = {"MODULE_DIR": module_dir}
         trainer = {"KERAS_LOADTUNE_WORKER_BACKEND": "trainer"}
         cases = {
             "before: no preload, TF workers": {**trainer, "KERAS_LOADTUNE_PRELOAD": "0"},
@@ -205,6 +240,8 @@ def main() -> None:
             "numpy Keras preloaded": {"KERAS_LOADTUNE_WORKER_BACKEND": "numpy"},
             "default: no Keras in workers": {},
             "default, prewarmed": {"PREWARM": "1"},
+            "module ds, before (numpy Keras)": {**module, "KERAS_LOADTUNE_WORKER_BACKEND": "numpy"},
+            "module ds, default (by value)": module,
         }
         rows: dict[str, list[dict]] = {k: [] for k in cases}
         for _ in range(args.repeats):

@@ -146,6 +146,8 @@ class SessionStarter:
                 user = ds.config
                 if config != user:
                     ds.reconfigure(config)
+                if config.use_multiprocessing and not user.use_multiprocessing:
+                    ds.prewarm_processes()  # the forkserver's start overlaps the build
             except Exception as exc:  # not picklable any more, a bad hint: start cold
                 self._log.debug("keras_loadtune: warm hint %s not used: %s", hint.config, exc)
                 continue
