@@ -36,6 +36,11 @@ python benchmarks/real_fits.py --quick --scenario gil-main   # CI smoke run
 python benchmarks/real_fits.py --json results.json
 ```
 
+Other work in the same checkout changes the library under a long run: to measure one
+commit, run a copy of it (`git archive HEAD | tar -x -C /tmp/snap`, then
+`python /tmp/snap/benchmarks/real_fits.py ...`), or put a library snapshot first on
+`PYTHONPATH`, which the children keep ahead of this checkout.
+
 This module imports neither Keras nor TensorFlow: only the children do.
 """
 
@@ -262,7 +267,8 @@ def _worst(xs: Sequence[float]) -> float:
 
 
 def _child_env(backend: str, cache: str) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(HERE), str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    # A library snapshot on PYTHONPATH wins over this checkout (as in `run.py`).
+    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(HERE), str(ROOT)) if p)
     return {
         **os.environ,
         "KERAS_BACKEND": backend,
@@ -555,7 +561,7 @@ def _header(argv: Sequence[str], backend: str) -> None:
         commit = "?"
     print(
         f"# backend {backend}, {_cores()} core(s), load average {os.getloadavg()[0]:.2f}, "
-        f"commit {commit or '?'}, Python {sys.version.split()[0]}",
+        f"commit {commit or '? (not a git checkout)'}, Python {sys.version.split()[0]}",
         flush=True,
     )
 
