@@ -308,3 +308,95 @@ def test_a_fit_that_ended_before_tuning_started_is_never_in_progress():
     assert any("training ended before tuning started" in n for n in ended.notes)
     running = _build(None, loader_config=config, fit_running=True)
     assert running.decision == "in-progress"
+
+
+# ------------------------------------------------------- issue #23: reached only when measured
+
+
+def _io_report(**overrides) -> TuningReport:
+    """Issue #23's I/O job: 8 threads at 91 steps/s, the limit estimated at 97 steps/s."""
+    tuned = LoaderConfig(8, 10)
+    trials = [
+        TrialRecord(0, BASE, "complete", "baseline", steps_per_s=30.0, wait_fraction=0.7),
+        TrialRecord(1, tuned, "complete", "analytical", steps_per_s=91.0, wait_fraction=0.02),
+    ]
+    kwargs = dict(
+        decision="tuned", baseline_config=BASE, best_config=tuned, trials=trials,
+        baseline_steps_per_s=30.0, best_steps_per_s=91.0, epoch_wait_fractions=[0.22, 0.18],
+        profile={"produce_wall_s": 0.03, "produce_cpu_s": 0.0005, "step_compute_s": 0.0103,
+                 "cores": 2.0},
+        limit=MachineLimit(97.0, Bound.MODEL_STEP, reached=0.94, workers=3),
+    )  # fmt: skip
+    kwargs.update(overrides)
+    return TuningReport(**kwargs)
+
+
+def test_the_limit_is_not_reached_while_the_epochs_still_wait():
+    # Found: "reaches 94% of this machine's limit: loader tuning cannot make this fit
+    # faster" while its epochs waited 18-22% and workers=16 ran 1.5x faster.
+    rep = _io_report()
+    assert not rep.limit_reached
+    assert advice.at_limit(rep) is None
+    said = advice.not_reached(rep)
+    assert said is not None and "last epoch still waited 18%" in said.text
+    assert "may still be up to 1.22x" in said.text  # 1 / (1 - 0.18)
+    assert not any("cannot make this fit faster" in a for a in rep.advice)
+    assert not any("the loader would not" in a for a in rep.advice)
+    quiet = _io_report(epoch_wait_fractions=[0.22, 0.02])
+    assert quiet.limit_reached and advice.at_limit(quiet) is not None
+
+
+def test_the_limit_is_not_reached_when_a_config_measured_faster():
+    faster = TrialRecord(2, LoaderConfig(16, 18), "complete", "sampler", steps_per_s=120.0)
+    rep = _io_report(epoch_wait_fractions=[0.22, 0.02], trials=[*_io_report().trials, faster])
+    assert not rep.limit_reached
+    said = advice.not_reached(rep)
+    assert said is not None and "trial #2 (16 threads, queue 18) measured 120.0" in said.text
+
+
+def test_no_advice_for_a_config_that_measured_no_faster():
+    # Found (JPEG job): "about 2 processes could be up to 1.9x faster", while 2 processes
+    # ran no faster than 1 thread in this fit.
+    two = TrialRecord(1, LoaderConfig(2, 4, True), "complete", "analytical", steps_per_s=21.5)
+    rep = report(Bound.LOADER_CPU, 0.5, trials=[two], baseline_steps_per_s=21.0)
+    assert not any("could be up to" in a for a in rep.advice)
+    untried = report(Bound.LOADER_CPU, 0.5)
+    said = advice.more_workers(untried)
+    assert said is not None and "estimated, not tried: worker processes" in said.text
+
+
+def test_an_estimate_says_why_it_was_not_tried():
+    skipped = TrialRecord(
+        1, LoaderConfig(2, 4, True), "skipped", "analytical",
+        reason="not worth it: predicted gain 0.50 s over 227 steps left < 2 x cost 1.46 s",
+    )  # fmt: skip
+    said = advice.more_workers(report(Bound.LOADER_CPU, 0.5, trials=[skipped]))
+    assert said is not None
+    assert "not tried: worker processes (the start-up would not pay back in this fit" in said.text
+
+
+def test_the_advice_quotes_the_limits_step():
+    # Found: "141.2 steps/s" in the limit, "10 ms per step" in the advice.
+    rep = _io_report(epoch_wait_fractions=[0.2, 0.01])
+    step_advice = advice.cheaper_step(rep)
+    assert step_advice is not None and "(10 ms per step)" in step_advice.text  # 1 / 97
+
+
+def test_cost_lists_what_opening_the_storage_cost():
+    from types import SimpleNamespace
+
+    from keras_loadtune.keras_adapter._report_build import cost_parts
+
+    handle = SimpleNamespace(costs_s={"open": 0.9, "load": 0.3, "bogus": float("nan")})
+    trial = TrialRecord(1, LoaderConfig(2, 4, True), "complete", "analytical", startup_s=0.4)
+    parts = cost_parts(1.0, [trial], handle)
+    assert parts == {
+        "study storage: open": 0.9, "study storage: load": 0.3,
+        "pool starts": 0.4, "probe and trials": pytest.approx(0.6),
+    }  # fmt: skip
+    assert cost_parts(None, [], SimpleNamespace()) == {}
+    stored = SimpleNamespace(costs_s=handle.costs_s, note=None, study=None)
+    rep = _build(_fake_session(tuning_cost_s=1.0), handle=stored)
+    assert rep.tuning_cost_seconds == pytest.approx(2.2)
+    assert rep.to_dict()["cost"]["study storage: open"] == 0.9
+    assert "study storage: open 0.9 s" in str(rep)

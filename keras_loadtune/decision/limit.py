@@ -46,6 +46,10 @@ from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.analytical import CPU_HEAVY_RATIO, IPC_BYTES_PER_S, extra_rss_bytes
 from keras_loadtune.decision.settings import THREAD_LIMIT
 
+# One worker thread runs `__getitem__` inline on the training thread (as Keras does):
+# no batch is in flight while the step runs, so overlapping needs two.
+_ONE_THREAD_IS_INLINE = bool(getattr(LoaderConfig(1, 1, False), "inline", False))
+
 # Worker counts above this are not searched for the memory cap (the latency bound is
 # far above any step rate by then).
 _MEMORY_SEARCH_CAP = 4096
@@ -265,7 +269,9 @@ def estimate_limit(
         if step_uses_cores
         else "the step runs on the accelerator, not on the cores",
     ]
-    heavy = cpu >= CPU_HEAVY_RATIO * wall
+    # CPU-heavy: most of a batch's wall time is CPU, and enough of it to matter next
+    # to the step (a loader that costs next to nothing is no GIL question).
+    heavy = cpu >= CPU_HEAVY_RATIO * wall and cpu >= 0.25 * step
     results: dict[str, tuple[float, str, int, dict[str, float]]] = {}
     for mode in ("thread", "process"):
         if mode not in modes:
@@ -293,6 +299,8 @@ def estimate_limit(
         bound = min(rates, key=lambda k: (rates[k], k != Bound.MODEL_STEP.value))
         rate = rates[bound]
         workers = max(1, min(n, math.ceil(rate * (wall + ipc))))
+        if not processes and _ONE_THREAD_IS_INLINE and cap >= 2:
+            workers = max(workers, 2)  # one thread loads inline: nothing in flight
         results[mode] = (rate, bound, workers, rates)
     # The limit is the best mode's rate (threads when within 2%: cheaper). With the GIL
     # unknown, threads are taken to release it (an upper bound); but a CPU-heavy loader
@@ -303,9 +311,8 @@ def estimate_limit(
         mode = "process"
         if results["process"][0] < rate:
             assumptions.append(
-                "the loader's Python may hold the GIL (not measured), so the limit is "
-                f"the {results['process'][0]:.1f} steps/s of worker processes, which the "
-                "GIL does not slow"
+                "that loader threads release the GIL (not measured; worker processes "
+                f"would reach {results['process'][0]:.1f} steps/s even if they do not)"
             )
     workers = results[mode][2]
     if gil_fraction is None and heavy and "process" not in modes:

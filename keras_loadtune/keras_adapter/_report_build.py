@@ -155,10 +155,11 @@ def build_report(
         profile["step_compute_s"] = probe.median_compute_s
     profile["cores"] = float(cores)
     step = limit_step_s(session, profile)
-    if step is not None and probe is not None and step != profile["step_compute_s"]:
+    probe_step = profile.get("step_compute_s")
+    if step is not None and probe_step and abs(step - probe_step) > 0.01 * probe_step:
         # One step for the Profile line and the limit: the one measured on the config
         # in use, or the one a faster trial proves; the probe's is kept for reference.
-        profile["probe_compute_s"] = probe.median_compute_s
+        profile["probe_compute_s"] = probe_step
         profile["step_compute_s"] = step
     warm = session.warm_start
     baseline_sps = baseline_trial.steps_per_s if baseline_trial else None
@@ -201,6 +202,12 @@ def build_report(
         report.limit = step_only_limit(step, 0.0) if step else None  # the Profile's step
         if report.limit is not None:
             report.limit = report.limit.with_reached(1.0 / probe.mean_step_s)
+    limit, step = report.limit, profile.get("step_compute_s")
+    if limit is not None and step and limit.steps_per_s * step > 1.0 + 1e-9:
+        # A measured rate (the config in use's) above 1 / step proves a shorter step:
+        # the Profile says so, so that it never allows less than the limit.
+        profile.setdefault("probe_compute_s", step)
+        profile["step_compute_s"] = 1.0 / limit.steps_per_s
     return report
 
 

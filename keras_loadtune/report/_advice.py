@@ -85,8 +85,9 @@ def at_limit(report: TuningReport) -> Advice | None:
         0,
         f"The config in use reaches {fmt.pct(reached)} of this machine's limit "
         f"({fmt.num(limit.steps_per_s)} steps/s, set by {_bound_words(limit)}) and its "
-        f"epochs waited under {fmt.pct(report.wait_threshold)} of step time: loader "
-        "tuning cannot make this fit faster; what follows would.",
+        f"last epoch waited {fmt.pct(report.in_use_wait_fraction)} of step time (under "
+        f"{fmt.pct(report.wait_threshold)}): loader tuning cannot make this fit faster; "
+        "what follows would.",
     )
 
 
@@ -115,8 +116,10 @@ def not_tried(report: TuningReport, limit: MachineLimit) -> tuple[str, str | Non
             (n.split(":", 1)[1].strip() for n in report.notes if n.startswith("process mode")),
             None,
         )
-    if why is not None and why.startswith("predicted gain"):
-        why = f"the start-up would not pay back in this fit ({why})"
+    if why is not None:
+        why = why.removeprefix("not worth it: ")
+        if why.startswith("predicted gain"):
+            why = f"the start-up would not pay back in this fit ({why})"
     if why is None and not report.trials:
         why = "no trial ran in this fit"
     return what, why
@@ -168,6 +171,9 @@ def not_reached(report: TuningReport) -> Advice | None:
             f"trial #{fastest.number} ({fastest.config}) measured "  # type: ignore[union-attr]
             f"{fmt.num(fastest.steps_per_s)} steps/s against {fmt.num(in_use)}"  # type: ignore[union-attr]
         )
+    off = 1.0 / max(reached, 1e-9)
+    if wait is not None and 0 <= wait < 1:
+        off = max(off, 1.0 / (1.0 - wait))  # the wait alone, were it gone
     untried = not_tried(report, limit)
     tail = ""
     if untried is not None:
@@ -177,8 +183,7 @@ def not_reached(report: TuningReport) -> Advice | None:
         0,
         f"The config in use reaches {fmt.pct(reached)} of the estimated limit "
         f"({fmt.num(limit.steps_per_s)} steps/s), but {' and '.join(why)}: the limit is "
-        f"not confirmed, and the loader may still be up to {1.0 / max(reached, 1e-9):.2f}x "
-        f"from it.{tail}",
+        f"not confirmed, and this fit may still be up to {off:.2f}x from it.{tail}",
     )
 
 
@@ -206,7 +211,8 @@ def more_workers(report: TuningReport) -> Advice | None:
     untried = not_tried(report, limit)
     how = "estimated"
     if untried is not None:
-        how += ", not tried" + (f": {untried[1]}" if untried[1] else " in this fit")
+        what, why = untried
+        how += f", not tried: {what}" + (f" ({why})" if why else " in this fit")
     return Advice(
         1,
         f"The config in use reaches {fmt.pct(reached)} of this machine's limit: about "
@@ -274,12 +280,14 @@ def cheaper_step(report: TuningReport) -> Advice | None:
         return None
     # The limit's own figure, so the advice and the Limit line quote one step.
     took = f" ({fmt.ms(1.0 / limit.steps_per_s)} per step)" if limit.steps_per_s > 0 else ""
+    # "The loader would not" only once the limit is reached by measurement.
+    tail = "; the loader would not." if report.limit_reached else "."
     return Advice(
         2,
         f"The model step itself is the limit{took}: mixed precision "
         "(`keras.mixed_precision.set_global_policy('mixed_float16')` on a GPU), XLA "
         "(`model.compile(..., jit_compile=True)`) or a bigger batch (fewer steps per "
-        "epoch) would raise it; the loader would not.",
+        f"epoch) would raise it{tail}",
     )
 
 

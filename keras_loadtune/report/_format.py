@@ -103,12 +103,16 @@ def profile_line(profile: dict[str, float]) -> str:
     for key, label in _MS_KEYS.items():
         if key in profile and is_number(profile[key]):
             unit = "/batch" if key.startswith("produce") else "/step"
-            parts.append(f"{label} {1000 * float(profile[key]):.1f} ms{unit}")
+            part = f"{label} {1000 * float(profile[key]):.1f} ms{unit}"
+            probe = profile.get("probe_compute_s")
+            if key == "step_compute_s" and is_number(probe):
+                part += f" (the probe measured {1000 * float(probe):.1f})"  # type: ignore[arg-type]
+            parts.append(part)
     if is_number(profile.get("cores")):
         parts.append(f"{float(profile['cores']):g} cores")
     if is_number(profile.get("batch_nbytes")):
         parts.append(f"batch {nbytes(profile['batch_nbytes'])}")
-    known = {*_MS_KEYS, "cores", "batch_nbytes"}
+    known = {*_MS_KEYS, "cores", "batch_nbytes", "probe_compute_s"}
     for key in sorted(k for k in profile if k not in known):
         value = profile[key]
         parts.append(f"{key} {float(value):.3g}" if is_number(value) else f"{key} {value}")

@@ -237,12 +237,9 @@ def cost_text(report: TuningReport) -> str | None:
     if not fmt.is_number(report.tuning_cost_seconds):
         return None
     text = f"{fmt.seconds(report.tuning_cost_seconds)} caused by tuning (estimated"
-    parts = {k: v for k, v in report.cost.items() if fmt.is_number(v)}
+    parts = {k: v for k, v in report.cost.items() if fmt.is_number(v) and v >= 0.05}
     if parts:
-        keys = sorted(
-            parts,
-            key=lambda k: (k in _COST_ORDER, _COST_ORDER.index(k) if k in _COST_ORDER else 0, k),
-        )
+        keys = sorted(parts, key=lambda k: (k in _COST_ORDER, k))  # storage first
         text += ": " + ", ".join(f"{k} {fmt.seconds(parts[k])}" for k in keys)
         text += "; probe and trials: their time minus the same steps at the best config's rate)"
     else:
@@ -304,6 +301,11 @@ def net_lines(report: TuningReport) -> list[str]:
 
 def _tuning_text(report: TuningReport) -> str:
     n = len(report.trials)
+    if n == 0:
+        return (
+            f"no trial; the probe took {report.tuning_steps} steps, "
+            f"{fmt.seconds(report.tuning_seconds)}"
+        )
     return (
         f"{n} trial{'s' if n != 1 else ''}, {report.tuning_steps} steps, "
         f"{fmt.seconds(report.tuning_seconds)}"
@@ -431,6 +433,8 @@ def render_text(report: TuningReport) -> str:
         lines += _paragraph(report)
         if report.trials:
             lines += ["", *table(report)]
+        fit = net_lines(report)  # Fit, and Cost: what the tuner added, if anything
+        lines += ["", *fit] if fit else []
     elif not_started(report):
         lines += _wrap(
             "No fit yet: pass the tuner to fit(), e.g. `" + WRAP_HINT + "`; the report "
