@@ -274,3 +274,12 @@ def test_a_session_started_on_a_config_the_study_no_longer_backs_probes_the_base
     assert result.switch_to == user and session.current_config == user
     assert session.phase == "probe" and session.warm_start is None
     assert any("probing your config" in n for n in session.notes)
+
+
+def test_a_session_started_on_a_stored_config_without_its_study_probes_the_baseline():
+    # The warm hint was read, but the storage could not be opened: nothing verifies it.
+    user, hinted = LoaderConfig(1, 2), LoaderConfig(6, 8)
+    session = TuningSession(user, _settings(8), study=None, running=hinted)
+    result = session.observe(StepSample(wait_s=0.03, step_s=0.04))
+    assert result.switch_to == user and session.phase == "probe"
+    assert any("could not be opened" in n for n in session.notes)

@@ -205,7 +205,9 @@ class TuningSession:
             self._bridge,
             self._planner,
             self._memory,
-            enabled=bool(warm_start) and study is not None,
+            # Started on a stored config: it is verified, or the baseline probed, first.
+            enabled=(bool(warm_start) and study is not None)
+            or (running is not None and running != baseline),
         )
         if "process" in settings.modes and not process_mode_available:
             self.notes.append("process mode skipped: the dataset cannot run in worker processes")
@@ -408,9 +410,13 @@ class TuningSession:
                 if warm is not None:
                     return self._begin_warm_start(warm)
                 if self._config != self.baseline:  # started on a config the study no longer backs
+                    why = (
+                        "the stored study could not be opened"
+                        if self.study is None
+                        else "the study holds no measurement of it for this loader's timing profile"
+                    )
                     return self._probe_baseline(
-                        f"warm start: the study holds no measurement of {self._config} for "
-                        "this loader's timing profile; probing your config"
+                        f"warm start: started on {self._config}, but {why}; probing your config"
                     )
             if self.phase == Phase.PROBE:
                 return self._probe_step(sample)
