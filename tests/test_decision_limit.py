@@ -215,3 +215,43 @@ def test_limit_is_within_target_of_the_simulated_best_static_config(name, cores)
     assert 0.90 <= lim.steps_per_s / best <= 1.25, (lim, best)
     if cores == 2:
         assert lim.bound is BOUND_AT_2_CORES[name]
+
+
+def test_an_unmeasured_gil_is_said_in_plain_words():
+    # Found: "loader threads may release the GIL (not measured): processes reach 37.0
+    # steps/s whether or not they do".
+    lim = estimate_limit(produce_wall_s=0.060, produce_cpu_s=0.058, step_compute_s=0.030, cores=2)
+    words = " ".join(lim.assumptions)
+    assert "whether or not they do" not in words
+    if lim.mode == "process":
+        assert "that loader threads release the GIL (not measured;" in words or not any(
+            "GIL" in a for a in lim.assumptions
+        )
+    free = estimate_limit(
+        produce_wall_s=1e-5, produce_cpu_s=1e-5, step_compute_s=0.09, cores=2,
+        batch_nbytes=8 << 20,
+    )  # fmt: skip
+    assert not any("GIL" in a for a in free.assumptions)  # a free loader: no GIL question
+
+
+def test_the_limit_needs_two_threads_when_one_loads_inline():
+    from keras_loadtune import LoaderConfig
+
+    lim = estimate_limit(produce_wall_s=0.027, produce_cpu_s=0.0001, step_compute_s=0.066,
+                         cores=2)  # fmt: skip
+    if getattr(LoaderConfig(), "inline", False):
+        assert lim.workers >= 2
+
+
+def test_reached_needs_a_quiet_last_epoch_and_nothing_faster():
+    from keras_loadtune.decision.limit import is_reached
+
+    lim = MachineLimit(100.0, Bound.MODEL_STEP, reached=0.94)
+    ok = dict(wait_fraction=0.02, wait_threshold=0.05, in_use_steps_per_s=94.0,
+              fastest_steps_per_s=95.0)  # fmt: skip
+    assert is_reached(lim, **ok)
+    assert not is_reached(lim, **{**ok, "wait_fraction": 0.2})
+    assert not is_reached(lim, **{**ok, "wait_fraction": None})
+    assert not is_reached(lim, **{**ok, "fastest_steps_per_s": 140.0})
+    assert not is_reached(MachineLimit(100.0, Bound.MODEL_STEP, reached=0.5), **ok)
+    assert not is_reached(None, **ok)

@@ -785,3 +785,55 @@ def test_list_studies_reads_speedup_and_limit_through_the_report(tmp_path):
     row = next(r for r in list_studies(url) if r["name"] == "k")
     assert row["speedup"] is None  # the report's own rule: an unchanged config has none
     assert row["limit"]["bound"] == "loader-cpu" and row["limit"]["steps_per_s"] == 22.7
+
+
+# ------------------------------------------------------------- issue #23: words that read right
+
+
+def test_a_report_before_any_fit_says_no_fit_yet():
+    # Found: `print(tuner.report)` before any fit said "tuning in progress".
+    rep = TuningReport("in-progress", None, None)
+    assert "no fit yet" in str(rep).splitlines()[0] and "in progress" not in str(rep)
+    assert rep.summary_line() == "keras_loadtune: no fit yet"
+    assert "in progress" in make_report("in-progress", fit_running=True).summary_line()
+
+
+def test_wait_has_an_arrow_only_after_a_switch():
+    # Found: "Wait: 58% of step time (after tuning)" on a run that never left the user's
+    # config, and "Wait: <1% -> 17%" with 0 trials.
+    kept = make_report("kept-baseline", best_config=BASE, trials=[], probe_wait_fraction=0.004,
+                       final_wait_fraction=0.17, epoch_wait_fractions=[0.2, 0.17])  # fmt: skip
+    wait = next(line for line in str(kept).splitlines() if line.startswith("  Wait:"))
+    assert "->" not in wait and "after tuning" not in wait
+    assert "<1% of step time while probing, 17% in the last epoch (your config throughout)" in wait
+    only_epochs = make_report("kept-baseline", best_config=BASE, trials=[],
+                              probe_wait_fraction=None, final_wait_fraction=0.58)  # fmt: skip
+    assert "58% of step time (your config)" in str(only_epochs)
+
+
+def test_a_wait_that_rose_after_a_faster_switch_says_why():
+    # Found: "Wait: 1% -> 10%" on a run that the switch made faster.
+    rep = make_report(probe_wait_fraction=0.01, final_wait_fraction=0.10,
+                      epoch_wait_fractions=[0.01, 0.10])  # fmt: skip
+    wait = " ".join(line.strip() for line in str(rep).splitlines() if "Wait:" in line)
+    assert "1% -> 10% of step time (steps got faster, 18.2 -> 52.3 steps/s" in wait
+
+
+def test_kept_config_with_no_trial_says_no_other_config_was_tried():
+    # Found: "kept your config ...: no faster config found (0 trials in 0.0 s)".
+    rep = make_report("kept-baseline", best_config=BASE, trials=[], tuning_seconds=0.0)
+    line = rep.summary_line()
+    assert "no other config was tried" in line and "0 trials" not in line
+    assert (
+        "no faster config found (5 trials"
+        in make_report("kept-baseline", best_config=BASE).summary_line()
+    )
+
+
+def test_the_summary_says_which_speedup_it_quotes():
+    # Found: the summary said "5.7x faster" where Net said 1.79x for the whole fit.
+    rep = make_report(fit_wall_seconds=10.0, fit_steps=360, tuning_cost_seconds=1.0)
+    line = rep.summary_line()
+    assert "2.9x faster in steady state" in line
+    net = f"{rep.net_speedup:.2f}x faster net over this fit"
+    assert net in line and f"Net:      {rep.net_speedup:.2f}x faster" in str(rep)
