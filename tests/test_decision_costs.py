@@ -541,3 +541,23 @@ def test_a_known_cheap_pool_start_lets_a_short_gil_fit_try_processes():
     assert cheap.total_time_s < generic.total_time_s
     model = PayoffModel(payoff_ratio=2.0, process_pool_prior_s=0.5)
     assert model.startup_s(LoaderConfig(2, 4, True), current=USER) == pytest.approx(0.6)
+
+
+def test_steady_windows_that_keep_waiting_reopen_only_when_threads_can_be_added():
+    # Issue #22: "Epochs: wait 38%, 23%, 23%" and tuning had ended: the best's trial
+    # window waited under the threshold, the steady epochs did not.
+    s = TunerSettings(drift_window_steps=10, drift_sustain_windows=2, wait_threshold=0.05)
+    best = TrialRecord(
+        1, LoaderConfig(7, 9), "complete", "analytical", steps_per_s=100.0, wait_fraction=0.01
+    )
+    outcomes = {}
+    for climbable in (True, False):
+        watch = SteadyWatch(s)
+        watch.follow(best, current=LoaderConfig(7, 9), climbable=climbable)
+        drift = None
+        for _ in range(60):  # the same rate, waiting 23% of each step (after the refill)
+            drift = watch.update(StepSample(0.23 / 100.0, 1.0 / 100.0)) or drift
+        outcomes[climbable] = drift
+    assert outcomes[True] is not None and outcomes[True].still_waiting
+    assert "still waiting 23%" in outcomes[True].describe(10)
+    assert outcomes[False] is None  # the rate held: no drop, nothing to add

@@ -276,6 +276,31 @@ class Planner:
         compute = (1.0 - wait) / float(best.steps_per_s)
         return compute > clean * (1.0 + CONTENTION_SLACK)
 
+    def can_add_threads(self, config: LoaderConfig) -> bool:
+        """Whether more threads than `config`'s could still cut a wait: a thread (or
+        inline) config of a loader that is not CPU-heavy, under the absolute cap.
+
+        Example:
+
+        >>> from keras_loadtune.decision.memory import MemoryBudget
+        >>> from keras_loadtune.decision.optuna_bridge import StudyBridge
+        >>> from keras_loadtune.decision.payoff import PayoffModel
+        >>> from keras_loadtune.decision.settings import TunerSettings
+        >>> from keras_loadtune.measurement import LoaderProfile
+        >>> s = TunerSettings(cores=2)
+        >>> planner = Planner(s, LoaderConfig(), 2, StudyBridge(s, LoaderConfig()),
+        ...                   MemoryBudget(s, LoaderConfig(), lambda: 0),
+        ...                   PayoffModel(payoff_ratio=2.0), modes=["thread"])
+        >>> planner.profile = LoaderProfile(0.040, 0.001, 0.025, 1 << 16, 0.0)
+        >>> planner.can_add_threads(LoaderConfig(7, 9))
+        True
+        >>> planner.can_add_threads(LoaderConfig(4, 5, use_multiprocessing=True))
+        False
+        """
+        if config.use_multiprocessing or self.profile is None or self.cpu_heavy():
+            return False
+        return "thread" in self.modes and config.workers < self.settings.worker_cap("thread")
+
     def wait_climb_from(self, best: TrialRecord) -> LoaderConfig | None:
         """The thread config to try while a thread `best` still waits for data.
 
@@ -306,9 +331,9 @@ class Planner:
         12
         """
         config, wait = best.config, best.wait_fraction
-        if config.use_multiprocessing or wait is None or self.cpu_heavy():
+        if not self.can_add_threads(config) or "thread" not in self.allowed_modes():
             return None
-        if "thread" not in self.allowed_modes() or wait < self.settings.wait_threshold:
+        if wait is None or wait < self.settings.wait_threshold:
             return None
         share = max(1.0 - min(wait, 1.0), 1.0 - WAIT_CLIMB_MAX_WAIT)
         workers = math.ceil(config.workers / share * (1.0 + analytical.RATE_MARGIN))

@@ -542,7 +542,16 @@ class TuningSession:
         self._enter(Phase.STEADY)
         self.finished_reason = reason
         self._runner.drop_seeds()
-        self._watch.follow(best, current=self._config)
+        # The round took `best` for the floor (it waited under the threshold): if the
+        # steady windows keep waiting, that measurement was optimistic and more threads
+        # are worth a new round. A best that still waited ended on a budget: no reopen.
+        climbable = (
+            best is not None
+            and best.wait_fraction is not None
+            and best.wait_fraction < self.settings.wait_threshold
+            and self._planner.can_add_threads(best.config)
+        )
+        self._watch.follow(best, current=self._config, climbable=climbable)
 
     def _reopen(self, drift: Drift) -> LoaderConfig | None:
         config, stats = self._config, drift.stats

@@ -51,9 +51,16 @@ class Drift:
     stats: WindowStats
     tuned_steps_per_s: float
     low_windows: int
+    still_waiting: bool = False
 
     def describe(self, window_steps: int) -> str:
-        """One line: the drop, against what, for how long."""
+        """One line: the drop (or the wait), against what, for how long."""
+        if self.still_waiting:
+            return (
+                f"still waiting {100 * self.stats.wait_fraction:.0f}% of each step at "
+                f"{self.stats.steps_per_s:.1f} steps/s for {self.low_windows} windows of "
+                f"{window_steps} steps, with more threads untried"
+            )
         return (
             f"throughput {self.stats.steps_per_s:.1f} steps/s, "
             f"{self.stats.steps_per_s / self.tuned_steps_per_s:.0%} of the tuned "
@@ -84,6 +91,7 @@ class SteadyWatch:
         self._tuned: float | None = None
         self._skip = 0
         self._remeasure = False  # the first window re-measures a best measured briefly
+        self._climbable = False  # a wait that persists counts as drift (see `follow`)
         self._window: list[StepSample] = []
         self._low = 0
         self.records: deque[Any] = deque(maxlen=RECENT_RECORDS)
@@ -108,18 +116,27 @@ class SteadyWatch:
         self._tuned = None
         self._skip = skip
         self._remeasure = False
+        self._climbable = False
         self._window = []
         self._low = 0
         if self.budget_left and tuned_steps_per_s is not None and tuned_steps_per_s > 0:
             self._tuned = float(tuned_steps_per_s)
 
-    def follow(self, best: TrialRecord | None, *, current: LoaderConfig) -> None:
+    def follow(
+        self, best: TrialRecord | None, *, current: LoaderConfig, climbable: bool = False
+    ) -> None:
         """Watch `best`'s rate once the loader switched from `current` to its config
-        (after that switch's refill); `None`: nothing measured, stop watching."""
+        (after that switch's refill); `None`: nothing measured, stop watching.
+
+        `climbable`: more threads could still cut the wait (a latency-bound loader on
+        threads under their cap): windows that keep waiting over `wait_threshold` plus
+        `drift_margin` count as drift too, so a fit whose epochs still wait is tuned on.
+        """
         if best is None:
             self.disarm()
             return
         self.arm(best.steps_per_s, refill_steps(self._settings, best.config, current))
+        self._climbable = climbable
         # A best measured over fewer steps than one drift window (a probe that ended
         # early on a conclusive wait) is re-measured by the first steady window.
         self._remeasure = best.steps < self._settings.drift_window_steps
@@ -147,7 +164,9 @@ class SteadyWatch:
             self._remeasure = False
             self._tuned = min(tuned, rate) if rate > 0 else tuned
             return None
-        if rate < (1.0 - s.drift_drop) * tuned and stats.wait_fraction >= s.wait_threshold:
+        waiting = self._climbable and stats.wait_fraction >= s.wait_threshold + s.drift_margin
+        dropped = rate < (1.0 - s.drift_drop) * tuned and stats.wait_fraction >= s.wait_threshold
+        if dropped or waiting:
             self._low += 1
         elif rate >= (1.0 - s.drift_drop / 2.0) * tuned:
             self._low = 0
@@ -155,7 +174,7 @@ class SteadyWatch:
             return None
         self._tuned = None
         self.reopens += 1
-        return Drift(stats, tuned, self._low)
+        return Drift(stats, tuned, self._low, still_waiting=waiting and not dropped)
 
 
 __all__ = ["RECENT_RECORDS", "Drift", "SteadyWatch"]
