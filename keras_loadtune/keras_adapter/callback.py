@@ -569,20 +569,16 @@ class LoadTuner(keras.callbacks.Callback):
         )
 
     def _log_report_once(self, *, final: bool) -> None:
-        """The report in the log: at `verbose=1` one line when tuning ends and the full
-        report once at the end of `fit`; at `verbose=2` the full report when tuning
-        ends too (then only a line at the end of `fit`)."""
-        if self.verbose == 0:
+        """The report in the log: at `verbose=1` the full report once, at the end of
+        `fit` (the session logs its own line when tuning starts and ends); at
+        `verbose=2` also when tuning ends (then only a line at the end of `fit`)."""
+        if self.verbose == 0 or (not final and self.verbose < 2):
             return
         report = self._build_report()
         if not final:
-            if report.decision == "in-progress":
-                return
-            if self.verbose >= 2 and not self._reported:
+            if report.decision != "in-progress" and not self._reported:
                 self._reported = True
                 self._log.info("%s", report)
-            else:
-                self._log.info("%s", report.summary_line())
             return
         if self._reported:  # the full report was logged mid-fit (verbose=2)
             self._log.info("%s", report.summary_line())
