@@ -212,3 +212,15 @@ def test_fit_trains_on_the_loaders_batches_with_the_tuner():
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["val_loss"]).all()
     assert tuner.report.decision != "not-wrapped"
     assert train.stats.delivered >= 10  # every training batch went through the engine
+
+
+def test_drawing_a_pass_does_not_look_like_a_changed_dataset():
+    # Process workers get the source again only when its fingerprint changes (an epoch
+    # hook); drawing a pass advances the sampler's RNG, which must not re-ship it.
+    from keras_loadtune.engine._pickling import fingerprint
+
+    source = TorchLoaderSource(_loader("shuffle", 12, 3, False, 0))
+    before = fingerprint(source)
+    keys = [source.pass_order() for _ in range(2)]
+    assert [k.indices for k in keys[0]] != [k.indices for k in keys[1]]  # reshuffled
+    assert before is not None and fingerprint(source) == before
