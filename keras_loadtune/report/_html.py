@@ -33,9 +33,7 @@ def _list(title: str, items: list[str]) -> str:
 
 def render_html(report: TuningReport) -> str:
     """`report._repr_html_()`."""
-    headline = _text._HEADLINES.get(report.decision, report.decision)
-    if report.fit_running:
-        headline += " (mid-fit: the fit is still running)"
+    headline = _text.headline(report)
     parts = [
         "<div class='keras-loadtune-report'>",
         f"<div><b>keras_loadtune</b>: {_e(headline)}</div>",

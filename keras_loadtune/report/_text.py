@@ -415,14 +415,19 @@ def not_started(report: TuningReport) -> bool:
     )
 
 
+def headline(report: TuningReport) -> str:
+    """The report's first words: its decision, "no fit yet", or that it is mid-fit."""
+    if not_started(report):
+        return "no fit yet"
+    text = _HEADLINES.get(report.decision, report.decision)
+    if report.fit_running:
+        text += " (mid-fit: the fit is still running)"
+    return text
+
+
 def render_text(report: TuningReport) -> str:
     """`str(report)`."""
-    headline = _HEADLINES.get(report.decision, report.decision)
-    if not_started(report):
-        headline = "no fit yet"
-    elif report.fit_running:
-        headline += " (mid-fit: the fit is still running)"
-    lines = [f"{PREFIX} tuning report: {headline}"]
+    lines = [f"{PREFIX} tuning report: {headline(report)}"]
     if report.study_name or report.storage_url:
         where = report.study_name or "?"
         if report.storage_url:
