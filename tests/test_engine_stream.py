@@ -7,12 +7,12 @@ import threading
 import numpy as np
 import pytest
 from conftest import engine_threads
-from engine_datasets import IndexDataset
+from engine_datasets import IndexDataset, pid_stream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keras_loadtune import LoaderConfig
-from keras_loadtune.engine import EndOfPass, Prefetcher
+from keras_loadtune.engine import EndOfPass, GeneratorFactorySource, Prefetcher
 from keras_loadtune.engine.stream import OK
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
@@ -193,3 +193,19 @@ def test_any_mix_of_inline_and_thread_configs_delivers_the_pass_once(n, switches
             pf.reconfigure(config)
         got += drain(pf)
     assert got == list(range(n))
+
+
+def test_a_generator_factory_inline_is_one_copy_whichever_thread_asks():
+    # TensorFlow's tf.data calls the consumer's generator from changing threads.
+    source = GeneratorFactorySource(pid_stream)
+    with Prefetcher(source, INLINE, idle_timeout=None) as pf:
+        stream = pf.open_stream(None)
+        serials = [int(stream.next()[1])]
+        box: list = []
+        for _ in range(3):
+            thread = threading.Thread(target=lambda: box.append(stream.next()))
+            thread.start()
+            thread.join(10)
+        serials += [int(b[1]) for b in box]
+        serials.append(int(stream.next()[1]))
+    assert serials == [0, 1, 2, 3, 4]

@@ -1,4 +1,8 @@
-"""A resizable pool of worker threads sharing one task queue."""
+"""A resizable pool of worker threads sharing one task queue.
+
+The queue is a `queue.SimpleQueue`: `put` runs in C and wakes one waiting thread
+without a Python-level lock, which is what the consumer's thread pays per batch.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,19 @@ from keras_loadtune.engine import _transfer
 from keras_loadtune.engine._sink import ResultSink
 
 _STOP = object()
+_local = threading.local()
+
+
+def in_worker_thread() -> bool:
+    """True on a `ThreadPool` worker thread (False on the consumer's and any other thread).
+
+    Example:
+
+    ```python
+    in_worker_thread()   # False here: the consumer's thread
+    ```
+    """
+    return getattr(_local, "worker", False)
 
 
 class ThreadPool:
@@ -39,7 +56,7 @@ class ThreadPool:
         self._source = source
         self._sink = sink
         self._name = name
-        self._tasks: queue.Queue[Any] = queue.Queue()
+        self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._target = 0
         self._lock = threading.Lock()
@@ -111,6 +128,7 @@ class ThreadPool:
         return [t for t in threads if t.is_alive()]
 
     def _run(self) -> None:
+        _local.worker = True
         tasks = self._tasks
         while True:
             item = tasks.get()

@@ -6,12 +6,17 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from keras_loadtune.engine._threads import in_worker_thread
+
 
 class GeneratorFactorySource:
     """Indexable view of a zero-argument callable that returns an iterator of batches.
 
     Every worker (thread or process) runs its *own* copy of the iterator, created on its
-    first request; the index is ignored. An exhausted copy is started again. Batches
+    first request; the index is ignored. An exhausted copy is started again. An inline
+    config (`LoaderConfig.inline`) has one worker, the consumer: every thread that is
+    not a pool's worker thread reads one shared copy (TensorFlow's `tf.data` calls the
+    consumer's generator from changing threads). Batches
     therefore arrive in no defined order, and with `n` workers each underlying item
     can appear up to `n` times per pass: use this for infinite random streams (the
     `while True: yield ...` generators of many tutorials), not for epoch-exact data.
@@ -33,16 +38,24 @@ class GeneratorFactorySource:
             raise TypeError(f"factory must be callable; got {type(factory).__name__}.")
         self.factory = factory
         self._local = threading.local()
+        self._iterator: Iterator[Any] | None = None  # the copy every non-worker thread reads
+        self._shared_lock = threading.Lock()
 
     def __getitem__(self, index: int) -> Any:
         del index
-        iterator = getattr(self._local, "iterator", None)
+        if in_worker_thread():
+            return self._next_of(self._local)
+        with self._shared_lock:
+            return self._next_of(self)
+
+    def _next_of(self, holder: Any) -> Any:
+        iterator = getattr(holder, "_iterator", None)
         if iterator is None:
-            iterator = self._local.iterator = iter(self.factory())
+            iterator = holder._iterator = iter(self.factory())
         try:
             return next(iterator)
         except StopIteration:
-            iterator = self._local.iterator = iter(self.factory())
+            iterator = holder._iterator = iter(self.factory())
             return next(iterator)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -51,3 +64,5 @@ class GeneratorFactorySource:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.factory = state["factory"]
         self._local = threading.local()
+        self._iterator = None
+        self._shared_lock = threading.Lock()
