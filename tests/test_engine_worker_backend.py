@@ -224,3 +224,20 @@ def test_a_module_dataset_that_cannot_go_by_value_goes_by_reference(monkeypatch)
     import cloudpickle
 
     assert "klt_user_project.data" not in cloudpickle.list_registry_pickle_by_value()
+
+
+@pytest.mark.keras
+def test_a_module_dataset_sent_by_value_surfaces_its_own_exception_class(monkeypatch):
+    monkeypatch.syspath_prepend(str(MODULE_SCRIPT.parent))
+    from klt_user_project import data
+
+    from keras_loadtune import LoaderConfig
+    from keras_loadtune.engine import Prefetcher, _light_pydataset
+
+    ds = data.Raises()
+    assert _light_pydataset.by_value_modules(ds) == ("klt_user_project.data",)
+    with Prefetcher(ds, LoaderConfig(2, 2, True)) as pf:
+        pf.begin_pass(range(2))
+        pf.next()
+        with pytest.raises(data.BadBatch, match="batch 1 is broken"):  # not a RuntimeError
+            pf.next()

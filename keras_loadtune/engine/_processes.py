@@ -17,6 +17,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import pickle
 import threading
 import time
 from dataclasses import dataclass, field
@@ -397,7 +398,12 @@ class ProcessPool:
             _, key, exc, type_name, message, tb = msg
             with self._lock:
                 index = w.inflight.pop(key, None)
-            if exc is None:
+            if isinstance(exc, bytes):  # cloudpickled by the worker (`_worker._by_value`)
+                try:
+                    exc = pickle.loads(exc)
+                except Exception:
+                    exc = None
+            if not isinstance(exc, BaseException):
                 exc = RuntimeError(f"{type_name}: {message}")
             exc.add_note(
                 f"Raised in keras_loadtune worker process {w.pid} by __getitem__({index}). "

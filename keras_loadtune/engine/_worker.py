@@ -31,8 +31,20 @@ def _exception_payload(exc: BaseException) -> tuple[Any, str, str, str]:
         pickle.loads(blob)
         picklable: Any = exc
     except Exception:
-        picklable = None
+        picklable = _by_value(exc)
     return picklable, f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc), tb
+
+
+def _by_value(exc: BaseException) -> bytes | None:
+    """`exc` cloudpickled, for an exception class that came by value with the dataset
+    (defined in `__main__` or a module the worker never imports): the parent's
+    cloudpickle maps it back to the original class. `None` if that fails too."""
+    try:
+        import cloudpickle
+
+        return cloudpickle.dumps(exc)
+    except Exception:
+        return None
 
 
 def peak_rss() -> int:

@@ -54,3 +54,16 @@ class UsesOtherModule(NumpyOnly):
     def __getitem__(self, i):
         info, _ = super().__getitem__(i)
         return info, other.batch(i)
+
+
+class BadBatch(ValueError):
+    """The project's own error type."""
+
+
+class Raises(NumpyOnly):
+    """Fails at batch 1 with the project's own exception."""
+
+    def __getitem__(self, i):
+        if i == 1:
+            raise BadBatch(f"batch {i} is broken")
+        return super().__getitem__(i)
