@@ -101,10 +101,6 @@ def plan_input(x: Any) -> InputPlan:
     Returns:
         The `InputPlan`; building it for a PyTorch or Grain input imports that library.
 
-    Raises:
-        TypeError: A Grain `MapDataset` without a finite length (the message says what
-            to do).
-
     Example:
 
     >>> import numpy as np
@@ -118,7 +114,10 @@ def plan_input(x: Any) -> InputPlan:
         if is_grain_map_dataset(x):
             from keras_loadtune.keras_adapter.grain_source import GrainMapSource
 
-            return InputPlan(kind, GrainMapSource(x))
+            try:
+                return InputPlan(kind, GrainMapSource(x))
+            except TypeError as exc:  # no finite length: measured as Keras iterates it
+                return InputPlan(kind, None, note=f"{exc} It is measured only. {_GRAIN_KNOBS}.")
         return InputPlan(
             kind,
             None,
