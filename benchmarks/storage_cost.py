@@ -15,11 +15,17 @@ costs (`StudyHandle.costs_s`: Optuna's import shows on the first fit only, as in
 user's process). Targets: default storage <= 0.2 s of wall time over `storage=None`
 per fit, and its costs on the training thread <= 50 ms.
 
+`--fixed` instead measures the fixed costs alone, each in a fresh interpreter (so
+Optuna's and SQLAlchemy's imports count, as in a user's first fit): open the study,
+tell 3 trials in the working copy, write them back and store a report, for the
+default storage and the former SQLite default, alternating.
+
 Usage:
 
 ```bash
 python benchmarks/storage_cost.py                # ~2 min on 2 cores
 python benchmarks/storage_cost.py --repeats 5 --steps 60
+python benchmarks/storage_cost.py --fixed --repeats 5   # ~20 s
 ```
 
 Timings on a shared machine are noisy: the arms alternate so load slows all alike.
@@ -42,6 +48,26 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 ARMS = ("none", "default", "sqlite")
+FIXED = r"""
+import json, os, sys, time
+t0 = time.perf_counter()
+from keras_loadtune import persistence
+w = persistence.WorkloadFingerprint("m.DS", 100, "?", 30.0, 0.02)
+h = persistence.HostFingerprint(2, 4, "3.11", None, None)
+storage = sys.argv[1]
+handle = persistence.open_study(storage, None, workload=w, host=h)
+opened = time.perf_counter() - t0
+for i in range(3):
+    trial = handle.live.ask()
+    trial.suggest_int("workers", 1, 8)
+    handle.live.tell(trial, float(i))
+t1 = time.perf_counter()
+persistence.sync_trials(handle)
+persistence.store_report(handle, {"decision": "tuned", "best_config": None, "notes": ["x"] * 20})
+persisted = time.perf_counter() - t1
+print(json.dumps({"open": opened, "persist": persisted, "costs": handle.costs_s,
+                  "sqlalchemy": "sqlalchemy" in sys.modules}))
+"""
 TARGET_WALL_S = 0.2
 
 
@@ -97,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per fit (3)")
     parser.add_argument("--latency-ms", type=float, default=30.0, help="per batch (30)")
     parser.add_argument("--repeats", type=int, default=3, help="fits per arm (3)")
+    parser.add_argument("--fixed", action="store_true", help="fixed costs only, no fit")
     args = parser.parse_args(argv)
+    if args.fixed:
+        return _fixed(args.repeats)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_loadtune.synthetic import ArrayDataset, small_cnn
@@ -150,6 +179,44 @@ def main(argv: list[str] | None = None) -> int:
         f"default storage - storage=None = {extra:+.2f} s per fit "
         f"(target <= {TARGET_WALL_S:.1f} s): {verdict}"
     )
+    return 0
+
+
+def _fixed(repeats: int) -> int:
+    """The storage's fixed costs in fresh interpreters, default vs former SQLite default."""
+    import json
+    import subprocess
+
+    rows: dict[str, list[dict]] = {"default": [], "sqlite": []}
+    for _ in range(repeats):
+        for arm in rows:
+            with tempfile.TemporaryDirectory(prefix="klt-fixed-") as tmp:
+                storage = "default" if arm == "default" else f"sqlite:///{tmp}/studies.db"
+                env = {**os.environ, "XDG_CACHE_HOME": tmp}
+                out = subprocess.run(
+                    [sys.executable, "-c", FIXED, storage],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                rows[arm].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"fixed storage costs in a fresh interpreter, median of {repeats} (s)")
+    print(f"{'storage':8} {'open':>6} {'persist':>8}  SQLAlchemy  parts")
+    for arm, runs in rows.items():
+        parts = sorted({k for r in runs for k in r["costs"]})
+        costs = ", ".join(
+            f"{k} {statistics.median(r['costs'].get(k, 0.0) for r in runs):.3f}" for k in parts
+        )
+        print(
+            f"{arm:8} {statistics.median(r['open'] for r in runs):6.3f} "
+            f"{statistics.median(r['persist'] for r in runs):8.3f}  "
+            f"{'imported' if runs[0]['sqlalchemy'] else 'no':10}  {costs}"
+        )
+    ratio = statistics.median(r["open"] + r["persist"] for r in rows["default"]) / max(
+        statistics.median(r["open"] + r["persist"] for r in rows["sqlite"]), 1e-9
+    )
+    print(f"default / former SQLite default (open + persist): {ratio:.2f}x")
     return 0
 
 
