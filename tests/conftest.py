@@ -225,7 +225,7 @@ def no_leaks():
 # --- persistence: keep the default study storage out of the real ~/.cache ---------------
 @pytest.fixture(autouse=True)
 def _isolated_study_cache(tmp_path_factory, monkeypatch):
-    """`LoadTuner(storage="default")` writes `$XDG_CACHE_HOME/keras_loadtune/studies.db`:
+    """`LoadTuner(storage="default")` writes `$XDG_CACHE_HOME/keras_loadtune/studies.journal`:
     point XDG_CACHE_HOME at a fresh temp dir per test, so no test writes into the user's
     cache or warm-starts from another test's study."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))

@@ -124,7 +124,7 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
         assert "steps/s" in html
     else:
         assert "compute-bound" in html
-    if "studies.db" in html:  # a stored study is named with its storage URL
+    if "studies.journal" in html:  # a stored study is named with its storage
         assert str(tmp_path / "cache") in html, "the study went outside XDG_CACHE_HOME"
 
     # `tuner.report.plot()` shows a figure.
