@@ -88,12 +88,13 @@ class LoadTuner(keras.callbacks.Callback):
         timeout: Per-batch timeout (seconds) for datasets this tuner wraps.
         verbose: 0 silent (warnings only), 1 a few log lines, 2 every trial.
         settings: A full `TunerSettings` (advanced); the keyword knobs above override it.
-        storage: Where trials are kept (`keras_loadtune.persistence`): `"default"` a
-            SQLite file in the user's cache dir (`$XDG_CACHE_HOME/keras_loadtune/
-            studies.db`), `None` in memory only, or an Optuna storage URL
-            (`sqlite:///klt.db`, `postgresql://...`) a fleet can share. A rerun of the
-            same workload on the same kind of host starts from the stored best config
-            (verified over a few steps) instead of tuning again. If the storage cannot
+        storage: Where trials are kept (`keras_loadtune.persistence`): `"default"` an
+            Optuna journal file in the user's cache dir (`$XDG_CACHE_HOME/
+            keras_loadtune/studies.journal`), `None` in memory only, or an Optuna
+            storage URL (`sqlite:///klt.db`, `postgresql://...`) a fleet can share. A
+            rerun of the same workload on the same kind of host starts on the stored
+            best config from its first batch (set by `wrap`, verified over a few
+            steps) instead of tuning again. If the storage cannot
             be opened, one warning is logged and tuning runs in memory.
         study_name: The study to use in `storage`; default `klt-<dataset class>-<hash>`
             of a fingerprint of the workload and host (see `keras_loadtune.persistence`).
