@@ -1,8 +1,8 @@
-"""The worker pool as the engine sees it: the `WorkerPool` interface and `Serving`."""
+"""The worker pool as the engine sees it: `WorkerPool`, `Serving` and the `PoolState` cell."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from keras_loadtune.config import LoaderConfig
@@ -73,8 +73,36 @@ class Serving:
     pool: WorkerPool | None
     config: LoaderConfig
     generation: int
+    # True when batches are made on the consumer's thread (no pool, an inline config);
+    # a field, not a property: the consumer reads it on every batch.
+    inline: bool = field(init=False)
 
-    @property
-    def inline(self) -> bool:
-        """True when batches are made on the consumer's thread (no pool, inline config)."""
-        return self.pool is None and self.config.inline
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inline", self.pool is None and self.config.inline)
+
+
+class PoolState:
+    """The cell streams read on every batch: what serves, why it broke, whether it is closed.
+
+    Written by `PoolControl` only; streams read the attributes directly, with no call
+    and no lock (one attribute read is atomic, and `serving` is replaced as a whole).
+    The same idea as tf.data's `SharedState`: the knob the controller moves is the cell
+    the data path reads.
+
+    Args:
+        serving: The pool serving now.
+
+    Example:
+
+    ```python
+    state = PoolState(Serving(None, LoaderConfig(), 0))
+    state.serving.inline, state.fatal, state.closed   # (True, None, False)
+    ```
+    """
+
+    __slots__ = ("closed", "fatal", "serving")
+
+    def __init__(self, serving: Serving):
+        self.serving = serving
+        self.fatal: BaseException | None = None
+        self.closed = False

@@ -1,11 +1,12 @@
 """`PoolControl`: which worker pool serves a `Prefetcher`: start, resize, switch, retire, release.
 
 A component the prefetcher holds. It owns the pool's lifecycle and everything about
-it: the `Serving` triple (pool, config, generation) that streams read, the config of
+it: the `PoolState` cell that streams read on every batch (the `Serving` triple of
+pool, config and generation, the fatal error of a broken pool, closed), the config of
 every generation (`producer`), a background switch (the pending config, its thread and
-its error), the pools being retired, the fatal error of a broken pool, and the time of
-last use that idle release goes by. An inline config (`LoaderConfig.inline`) is served
-by no pool at all: the consumer's thread makes each batch.
+its error), the pools being retired, and the time of last use that idle release
+goes by. An inline config (`LoaderConfig.inline`) is served by no pool at all: the
+consumer's thread makes each batch.
 
 Every change of pool or size publishes a new `Serving` with a new generation, then
 asks each stream to move its in-flight positions (`Stream.move_in_flight`), so the data
@@ -23,7 +24,7 @@ import weakref
 from typing import Any
 
 from keras_loadtune.config import LoaderConfig
-from keras_loadtune.engine._pool import Serving, WorkerPool
+from keras_loadtune.engine._pool import PoolState, Serving, WorkerPool
 from keras_loadtune.engine._processes import ProcessPool
 from keras_loadtune.engine._sink import ResultSink
 from keras_loadtune.engine._threads import ThreadPool
@@ -73,43 +74,46 @@ class PoolControl:
         self._stats = stats
         self._name = name
         self._lock = threading.Lock()  # serialises pool changes (level 2 of stream.py)
-        self._serving = Serving(None, config, 0)
+        self._state = PoolState(Serving(None, config, 0))
         self._producers: dict[int, LoaderConfig] = {0: config}  # generation -> config
         self._pending: LoaderConfig | None = None  # background switch in progress
         self._switch_error: BaseException | None = None
         self._switcher: threading.Thread | None = None
         self._retired: list[threading.Thread] = []
         self._source_version = 0
-        self._fatal: BaseException | None = None
-        self._closed = False
         self._last_used = time.monotonic()
         self._seen_delivered = stats.delivered  # deliveries when last looked (idle release)
 
     # -- what serves now ---------------------------------------------------------------
     @property
+    def state(self) -> PoolState:
+        """The cell streams read on every batch (written here only)."""
+        return self._state
+
+    @property
     def serving(self) -> Serving:
         """The pool serving now, its config and generation (one consistent snapshot)."""
-        return self._serving
+        return self._state.serving
 
     @property
     def config(self) -> LoaderConfig:
         """The active config."""
-        return self._serving.config
+        return self._state.serving.config
 
     @property
     def pool(self) -> WorkerPool | None:
         """The live pool (None: inline, released, or not started)."""
-        return self._serving.pool
+        return self._state.serving.pool
 
     @property
     def fatal(self) -> BaseException | None:
         """Why the pool broke (a worker died), or None."""
-        return self._fatal
+        return self._state.fatal
 
     @property
     def closed(self) -> bool:
         """True once `close()` ran."""
-        return self._closed
+        return self._state.closed
 
     @property
     def pending_config(self) -> LoaderConfig | None:
@@ -130,8 +134,8 @@ class PoolControl:
 
         Reads no clock: idle release goes by the delivery count (`release_if_idle`).
         """
-        serving = self._serving
-        if (serving.pool is None and not serving.config.inline) or self._fatal is not None:
+        serving = self._state.serving
+        if (serving.pool is None and not serving.config.inline) or self._state.fatal is not None:
             return self.ensure_pool()
         return serving
 
@@ -165,7 +169,7 @@ class PoolControl:
             if config.inline:  # no pool: the consumer's thread makes the batches
                 self._switch_locked_to_inline(config)
             elif pool is None and not old.inline:  # released or not started yet
-                self._serving = Serving(None, config, self._serving.generation)
+                self._state.serving = Serving(None, config, self._state.serving.generation)
             elif pool is not None and config.use_multiprocessing == old.use_multiprocessing:
                 t0 = time.perf_counter()
                 started = pool.resize(config.workers)
@@ -199,7 +203,7 @@ class PoolControl:
             busy = any(s.in_flight for s in self._streams.all())
             if pool is None or (busy and not force) or self._pending is not None:
                 return False
-            self._serving = Serving(None, self.config, self._serving.generation)
+            self._state.serving = Serving(None, self.config, self._state.serving.generation)
             for stream in self._streams.all():
                 stream.drop_in_flight()
         pool.close(timeout)
@@ -219,22 +223,22 @@ class PoolControl:
         """Starts a pool for the current config if there is none or it broke (no lock held)."""
         with self._lock:
             broken = None
-            if self._fatal is not None:
+            if self._state.fatal is not None:
                 if any(s.in_flight for s in self._streams.all()):
-                    return self._serving  # consumers of the failed pass still see the error
+                    return self._state.serving  # consumers of the failed pass still see the error
                 broken = self.pool
-                self._fatal = None
+                self._state.fatal = None
                 if broken is not None:
-                    self._serving = Serving(None, self.config, self._serving.generation)
+                    self._state.serving = Serving(None, self.config, self._state.serving.generation)
             if broken is not None:
                 self._retire(broken)
-            serving = self._serving
+            serving = self._state.serving
             if serving.pool is None and not serving.config.inline:
                 self._check_open()
                 pool = self._start_pool(serving.config)
-                self._fatal = None
+                self._state.fatal = None
                 self._publish(pool, serving.config)
-            return self._serving
+            return self._state.serving
 
     def source_changed(self, source: Any, *, changed: bool) -> None:
         """The source may have changed (`changed`: it did): workers get it, streams start anew.
@@ -250,26 +254,26 @@ class PoolControl:
             if isinstance(pool, ProcessPool):  # threads read the source itself
                 pool.update_source(source, self._source_version)
             generation = self._new_generation(self.config)
-            self._serving = Serving(pool, self.config, generation)
+            self._state.serving = Serving(pool, self.config, generation)
             for stream in self._streams.all():
                 stream.restart(generation)
 
     def fail(self, exc: BaseException) -> None:
         """The pool broke: consumers waiting for its batches raise `exc`."""
-        if self._fatal is None:
-            self._fatal = exc
+        if self._state.fatal is None:
+            self._state.fatal = exc
         for stream in self._streams.all():
             stream.wake()
 
     def close(self, timeout: float = 5.0) -> list[Any]:
         """Stops the pool and every engine thread; returns worker threads still stuck."""
         with self._lock:
-            if self._closed:
+            if self._state.closed:
                 return []
-            self._closed = True
+            self._state.closed = True
             self._pending = None
             pool = self.pool
-            self._serving = Serving(None, self.config, self._serving.generation)
+            self._state.serving = Serving(None, self.config, self._state.serving.generation)
         switcher = self._switcher
         if switcher is not None and switcher is not threading.current_thread():
             switcher.join(timeout)
@@ -281,13 +285,13 @@ class PoolControl:
 
     # -- internals ---------------------------------------------------------------------
     def _check_open(self) -> None:
-        if self._closed:
+        if self._state.closed:
             raise PrefetcherClosedError(
                 "keras_loadtune: this loader was closed; wrap the dataset again to reuse it."
             )
 
     def _new_generation(self, config: LoaderConfig) -> int:
-        generation = self._serving.generation + 1
+        generation = self._state.serving.generation + 1
         self._producers[generation] = config
         if len(self._producers) > 64:  # tasks of very old generations are long gone
             for old in sorted(self._producers)[:-32]:
@@ -296,7 +300,7 @@ class PoolControl:
 
     def _publish(self, pool: WorkerPool | None, config: LoaderConfig) -> None:
         """Makes `pool` serve `config` in a new generation; streams move to it (lock held)."""
-        self._serving = Serving(pool, config, self._new_generation(config))
+        self._state.serving = Serving(pool, config, self._new_generation(config))
         for stream in self._streams.all():
             stream.move_in_flight()
 
@@ -327,7 +331,7 @@ class PoolControl:
     def _swap_pool(self, new_pool: WorkerPool, config: LoaderConfig) -> None:
         """Makes `new_pool` serve `config`; in-flight positions move to it (lock held)."""
         old_pool = self.pool
-        self._fatal = None
+        self._state.fatal = None
         self._publish(new_pool, config)
         if old_pool is not None:
             old_pool.cancel_pending()
@@ -347,7 +351,7 @@ class PoolControl:
                     return
                 with self._lock:
                     wanted = self._pending
-                    if self._closed or wanted is None:
+                    if self._state.closed or wanted is None:
                         self._pending = None
                         new_pool.close(timeout=1.0)
                         return
@@ -373,7 +377,7 @@ class PoolControl:
 
     def _switch_locked_to_inline(self, config: LoaderConfig) -> None:
         pool = self.pool
-        self._fatal = None  # nothing in flight any more: no pool can fail a consumer
+        self._state.fatal = None  # nothing in flight any more: no pool can fail a consumer
         self._publish(None, config)
         if pool is not None:
             pool.cancel_pending()

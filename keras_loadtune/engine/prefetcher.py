@@ -54,7 +54,7 @@ from typing import Any
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.engine import _pickling
 from keras_loadtune.engine._janitor import janitor
-from keras_loadtune.engine._pool import Serving
+from keras_loadtune.engine._pool import PoolState, Serving
 from keras_loadtune.engine._pool_control import PoolControl
 from keras_loadtune.engine._processes import ProcessPool
 from keras_loadtune.engine.errors import PrefetcherClosedError
@@ -142,6 +142,9 @@ class Prefetcher:
         self._control = PoolControl(
             source, config, sink=self, streams=self._streams, stats=self.stats, name=name
         )
+        self._state = self._control.state
+        self._producer = self._control.producer
+        self._add_record = self.stats.add
         self._stream_ids = itertools.count(1)
         self._sequence = itertools.count()
         self._default: Stream | None = None  # the stream behind begin_pass()/next()
@@ -172,6 +175,11 @@ class Prefetcher:
     def serving(self) -> Serving:
         """The pool serving now, with its config and generation (never starts one)."""
         return self._control.serving
+
+    @property
+    def state(self) -> PoolState:
+        """The cell streams read on every batch (written by the pool controller only)."""
+        return self._control.state
 
     @property
     def fatal(self) -> BaseException | None:
@@ -410,8 +418,7 @@ class Prefetcher:
     ) -> None:
         """Records one delivered batch; `produced` is `(wall_s, cpu_s, nbytes, generation)`."""
         wall, cpu, nbytes, generation = produced
-        control = self._control
-        self.stats.add(
+        self._add_record(
             (
                 next(self._sequence),
                 index,
@@ -420,11 +427,11 @@ class Prefetcher:
                 cpu,
                 depth,
                 nbytes,
-                control.config,
+                self._state.serving.config,
                 delivered_at,
                 tail,
                 stream.id,
-                control.producer(generation),
+                self._producer(generation),
                 stream.consumer,
             )
         )

@@ -37,7 +37,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from keras_loadtune.engine._pool import Serving
+from keras_loadtune.engine._pool import PoolState, Serving
 from keras_loadtune.engine._transfer import batch_nbytes
 from keras_loadtune.engine.arithmetic import held_batches
 from keras_loadtune.engine.errors import BatchTimeoutError, PrefetcherClosedError
@@ -77,6 +77,9 @@ class EndOfPass(Exception):
 class StreamHost(Protocol):
     """What a stream needs from its prefetcher (implemented by `Prefetcher`).
 
+    Read once, when the stream opens: `source`, `timeout` and `state` (the cell the
+    stream reads on every batch, written by the pool controller only).
+
     Example:
 
     ```python
@@ -96,18 +99,13 @@ class StreamHost(Protocol):
         ...
 
     @property
-    def serving(self) -> Serving:
-        """The pool serving now (never starts one)."""
-        ...
-
-    @property
-    def fatal(self) -> BaseException | None:
-        """Why the pool broke (a worker died), or None."""
+    def state(self) -> PoolState:
+        """The pool's state: what serves now, why it broke, whether it is closed."""
         ...
 
     @property
     def closed(self) -> bool:
-        """True once the prefetcher was closed."""
+        """True once the prefetcher was closed (set before its streams are shut)."""
         ...
 
     def serving_for_next(self) -> Serving:
@@ -160,6 +158,9 @@ class Stream:
         consumer: int,
     ):
         self._host = host
+        self._state = host.state
+        self._source = host.source
+        self._timeout = host.timeout
         self.id = stream_id
         self.consumer = consumer
         self._order = order
@@ -231,12 +232,25 @@ class Stream:
         """
         t0 = time.perf_counter()
         with self._consumer:
-            serving = self._host.serving_for_next()
+            state = self._state
+            serving = state.serving
+            if state.fatal is not None or (serving.pool is None and not serving.inline):
+                serving = self._host.serving_for_next()  # restarts a released or broken pool
             with self._lock:
-                entry = self._take(serving, t0)
                 position = self._cursor
+                if (
+                    serving.inline  # the common inline case, without a call
+                    and not self._buffer
+                    and not self._closed
+                    and (self._length is None or position < self._length)
+                ):
+                    entry = None
+                else:
+                    entry = self._take(serving, t0)
+                    position = self._cursor
                 if entry is None:  # inline: made below, on this thread, without _lock
-                    index = self.index_at(position)
+                    length = self._length
+                    index = self._base + position if length is None else self._order[position]
                 else:
                     self._cursor = position + 1
                     self._top_up()
@@ -318,7 +332,7 @@ class Stream:
         first is kept (`offer`).
         """
         with self._lock:
-            serving = self._host.serving
+            serving = self._state.serving
             pool = serving.pool
             if pool is not None and not self._closed:
                 for position in sorted(self._outstanding):
@@ -362,8 +376,8 @@ class Stream:
     # -- internals (self._cond held) ---------------------------------------------------
     def _take(self, serving: Serving, t0: float) -> tuple | None:
         """The entry at the cursor, waiting for it; None: make it inline (lock held)."""
-        host = self._host
-        timeout = host.timeout
+        host, state = self._host, self._state
+        timeout = self._timeout
         while True:
             if self._closed:
                 if host.closed:
@@ -377,7 +391,7 @@ class Stream:
                 return entry
             if serving.inline:
                 return None
-            fatal = host.fatal
+            fatal = state.fatal
             if fatal is not None:
                 raise fatal
             self._paused = False
@@ -405,7 +419,7 @@ class Stream:
                 self._cond.wait(1.0 if timeout is None else min(1.0, timeout - waited))
             finally:
                 self._waiting = False
-            serving = host.serving
+            serving = state.serving
 
     def _make_inline(self, position: int, index: int, t0: float, generation: int) -> Any:
         """Makes the batch at `position` on this thread (consumer lock held, not _lock).
@@ -418,15 +432,14 @@ class Stream:
         made = self._made_inline
         self._made_inline = made + 1
         sampled = made < _SAMPLED or made % _SAMPLED == 0
-        host = self._host
         c0 = time.thread_time() if sampled else 0.0
         p0 = time.perf_counter()
         try:
-            batch = host.source[index]
+            batch = self._source[index]
         except Exception as exc:
             self._advance_inline(position)
             exc.add_note(
-                f"keras_loadtune: raised by {type(host.source).__name__}"
+                f"keras_loadtune: raised by {type(self._source).__name__}"
                 f".__getitem__({index}) on the training thread (inline)."
             )
             raise
@@ -446,7 +459,7 @@ class Stream:
             depth = len(self._buffer)
         tail = self._length is not None and cursor >= self._length
         produced = (wall, cpu, self._nbytes, generation)
-        host.record(self, index, delivered_at - t0, produced, depth, tail, delivered_at)
+        self._host.record(self, index, delivered_at - t0, produced, depth, tail, delivered_at)
         return batch
 
     def _advance_inline(self, position: int) -> None:
@@ -463,9 +476,10 @@ class Stream:
                 self._submitted = self._cursor
 
     def _top_up(self) -> None:
-        serving = self._host.serving
+        state = self._state
+        serving = state.serving
         pool = serving.pool
-        if pool is None or self._paused or self._closed or self._host.fatal is not None:
+        if pool is None or self._paused or self._closed or state.fatal is not None:
             return
         limit = self._cursor + held_batches(serving.config)
         if self._length is not None and limit > self._length:
