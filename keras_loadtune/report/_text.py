@@ -213,9 +213,9 @@ def loader_text(report: TuningReport) -> str | None:
     if cfg.workers <= 1 and not cfg.use_multiprocessing:
         if getattr(cfg, "inline", None) is not None:  # the engine runs it inline too
             return (
-                f"{ours}, which calls `__getitem__` inline on the training thread exactly "
-                f"as plain Keras on {name} does at `workers=1`: `At yours` is plain Keras "
-                "at your config"
+                f"{ours}, which calls `__getitem__` inline on the training thread as "
+                f"plain Keras on {name} does at `workers=1`, so `At yours` estimates plain "
+                "Keras at your config"
             )
         return (
             f"{ours} (one worker thread); plain Keras on {name} calls `__getitem__` "
