@@ -252,8 +252,9 @@ def test_a_session_started_on_the_stored_best_verifies_it_without_a_switch():
     session = TuningSession(LoaderConfig(), settings, study=study, running=best)
     assert session.current_config == best
     result = session.observe(StepSample(wait_s=0.001, step_s=0.011))
-    assert result.switch_to is None  # already running it: no switch, no refill
+    assert result.switch_to is None  # already running it: no switch...
     assert session.verifying and session.warm_start.config == best
+    assert session._runner.window.skip_left == 0  # ...and no refill to skip: it ran before
 
 
 def test_a_session_started_on_a_config_the_study_no_longer_backs_probes_the_baseline():

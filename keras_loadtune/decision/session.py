@@ -213,6 +213,7 @@ class TuningSession:
             self.notes.append("process mode skipped: the dataset cannot run in worker processes")
         # The config the loader runs: the one place it is held.
         self._config = running if running is not None else baseline
+        self._started_running = running is not None
         self._previous_config = self._config  # restored if the switch fails
         self._pending_switch: LoaderConfig | None = None
         self._switched_from: LoaderConfig | None = None
@@ -472,7 +473,11 @@ class TuningSession:
         self._enter(Phase.TUNING)
         self._log.info("keras_loadtune: %s", warm.describe())
         self._new_round(self.settings.max_trials)
-        return self._switch_to(self._runner.begin_verify(warm.config, self._config).config)
+        window = self._runner.begin_verify(warm.config, self._config)
+        switch = self._switch_to(window.config)
+        if switch is None and self._started_running:
+            window.skip_left = 0  # it ran before the session existed: no refill to skip
+        return switch
 
     def _after_warm_start(self, stats: WindowStats) -> LoaderConfig | None:
         """Keep the verified stored config, or measure the user's config (and re-tune)."""

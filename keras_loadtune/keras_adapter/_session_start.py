@@ -248,7 +248,7 @@ class SessionStarter:
             self._user_config or config,
             settings,
             study=study,
-            running=config,
+            running=config if self._user_config is not None else None,
             rss_probe=process_tree_rss,
             process_mode_available="process" in self.settings.modes,
             probe_in_steady_state=True,  # the stock prefetched during tracing is drained
