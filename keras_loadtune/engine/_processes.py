@@ -4,6 +4,11 @@ How a worker process starts (start method, `__main__`, the forkserver and its
 preload) is `_process_start.py`; how a batch travels back is `_transfer.py`.
 Pools stay alive across epochs and are resized in place.
 
+Tasks go to the workers from a sender thread: `submit` only queues the task, so
+the training thread never pickles, never writes a pipe and never wakes a process
+itself (on a busy machine, waking a process from the training thread cost it
+hundreds of microseconds a batch). The sender writes every task in submit order.
+
 Each worker has its own pipe, so the trainer always knows which batch a worker
 holds: a worker that dies with a batch in flight is seen at once (its sentinel
 fires) and reported as `WorkerDiedError` naming pid, exit code or signal and batch.
@@ -18,6 +23,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +39,7 @@ from keras_loadtune.engine.errors import DatasetNotPicklableError, WorkerDiedErr
 
 STARTUP_TIMEOUT_S = 300.0
 _WAIT_SLICE_S = 0.1
+_STOP = object()
 # Worker ids are unique for the life of the trainer, across pools: they name each
 # worker's shared-memory segments, and a retired pool cleaning up after its workers
 # must never match the segments of a newer pool's workers.
@@ -107,6 +114,9 @@ class ProcessPool:
             target=self._collect, name=f"{name}-collector", daemon=True
         )
         self._collector.start()
+        self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()  # tasks not yet sent
+        self._sender = threading.Thread(target=self._send_tasks, name=f"{name}-sender", daemon=True)
+        self._sender.start()
 
     @property
     def source_pickles(self) -> int:
@@ -255,7 +265,7 @@ class ProcessPool:
         )
 
     def submit(self, key: Any, index: int, seed: int | None = None) -> None:
-        """Queues `source[index]` on the least busy worker; a dead idle worker is replaced.
+        """Queues `source[index]` for the least busy worker (sent by the sender thread).
 
         Args:
             key: Opaque task key handed back to the sink.
@@ -264,9 +274,28 @@ class ProcessPool:
                 generator with it right before `__getitem__`, so the batch's random
                 augmentation depends on the seed only, not on which worker ran it.
         """
+        if self._closed:
+            raise RuntimeError("keras_loadtune: process pool is closed")
+        self._outbox.put((key, index, seed))
+
+    def _send_tasks(self) -> None:
+        """The sender thread: hands each queued task to a worker, in submit order."""
+        outbox = self._outbox
+        while True:
+            task = outbox.get()
+            if task is _STOP:
+                return
+            try:
+                self._assign(*task)
+            except Exception as exc:  # no worker can take it: the pass cannot go on
+                if not self._closed:
+                    self._fail(exc)
+
+    def _assign(self, key: Any, index: int, seed: int | None) -> None:
+        """Sends a task to the least busy worker; a dead idle worker is replaced."""
         with self._lock:
             if self._closed:
-                raise RuntimeError("keras_loadtune: process pool is closed")
+                return
             live = self._live()
             if len(live) < self._target:
                 live += self._replace(self._target - len(live))
@@ -325,7 +354,15 @@ class ProcessPool:
                 self._send(w, ("dataset", shipment))
 
     def cancel_pending(self) -> None:
-        """Tasks already sent to a process run to completion; nothing to cancel."""
+        """Forgets tasks not yet sent; those sent to a process run to completion."""
+        while True:
+            try:
+                task = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            if task is _STOP:
+                self._outbox.put(_STOP)
+                return
 
     def _send(self, w: _Worker, msg: tuple) -> None:
         try:
@@ -494,6 +531,8 @@ class ProcessPool:
             workers = list(self._workers.values())
             self._workers.clear()
         self._wake()
+        self.cancel_pending()
+        self._outbox.put(_STOP)
         for w in workers:
             w.stopping = True
             self._send(w, ("stop",))
@@ -503,6 +542,7 @@ class ProcessPool:
         for w in workers:
             self._kill(w)
         self._collector.join(timeout=2)
+        self._sender.join(timeout=2)
         for conn in (self._wake_r, self._wake_w):
             conn.close()
         with self._lock:
