@@ -201,7 +201,7 @@ class LoadTuner(keras.callbacks.Callback):
 
         A PyTorch `DataLoader` over a map-style dataset and a Grain `MapDataset` of
         batches are served batch by batch in their own order (starting from the
-        loader's `num_workers` / `prefetch_factor`). A `tf.data.Dataset`, arrays, an
+        loader's `num_workers` / `prefetch_factor`). A `tf.data.Dataset`, an
         iterable-style `DataLoader` and a Grain `IterDataset` / `DataLoader` are
         returned unchanged: measured only, and the report names their own knobs.
 

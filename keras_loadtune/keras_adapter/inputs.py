@@ -6,7 +6,10 @@
 - Grain `MapDataset` of batches: served by `GrainMapSource` (batch `i` is `ds[i]`),
   tuned live mid-epoch, exactly once.
 - PyTorch `DataLoader` over an `IterableDataset` (or with a `worker_init_fn`), Grain
-  `IterDataset` and `grain.DataLoader`, `tf.data.Dataset`, arrays: measured only.
+  `IterDataset` and `grain.DataLoader`, an endless Grain `MapDataset`, `tf.data.Dataset`:
+  measured only.
+- Anything else (arrays, a generator object) goes to `TunedPyDataset`, which says what
+  it supports; arrays passed to `fit` directly are measured by the tuner as they are.
 
 "Measured only": `wrap` returns the input unchanged and says why once; the `LoadTuner`
 in `fit` still measures the data wait and the step, and its report names the input's
@@ -103,9 +106,8 @@ def plan_input(x: Any) -> InputPlan:
 
     Example:
 
-    >>> import numpy as np
-    >>> plan_input(np.zeros(3)).measured_only
-    True
+    >>> plan_input(lambda: iter([])).measured_only
+    False
     """
     kind = classify(x)
     if kind is InputKind.TORCH_DATALOADER:
@@ -128,18 +130,7 @@ def plan_input(x: Any) -> InputPlan:
         )
     if kind is InputKind.TF_DATA:
         return InputPlan(kind, None, note=f"A tf.data input is measured only; {_TF_DATA_KNOBS}.")
-    if kind is InputKind.OTHER and not _wrappable_other(x):
-        return InputPlan(
-            kind, None, note=f"A {type(x).__name__} input is measured only (nothing to tune)."
-        )
-    return InputPlan(kind, x)
-
-
-def _wrappable_other(x: Any) -> bool:
-    """Objects `TunedPyDataset` itself checks and explains (iterators, tf_keras, ...)."""
-    import numpy as np
-
-    return not isinstance(x, (np.ndarray, list, tuple, dict))
+    return InputPlan(kind, x)  # `TunedPyDataset` serves it, or says what it supports
 
 
 def announce(plan: InputPlan) -> None:
