@@ -46,6 +46,11 @@ from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.analytical import CPU_HEAVY_RATIO, IPC_BYTES_PER_S, extra_rss_bytes
 from keras_loadtune.decision.settings import THREAD_LIMIT
 
+#: `MachineLimit.reached` at or above this counts as at the limit (measurement noise).
+REACHED_SHARE = 0.9
+#: Two measured rates within this share of each other are the same (noise).
+SAME_RATE = 0.05
+
 # One worker thread runs `__getitem__` inline on the training thread (as Keras does):
 # no batch is in flight while the step runs, so overlapping needs two.
 _ONE_THREAD_IS_INLINE = bool(getattr(LoaderConfig(1, 1, False), "inline", False))
@@ -360,8 +365,8 @@ def is_reached(
     wait_threshold: float,
     in_use_steps_per_s: float | None,
     fastest_steps_per_s: float | None,
-    share: float = 0.9,
-    noise: float = 0.05,
+    share: float = REACHED_SHARE,
+    noise: float = SAME_RATE,
 ) -> bool:
     """Whether a report may say the limit is reached (loader tuning cannot help): the
     config in use reaches `share` of it, its wait (the last epoch's) is under
@@ -430,6 +435,8 @@ def step_only_limit(step_s: float, wait_fraction: float) -> MachineLimit | None:
 
 
 __all__ = [
+    "REACHED_SHARE",
+    "SAME_RATE",
     "Bound",
     "MachineLimit",
     "corrected_step_s",

@@ -30,14 +30,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from keras_loadtune.decision.limit import REACHED_SHARE as REACHED
+from keras_loadtune.decision.limit import SAME_RATE as NOISE
 from keras_loadtune.report import _format as fmt
 
 if TYPE_CHECKING:  # pragma: no cover
     from keras_loadtune.decision.limit import MachineLimit
     from keras_loadtune.report._model import TuningReport
 
-#: `reached` at or above this counts as "at the limit" (measurement noise).
-REACHED = 0.9
 #: A measured trial under this share of the estimate contradicts it; between this and
 #: `REACHED` the two agree within the estimate's accuracy, and no advice is given.
 CONTRADICTED = 0.75
@@ -69,10 +69,6 @@ def _bound_words(limit: MachineLimit) -> str:
 def _reached(report: TuningReport) -> float | None:
     limit = report.limit
     return None if limit is None else limit.reached
-
-
-#: Two measured rates within this share of each other are the same (noise).
-NOISE = 0.05
 
 
 def at_limit(report: TuningReport) -> Advice | None:
