@@ -156,9 +156,10 @@ def not_reached(report: TuningReport) -> Advice | None:
     if wait is None:
         why.append("its wait in the epochs is unknown")
     elif wait >= report.wait_threshold:
+        digits = 1 if fmt.pct(wait) == fmt.pct(report.wait_threshold) else 0  # 5.0% vs 4.96%
         why.append(
-            f"its last epoch still waited {fmt.pct(wait)} of step time (over the "
-            f"{fmt.pct(report.wait_threshold)} threshold)"
+            f"its last epoch still waited {fmt.pct(wait, digits=digits)} of step time "
+            f"(at or over the {fmt.pct(report.wait_threshold)} threshold)"
         )
     fastest, in_use = report.fastest_trial, report.in_use_steps_per_s
     faster = fastest is not None and in_use is not None
