@@ -405,4 +405,5 @@ def test_cost_lists_what_opening_the_storage_cost():
 def test_a_wait_at_the_threshold_is_shown_with_a_decimal():
     # Found (demo): "its last epoch still waited 5% of step time (over the 5% threshold)".
     said = advice.not_reached(_io_report(epoch_wait_fractions=[0.2, 0.0504]))
-    assert said is not None and "waited 5.0% of step time (at or over the 5% threshold)" in said.text
+    assert said is not None
+    assert "waited 5.0% of step time (at or over the 5% threshold)" in said.text
