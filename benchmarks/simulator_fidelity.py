@@ -25,7 +25,13 @@ Usage:
 ```bash
 python benchmarks/simulator_fidelity.py                                  # 3 scenarios
 python benchmarks/simulator_fidelity.py --scenarios latency-sleep --epochs 1 --steps 100
+python benchmarks/simulator_fidelity.py --record tests/data/machine_recording.json  # quiet machine
 ```
+
+`--record` measures only the costs and, per scenario, the steady steps/s of a small
+grid of configs (`GRID`: inline, 2/4/8 threads, 2 processes) through the engine, and
+stores them: `tests/test_decision_simulator_fidelity.py` checks that the simulator,
+fed those costs, predicts each config's steps/s.
 
 This module imports neither TensorFlow nor Keras at top level (the forkserver preloads
 `__main__`); only the per-scenario worker processes do.
@@ -54,73 +60,27 @@ if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))
 
 DEFAULT_SCENARIOS = ("latency-sleep", "numpy", "gil-python")
-SIM_KIND = {"gil-python": "python_s"}  # the CPU part of a batch holds the GIL
+GIL_HOLDING = ("gil-python",)  # the CPU part of their batches holds the GIL
+RECORD_SCENARIOS = ("latency-sleep", "gil-python", "numpy", "compute")
 
 
 # ------------------------------------------------------------------- worker (Keras here)
-def _measure(name: str, epochs: int, steps: int, samples: int) -> dict[str, Any]:
+def _measure(
+    name: str, epochs: int, steps: int, samples: int, *, grid_only: bool = False
+) -> dict[str, Any]:
     import keras  # noqa: F401  (imported here, never in the parent)
-    import numpy as np
-    from scenarios import SCENARIOS, InMemoryDataset
-    from strategies import DEFAULT_CONFIG, Runner, _fresh_model, oracle_grid
-
-    from keras_loadtune import LoaderConfig
-    from keras_loadtune.engine import Prefetcher
+    from scenarios import SCENARIOS
+    from strategies import DEFAULT_CONFIG, Runner, oracle_grid
 
     scenario = SCENARIOS[name]
     out: dict[str, Any] = {"scenario": name, "epochs": epochs, "steps": steps}
     with scenario.environment(max_requests=100_000) as env:
         runner = Runner(scenario, "full", env)
         runner.epochs, runner.steps = epochs, steps
-        ds = scenario.make_dataset(steps, env)
-        walls, cpus = [], []
-        for i in range(samples):
-            w0, c0 = time.perf_counter(), time.thread_time()
-            batch = ds[i]
-            cpus.append(time.thread_time() - c0)
-            walls.append(time.perf_counter() - w0)
-        out["produce_wall_s"] = statistics.median(walls)
-        out["produce_cpu_s"] = statistics.median(cpus)
-        out["jitter_cv"] = statistics.pstdev(walls) / max(statistics.mean(walls), 1e-12)
-        out["batch_nbytes"] = int(sum(np.asarray(a).nbytes for a in batch))
-
-        # The trainer on in-memory batches: step time, cores, GIL sensitivity.
-        floor_data = InMemoryDataset(runner.floor_batches, steps)
-        model = _fresh_model(scenario)
-        model.fit(InMemoryDataset(runner.floor_batches, 3), epochs=1, verbose=0)  # trace
-        t0, c0 = time.perf_counter(), time.process_time()
-        model.fit(floor_data, epochs=epochs, verbose=0)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        floor = runner.run("floor", 0)
-        out["compute_s"] = floor.extra["median_step_s"]
-        out["floor_wall_s"] = floor.wall_s
-        out["trainer_cores"] = cpu / wall
-        stop = threading.Event()
-
-        def spin() -> None:
-            x = 0
-            while not stop.is_set():
-                x += 1
-
-        spinner = threading.Thread(target=spin, daemon=True)
-        spinner.start()
-        t0 = time.perf_counter()
-        model.fit(floor_data, epochs=epochs, verbose=0)
-        contended = time.perf_counter() - t0
-        stop.set()
-        spinner.join()
-        out["trainer_gil_share"] = min(max(contended / wall - 1.0, 0.0), 1.0)
-
-        # The engine's process start-up: forkserver + 2 workers, then 2 more workers.
-        with Prefetcher(ds, LoaderConfig(2, 4, True)) as pf:
-            pf.begin_pass(range(8))
-            pf.next()
-            pf.reconfigure(LoaderConfig(4, 4, True))
-            pf.next()
-            startups = [(r.workers_started, r.seconds) for r in pf.stats.startups]
-        first, more = startups[0], startups[-1]
-        out["process_worker_s"] = more[1] / max(more[0], 1)
-        out["process_startup_s"] = max(first[1] - 2 * out["process_worker_s"], 0.0)
+        _costs(out, scenario, runner, env, samples)
+        if grid_only:
+            out["engine_grid"] = _engine_grid(scenario, env, steps)
+            return out
 
         # Real fits.
         runner.search_oracle()
@@ -137,32 +97,121 @@ def _measure(name: str, epochs: int, steps: int, samples: int) -> dict[str, Any]
     return out
 
 
+# Configs whose steady-state steps/s `--record` measures through the engine.
+GRID = ((1, 10, False), (2, 4, False), (4, 6, False), (8, 10, False), (2, 4, True))
+
+
+def _engine_grid(scenario: Any, env: dict, steps: int) -> list[dict[str, Any]]:
+    """Steady-state steps/s of each `GRID` config through keras-loadtune's engine (a
+    wrapped dataset, no tuner): one epoch of `steps`, timed between batch begins after
+    the refill (one traced model for all)."""
+    import keras
+
+    import keras_loadtune as klt
+    from keras_loadtune import LoaderConfig
+    from keras_loadtune.engine import in_flight
+
+    model = scenario.make_model()
+    stamps: list[float] = []
+
+    class Stamp(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+            stamps.append(time.perf_counter())
+
+    rates: list[dict[str, Any]] = []
+    for workers, queue, processes in GRID:
+        config = LoaderConfig(workers, queue, processes)
+        with klt.wrap(scenario.make_dataset(steps, env), config=config) as data:
+            stamps.clear()
+            model.fit(data, epochs=1, verbose=0, callbacks=[Stamp()])
+        skip = min(len(stamps) // 3, 10 + in_flight(config))
+        span = stamps[-1] - stamps[skip]
+        rate = (len(stamps) - 1 - skip) / span if span > 0 else float("nan")
+        rates.append({"config": config.to_dict(), "steps_per_s": rate})
+        print(f"  {scenario.name}: {config}: {rate:.1f} steps/s", flush=True)
+    return rates
+
+
+def _costs(out: dict[str, Any], scenario: Any, runner: Any, env: dict, samples: int) -> None:
+    """Measures the loader's and the trainer's costs into `out`."""
+    import numpy as np
+    from scenarios import InMemoryDataset
+    from strategies import _fresh_model
+
+    from keras_loadtune import LoaderConfig
+    from keras_loadtune.engine import Prefetcher
+
+    epochs, steps = out["epochs"], out["steps"]
+    ds = scenario.make_dataset(steps, env)
+    walls, cpus = [], []
+    for i in range(samples):
+        w0, c0 = time.perf_counter(), time.thread_time()
+        batch = ds[i]
+        cpus.append(time.thread_time() - c0)
+        walls.append(time.perf_counter() - w0)
+    out["produce_wall_s"] = statistics.median(walls)
+    out["produce_cpu_s"] = statistics.median(cpus)
+    out["jitter_cv"] = statistics.pstdev(walls) / max(statistics.mean(walls), 1e-12)
+    out["batch_nbytes"] = int(sum(np.asarray(a).nbytes for a in batch))
+
+    # The trainer on in-memory batches: step time, cores, GIL sensitivity.
+    floor_data = InMemoryDataset(runner.floor_batches, steps)
+    model = _fresh_model(scenario)
+    model.fit(InMemoryDataset(runner.floor_batches, 3), epochs=1, verbose=0)  # trace
+    t0, c0 = time.perf_counter(), time.process_time()
+    model.fit(floor_data, epochs=epochs, verbose=0)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    floor = runner.run("floor", 0)
+    out["compute_s"] = floor.extra["median_step_s"]
+    out["floor_wall_s"] = floor.wall_s
+    out["trainer_cores"] = cpu / wall
+    stop = threading.Event()
+
+    def spin() -> None:
+        x = 0
+        while not stop.is_set():
+            x += 1
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    t0 = time.perf_counter()
+    model.fit(floor_data, epochs=epochs, verbose=0)
+    contended = time.perf_counter() - t0
+    stop.set()
+    spinner.join()
+    out["trainer_gil_share"] = min(max(contended / wall - 1.0, 0.0), 1.0)
+
+    # The engine's process start-up: forkserver + 2 workers, then 2 more workers.
+    with Prefetcher(ds, LoaderConfig(2, 4, True)) as pf:
+        pf.begin_pass(range(8))
+        pf.next()
+        pf.reconfigure(LoaderConfig(4, 4, True))
+        pf.next()
+        startups = [(r.workers_started, r.seconds) for r in pf.stats.startups]
+    first, more = startups[0], startups[-1]
+    out["process_worker_s"] = more[1] / max(more[0], 1)
+    out["process_startup_s"] = max(first[1] - 2 * out["process_worker_s"], 0.0)
+
+
 # ---------------------------------------------------------------- parent (no Keras here)
 def _simulate(m: dict[str, Any], cores: int) -> dict[str, Any]:
     from keras_loadtune import LoaderConfig
     from keras_loadtune.decision.settings import TunerSettings
     from keras_loadtune.decision.simulator import (
-        PipelineParams,
         SimulatedPipeline,
+        params_from_measurement,
         simulate_tuning,
     )
 
     total = m["epochs"] * m["steps"]
-    cpu = min(m["produce_cpu_s"], m["produce_wall_s"])
-    params = PipelineParams(
-        io_s=max(m["produce_wall_s"] - cpu, 0.0),
-        compute_s=m["compute_s"],
-        cores=cores,
-        trainer_gil_share=m["trainer_gil_share"],
-        trainer_cores=max(m["trainer_cores"], 1.0),
-        batch_nbytes=m["batch_nbytes"],
-        # The forkserver was started by the start-up measurement, before the real fits:
-        # they did not pay for it, so the simulated runs do not either.
+    # The forkserver was started by the start-up measurement, before the real fits: they
+    # did not pay for it, so the simulated runs do not either.
+    params = params_from_measurement(
+        m,
+        cores,
+        gil_holding=m["scenario"] in GIL_HOLDING,
         process_startup_s=0.0,
         process_worker_s=m["process_worker_s"],
-        noise_cv=m["jitter_cv"],
-        seed=0,
-        **{SIM_KIND.get(m["scenario"], "numpy_s"): cpu},
     )
     overhead = max(m["floor_wall_s"] - total * m["compute_s"], 0.0)
 
@@ -198,44 +247,71 @@ def _row(name: str, strategy: str, real: float, sim: float, note: str) -> str:
     return f"| {name} | {strategy} | {real:.2f} | {sim:.2f} | {err:+.0f}% | {note} |"
 
 
+def _run_worker(name: str, args: argparse.Namespace, *, grid_only: bool = False) -> dict:
+    """Measures one scenario in a fresh interpreter (Keras there, never here)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.json"
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--_scenario",
+            name,
+            "--_json",
+            str(path),
+            "--epochs",
+            str(args.epochs),
+            "--steps",
+            str(args.steps),
+            "--samples",
+            str(args.samples),
+        ]
+        if grid_only:
+            cmd.append("--_grid_only")
+        print(f"measuring {name} ...", flush=True)
+        subprocess.run(cmd, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        return json.loads(path.read_text(encoding="utf-8"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenarios", nargs="+", default=list(DEFAULT_SCENARIOS))
+    parser.add_argument(
+        "--scenarios", nargs="+", default=None, help="default: 3 (with --record: 4) scenarios"
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        help="record each scenario's costs and the engine's steady steps/s of a small grid "
+        "of configs (no tuner) into this JSON (tests/data/machine_recording.json is what "
+        "tests/test_decision_simulator_fidelity.py checks the simulator against)",
+    )
     parser.add_argument("--_scenario", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_json", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_grid_only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._scenario is not None:
-        data = _measure(args._scenario, args.epochs, args.steps, args.samples)
+        data = _measure(
+            args._scenario, args.epochs, args.steps, args.samples, grid_only=args._grid_only
+        )
         args._json.write_text(json.dumps(data), encoding="utf-8")
         return 0
 
     cores = os.cpu_count() or 1
+    if args.record is not None:
+        scenarios = args.scenarios or RECORD_SCENARIOS
+        recorded = [_run_worker(name, args, grid_only=True) for name in scenarios]
+        payload = {"cores": cores, "platform": sys.platform, "scenarios": recorded}
+        args.record.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        print(f"recorded {len(recorded)} scenarios into {args.record}")
+        return 0
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.scenarios:
-            path = Path(tmp) / f"{name}.json"
-            cmd = [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--_scenario",
-                name,
-                "--_json",
-                str(path),
-                "--epochs",
-                str(args.epochs),
-                "--steps",
-                str(args.steps),
-                "--samples",
-                str(args.samples),
-            ]
-            print(f"measuring {name} ...", flush=True)
-            subprocess.run(cmd, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-            measured = json.loads(path.read_text(encoding="utf-8"))
-            results.append({"measured": measured, "simulated": _simulate(measured, cores)})
+    for name in args.scenarios or DEFAULT_SCENARIOS:
+        measured = _run_worker(name, args)
+        results.append({"measured": measured, "simulated": _simulate(measured, cores)})
 
     print(f"\n{cores} cores; seconds for the whole fit (tuning included for keras-loadtune)\n")
     print("| scenario | strategy | real s | simulated s | error | configs (real / simulated) |")

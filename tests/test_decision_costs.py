@@ -561,3 +561,13 @@ def test_steady_windows_that_keep_waiting_reopen_only_when_threads_can_be_added(
     assert outcomes[True] is not None and outcomes[True].still_waiting
     assert "still waiting 23%" in outcomes[True].describe(10)
     assert outcomes[False] is None  # the rate held: no drop, nothing to add
+
+
+def test_a_config_aborted_as_slower_is_not_run_again_in_the_round():
+    # Found on a real GIL-bound fit: the sampler proposed "2 threads" three times and each
+    # ran until aborted as not faster (pruned configs were not deduplicated).
+    res = _tune(8, 6000, seed=0, noise=0.2, settings=_settings(8, 0, modes=("thread",)), **GIL)
+    assert res.session.reopen_reasons == []  # one round
+    aborted = [t.config for t in res.session.trials if t.reason.startswith("aborted")]
+    assert aborted, "the GIL-bound thread configs are aborted as not faster"
+    assert len(aborted) == len(set(aborted)), [str(c) for c in aborted]

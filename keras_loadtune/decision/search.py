@@ -265,6 +265,9 @@ class SearchRound:
         self.pending_baseline = baseline_first
         self.trials = 0
         self.measured: dict[LoaderConfig, TrialRecord] = {}
+        # Configs this round pruned (aborted as slower, over the RAM budget): a proposal
+        # of one again is told as a duplicate of that record, never re-run.
+        self.pruned: dict[LoaderConfig, TrialRecord] = {}
         self.best: TrialRecord | None = None
         self.best_value = 0.0
         self.since_improvement = 0
@@ -347,7 +350,7 @@ class SearchRound:
         if state == "pruned":  # it cost training steps and did not improve
             self.trials += 1
             self.since_improvement += 1
-        return TrialRecord(
+        record = TrialRecord(
             number=window.trial.number,
             config=window.config,
             state=state,
@@ -359,6 +362,9 @@ class SearchRound:
             steps=stats.steps if stats else 0,
             reason=reason,
         )
+        if state == "pruned":  # aborted, over the RAM budget: not worth running again
+            self.pruned[window.config] = record
+        return record
 
     def forget(self, config: LoaderConfig, feasible: Callable[[TrialRecord], bool]) -> None:
         """Drop a measured config that later failed to run."""
@@ -476,7 +482,8 @@ class SearchRound:
         skipped: list[TrialRecord] = []
         climb, free = self.pending_climb, self._climb_is_free
         self._climb_is_free = False
-        if climb is not None and infeasible(climb) is None and climb not in self.measured:
+        tried = climb in self.measured or climb in self.pruned
+        if climb is not None and infeasible(climb) is None and not tried:
             trial = bridge.ask(config_to_params(climb))
             config = bridge.suggest(trial)
             why_not = unpaid(config) if unpaid is not None and not free else None
@@ -497,7 +504,7 @@ class SearchRound:
                     fixed, source = config_to_params(baseline), "baseline"
             if fixed is None and self.pending_seeds:
                 seed = self.pending_seeds.pop(0)
-                if infeasible(seed) or seed in self.measured:
+                if infeasible(seed) or seed in self.measured or seed in self.pruned:
                     continue
                 fixed, source = config_to_params(seed), "analytical"
             elif fixed is None and len(modes) == 1:
@@ -509,7 +516,7 @@ class SearchRound:
                 record = TrialRecord(trial.number, config, "skipped", "sampler", reason=why)
                 bridge.tell(trial, record, state="pruned", not_run=True)
                 continue
-            known = self.measured.get(config)
+            known = self.measured.get(config) or self.pruned.get(config)
             if known is not None:
                 self._tell_duplicate(bridge, trial, known, known_excess(known))
                 self.duplicates += 1

@@ -167,9 +167,12 @@ class SimulatedPipeline:
 
     >>> from keras_loadtune import LoaderConfig
     >>> pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01)
-    >>> samples = pipe.run_steps(LoaderConfig(workers=1), 20)
-    >>> round(samples[-1].wait_s, 3)  # one thread delivers a batch per 40 ms
-    0.03
+    >>> samples = pipe.run_steps(LoaderConfig(workers=2), 20)
+    >>> round(sum(x.wait_s for x in samples[-10:]) / 10, 3)  # 2 threads: a batch per 20 ms
+    0.01
+    >>> inline = SimulatedPipeline(io_s=0.04, compute_s=0.01).run_steps(LoaderConfig(), 5)
+    >>> round(inline[-1].wait_s, 3)  # inline: the batch is made while the step waits
+    0.04
     """
 
     def __init__(self, params: PipelineParams | None = None, **overrides: Any) -> None:
@@ -593,8 +596,8 @@ def static_grid(
 
     >>> from keras_loadtune import LoaderConfig
     >>> grid = static_grid(PipelineParams(io_s=0.04), [LoaderConfig(w, 8) for w in (1, 2, 4, 8)])
-    >>> {c.workers: round(s.steps_per_s) for c, s in grid.items()}
-    {1: 25, 2: 50, 4: 100, 8: 100}
+    >>> {c.workers: round(s.steps_per_s) for c, s in grid.items()}  # 1 worker: inline
+    {1: 20, 2: 50, 4: 100, 8: 100}
     """
     params = pipeline.params if isinstance(pipeline, SimulatedPipeline) else pipeline
     out: dict[LoaderConfig, WindowStats] = {}
@@ -603,10 +606,51 @@ def static_grid(
     return out
 
 
+def params_from_measurement(
+    measured: Mapping[str, Any], cores: int, *, gil_holding: bool = False, **overrides: Any
+) -> PipelineParams:
+    """The simulated pipeline of costs measured on a real machine.
+
+    Args:
+        measured: `produce_wall_s` and `produce_cpu_s` (one `__getitem__` in one thread),
+            `jitter_cv`, `batch_nbytes`, the trainer's `compute_s` on in-memory batches,
+            `trainer_cores` (its CPU seconds per wall second) and `trainer_gil_share`
+            (its slowdown beside a spinning Python thread), as
+            `benchmarks/simulator_fidelity.py` records them.
+        cores: Cores of that machine.
+        gil_holding: The loader's CPU time is pure Python (holds the GIL); else it
+            releases the GIL (NumPy, decoding in C).
+        **overrides: Any other `PipelineParams` field.
+
+    Example:
+
+    >>> m = dict(produce_wall_s=0.041, produce_cpu_s=0.001, jitter_cv=0.02, batch_nbytes=1 << 20,
+    ...          compute_s=0.005, trainer_cores=1.4, trainer_gil_share=0.2)
+    >>> p = params_from_measurement(m, 2)
+    >>> round(p.io_s, 3), p.numpy_s, p.cores
+    (0.04, 0.001, 2)
+    """
+    cpu = min(float(measured["produce_cpu_s"]), float(measured["produce_wall_s"]))
+    fields: dict[str, Any] = dict(
+        io_s=max(float(measured["produce_wall_s"]) - cpu, 0.0),
+        compute_s=float(measured["compute_s"]),
+        cores=int(cores),
+        trainer_gil_share=float(measured.get("trainer_gil_share", 0.0)),
+        trainer_cores=max(float(measured.get("trainer_cores", 1.0)), 1.0),
+        batch_nbytes=int(measured.get("batch_nbytes", 0)),
+        noise_cv=float(measured.get("jitter_cv", 0.0)),
+        seed=0,
+    )
+    fields["python_s" if gil_holding else "numpy_s"] = cpu
+    fields.update(overrides)
+    return PipelineParams(**fields)
+
+
 __all__ = [
     "PipelineParams",
     "SimulatedPipeline",
     "SimulationResult",
+    "params_from_measurement",
     "simulate_tuning",
     "static_grid",
 ]
