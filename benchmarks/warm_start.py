@@ -156,7 +156,9 @@ def _many_fits(args: argparse.Namespace) -> int:
                 first = str(records[0].config)
             data.close()
             rep = tuner.report
-            tuned.append((wall, f"{rep.decision}: {rep.best_config}", first or "?"))
+            tuned.append(
+                (wall, f"{rep.decision}: {rep.best_config}, {rep.tuning_steps} steps", first or "?")
+            )
             print(
                 f"fit {fit + 1}/{args.many_fits}: tuned {wall:.2f} s (first batch on {first}), "
                 f"static {workers} threads {static[workers][-1]:.2f} s",
