@@ -13,7 +13,12 @@ python benchmarks/golden_trace.py > /tmp/before.txt
 python benchmarks/golden_trace.py > /tmp/after.txt
 diff /tmp/before.txt /tmp/after.txt
 python benchmarks/golden_trace.py --only gil-2c-300   # one scenario
+python benchmarks/golden_trace.py > tests/data/golden_trace.txt  # accept a change
 ```
+
+`tests/test_decision_golden_trace.py` compares this output with
+`tests/data/golden_trace.txt`: a changed decision fails that test and shows as a diff of
+that file in review, to be explained in the commit that accepts it.
 
 No TensorFlow, no Keras: it runs anywhere the package imports (a few seconds).
 """
@@ -150,12 +155,12 @@ def trace(name: str) -> list[str]:
     pipe = SimulatedPipeline(cores=cores, **params)
     settings = TunerSettings(cores=cores, seed=0, ram_budget_bytes=8 * GIB)
     logged: list[str] = []
-    handler = logging.Handler(logging.INFO)
+    handler = logging.Handler(logging.DEBUG)
     handler.emit = lambda record: logged.append(record.getMessage())  # type: ignore[method-assign]
     logger = logging.getLogger("keras_loadtune")
     old_level, old_propagate = logger.level, logger.propagate
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)
     logger.propagate = False
     try:
         res = simulate_tuning(pipe, settings, baseline=baseline, total_steps=steps, **kwargs)

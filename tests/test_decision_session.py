@@ -287,7 +287,7 @@ def _probe_with_loader(cpu_s: float, mode_processes: bool = False) -> TuningSess
 
 
 def test_cpu_heavy_loader_threads_are_tuned_although_the_step_barely_waits(caplog):
-    with caplog.at_level(logging.INFO, logger="keras_loadtune"):
+    with caplog.at_level(logging.DEBUG, logger="keras_loadtune"):
         session = _probe_with_loader(cpu_s=0.015)  # 15 ms of loader CPU per 40 ms step
     assert session.phase == "tuning"
     assert any("compete with training" in r.getMessage() for r in caplog.records)

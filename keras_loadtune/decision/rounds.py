@@ -166,7 +166,7 @@ class RoundRunner:
             stats, contended=contended or not floor_by_wait, size_uncontended=not floor_by_wait
         )
         if log_seeds:
-            self._log.info(
+            self._log.debug(
                 "keras_loadtune: pipeline model seeds: %s",
                 ", ".join(str(c) for c in rnd.pending_seeds) or "none",
             )
@@ -280,7 +280,7 @@ class RoundRunner:
         )
         for record in proposal.skipped:
             self.trials.append(record)
-            self._log.info(
+            self._log.debug(
                 "keras_loadtune: trial %d %s skipped: %s",
                 record.number,
                 record.config,
@@ -290,7 +290,7 @@ class RoundRunner:
         if window is None:
             return Pick(finish=proposal.finish or "no new config to try")
         self.window = window
-        self._log.info(
+        self._log.debug(
             "keras_loadtune: trial %d (%s): %s", window.trial.number, window.source, window.config
         )
         return Pick(window=window)
@@ -381,7 +381,7 @@ class RoundRunner:
         if window.source == "baseline":
             self.baseline_record = record
         excess = self._memory.excess(window.peak_rss)
-        self._log.info(
+        self._log.debug(
             "keras_loadtune: trial %d %s: %.1f steps/s, waits %.0f%%%s",
             record.number,
             record.config,
@@ -407,7 +407,7 @@ class RoundRunner:
         assert self.round is not None
         record = self.round.add_unmeasured(window, state, reason, partial=partial)
         self.trials.append(record)
-        self._log.info(
+        self._log.debug(
             "keras_loadtune: trial %d %s %s: %s", record.number, window.config, state, reason
         )
         tell_as = "failed" if state == "failed" else "pruned"

@@ -382,7 +382,7 @@ class TuningSession:
             self.finished_reason = reason
         self._enter(Phase.STOPPED)
         self._watch.disarm()
-        self._log.info("keras_loadtune: stopped (%s); keeping %s", reason, self.best_config)
+        self._log.debug("keras_loadtune: stopped (%s); keeping %s", reason, self.best_config)
         return self._switch_to(self.best_config)
 
     def _enter(self, phase: Phase) -> None:
@@ -442,7 +442,7 @@ class TuningSession:
             return None
         self._memory.mark_probe()  # the RSS baseline of trials (not read when compute-bound)
         if verdict.contention is not None:
-            self._log.info("keras_loadtune: %s", verdict.contention)
+            self._log.debug("keras_loadtune: %s", verdict.contention)
         self._set_profile(verdict.records, stats, self.baseline)
         self._enter(Phase.TUNING)
         self._log.info("keras_loadtune: %s", verdict.summary(s.wait_threshold, self.baseline))

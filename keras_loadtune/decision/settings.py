@@ -119,7 +119,7 @@ class TunerSettings:
     min_improvement: float = 0.02
     drift_margin: float = 0.10
     drift_drop: float = 0.15
-    payoff_ratio: float = 2.0
+    payoff_ratio: float = 1.5
     drift_window_steps: int = 50
     drift_sustain_windows: int = 3
     reopen_trials: int = 4
