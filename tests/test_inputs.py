@@ -86,3 +86,17 @@ def test_tf_data_is_returned_unchanged_measured_and_its_knobs_named():
     assert report.decision == "not-wrapped"
     assert any("num_parallel_calls=tf.data.AUTOTUNE" in n and "cache()" in n for n in report.notes)
     assert len(report.epoch_wait_fractions) == 2  # measured, epoch by epoch
+
+
+@pytest.mark.parametrize(("wait", "advised"), [(0.30, True), (0.01, False)])
+def test_unwrapped_input_that_waited_is_advised_its_own_knobs(wait, advised):
+    # report/_advice.py's `tune_the_input`: the advice for inputs `tuner.wrap` passes on.
+    from keras_loadtune.report import TuningReport
+
+    report = TuningReport("not-wrapped", None, None, epoch_wait_fractions=[0.5, wait])
+    named = [a for a in report.advice if "num_parallel_calls=tf.data.AUTOTUNE" in a]
+    assert bool(named) is advised
+    if advised:
+        assert "30%" in named[0] and "tuner.wrap" in named[0]
+    wrapped = TuningReport("kept-baseline", None, None, epoch_wait_fractions=[0.5, wait])
+    assert not any("num_parallel_calls" in a for a in wrapped.advice)

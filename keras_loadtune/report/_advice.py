@@ -319,6 +319,22 @@ def less_memory(report: TuningReport) -> Advice | None:
     )
 
 
+def tune_the_input(report: TuningReport) -> Advice | None:
+    """Unwrapped training data that kept the step waiting: the knobs of each input kind
+    (a `tf.data` pipeline, a DataLoader or Grain input `tuner.wrap` returned unchanged)."""
+    waits = report.epoch_wait_fractions
+    if report.decision != "not-wrapped" or not waits or waits[-1] < report.wait_threshold:
+        return None
+    return Advice(
+        1,
+        f"The step waited {fmt.pct(waits[-1])} of the last epoch on input keras-loadtune does "
+        "not serve: a tf.data pipeline tunes itself with `map(..., num_parallel_calls="
+        "tf.data.AUTOTUNE)`, `.prefetch(tf.data.AUTOTUNE)`, `.cache()` and "
+        "`tf.data.Options().autotune.ram_budget` / `cpu_budget`; a PyDataset, a map-style "
+        "DataLoader or a Grain MapDataset of batches is tuned live by `tuner.wrap(...)`.",
+    )
+
+
 #: Every rule, in the order ties are broken.
 RULES: tuple[Callable[[TuningReport], Advice | None], ...] = (
     at_limit,
@@ -330,6 +346,7 @@ RULES: tuple[Callable[[TuningReport], Advice | None], ...] = (
     less_memory,
     cache_batches,
     more_cores,
+    tune_the_input,
 )
 
 
