@@ -15,9 +15,13 @@ from keras_loadtune.measurement import StepSample
 SETTINGS = TunerSettings(probe_steps=20, skip_steps=0, wait_threshold=0.05)
 
 
-def _verdict(steps: list[tuple[float, float, int | None]]):
+# A queue exists only with workers: one thread is inline (made when the step asks).
+THREADS = LoaderConfig(2, 10)
+
+
+def _verdict(steps: list[tuple[float, float, int | None]], baseline: LoaderConfig = THREADS):
     """Feeds `(wait_s, step_s, queue_depth)` steps (`None`: no record); the verdict."""
-    probe = Probe(SETTINGS, LoaderConfig(), in_steady_state=True)
+    probe = Probe(SETTINGS, baseline, in_steady_state=True)
     verdict = None
     for wait_s, step_s, depth in steps:
         if depth is not None:
@@ -34,7 +38,7 @@ def test_waiting_for_batches_already_made_is_the_handover_not_the_loader():
     # A 1.5 ms step that waits 0.15 ms for a batch its queue already held: 10% "wait".
     verdict = _verdict([(0.00015, 0.0015, 5)] * 20)
     assert verdict.handover_only and not verdict.input_bound
-    assert "keeps up" in verdict.summary(0.05, LoaderConfig())
+    assert "keeps up" in verdict.summary(0.05, THREADS)
 
 
 def test_an_empty_queue_at_hand_over_is_input_bound():
@@ -57,3 +61,13 @@ def test_stalls_with_an_empty_queue_count_as_the_loaders(steps):
     loader_waits = sum(w for w, d in steps if d == 0) >= 0.05 * total
     assert verdict.input_bound == (waits and loader_waits)
     assert verdict.handover_only == (waits and not loader_waits)
+
+
+def test_an_inline_batch_cheaper_than_a_hand_over_is_not_input_bound():
+    # 20 us to slice an in-memory batch inline against a 0.2 ms step: a 9% wait that no
+    # worker removes (handing a batch over costs about as much).
+    cheap = _verdict([(0.00002, 0.00022, None)] * 20, baseline=LoaderConfig())
+    assert cheap.handover_only and not cheap.input_bound
+    assert "us per batch made inline" in cheap.summary(0.05, LoaderConfig())
+    dear = _verdict([(0.002, 0.022, None)] * 20, baseline=LoaderConfig())
+    assert dear.input_bound and not dear.handover_only

@@ -462,3 +462,14 @@ def test_a_cpu_heavy_thread_best_does_not_climb_by_its_wait():
     _drive(session, sample, records, 300)
     workers = [t.config.workers for t in session.trials if t.state == "complete"]
     assert max(workers) <= 4, [(str(t.config), t.state, t.reason) for t in session.trials]
+
+
+def test_an_inline_loader_cheaper_than_a_hand_over_is_not_tuned():
+    # A 0.2 ms step on in-memory batches sliced in 20 us waits 9% inline: no worker can
+    # hand a batch over for less than it costs to make it (JAX's fast-step case).
+    cheap = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=2))
+    _feed(cheap, StepSample(0.00002, 0.00022), 40)
+    assert cheap.phase == "compute-bound" and cheap.study is None
+    dear = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=2))
+    _feed(dear, StepSample(0.0002, 0.0022), 40)  # the same share at 10x the cost: tuned
+    assert dear.phase == "tuning"

@@ -42,6 +42,9 @@ from keras_loadtune.measurement import (
 
 # Fewest probe steps before a clearly input-bound pipeline may end the probe early.
 PROBE_MIN_STEPS = 6
+# A batch made inline in less than this costs less than handing it over from a worker
+# thread would (wake-up and GIL hand-off, tens of microseconds): tuning cannot help.
+INLINE_HANDOVER_S = 50e-6
 # Evidence that is conclusive sooner: this many steps in a row, each waiting at
 # least this share of its time, say input-bound (no config waits 80% by chance).
 CONCLUSIVE_STEPS = 3
@@ -115,7 +118,8 @@ class ProbeVerdict:
             waits, or `None`.
         records: The producer records seen during the probe.
         handover_only: The steps waited, but for batches already made (the next one was
-            ready too): the hand-over's own cost, which no loader config removes.
+            ready too), or, inline, for batches cheaper than a worker's hand-over: a
+            cost no loader config removes.
     """
 
     stats: WindowStats
@@ -127,6 +131,12 @@ class ProbeVerdict:
     def summary(self, wait_threshold: float, baseline: LoaderConfig) -> str:
         """One line for the log: tune `baseline` or not."""
         stats = self.stats
+        if self.handover_only and baseline.inline:
+            return (
+                f"not input-bound (waits {100 * stats.wait_fraction:.1f}% of each step, "
+                f"{stats.median_wait_s * 1e6:.0f} us per batch made inline: less than a "
+                f"worker's hand-over would cost); keeping {baseline}, no tuning."
+            )
         if self.handover_only:
             return (
                 f"not input-bound (waits {100 * stats.wait_fraction:.1f}% of each step, but "
@@ -200,13 +210,17 @@ class Probe:
         stats = window_stats(align_to_cycles(self._samples[window]))
         contention = self._contention(stats)
         waits = stats.wait_fraction >= s.wait_threshold
-        handover_only = waits and contention is None and self._handover_only(window)
+        handover_only = waits and contention is None and self._handover_only(window, stats)
         input_bound = (waits and not handover_only) or contention is not None
         return ProbeVerdict(stats, input_bound, contention, list(self._records), handover_only)
 
-    def _handover_only(self, window: slice) -> bool:
+    def _handover_only(self, window: slice, stats: WindowStats) -> bool:
         """Whether the wait is under the threshold once the steps whose batch came with
-        another one ready are left out: those waited for the hand-over, not the loader."""
+        another one ready are left out: those waited for the hand-over, not the loader.
+        Inline, whether a batch costs less than handing it over from a worker would
+        (`INLINE_HANDOVER_S`): then no worker can make the step wait less."""
+        if self._baseline.inline:
+            return stats.median_wait_s < INLINE_HANDOVER_S
         samples, ready = self._samples[window], self._ready[window]
         total = sum(x.step_s for x in samples)
         loader_wait = sum(x.wait_s for x, r in zip(samples, ready, strict=True) if not r)
@@ -254,6 +268,7 @@ class Probe:
 
 __all__ = [
     "CONCLUSIVE_STEPS",
+    "INLINE_HANDOVER_S",
     "CONCLUSIVE_WAIT",
     "PROBE_MIN_STEPS",
     "Probe",
