@@ -268,8 +268,8 @@ class Probe:
 
 __all__ = [
     "CONCLUSIVE_STEPS",
-    "INLINE_HANDOVER_S",
     "CONCLUSIVE_WAIT",
+    "INLINE_HANDOVER_S",
     "PROBE_MIN_STEPS",
     "Probe",
     "ProbeVerdict",
