@@ -52,6 +52,16 @@ def test_ask_fixed_gives_a_running_trial_with_the_fixed_params(study):
     assert bridge.suggest(trial) == LoaderConfig(5, 6, True)
 
 
+def test_a_fixed_trial_outside_the_sampler_range_runs_without_a_warning(study, recwarn):
+    # A climb or seed may lie outside the local range; Optuna warned "Fixed parameter
+    # workers with value 12 is out of range" for a config the tuner chose on purpose.
+    bridge = StudyBridge(TunerSettings(), LoaderConfig(), study)
+    bridge.set_space((2, 4), lambda workers: workers + 1)
+    trial = bridge.ask({"mode": "thread", "workers": 12, "max_queue_size": 13})
+    assert bridge.suggest(trial) == LoaderConfig(12, 13)
+    assert not [w for w in recwarn.list if "out of range" in str(w.message)]
+
+
 def test_ask_fixed_degrades_without_the_internals():
     class Bare:  # a study-like object without the private attributes
         pass

@@ -233,9 +233,18 @@ class StudyBridge:
         q_low = min(s.queue_size_range[0], base.max_queue_size)
         q_high = max(s.queue_size_range[1], base.max_queue_size)
         w_low, w_high = self._workers_range or (1, workers_high)
+        # A fixed trial (a seed, a climb) may lie outside the sampler's current range:
+        # the range includes it, so Optuna has no out-of-range value to warn about.
+        fixed = _fixed(trial)
+        if PARAM_WORKERS in fixed:
+            w_low = min(int(w_low), int(fixed[PARAM_WORKERS]))
+            w_high = max(int(w_high), int(fixed[PARAM_WORKERS]))
+        if PARAM_QUEUE in fixed:
+            q_low = min(q_low, int(fixed[PARAM_QUEUE]))
+            q_high = max(q_high, int(fixed[PARAM_QUEUE]))
         mode = trial.suggest_categorical(PARAM_MODE, list(MODES))
         workers = trial.suggest_int(PARAM_WORKERS, int(w_low), int(max(w_high, w_low)))
-        if self._queue_of is not None and PARAM_QUEUE not in _fixed(trial):
+        if self._queue_of is not None and PARAM_QUEUE not in fixed:
             tied = int(self._queue_of(int(workers)))
             queue = trial.suggest_int(PARAM_QUEUE, tied, tied)
         else:
