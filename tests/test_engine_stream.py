@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
-from conftest import engine_threads
+from conftest import engine_threads, wait_until
 from engine_datasets import IndexDataset, pid_stream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -209,3 +210,34 @@ def test_a_generator_factory_inline_is_one_copy_whichever_thread_asks():
         serials += [int(b[1]) for b in box]
         serials.append(int(stream.next()[1]))
     assert serials == [0, 1, 2, 3, 4]
+
+
+class SwitchingDataset(IndexDataset):
+    """Starts a background switch to threads while index `at` is made inline, and waits for it."""
+
+    def __init__(self, n: int, at: int):
+        super().__init__(n)
+        self.at = at
+        self.prefetcher: Prefetcher | None = None
+
+    def __getitem__(self, index: int):
+        pf = self.prefetcher
+        if index == self.at and pf is not None:
+            if pf.config.inline:
+                pf.reconfigure(THREADS, background=True)  # publishes from its own thread
+                assert pf.wait_for_switch(timeout=10)
+            else:  # the new pool's copy arrives after the inline one was delivered
+                time.sleep(0.3)
+        return super().__getitem__(index)
+
+
+def test_a_switch_published_while_a_batch_is_made_inline_leaves_nothing_in_flight():
+    ds = SwitchingDataset(12, at=3)
+    with Prefetcher(ds, INLINE, timeout=10, idle_timeout=None) as pf:
+        ds.prefetcher = pf
+        pf.begin_pass(range(12))
+        assert drain(pf) == list(range(12))
+        assert pf.config == THREADS
+        # Position 3 was submitted to the new pool while it was being made inline: its
+        # copy is dropped, and nothing stays in flight (or idle release would never come).
+        assert wait_until(lambda: pf.outstanding == 0, timeout=5)

@@ -179,7 +179,8 @@ class Stream:
         self._cursor = 0  # position the consumer gets next
         self._submitted = 0  # positions < _submitted were submitted (or found buffered)
         self._buffer: dict[int, tuple] = {}  # finished, not yet delivered
-        self._outstanding: set[int] = set()  # submitted, no result yet
+        # Submitted, no result yet; always within [_cursor, _submitted).
+        self._outstanding: set[int] = set()
         self._valid_from = 0  # results of earlier generations saw a stale source
         self._paused = False
         self._closed = False
@@ -306,12 +307,10 @@ class Stream:
         Wakes the consumer only if it waits for exactly this position.
         """
         with self._lock:
-            if (
-                self._closed
-                or position < self._cursor
-                or generation < self._valid_from
-                or position in self._buffer
-            ):
+            if position < self._cursor:  # delivered (made inline meanwhile, or a copy)
+                self._outstanding.discard(position)
+                return False
+            if self._closed or generation < self._valid_from or position in self._buffer:
                 return False
             self._buffer[position] = entry
             self._outstanding.discard(position)
@@ -453,6 +452,7 @@ class Stream:
             cpu = wall * self._cpu_ratio
         with self._lock:
             self._buffer.pop(position, None)  # see _advance_inline
+            self._outstanding.discard(position)
             cursor = self._cursor = position + 1
             if self._submitted < cursor:
                 self._submitted = cursor
@@ -467,10 +467,13 @@ class Stream:
 
         A late result of a pool retired by the switch to inline may have landed at this
         position meanwhile: the batch just made is the one delivered, that one dropped.
-        A switch back to a pool meanwhile filled the window already (`move_in_flight`).
+        A switch to a pool meanwhile (a background switch publishes from its own thread)
+        filled the window already (`move_in_flight`), this position included: it leaves
+        the in-flight set here, and its result is dropped when it comes.
         """
         with self._lock:
             self._buffer.pop(position, None)
+            self._outstanding.discard(position)
             self._cursor = position + 1
             if self._submitted < self._cursor:
                 self._submitted = self._cursor
