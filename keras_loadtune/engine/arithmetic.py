@@ -14,6 +14,12 @@ for a free worker. The batch `next()` returned last is in the trainer's hands. H
   loader holds at most; the trainer holds one more (the batch of the current step),
   so a config's loader memory is bounded by `held_batches(config) + 1` batches.
 
+An inline config (`LoaderConfig.inline`: 1 worker, threads, Keras's default) runs no
+pool and prefetches nothing: the consumer makes each batch when the step asks for it,
+so one batch is made at a time, serially with the step, and none is held ahead. The
+two functions below describe a config's *window* and keep their values for it (1 and
+`max_queue_size`); a model of inline throughput or memory checks `config.inline` first.
+
 This is not Keras's `OrderedEnqueuer`, which keeps `max_queue_size` futures queued
 plus the one its producer thread holds while blocked plus the one the trainer waits
 on (`max_queue_size + 2`). The pipeline model, the simulator, the RAM prediction and

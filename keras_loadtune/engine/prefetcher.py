@@ -19,6 +19,9 @@ or already buffered is dropped (`Stream.offer`). `reconfigure()` can therefore s
 resize the pool at any moment: finished batches stay in the buffers and are served;
 positions that were in flight are submitted again to the new pool, and whichever copy
 arrives first wins. Nothing is lost, nothing is delivered twice, the order never changes.
+An inline batch (below) is made for the position at the cursor and delivered by moving
+the cursor past it, so the same holds for it and for any copy a pool makes meanwhile.
+The locks and their order are written down once, in `stream.py`.
 
 A switch to another mode (threads <-> processes) can start the new pool in the
 background (`reconfigure(config, background=True)`): the current pool keeps serving
