@@ -239,14 +239,14 @@ class Stream:
                 serving = self._host.serving_for_next()  # restarts a released or broken pool
             with self._lock:
                 position = self._cursor
-                if (
-                    serving.inline  # the common inline case, without a call
-                    and not self._buffer
+                # A ready batch, or the common inline case, without a call; a closed
+                # stream has an empty buffer, a finished one nothing at its cursor.
+                entry = self._buffer.pop(position, None)
+                if entry is None and not (
+                    serving.inline
                     and not self._closed
                     and (self._length is None or position < self._length)
                 ):
-                    entry = None
-                else:
                     entry = self._take(serving, t0)
                     position = self._cursor
                 if entry is None:  # inline: made below, on this thread, without _lock
