@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from keras_loadtune.config import LoaderConfig
@@ -178,6 +178,11 @@ class Prefetcher:
     def serving(self) -> Serving:
         """The pool serving now, with its config and generation (never starts one)."""
         return self._control.serving
+
+    @property
+    def sequence(self) -> Iterator[int]:
+        """Delivery numbers (`BatchRecord.sequence`), shared by every stream."""
+        return self._sequence
 
     @property
     def state(self) -> PoolState:

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from keras_loadtune.engine._pool import PoolState, Serving
 from keras_loadtune.engine._transfer import batch_nbytes
 from keras_loadtune.engine.arithmetic import held_batches
 from keras_loadtune.engine.errors import BatchTimeoutError, PrefetcherClosedError
+from keras_loadtune.engine.records import LoaderStats
 
 _SEED_MASK = (1 << 63) - 1
 _SAMPLED = 16  # inline: CPU time and size measured on 1 batch in 16 (after the first 16)
@@ -108,6 +109,16 @@ class StreamHost(Protocol):
         """True once the prefetcher was closed (set before its streams are shut)."""
         ...
 
+    @property
+    def stats(self) -> LoaderStats:
+        """Where delivered batches are recorded."""
+        ...
+
+    @property
+    def sequence(self) -> Iterator[int]:
+        """Delivery numbers, shared by the prefetcher's streams."""
+        ...
+
     def serving_for_next(self) -> Serving:
         """The pool serving now, restarting a released or broken one (no lock held)."""
         ...
@@ -161,6 +172,8 @@ class Stream:
         self._state = host.state
         self._source = host.source
         self._timeout = host.timeout
+        self._add_record = host.stats.add
+        self._sequence = host.sequence
         self.id = stream_id
         self.consumer = consumer
         self._order = order
@@ -237,6 +250,18 @@ class Stream:
             serving = state.serving
             if state.fatal is not None or (serving.pool is None and not serving.inline):
                 serving = self._host.serving_for_next()  # restarts a released or broken pool
+            position = self._cursor  # only this consumer moves it (consumer lock held)
+            length = self._length
+            if (
+                serving.inline
+                and position not in self._buffer
+                and not self._closed
+                and (length is None or position < length)
+            ):
+                # Inline, nothing to serve from the buffer: made here, with no state lock
+                # taken before (a result landing meanwhile is dropped in _make_inline).
+                index = self._base + position if length is None else self._order[position]
+                return self._make_inline(position, index, t0, serving)
             with self._lock:
                 position = self._cursor
                 # A ready batch, or the common inline case, without a call; a closed
@@ -258,7 +283,7 @@ class Stream:
                     depth = len(self._buffer)
                     tail = self._length is not None and self._submitted >= self._length
             if entry is None:
-                return self._make_inline(position, index, t0, serving.generation)
+                return self._make_inline(position, index, t0, serving)
         delivered_at = time.perf_counter()
         if entry[0] == ERR:
             raise entry[1]
@@ -420,7 +445,7 @@ class Stream:
                 self._waiting = False
             serving = state.serving
 
-    def _make_inline(self, position: int, index: int, t0: float, generation: int) -> Any:
+    def _make_inline(self, position: int, index: int, t0: float, serving: Serving) -> Any:
         """Makes the batch at `position` on this thread (consumer lock held, not _lock).
 
         The thread's CPU clock costs about 1 us a read, as much as the rest of the
@@ -458,8 +483,24 @@ class Stream:
                 self._submitted = cursor
             depth = len(self._buffer)
         tail = self._length is not None and cursor >= self._length
-        produced = (wall, cpu, self._nbytes, generation)
-        self._host.record(self, index, delivered_at - t0, produced, depth, tail, delivered_at)
+        config = serving.config  # inline: the producer's config is the serving one
+        self._add_record(  # the fields of a BatchRecord, without the host.record hop
+            (
+                next(self._sequence),
+                index,
+                delivered_at - t0,
+                wall,
+                cpu,
+                depth,
+                self._nbytes,
+                config,
+                delivered_at,
+                tail,
+                self.id,
+                config,
+                self.consumer,
+            )
+        )
         return batch
 
     def _advance_inline(self, position: int) -> None:
