@@ -159,3 +159,29 @@ def test_a_warm_row_reuses_the_cache_of_the_run_before_it() -> None:
     assert caches[real_fits.WARM] == caches[real_fits.TUNER]
     others = [c for label, c in caches.items() if label not in (real_fits.WARM, real_fits.TUNER)]
     assert len(set(others)) == len(others) and caches[real_fits.TUNER] not in others
+
+
+@pytest.mark.parametrize("tuner_s", [10.0, 11.5, 13.0])
+@pytest.mark.parametrize(
+    ("advice", "reached"), [("loader tuning cannot make this fit faster", None), ("", 0.95)]
+)
+def test_target_4_counts_limit_claims_only_when_a_grid_config_is_10_percent_faster(
+    tuner_s: float, advice: str, reached: float | None
+) -> None:
+    fit_rows, real_fits = _modules()
+    kind = fit_rows.RowKind
+    scenario = real_fits.scenarios()["latency"]
+    rows = {
+        real_fits.USER: (kind.USER, [20.0]),
+        real_fits.W16: (kind.STATIC, [10.0]),
+        real_fits.TUNER: (kind.TUNER, [tuner_s]),
+    }
+    runs = _runs(real_fits, fit_rows, rows)
+    runs[real_fits.TUNER].reports = [[{"advice": [advice], "limit_reached": reached}]]
+    found = {t.name: t.value for t in real_fits.targets(scenario, runs) if t.name.startswith("4.")}
+    assert len(found) == 2
+    contradicted = tuner_s >= 1.10 * 10.0
+    cannot = next(v for name, v in found.items() if "cannot" in name)
+    at_limit = next(v for name, v in found.items() if "90%" in name)
+    assert cannot == (1.0 if contradicted and advice else 0.0)
+    assert at_limit == (1.0 if contradicted and reached else 0.0)
