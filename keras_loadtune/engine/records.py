@@ -24,7 +24,8 @@ class BatchRecord:
         sequence: Delivery number over the prefetcher's lifetime (0, 1, 2, ...).
         index: The dataset index delivered.
         wait_s: Seconds the consumer (the training loop) blocked waiting for it.
-        produce_wall_s: Wall-clock seconds `__getitem__` took in the worker.
+        produce_wall_s: Wall-clock seconds `__getitem__` took in the worker (inline: the
+            consumer's wait, `__getitem__` and a microsecond of bookkeeping).
         produce_cpu_s: CPU seconds the worker spent in `__getitem__` (thread CPU time);
             much less than `produce_wall_s` means latency-bound (I/O, sleeps, network).
             Inline (`LoaderConfig.inline`), the thread's CPU clock is read on the first
