@@ -34,6 +34,7 @@ python benchmarks/real_fits.py --scenario latency gil-main --repeats 2
 python benchmarks/real_fits.py --scenario latency --variant "40 ms" --backend jax
 python benchmarks/real_fits.py --quick --scenario gil-main   # CI smoke run
 python benchmarks/real_fits.py --json results.json
+python benchmarks/real_fits.py --replay results.json    # judge saved results again
 ```
 
 Other work in the same checkout changes the library under a long run: to measure one
@@ -588,6 +589,32 @@ def _quick(scenario: Scenario) -> Scenario:
     return replace(scenario, variants=(Variant(variant.label, workload),), units=tuple(keep))
 
 
+def replay(path: Path, table: dict[str, Scenario]) -> int:
+    """Prints the tables, ratios and targets of results saved with `--json`, judged by
+    this version of the script (no fit runs)."""
+    saved = json.loads(path.read_text())
+    argv = saved.get("argv", [])
+    print(f"# replay of {path}: real_fits.py {' '.join(argv)}, backend {saved.get('backend')}")
+    for name, variants in saved["scenarios"].items():
+        scenario = _quick(table[name]) if "--quick" in argv else table[name]
+        print(f"\n### {name}: {scenario.title}")
+        known = {row.label: row for row in scenario.rows()}
+        for label, data in variants.items():
+            variant = next(v for v in scenario.variants if v.label == label)
+            runs = {
+                row_label: RowRuns(
+                    known.get(row_label) or Row(row_label, RowKind(d["kind"])),
+                    d["walls"],
+                    d["reports"],
+                    d["errors"],
+                )
+                for row_label, d in data["rows"].items()
+            }
+            repeats = max((len(rr.walls) for rr in runs.values()), default=0)
+            print_variant(scenario, variant, runs, repeats)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     table = scenarios()
@@ -598,7 +625,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND") or "tensorflow")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat: a smoke run")
     parser.add_argument("--json", type=Path, default=None, help="save the results here")
+    parser.add_argument(
+        "--replay", type=Path, default=None, help="print a --json file's results again, no fits"
+    )
     args = parser.parse_args(argv)
+    if args.replay is not None:
+        return replay(args.replay, table)
     repeats = args.repeats or (1 if args.quick else 5)
     if repeats < 1:
         parser.error(f"--repeats must be >= 1; got {repeats}.")

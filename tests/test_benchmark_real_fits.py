@@ -4,7 +4,8 @@
   it exits 0, prints the command to reproduce first, a table row for every row of the
   scenario with a finite median and worst, the ratio lines to the best static config, to
   `workers=16` and to your config, keras-loadtune's config/decision, `Limit` and `Net`
-  lines, and PASS/MISS targets; the `--json` file holds the same rows.
+  lines, and PASS/MISS targets; the `--json` file holds the same rows, and `--replay`
+  of it prints the same rows and verdicts without running a fit.
 - The parent's pure logic: row specs survive their JSON form (what a child gets), the
   best static config and paired worst ratio, and a failing child is reported, not fatal.
 
@@ -43,7 +44,7 @@ def _modules():
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # 7 fresh interpreters with Keras: 1.5 min idle, more when busy
-def test_quick_run_prints_every_row_and_ratio(tmp_path: Path) -> None:
+def test_quick_run_prints_every_row_and_ratio(tmp_path: Path, capsys) -> None:
     _, real_fits = _modules()
     out = tmp_path / "real_fits.json"
     proc = subprocess.run(
@@ -85,6 +86,14 @@ def test_quick_run_prints_every_row_and_ratio(tmp_path: Path) -> None:
     assert sorted(rows) == sorted(labels)
     assert all(len(r["walls"]) == 1 and r["walls"][0] for r in rows.values())
     assert rows[real_fits.TUNER]["reports"][0][0]["decision"]
+    capsys.readouterr()
+    assert real_fits.main(["--replay", str(out)]) == 0  # the saved results, judged again
+    replayed = capsys.readouterr().out
+    for label in labels:
+        assert re.search(rf"^{re.escape(label)}\s+{NUMBER}\s+{NUMBER}\s", replayed, re.M), label
+    assert re.findall(r"^  \[(?:PASS|MISS)\] .*$", replayed, re.M) == re.findall(
+        r"^  \[(?:PASS|MISS)\] .*$", text, re.M
+    )
 
 
 def test_row_spec_round_trips_through_json() -> None:
