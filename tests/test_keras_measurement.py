@@ -65,9 +65,11 @@ def test_the_probe_reports_the_rate_training_really_ran_at():
     assert baseline is not None
     ceiling = 1.0 / DELAY_S  # one worker cannot serve faster than its loader
     assert baseline < 1.25 * ceiling, (baseline, ceiling)
-    # Not absurdly slow either (the fit's mean includes the faster tuned steps after the
-    # probe: JAX once read 39.6 against a 79.5 steps/s mean).
-    assert baseline > 45 / elapsed * 0.35, (baseline, elapsed)
+    # Not absurdly slow either: inline, a step costs the loader's delay plus the model's
+    # step, so a third of the loader's ceiling is a floor even on a loaded machine (the
+    # fit's mean rate is no yardstick: a conclusive probe ends after 3 steps and the
+    # tuned steps after it run many times faster).
+    assert baseline > 0.3 * ceiling, (baseline, ceiling, elapsed)
 
 
 def test_a_second_fit_on_a_new_dataset_measures_that_dataset():
