@@ -465,12 +465,13 @@ def test_threads_are_added_while_steps_per_s_rises(seed):
 
 
 def test_a_climb_is_one_trial_when_more_threads_are_no_faster():
-    res = _tune(8, 2000, noise=0.0, **NUMPY)  # 5 threads reach the floor; 10 do not help
+    res = _tune(8, 2000, noise=0.0, **NUMPY)  # the seed reaches the floor; more do not help
     threads = [
         r for r in res.session.trials if r.config.mode == "thread" and r.source != "baseline"
     ]
-    assert [r.config.workers for r in threads] == [5, 10]
-    assert res.final_config.workers == 5  # the cheaper pool, as fast
+    seed, climb = (r.config.workers for r in threads)  # the seed, then one climb
+    assert climb >= 1.5 * seed
+    assert res.final_config.workers == seed  # the cheaper pool, as fast
 
 
 # ------------------------------------------ a GIL-bound short fit (issue #17, target 3)

@@ -54,6 +54,12 @@ from keras_loadtune.measurement import LoaderProfile
 IPC_BYTES_PER_S = 1.0e9
 # Headroom over the compute floor that seeds aim for (plus the loader's jitter).
 RATE_MARGIN = 0.25
+# Thread seeds are sized as if k threads delivered only this share of the ideal
+# `k / wall` batches/s. On a quiet 2-core machine 2-8 threads of a 40 ms loader
+# delivered 97-99% of it, under load 7-8 threads about 75% (issue #22), and the steps of
+# a trial near the floor run slower than an epoch's: a thread costs a batch of RAM, a
+# missing one a wait at every step, so the seed errs on the side of more threads.
+THREAD_DELIVERY = 0.75
 # The per-loader thread cap is this many times the threads the model says reach the
 # floor (room for the sampler to find what the model missed), plus one.
 THREAD_CAP_MARGIN = 2.0
@@ -253,7 +259,7 @@ def seed_configs(
     """Configs the pipeline model expects to reach the compute floor, to measure first.
 
         - Threads (always, if allowed): enough to cover the latency, about
-          `produce_wall_s / step_compute_s x (1 + margin)`, capped by
+          `produce_wall_s / step_compute_s x (1 + margin) / THREAD_DELIVERY`, capped by
           `settings.max_thread_workers` and, for CPU-heavy loaders, by what the cores can run.
         - Processes (if allowed and `profile.cpu_ratio >= CPU_HEAVY_RATIO`): sized to the
           rate the cores can reach, not the compute floor (`process_cap`).
@@ -294,7 +300,7 @@ def seed_configs(
     seeds: list[LoaderConfig] = []
 
     if "thread" in modes:
-        workers = math.ceil(target * wall)
+        workers = math.ceil(target * wall / THREAD_DELIVERY)
         if ratio >= CPU_HEAVY_RATIO:
             workers = min(workers, math.ceil(cores / ratio))
         # At least two threads: one thread is the inline config (in series with the step).
