@@ -290,9 +290,11 @@ class SessionStarter:
         return self.study_handle.live
 
     def _reuse_steps(self) -> int:
-        """A stored study is expected to serve one more fit of this length."""
+        """A stored study is expected to serve one more fit of this length, once the
+        workload has shown it runs again (the study held trials of an earlier run): a
+        first run does not pay now for trials only a rerun might use."""
         handle = self.study_handle
-        if handle is None or handle.study is None:
+        if handle is None or handle.study is None or handle.copied <= 0:
             return 0
         return self._fit_steps() or 0
 
