@@ -182,6 +182,17 @@ def test_module_dataset_using_only_numpy_gets_the_light_pool_and_its_module_neve
 
 
 @pytest.mark.keras
+def test_a_helper_function_from_another_project_module_travels_by_value_too():
+    # The usual project layout: the dataset module imports a NumPy helper by name from
+    # another module of the project (`from .augment import flip`); both go by value.
+    decision, batches, imports = _run_module("other-function")
+    assert decision["light"]
+    assert decision["by_value"] == ["klt_user_project.data", "klt_user_project.other"]
+    assert all(not b["keras_imported"] and not b["module_imported"] for b in batches)
+    assert imports["imported_by"] == [str(imports["trainer"])]
+
+
+@pytest.mark.keras
 @pytest.mark.parametrize("kind", ["keras", "other"])
 def test_module_dataset_using_keras_or_another_project_module_keeps_the_real_module(kind):
     decision, batches, _ = _run_module(kind)

@@ -200,10 +200,17 @@ def _value_is_light(value: Any, modules: set[str], seen: set[int], budget: list[
         if isinstance(value, type):
             return all(_code_refers_only_to(f, modules, seen, budget) for f in functions_of(value))
         return True
-    # An object of another module: fine if that module is a library, else the worker
-    # would import (and run) another module of the user's project.
+    # An object of another module: fine if that module is a library. A function or
+    # class of another module of the user's project travels by value too (its module
+    # joins `modules`, so it is never imported, nor its top level run, in a worker),
+    # when what it uses is light; any other object of such a module would import it.
     other = sys.modules.get(module)
-    return other is None or _is_library(other)
+    if other is None or _is_library(other):
+        return True
+    if _user_module(module) is None or not isinstance(value, (types.FunctionType, type)):
+        return False
+    modules.add(module)
+    return _value_is_light(value, modules, seen, budget)
 
 
 def by_value_modules(owner: Any) -> tuple[str, ...] | None:

@@ -1,9 +1,9 @@
 """A process pool for a dataset class from an importable module that imports Keras.
 
-Argument: `numpy` (`NumpyOnly`), `keras` (`UsesKeras`) or `other` (`UsesOtherModule`)
-of `klt_user_project.data`. The trainer runs the TensorFlow backend. Prints the
-forkserver preload, the light-path decision, one JSON line per batch, then the pids
-that imported the dataset's module (from `$KLT_IMPORT_LOG`).
+Argument: `numpy` (`NumpyOnly`), `keras` (`UsesKeras`), `other` (`UsesOtherModule`) or
+`other-function` (`UsesOtherFunction`) of `klt_user_project.data`. The trainer runs the
+TensorFlow backend. Prints the forkserver preload, the light-path decision, one JSON
+line per batch, then the pids that imported the dataset's module (`$KLT_IMPORT_LOG`).
 """
 
 import json
@@ -25,7 +25,12 @@ import keras_loadtune as klt  # noqa: E402
 from keras_loadtune import LoaderConfig  # noqa: E402
 from keras_loadtune.engine import Prefetcher, _light_pydataset, _process_start  # noqa: E402
 
-KINDS = {"numpy": data.NumpyOnly, "keras": data.UsesKeras, "other": data.UsesOtherModule}
+KINDS = {
+    "numpy": data.NumpyOnly,
+    "keras": data.UsesKeras,
+    "other": data.UsesOtherModule,
+    "other-function": data.UsesOtherFunction,
+}
 ds = KINDS[sys.argv[1]](workers=2, use_multiprocessing=True)
 train = klt.wrap(ds, LoaderConfig(2, 2, True))  # prewarms the forkserver
 with train:

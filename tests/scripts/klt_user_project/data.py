@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from klt_user_project import other
+from klt_user_project.other import batch as other_batch
 
 SCALE = 2.0  # a module constant the methods use: copied to the workers
 
@@ -54,6 +55,15 @@ class UsesOtherModule(NumpyOnly):
     def __getitem__(self, i):
         info, _ = super().__getitem__(i)
         return info, other.batch(i)
+
+
+class UsesOtherFunction(NumpyOnly):
+    """Calls a NumPy-only function of another module of the project (imported by name):
+    that function travels by value too, so no module of the project runs in workers."""
+
+    def __getitem__(self, i):
+        info, _ = super().__getitem__(i)
+        return info, other_batch(i)
 
 
 class BadBatch(ValueError):
