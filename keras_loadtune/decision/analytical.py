@@ -34,7 +34,7 @@ Example:
 ...                          batch_nbytes=1 << 20, jitter_cv=0.1)
 >>> seeds = seed_configs(io_bound, 0.010, 8, TunerSettings(cores=8), LoaderConfig())
 >>> seeds[0]
-LoaderConfig(workers=6, max_queue_size=9, use_multiprocessing=False)
+LoaderConfig(workers=8, max_queue_size=11, use_multiprocessing=False)
 >>> predict(seeds[0], io_bound, 0.010, 8).steps_per_s  # the compute floor
 100.0
 """

@@ -36,9 +36,20 @@ STEADY = LoaderConfig(2, 4, True)  # the config in place at every measurement po
 def _quiesce(reconfigure) -> dict[str, int]:
     """Switches to `STEADY`, waits for retired pools to finish closing, then measures."""
     reconfigure(STEADY)
-    wait_until(lambda: not [t for t in engine_threads() if t.name.endswith("-retire")], 10.0)
+    settling = ("-retire", "-switch")  # pools closing, or starting in the background
+    wait_until(lambda: not [t for t in engine_threads() if t.name.endswith(settling)], 10.0)
     gc.collect()
-    time.sleep(0.05)
+    # A busy machine closes the last pipes of a retired pool a little later: measure once
+    # the count of open files holds still (fds that leak keep growing over the epochs).
+    last = [open_fds()]
+
+    def still() -> bool:
+        time.sleep(0.05)
+        now = open_fds()
+        same, last[0] = now == last[0], now
+        return same
+
+    wait_until(still, 5.0)
     return {
         "rss": rss_bytes(),
         "fds": open_fds(),
