@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 import torch
+from config_strategies import thread_configs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from keras.src.trainers.epoch_iterator import EpochIterator
@@ -90,14 +91,6 @@ def _served(wrapped, epochs: int, reconfigure_at: dict) -> list[list[list[float]
                 wrapped.reconfigure(config)
         out.append(seen)
     return out
-
-
-thread_configs = st.builds(
-    LoaderConfig,
-    workers=st.integers(1, 4),
-    max_queue_size=st.integers(1, 6),
-    use_multiprocessing=st.just(False),
-)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
