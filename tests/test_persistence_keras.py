@@ -205,7 +205,10 @@ def test_a_rerun_serves_its_first_batch_on_the_stored_best_config():
     assert records[0].config == rep1.best_config  # from the first batch on, no probe
     assert rep2.warm_start_from == rep1.study_name, str(rep2)
     assert rep2.trials[0].source == "warm-start" and rep2.trials[0].config == rep1.best_config
-    assert all(t.config != user for t in rep2.trials if t.source == "baseline"), str(rep2)
+    # The user's config is not probed unless the stored config ran too slowly this time (a
+    # busy machine can slow it under WARM_START_TOLERANCE; the round then re-tunes, and says so).
+    retuned = any("re-tuned" in n for n in rep2.notes)
+    assert retuned or all(t.config != user for t in rep2.trials if t.source == "baseline"), str(rep2)
 
 
 def test_a_rerun_whose_profile_changed_goes_back_to_the_users_config_and_probes_it():
