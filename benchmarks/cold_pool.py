@@ -111,7 +111,7 @@ if os.environ.get("MODULE_DIR"):  # the class from an importable module instead
     from klt_bench_user_data import Batches
 ds = Batches(big_mib=int(os.environ.get("BIG_MIB", "0")))
 if os.environ.get("PREWARM") == "1":  # as at wrap / probe: the forkserver is ready first
-    from keras_loadtune.engine._process_start import WorkerProcess
+    from keras_loadtune.engine.process._start import WorkerProcess
 
     prewarm_processes(ds)
     probe = WorkerProcess(target=os.getpid)  # forked once the forkserver's preload is done
@@ -132,9 +132,9 @@ BREAKDOWN = (
     COMMON
     + r"""
 import pickle
-from keras_loadtune.engine import _pickling, prewarm_processes
-from keras_loadtune.engine._process_start import WorkerProcess
-from keras_loadtune.engine._processes import ProcessPool
+from keras_loadtune.engine import prewarm_processes
+from keras_loadtune.engine.process import ProcessPool, _shipping
+from keras_loadtune.engine.process._start import WorkerProcess
 
 
 class Sink:
@@ -157,7 +157,7 @@ pool.resize(2)
 out["fork + unpickle, 2 workers"] = (time.perf_counter() - t0, cpu_all() - c0)
 pool.close()
 big = Batches(big_mib=256)
-shipper = _pickling.SourceShipper(f"klt_bench_{os.getpid()}_")
+shipper = _shipping.SourceShipper(f"klt_bench_{os.getpid()}_")
 t0, c0 = time.perf_counter(), cpu_all()
 shipper.ship(big)
 out["shm copy, 256 MiB array"] = (time.perf_counter() - t0, cpu_all() - c0)

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from keras_loadtune.engine._processes import ProcessPool
+from keras_loadtune.engine.process import ProcessPool
 
 MB = 2**20
 REPEATS = 5

@@ -5,7 +5,7 @@ worker process to this process, ~20 times each way:
 
 (a) pipe:  `conn.send(array)` in the worker, `conn.recv()` here (what a process pool that
            pickles results does: pickle, pipe write, pipe read, unpickle).
-(b) shm:   `keras_loadtune.engine._transfer.Encoder.encode` in the worker (one copy into
+(b) shm:   `keras_loadtune.engine.process._transfer.Encoder.encode` in the worker (one copy into
            a POSIX shared-memory segment; a tiny placeholder goes through the pipe), then
            `_transfer.decode` here (maps the segment: a zero-copy view).
 
@@ -37,7 +37,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from keras_loadtune import LoaderConfig
-from keras_loadtune.engine import START_METHOD, Prefetcher, _transfer
+from keras_loadtune.engine import START_METHOD, Prefetcher
+from keras_loadtune.engine.process import _transfer
 
 SHAPE = (64, 224, 224, 3)
 NBYTES = int(np.prod(SHAPE)) * 4

@@ -39,8 +39,9 @@ from keras_loadtune.engine import (
     Prefetcher,
     PrefetcherClosedError,
     WorkerDiedError,
-    _transfer,
 )
+from keras_loadtune.engine.process import _transfer
+from keras_loadtune.engine.records import batch_nbytes
 
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(60)]
 
@@ -423,7 +424,7 @@ def test_transfer_round_trip_of_nested_batches():
     assert out["meta"][1][0] == "label"
     np.testing.assert_array_equal(out["meta"][1][1], batch["meta"][1][1])
     assert out["obj"][0] == {"a": 1}
-    assert _transfer.batch_nbytes(batch) == _transfer.batch_nbytes(out)
+    assert batch_nbytes(batch) == batch_nbytes(out)
     # discard() unlinks the segments of a payload that will never be decoded.
     _transfer.discard(enc.encode(batch))
     assert shm_segments() == []

@@ -29,12 +29,9 @@ from keras_loadtune.engine import (
     EndOfPass,
     Prefetcher,
     WorkerDiedError,
-    _pickling,
-    _process_death,
-    _process_start,
 )
-from keras_loadtune.engine._processes import ProcessPool
 from keras_loadtune.engine._threads import ThreadPool
+from keras_loadtune.engine.process import ProcessPool, _death, _shipping, _start
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("no_leaks")]
 
@@ -111,21 +108,21 @@ def session_processes(sid: int) -> list[psutil.Process]:
 # -- workers never import __main__ -------------------------------------------------------------
 def test_popen_launch_still_reads_spawn_preparation_data():
     """Pins the CPython internal the no-`__main__` Popen relies on."""
-    popen = _process_start._popen_class()
+    popen = _start._popen_class()
     names = popen.__mro__[1]._launch.__code__.co_names
     assert "spawn" in names and "get_preparation_data" in names
     assert popen._launch.__globals__["spawn"].get_preparation_data is not None
-    original = _process_start.spawn.get_preparation_data("x")
-    ours = _process_start._SpawnWithoutMain().get_preparation_data("x")
-    assert set(_process_start._MAIN_KEYS) & set(original), "pytest's __main__ would be imported"
-    assert not set(_process_start._MAIN_KEYS) & set(ours)
+    original = _start.spawn.get_preparation_data("x")
+    ours = _start._SpawnWithoutMain().get_preparation_data("x")
+    assert set(_start._MAIN_KEYS) & set(original), "pytest's __main__ would be imported"
+    assert not set(_start._MAIN_KEYS) & set(ours)
     assert ours["sys_path"] == original["sys_path"]
 
 
 def test_forkserver_never_preloads_main():
-    modules = _process_start._preload_modules(IndexDataset(1))
+    modules = _start._preload_modules(IndexDataset(1))
     assert "__main__" not in modules
-    assert modules[0] == "keras_loadtune.engine._forkserver_init"
+    assert modules[0] == "keras_loadtune.engine.process._forkserver_init"
     assert modules[-1] == "engine_datasets"
 
 
@@ -263,10 +260,10 @@ def test_death_with_a_batch_in_flight_names_signal_and_batch_without_oom_guess(c
 
 def test_oom_hint_only_for_sigkill_with_memory_evidence():
     total = psutil.virtual_memory().total
-    assert "out-of-memory" in _process_death.oom_hint(-signal.SIGKILL, total)
-    assert _process_death.oom_hint(-signal.SIGKILL, 1 << 20) == ""
-    assert _process_death.oom_hint(-signal.SIGTERM, total) == ""
-    assert _process_death.oom_hint(0, total) == ""
+    assert "out-of-memory" in _death.oom_hint(-signal.SIGKILL, total)
+    assert _death.oom_hint(-signal.SIGKILL, 1 << 20) == ""
+    assert _death.oom_hint(-signal.SIGTERM, total) == ""
+    assert _death.oom_hint(0, total) == ""
 
 
 # -- ship the dataset only when it changed ----------------------------------------------------
@@ -386,15 +383,15 @@ def _different(value):
 def test_fingerprint_changes_exactly_when_a_value_changes(attrs, data):
     obj = type("State", (), {})()
     obj.__dict__.update(attrs)
-    first = _pickling.fingerprint(obj)
-    assert first is not None and _pickling.fingerprint(obj) == first
+    first = _shipping.fingerprint(obj)
+    assert first is not None and _shipping.fingerprint(obj) == first
     name = data.draw(st.sampled_from(sorted(attrs)))
     value = getattr(obj, name)
     if isinstance(value, (list, np.ndarray)) and len(value) and data.draw(st.booleans()):
         value[0] = value[0] + 1  # in place
     else:
         setattr(obj, name, _different(value))
-    assert _pickling.fingerprint(obj) != first
+    assert _shipping.fingerprint(obj) != first
 
 
 @given(sizes=st.lists(st.sampled_from([0, 10, 2**20 - 8, 2**20, 3 * 2**20]), max_size=4))
@@ -402,11 +399,11 @@ def test_fingerprint_changes_exactly_when_a_value_changes(attrs, data):
 def test_shipping_round_trips_arrays_around_the_shared_memory_threshold(sizes):
     rng = np.random.default_rng(len(sizes))
     arrays = [rng.integers(0, 255, n, dtype=np.uint8) for n in sizes]
-    shipper = _pickling.SourceShipper(f"klt_{os.getpid()}_dtest_")
+    shipper = _shipping.SourceShipper(f"klt_{os.getpid()}_dtest_")
     try:
         shipment = shipper.ship({"arrays": arrays, "tag": "x"})
-        assert len(shipment.segments) == sum(n >= _pickling.OUT_OF_BAND_MIN_BYTES for n in sizes)
-        loaded = _pickling.load(shipment)
+        assert len(shipment.segments) == sum(n >= _shipping.OUT_OF_BAND_MIN_BYTES for n in sizes)
+        loaded = _shipping.load(shipment)
         assert loaded["tag"] == "x"
         assert all(np.array_equal(a, b) for a, b in zip(arrays, loaded["arrays"], strict=True))
         del loaded

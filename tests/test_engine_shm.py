@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_loadtune.engine import _pickling, _transfer
+from keras_loadtune.engine.process import _shipping, _transfer
 
 SCRIPT = Path(__file__).parent / "scripts" / "small_dev_shm.py"
 
@@ -57,12 +57,12 @@ def test_memmap_arrays_travel_by_file_reference_never_by_copy(tmp_path):
     holder = _Holder()
     holder.whole, holder.view = data, data[7:300:3, ::5]
     holder.readonly = np.memmap(path, np.float32, "r", shape=(100, 1024), offset=4 * 1024 * 3)
-    shipper = _pickling.SourceShipper("klt_test_memmap_")
+    shipper = _shipping.SourceShipper("klt_test_memmap_")
     try:
         shipment = shipper.ship(holder)
         assert shipper.bytes_copied == 0 and shipment.segments == ()
         assert len(shipment.data) < 10_000  # the reference, not 2 MiB of data
-        loaded = _pickling.load(shipment)
+        loaded = _shipping.load(shipment)
     finally:
         shipper.close()
     for name in ("whole", "view", "readonly"):

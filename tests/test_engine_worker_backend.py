@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keras_loadtune.engine import _process_start, _worker_backends
+from keras_loadtune.engine.process import _keras, _start
 
 SCRIPT = Path(__file__).parent / "scripts" / "worker_backend.py"
 
@@ -53,13 +53,13 @@ def test_main_dataset_referring_to_no_keras_starts_workers_without_keras():
     assert len(batches) == 2
     for b in batches:
         assert b["keras_imported"] is False  # unpickled against the stand-in base
-        assert b["base"] == "keras_loadtune.engine._light_pydataset"
+        assert b["base"] == "keras_loadtune.engine.process._keras"
         assert b["workers"] == 2  # the knobs travel with the instance
 
 
 @pytest.mark.keras
 def test_the_escape_hatch_sends_the_real_keras_base(monkeypatch):
-    monkeypatch.setenv(_worker_backends.USER_ENV_VAR, "trainer")
+    monkeypatch.setenv(_keras.USER_ENV_VAR, "trainer")
     _, batches, _ = _run("numpy")
     for b in batches:
         assert b["keras_imported"] is True
@@ -73,23 +73,23 @@ class _NumpyOnly:
 
 def test_needs_framework_sees_module_globals_attributes_and_closures(monkeypatch):
     fake_tf = types.ModuleType("tensorflow")
-    assert not _worker_backends.needs_framework(_NumpyOnly())
+    assert not _keras.needs_framework(_NumpyOnly())
     holder = _NumpyOnly()
     holder.model = types.SimpleNamespace()
     holder.tensor = type("Tensor", (), {"__module__": "torch"})()
-    assert _worker_backends.needs_framework(holder)
+    assert _keras.needs_framework(holder)
 
     def factory():
         yield fake_tf.constant
 
-    assert _worker_backends.needs_framework(factory) is False  # the module holds no framework
+    assert _keras.needs_framework(factory) is False  # the module holds no framework
     monkeypatch.setitem(globals(), "tf", fake_tf)
 
     def uses_global():
         yield tf  # noqa: F821 - resolved through this module's globals at call time
 
     # This test module is importable, so the whole module is scanned for frameworks.
-    assert _worker_backends.needs_framework(uses_global)
+    assert _keras.needs_framework(uses_global)
 
 
 @pytest.mark.parametrize(
@@ -97,14 +97,14 @@ def test_needs_framework_sees_module_globals_attributes_and_closures(monkeypatch
     [("trainer", None), ("jax", "jax"), ("auto", "numpy"), ("", "numpy")],
 )
 def test_escape_hatch_env_var(monkeypatch, choice, expected):
-    monkeypatch.setenv(_worker_backends.USER_ENV_VAR, choice)
-    assert _worker_backends.worker_backend(_NumpyOnly()) == expected
+    monkeypatch.setenv(_keras.USER_ENV_VAR, choice)
+    assert _keras.worker_backend(_NumpyOnly()) == expected
 
 
 def test_forkserver_applies_the_chosen_backend(monkeypatch):
-    monkeypatch.setenv(_worker_backends.ENV_VAR, "numpy")
+    monkeypatch.setenv(_keras.ENV_VAR, "numpy")
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
-    _worker_backends.apply_in_forkserver()
+    _keras.apply_in_forkserver()
     import os
 
     assert os.environ["KERAS_BACKEND"] == "numpy"
@@ -112,14 +112,14 @@ def test_forkserver_applies_the_chosen_backend(monkeypatch):
 
 def test_without_jax_workers_keep_the_trainer_backend(monkeypatch):
     # Keras's numpy backend imports jax: with tensorflow-cpu alone it cannot load.
-    monkeypatch.delenv(_worker_backends.USER_ENV_VAR, raising=False)
-    real_find_spec = _worker_backends.importlib.util.find_spec
+    monkeypatch.delenv(_keras.USER_ENV_VAR, raising=False)
+    real_find_spec = _keras.importlib.util.find_spec
     monkeypatch.setattr(
-        _worker_backends.importlib.util,
+        _keras.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "jax" else real_find_spec(name, *a),
     )
-    assert _worker_backends.worker_backend(_NumpyOnly()) is None
+    assert _keras.worker_backend(_NumpyOnly()) is None
 
 
 def _main_class(body: dict) -> type:
@@ -132,7 +132,7 @@ def _main_class(body: dict) -> type:
 def test_stand_in_base_only_for_main_datasets_referring_to_nothing_heavy(monkeypatch):
     import keras
 
-    from keras_loadtune.engine import _light_pydataset, cold_start_estimate_s
+    from keras_loadtune.engine import cold_start_estimate_s
 
     def numpy_item(self, i):
         return np.zeros(2) + i
@@ -142,15 +142,15 @@ def test_stand_in_base_only_for_main_datasets_referring_to_nothing_heavy(monkeyp
 
     numpy_only = _main_class({"__getitem__": numpy_item, "__len__": lambda self: 2})()
     uses_keras = _main_class({"__getitem__": keras_item, "__len__": lambda self: 2})()
-    assert _light_pydataset.uses_only_the_base(numpy_only)
-    assert cold_start_estimate_s(numpy_only) == _process_start.LIGHT_POOL_START_S
-    assert not _light_pydataset.uses_only_the_base(uses_keras)
+    assert _keras.uses_only_the_base(numpy_only)
+    assert cold_start_estimate_s(numpy_only) == _start.LIGHT_POOL_START_S
+    assert not _keras.uses_only_the_base(uses_keras)
     assert cold_start_estimate_s(uses_keras) is None
     numpy_only.model = keras.layers.Dense(1)  # a Keras object among its attributes
-    assert not _light_pydataset.uses_only_the_base(numpy_only)
+    assert not _keras.uses_only_the_base(numpy_only)
     del numpy_only.model
-    monkeypatch.setenv(_worker_backends.USER_ENV_VAR, "trainer")
-    assert not _light_pydataset.uses_only_the_base(numpy_only)
+    monkeypatch.setenv(_keras.USER_ENV_VAR, "trainer")
+    assert not _keras.uses_only_the_base(numpy_only)
 
 
 MODULE_SCRIPT = Path(__file__).parent / "scripts" / "module_dataset_pool.py"
@@ -170,14 +170,14 @@ def test_module_dataset_using_only_numpy_gets_the_light_pool_and_its_module_neve
     # klt_user_project/data.py imports Keras at its top and logs each import of itself.
     decision, batches, imports = _run_module("numpy")
     assert decision["light"] and decision["by_value"] == ["klt_user_project.data"]
-    assert decision["estimate"] == _process_start.LIGHT_POOL_START_S
+    assert decision["estimate"] == _start.LIGHT_POOL_START_S
     assert "keras" not in decision["preload"]
     assert "klt_user_project.data" not in decision["preload"]
     assert len(batches) == 2
     for b in batches:
         assert b["keras_imported"] is False  # the stand-in base, classes sent by value
         assert b["module_imported"] is False  # the worker never imports the module...
-        assert b["base"] == "keras_loadtune.engine._light_pydataset"
+        assert b["base"] == "keras_loadtune.engine.process._keras"
     assert imports["imported_by"] == [str(imports["trainer"])]  # ...nor does the forkserver
 
 
@@ -206,12 +206,10 @@ def test_by_value_modules_scan_of_module_datasets(monkeypatch):
     monkeypatch.syspath_prepend(str(MODULE_SCRIPT.parent))
     from klt_user_project import data
 
-    from keras_loadtune.engine import _light_pydataset
-
-    assert _light_pydataset.by_value_modules(data.NumpyOnly()) == ("klt_user_project.data",)
-    assert _light_pydataset.by_value_modules(data.UsesKeras()) is None
-    assert _light_pydataset.by_value_modules(data.UsesOtherModule()) is None
-    assert _light_pydataset.uses_only_the_base(data.NumpyOnly())
+    assert _keras.by_value_modules(data.NumpyOnly()) == ("klt_user_project.data",)
+    assert _keras.by_value_modules(data.UsesKeras()) is None
+    assert _keras.by_value_modules(data.UsesOtherModule()) is None
+    assert _keras.uses_only_the_base(data.NumpyOnly())
 
 
 @pytest.mark.keras
@@ -221,11 +219,11 @@ def test_a_module_dataset_that_cannot_go_by_value_goes_by_reference(monkeypatch)
     monkeypatch.syspath_prepend(str(MODULE_SCRIPT.parent))
     from klt_user_project import data
 
-    from keras_loadtune.engine import _pickling
+    from keras_loadtune.engine.process import _shipping
 
     monkeypatch.setattr(data, "SCALE", threading.Lock())  # a module constant pickle refuses
     ds = data.NumpyOnly()
-    blob, light = _pickling.dumps_light(
+    blob, light = _shipping.dumps_light(
         ds, None, light_base=None, by_value=("klt_user_project.data",)
     )
     assert light is False
@@ -243,10 +241,10 @@ def test_a_module_dataset_sent_by_value_surfaces_its_own_exception_class(monkeyp
     from klt_user_project import data
 
     from keras_loadtune import LoaderConfig
-    from keras_loadtune.engine import Prefetcher, _light_pydataset
+    from keras_loadtune.engine import Prefetcher
 
     ds = data.Raises()
-    assert _light_pydataset.by_value_modules(ds) == ("klt_user_project.data",)
+    assert _keras.by_value_modules(ds) == ("klt_user_project.data",)
     with Prefetcher(ds, LoaderConfig(2, 2, True)) as pf:
         pf.begin_pass(range(2))
         pf.next()

@@ -210,7 +210,7 @@ def test_fit_trains_on_the_loaders_batches_with_the_tuner():
 def test_drawing_a_pass_does_not_look_like_a_changed_dataset():
     # Process workers get the source again only when its fingerprint changes (an epoch
     # hook); drawing a pass advances the sampler's RNG, which must not re-ship it.
-    from keras_loadtune.engine._pickling import fingerprint
+    from keras_loadtune.engine.process import fingerprint
 
     source = TorchLoaderSource(_loader("shuffle", 12, 3, False, 0))
     before = fingerprint(source)

@@ -18,9 +18,6 @@ with Prefetcher(dataset, LoaderConfig(workers=4, max_queue_size=8)) as pf:
 ```
 """
 
-from keras_loadtune.engine._pickling import check_picklable
-from keras_loadtune.engine._process_start import START_METHOD, cold_start_estimate_s
-from keras_loadtune.engine._process_start import prewarm as prewarm_processes
 from keras_loadtune.engine.arithmetic import held_batches, in_flight
 from keras_loadtune.engine.errors import (
     BatchTimeoutError,
@@ -29,6 +26,8 @@ from keras_loadtune.engine.errors import (
     WorkerDiedError,
 )
 from keras_loadtune.engine.prefetcher import Prefetcher
+from keras_loadtune.engine.process import START_METHOD, check_picklable, cold_start_estimate_s
+from keras_loadtune.engine.process import prewarm as prewarm_processes
 from keras_loadtune.engine.records import BatchRecord, LoaderStats, StartupRecord
 from keras_loadtune.engine.sources import GeneratorFactorySource
 from keras_loadtune.engine.stream import EndOfPass, Stream

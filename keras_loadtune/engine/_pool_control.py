@@ -25,10 +25,10 @@ from typing import Any
 
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.engine._pool import PoolState, Serving, WorkerPool
-from keras_loadtune.engine._processes import ProcessPool
 from keras_loadtune.engine._sink import ResultSink
 from keras_loadtune.engine._threads import ThreadPool
 from keras_loadtune.engine.errors import PrefetcherClosedError
+from keras_loadtune.engine.process import ProcessPool
 from keras_loadtune.engine.records import LoaderStats, StartupRecord
 from keras_loadtune.engine.stream import StreamRegistry
 

@@ -11,8 +11,8 @@ import threading
 import time
 from typing import Any
 
-from keras_loadtune.engine import _transfer
 from keras_loadtune.engine._sink import ResultSink
+from keras_loadtune.engine.records import batch_nbytes
 
 _STOP = object()
 _local = threading.local()
@@ -144,4 +144,4 @@ class ThreadPool:
                 continue
             wall = time.perf_counter() - t0
             cpu = time.thread_time() - c0
-            self._sink.on_result(key, batch, wall, cpu, _transfer.batch_nbytes(batch))
+            self._sink.on_result(key, batch, wall, cpu, batch_nbytes(batch))

@@ -43,8 +43,8 @@ This module wires the parts together and routes results: `stream.py` (a stream's
 cursor, reorder buffer and in-flight set, the hand-over, and the lock order),
 `_pool_control.py` (`PoolControl`, a component: starting, resizing, switching,
 retiring and releasing the pool), `_janitor.py` (releasing idle workers),
-`records.py` (what each delivery records), and `_threads.py` / `_processes.py` (the
-two pools).
+`records.py` (what each delivery records), and `_threads.py` / the `process` package
+(the two pools).
 """
 
 from __future__ import annotations
@@ -55,12 +55,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from keras_loadtune.config import LoaderConfig
-from keras_loadtune.engine import _pickling
 from keras_loadtune.engine._janitor import janitor
 from keras_loadtune.engine._pool import PoolState, Serving
 from keras_loadtune.engine._pool_control import PoolControl
-from keras_loadtune.engine._processes import ProcessPool
 from keras_loadtune.engine.errors import PrefetcherClosedError
+from keras_loadtune.engine.process import ProcessPool, fingerprint
 from keras_loadtune.engine.records import LoaderStats
 from keras_loadtune.engine.stream import (
     ERR,
@@ -152,7 +151,7 @@ class Prefetcher:
         self._sequence = itertools.count()
         self._default: Stream | None = None  # the stream behind begin_pass()/next()
         self._stream_next = 0  # infinite default streams continue across passes
-        self._source_fingerprint = _pickling.fingerprint(source)
+        self._source_fingerprint = fingerprint(source)
         self._closed = False
         self._shm_note: str | None = None
         if idle_timeout is not None:
@@ -293,9 +292,9 @@ class Prefetcher:
         worker processes get a fresh copy; so every batch delivered after the change sees
         it, as with a dataset read without prefetching. Nothing changed: nothing is done.
         """
-        fingerprint = _pickling.fingerprint(self._source)
-        changed = fingerprint is None or fingerprint != self._source_fingerprint
-        self._source_fingerprint = fingerprint
+        now = fingerprint(self._source)
+        changed = now is None or now != self._source_fingerprint
+        self._source_fingerprint = now
         self._control.source_changed(self._source, changed=changed)
 
     # -- the default stream (one consumer) -----------------------------------------------

@@ -12,8 +12,28 @@ import itertools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from keras_loadtune.config import LoaderConfig
+
+
+def batch_nbytes(obj: Any) -> int:
+    """Bytes of array data in a (nested) batch (what `BatchRecord.nbytes` holds).
+
+    Example:
+
+    >>> import numpy as np
+    >>> batch_nbytes((np.zeros(4, np.float32), {"y": np.zeros(2, np.int64)}))
+    32
+    """
+    if isinstance(obj, dict):
+        return sum(batch_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(batch_nbytes(v) for v in obj)
+    nbytes = getattr(obj, "nbytes", None)
+    return int(nbytes) if isinstance(nbytes, (int, np.integer)) else 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,10 +38,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from keras_loadtune.engine._pool import PoolState, Serving
-from keras_loadtune.engine._transfer import batch_nbytes
 from keras_loadtune.engine.arithmetic import held_batches
 from keras_loadtune.engine.errors import BatchTimeoutError, PrefetcherClosedError
-from keras_loadtune.engine.records import LoaderStats
+from keras_loadtune.engine.records import LoaderStats, batch_nbytes
 
 _SEED_MASK = (1 << 63) - 1
 _SAMPLED = 16  # inline: CPU time and size measured on 1 batch in 16 (after the first 16)

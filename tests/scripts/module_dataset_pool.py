@@ -23,7 +23,8 @@ from klt_user_project import data  # noqa: E402
 
 import keras_loadtune as klt  # noqa: E402
 from keras_loadtune import LoaderConfig  # noqa: E402
-from keras_loadtune.engine import Prefetcher, _light_pydataset, _process_start  # noqa: E402
+from keras_loadtune.engine import Prefetcher  # noqa: E402
+from keras_loadtune.engine.process import _keras, _start  # noqa: E402
 
 KINDS = {
     "numpy": data.NumpyOnly,
@@ -37,10 +38,10 @@ with train:
     print(
         json.dumps(
             {
-                "preload": _process_start._preload_modules(ds),
-                "by_value": _light_pydataset.by_value_modules(ds),
-                "light": _light_pydataset.uses_only_the_base(ds),
-                "estimate": _process_start.cold_start_estimate_s(ds),
+                "preload": _start._preload_modules(ds),
+                "by_value": _keras.by_value_modules(ds),
+                "light": _keras.uses_only_the_base(ds),
+                "estimate": _start.cold_start_estimate_s(ds),
             }
         )
     )

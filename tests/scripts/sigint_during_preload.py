@@ -18,7 +18,7 @@ import slowmod
 
 from keras_loadtune import LoaderConfig
 from keras_loadtune.engine import EndOfPass, Prefetcher
-from keras_loadtune.engine._process_start import prewarm
+from keras_loadtune.engine.process import prewarm
 
 # As in a fresh terminal, whatever the parent ignored: Ctrl-C raises KeyboardInterrupt.
 signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -68,9 +68,10 @@ KINDS = {"plain": Plain, "tf": UsesTF, "numpy": NumpyOnly}
 ds = KINDS[sys.argv[1]](workers=2, use_multiprocessing=True)
 train = klt.wrap(ds, LoaderConfig(2, 2, True))  # prewarms the forkserver
 with train:
-    from keras_loadtune.engine import Prefetcher, _process_start
+    from keras_loadtune.engine import Prefetcher
+    from keras_loadtune.engine.process import _start
 
-    print(json.dumps({"preload": _process_start._preload_modules(ds)}))
+    print(json.dumps({"preload": _start._preload_modules(ds)}))
 
     with Prefetcher(ds, LoaderConfig(2, 2, True)) as pf:
         pf.begin_pass(range(2))

@@ -7,7 +7,7 @@ about exactly this). The forkserver is a separate process started once, that
 never runs a training step; every worker is forked from it.
 
 Workers never import the user's `__main__` (a script without a main guard, a
-notebook, `python -c`): the dataset travels with cloudpickle (`_pickling`), by value
+notebook, `python -c`): the dataset travels with cloudpickle (`_shipping`), by value
 where its class lives in `__main__`; the forkserver does not preload `__main__`; and
 the workers' Popen drops the two keys of CPython's preparation data that would run
 the main script again (`init_main_from_path`, `init_main_from_name`).
@@ -40,7 +40,7 @@ busy). Two things make a worker start in tens of milliseconds instead:
 - **No Keras at all** for a NumPy-only dataset defined in `__main__`, or in a module
   of the user's project whose methods use nothing of Keras (the module may import
   Keras at its top): its pickle names a stand-in for Keras's `PyDataset` base and
-  sends the module's classes by value (`_light_pydataset`), so the forkserver
+  sends the module's classes by value (`_keras`), so the forkserver
   preloads neither Keras nor that module and workers import none; a worker then
   starts in the time it takes to import NumPy.
 
@@ -62,10 +62,13 @@ import types
 from multiprocessing import spawn
 from typing import Any
 
-from keras_loadtune.engine import _forkserver_path, _light_pydataset, _worker_backends
+from keras_loadtune.engine.process import _forkserver_path, _keras
 
 START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 _preload_done = False
+# What the forkserver imports first, by name (never here: the first one ignores SIGINT).
+FORKSERVER_INIT_MODULE = f"{__package__}._forkserver_init"
+WORKER_MODULE = f"{__package__}._worker"
 _MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
 _POPEN_MODULES = {
     "forkserver": "multiprocessing.popen_forkserver",
@@ -121,24 +124,17 @@ def _owner(source: Any) -> Any:
     return getattr(source, "factory", source)  # GeneratorFactorySource wraps a callable
 
 
-def _is_keras_dataset(owner: Any) -> bool:
-    return any(
-        getattr(c, "__module__", "").split(".")[0] == "keras" for c in type(owner).__mro__[1:]
-    )
-
-
 def _preload_modules(source: Any) -> list[str]:
     """Modules the forkserver imports once, before it forks any worker (in this order).
 
     Never `__main__`: a worker must not run the user's script.
     """
-    modules = ["keras_loadtune.engine._forkserver_init", "keras_loadtune.engine._worker"]
+    modules = [FORKSERVER_INIT_MODULE, WORKER_MODULE]
     if os.environ.get("KERAS_LOADTUNE_PRELOAD", "1") == "0":
         return modules
     owner = _owner(source)
-    light = _is_keras_dataset(owner) and _light_pydataset.uses_only_the_base(owner)
-    if _is_keras_dataset(owner) and "keras" in sys.modules and not light:
-        modules.append("keras")  # workers unpickle the real base: Keras (see above)
+    modules += _keras.preload_modules(owner)  # workers unpickle the real base: Keras
+    light = _keras.is_keras_dataset(owner) and _keras.uses_only_the_base(owner)
     if light:
         return modules  # its classes travel by value: no module of the user's to import
     module = getattr(owner, "__module__", None) or type(owner).__module__
@@ -156,11 +152,11 @@ def forkserver_context(source: Any) -> multiprocessing.context.BaseContext:
         # Takes effect when the forkserver starts (first worker of the program); the
         # forkserver inherits the environment, which carries our sys.path to it.
         os.environ[_forkserver_path.ENV_VAR] = json.dumps(sys.path)
-        backend = _worker_backends.worker_backend(_owner(source))
+        backend = _keras.worker_backend(_owner(source))
         if backend is None:
-            os.environ.pop(_worker_backends.ENV_VAR, None)
+            os.environ.pop(_keras.ENV_VAR, None)
         else:
-            os.environ[_worker_backends.ENV_VAR] = backend
+            os.environ[_keras.ENV_VAR] = backend
         ctx.set_forkserver_preload(_preload_modules(source))
         _preload_done = True
     return ctx
@@ -195,7 +191,7 @@ def prewarm(source: Any) -> bool:
     return True
 
 
-# A cold pool whose workers import no Keras (`_light_pydataset`): forkserver start
+# A cold pool whose workers import no Keras (`_keras.uses_only_the_base`): forkserver start
 # (NumPy, cloudpickle, the engine) plus forks; measured 0.2 s wall on 2 idle cores
 # (`benchmarks/cold_pool.py`), with a margin for a busy machine.
 LIGHT_POOL_START_S = 0.5
@@ -205,7 +201,7 @@ def cold_start_estimate_s(source: Any) -> float | None:
     """Seconds a first process pool for `source` is expected to take, if known here.
 
     Known only when its workers import no Keras (a NumPy-only dataset defined in
-    `__main__` or in a user module: `_light_pydataset.uses_only_the_base`); `None`
+    `__main__` or in a user module: `_keras.uses_only_the_base`); `None`
     otherwise (the tuner's own prior applies until a pool was measured).
 
     Args:
@@ -220,6 +216,6 @@ def cold_start_estimate_s(source: Any) -> float | None:
     cold_start_estimate_s(main_defined_numpy_dataset)  # 0.5
     ```
     """
-    if START_METHOD != "forkserver" or not _light_pydataset.uses_only_the_base(_owner(source)):
+    if START_METHOD != "forkserver" or not _keras.uses_only_the_base(_owner(source)):
         return None
     return LIGHT_POOL_START_S

@@ -45,8 +45,8 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
-from keras_loadtune.engine import _light_pydataset, _transfer
 from keras_loadtune.engine.errors import DatasetNotPicklableError
+from keras_loadtune.engine.process import _keras, _transfer
 
 OUT_OF_BAND_MIN_BYTES = 1 << 20
 SHM_DIR = _transfer.SHM_DIR
@@ -134,9 +134,9 @@ def open_memmap(
 class _Pickler(cloudpickle.Pickler):
     """cloudpickle, sending `np.memmap`-backed arrays by file reference, never by copy.
 
-    With `light_base` (Keras's `PyDataset` class), that class is sent as
-    `_light_pydataset.PyDataset`: workers then unpickle the dataset without importing
-    Keras (see `_light_pydataset`).
+    With `light_base` (the base class `_keras.light_pickle` names), that class is sent
+    as `_keras.stand_in()`: workers then unpickle the dataset without importing Keras
+    (see `_keras`).
     """
 
     def __init__(self, *args: Any, light_base: type | None = None, **kwargs: Any):
@@ -145,7 +145,7 @@ class _Pickler(cloudpickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         if self._light_base is not None and obj is self._light_base:
-            return _light_pydataset.stand_in, ()
+            return _keras.stand_in, ()
         if isinstance(obj, np.memmap):
             ref = memmap_reference(obj)
             if ref is not None:
@@ -162,9 +162,9 @@ def dumps(
 ) -> bytes:
     """Pickles `source` with cloudpickle (protocol 5), or raises `DatasetNotPicklableError`.
 
-    `light_base`: Keras's `PyDataset` class, to send as the stand-in (`_Pickler`).
+    `light_base`: the base class to send as the stand-in (`_Pickler`, `_keras.light_pickle`).
     `by_value`: modules whose classes and functions this pickle sends by value (see
-    `_light_pydataset.by_value_modules`); if that fails, they go by reference and
+    `_keras.by_value_modules`); if that fails, they go by reference and
     the real base goes with them (`dumps_light` says which happened).
     """
     return dumps_light(source, buffer_callback, light_base=light_base, by_value=by_value)[0]
@@ -399,7 +399,7 @@ class SourceShipper:
         self.pickles = 0
         self.bytes_copied = 0
         self.fallbacks = 0  # big arrays pickled in band: shared memory had no room
-        self.light_base = False  # the last shipment sent the stand-in for Keras's base
+        self.light_base = False  # the last shipment sent the stand-in base (`_keras`)
 
     def ship(self, source: Any) -> Shipment:
         """Pickles `source`; arrays already in shared memory are not copied again."""
@@ -420,9 +420,7 @@ class SourceShipper:
             segments.append(entry.segment)
             return False
 
-        light = _light_pydataset.uses_only_the_base(source)
-        light_base = _light_pydataset.keras_base(source) if light else None
-        by_value = (_light_pydataset.by_value_modules(source) or ()) if light else ()
+        light_base, by_value = _keras.light_pickle(source) or (None, ())
         data, self.light_base = dumps_light(
             source, out_of_band, light_base=light_base, by_value=by_value, on_retry=segments.clear
         )

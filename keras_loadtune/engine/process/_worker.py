@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from keras_loadtune.engine import _pickling, _transfer
+from keras_loadtune.engine.process import _shipping, _transfer
+from keras_loadtune.engine.records import batch_nbytes
 
 # Messages, parent -> worker: ("task", key, index, seed_or_None) | ("dataset", Shipment)
 #                              | ("stop",)
@@ -63,13 +64,13 @@ def seed_globals(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
-def worker_main(conn: Any, worker_id: int, shipment: _pickling.Shipment, parent_pid: int) -> None:
+def worker_main(conn: Any, worker_id: int, shipment: _shipping.Shipment, parent_pid: int) -> None:
     """Entry point of one worker process."""
     # The trainer handles Ctrl-C; a terminal's SIGINT reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     started = time.perf_counter()
     try:
-        dataset = _pickling.load(shipment)
+        dataset = _shipping.load(shipment)
     except BaseException as exc:  # a module only the trainer can import, a failing __setstate__
         conn.send(("startup-error", "".join(traceback.format_exception_only(type(exc), exc))))
         conn.close()
@@ -96,7 +97,7 @@ def worker_main(conn: Any, worker_id: int, shipment: _pickling.Shipment, parent_
                 batch = dataset[index]
                 wall = time.perf_counter() - t0
                 cpu = time.thread_time() - c0
-                nbytes = _transfer.batch_nbytes(batch)
+                nbytes = batch_nbytes(batch)
                 before = encoder.fallbacks
                 payload = encoder.encode(batch)
                 reply: tuple = (
@@ -123,7 +124,7 @@ def worker_main(conn: Any, worker_id: int, shipment: _pickling.Shipment, parent_
                 conn.send(("error", key, *_exception_payload(exc)))
         elif kind == "dataset":
             dataset = None  # drop the old copy (and its mappings) before loading the new one
-            dataset = _pickling.load(msg[1])
+            dataset = _shipping.load(msg[1])
             conn.send(("loaded", msg[1].generation))
         elif kind == "stop":
             break

@@ -96,16 +96,6 @@ def segment_prefix(parent_pid: int, worker_id: int) -> str:
     return f"{SHM_PREFIX}_{parent_pid}_{worker_id}_"
 
 
-def batch_nbytes(obj: Any) -> int:
-    """Bytes of array data in a (nested) batch."""
-    if isinstance(obj, dict):
-        return sum(batch_nbytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(batch_nbytes(v) for v in obj)
-    nbytes = getattr(obj, "nbytes", None)
-    return int(nbytes) if isinstance(nbytes, (int, np.integer)) else 0
-
-
 class Encoder:
     """Worker side: replaces big arrays by shared-memory placeholders."""
 

@@ -10,7 +10,7 @@ Consequence: processes that other code in the same program starts through
 multiprocessing's forkserver ignore SIGINT too (they still end on SIGTERM, which is
 what `Process.terminate()` and `Pool.terminate()` send).
 
-Also sets the workers' `KERAS_BACKEND` (`_worker_backends`) before anything imports Keras.
+Also sets the workers' `KERAS_BACKEND` (`_keras.apply_in_forkserver`) before anything imports Keras.
 
 Never import this module in the trainer.
 """
@@ -20,8 +20,8 @@ from __future__ import annotations
 import os
 import signal
 
-from keras_loadtune.engine import _forkserver_path, _worker_backends
+from keras_loadtune.engine.process import _forkserver_path, _keras
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 _forkserver_path.apply(os.environ.get(_forkserver_path.ENV_VAR))
-_worker_backends.apply_in_forkserver()
+_keras.apply_in_forkserver()

@@ -1,7 +1,8 @@
 """A resizable pool of worker processes, one duplex pipe each.
 
 How a worker process starts (start method, `__main__`, the forkserver and its
-preload) is `_process_start.py`; how a batch travels back is `_transfer.py`.
+preload) is `_start.py`; how the dataset gets there is `_shipping.py`, how a batch
+travels back is `_transfer.py`, and what a dead worker's error says is `_death.py`.
 Pools stay alive across epochs and are resized in place.
 
 Tasks go to the workers from a sender thread: `submit` only queues the task, so
@@ -30,12 +31,12 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from keras_loadtune.engine import _pickling, _transfer
-from keras_loadtune.engine._process_death import describe_exit, oom_hint
-from keras_loadtune.engine._process_start import WorkerProcess, forkserver_context
 from keras_loadtune.engine._sink import ResultSink
-from keras_loadtune.engine._worker import worker_main
 from keras_loadtune.engine.errors import DatasetNotPicklableError, WorkerDiedError
+from keras_loadtune.engine.process import _shipping, _transfer
+from keras_loadtune.engine.process._death import describe_exit, oom_hint
+from keras_loadtune.engine.process._start import WorkerProcess, forkserver_context
+from keras_loadtune.engine.process._worker import worker_main
 
 STARTUP_TIMEOUT_S = 300.0
 _WAIT_SLICE_S = 0.1
@@ -89,14 +90,14 @@ class ProcessPool:
 
     def __init__(self, source: Any, sink: ResultSink, name: str):
         prefix = f"{_transfer.SHM_PREFIX}_{os.getpid()}_d{next(_POOL_IDS)}_"
-        self._shipper = _pickling.SourceShipper(prefix)
+        self._shipper = _shipping.SourceShipper(prefix)
         self._source = source
         try:
             self._shipment = self._shipper.ship(source)
         except BaseException:
             self._shipper.close()
             raise
-        self._fingerprint = _pickling.fingerprint(source)
+        self._fingerprint = _shipping.fingerprint(source)
         self._version: int | None = None
         self._shm_fallbacks = 0
         self._sink = sink
@@ -213,7 +214,7 @@ class ProcessPool:
         except OSError:
             pass
 
-    def _spawn(self, shipment: _pickling.Shipment) -> _Worker:
+    def _spawn(self, shipment: _shipping.Shipment) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         wid = next(_WORKER_IDS)
         process = WorkerProcess(
@@ -337,7 +338,7 @@ class ProcessPool:
             if same_object and version is not None and version == self._version:
                 return
             self._version = version
-            fingerprint = _pickling.fingerprint(source)
+            fingerprint = _shipping.fingerprint(source)
             if same_object and fingerprint is not None and fingerprint == self._fingerprint:
                 return
             previous = self._shipment
