@@ -96,14 +96,22 @@ def test_twenty_switches_across_inline_threads_and_processes_lose_nothing():
     assert producers == {"thread", "process"}
 
 
-def test_iterators_are_measured_only():
+def test_iterators_run_on_grains_own_iterator():
+    # An IterDataset has no random access: `GrainIterSource` (tests/test_grain_iter_source.py)
+    # serves it, or, with no knob to change, it is measured only.
+    from keras_loadtune.keras_adapter.grain_iter_source import GrainIterSource
+
     ds = _batches(8, 2, seed=0)
     tuner = klt.LoadTuner(storage=None, verbose=0)
-    for measured in (ds.to_iter_dataset(), grain.MapDataset.range(3).to_iter_dataset()):
-        assert tuner.wrap(measured) is measured
-        with pytest.raises(TypeError, match="IterDataset"):
-            klt.wrap(measured)
-    assert any("measured only" in note for note in tuner.report.notes)
+    for served in (ds.to_iter_dataset(), grain.MapDataset.range(3).to_iter_dataset()):
+        assert isinstance(tuner.wrap(served), GrainIterSource)
+        assert isinstance(klt.wrap(served), GrainIterSource)
+    assert any("epoch boundary" in note for note in tuner.report.notes)
+    parts = [grain.MapDataset.range(3).to_iter_dataset() for _ in range(2)]
+    mixed = grain.IterDataset.mix(parts)
+    assert tuner.wrap(mixed) is mixed
+    with pytest.raises(TypeError, match="measured only"):
+        klt.wrap(mixed)
 
 
 def test_filtered_and_endless_datasets_get_errors_that_say_what_to_do():

@@ -23,7 +23,7 @@ from keras_loadtune.engine import (
 from keras_loadtune.engine import prewarm_processes as _prewarm
 from keras_loadtune.engine.prefetcher import check_seconds
 from keras_loadtune.keras_adapter import _hooks
-from keras_loadtune.keras_adapter.input_kind import InputKind, classify
+from keras_loadtune.keras_adapter.input_kind import InputKind, RestartPoint, classify
 from keras_loadtune.keras_adapter.inputs import InputPlan, announce, plan_input
 from keras_loadtune.keras_adapter.pass_keys import OwnPassOrder
 
@@ -448,6 +448,10 @@ def wrap_input(
 
 
 def _serve(plan: InputPlan, config: LoaderConfig | None, kwargs: dict[str, Any]) -> TunedPyDataset:
+    if plan.restart is RestartPoint.EPOCH_BOUNDARY:  # Grain runs it (`grain_iter_source`)
+        if config is not None:
+            plan.source.reconfigure(config)
+        return plan.source
     if plan.timeout is not None and kwargs.get("timeout") is None:
         kwargs["timeout"] = plan.timeout  # a DataLoader's own `timeout`
     return TunedPyDataset(plan.source, config, **kwargs)

@@ -44,6 +44,25 @@ class InputKind(enum.Enum):
         )
 
 
+class RestartPoint(enum.Enum):
+    """Where a served input can take a new loader config, so when the tuner may act.
+
+    Example:
+
+    >>> RestartPoint.EPOCH_BOUNDARY.mid_epoch
+    False
+    """
+
+    ANY_BATCH = "any-batch"  # the engine serves it: a switch at the next batch, exactly once
+    EPOCH_BOUNDARY = "epoch-boundary"  # its own iterator: some changes wait for a new pass
+    NEVER = "never"  # measured only
+
+    @property
+    def mid_epoch(self) -> bool:
+        """Whether every config change applies within the pass that is running."""
+        return self is RestartPoint.ANY_BATCH
+
+
 def _bases(x: Any) -> list[tuple[str, str]]:
     return [(c.__name__, c.__module__ or "") for c in type(x).__mro__]
 
@@ -108,6 +127,7 @@ def classify(x: Any) -> InputKind:
 
 __all__ = [
     "InputKind",
+    "RestartPoint",
     "classify",
     "is_grain",
     "is_grain_map_dataset",

@@ -5,9 +5,11 @@
   `i` is the loader's batch `i`), tuned live mid-epoch, exactly once.
 - Grain `MapDataset` of batches: served by `GrainMapSource` (batch `i` is `ds[i]`),
   tuned live mid-epoch, exactly once.
-- PyTorch `DataLoader` over an `IterableDataset` (or with a `worker_init_fn`), Grain
-  `IterDataset` and `grain.DataLoader`, an endless Grain `MapDataset`, `tf.data.Dataset`:
-  measured only.
+- Grain `IterDataset` and `grain.DataLoader`: served by `GrainIterSource` (Grain runs
+  it): threads and buffers change at the next batch through `get_state`/`set_state`,
+  the worker count at an epoch boundary (`RestartPoint.EPOCH_BOUNDARY`).
+- PyTorch `DataLoader` over an `IterableDataset` (or with a `worker_init_fn`), an
+  endless Grain `MapDataset`, `tf.data.Dataset`: measured only.
 - Anything else (arrays, a generator object) goes to `TunedPyDataset`, which says what
   it supports; arrays passed to `fit` directly are measured by the tuner as they are.
 
@@ -22,7 +24,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from keras_loadtune.keras_adapter.input_kind import InputKind, classify, is_grain_map_dataset
+from keras_loadtune.keras_adapter.input_kind import (
+    InputKind,
+    RestartPoint,
+    classify,
+    is_grain_map_dataset,
+)
 
 logger = logging.getLogger("keras_loadtune")
 
@@ -55,6 +62,9 @@ class InputPlan:
             `timeout`), or None.
         note: Why the input is only measured and which knobs are its own, or what of
             its settings is not applied; empty when nothing needs saying.
+        restart: Where the served input takes a new config: at any batch (the engine
+            serves it), at an epoch boundary for some changes (`GrainIterSource`), or
+            never (measured only).
 
     Example:
 
@@ -66,6 +76,11 @@ class InputPlan:
     source: Any | None
     timeout: float | None = None
     note: str = ""
+    restart: RestartPoint = RestartPoint.ANY_BATCH
+
+    def __post_init__(self) -> None:
+        if self.source is None:
+            object.__setattr__(self, "restart", RestartPoint.NEVER)
 
     @property
     def measured_only(self) -> bool:
@@ -120,12 +135,29 @@ def plan_input(x: Any) -> InputPlan:
                 return InputPlan(kind, GrainMapSource(x))
             except TypeError as exc:  # no finite length: measured as Keras iterates it
                 return InputPlan(kind, None, note=f"{exc} It is measured only. {_GRAIN_KNOBS}.")
+        from keras_loadtune.keras_adapter.grain_iter_source import GrainIterSource
+
+        source = GrainIterSource(x)
+        threads, workers = source.tunable
+        what = f"A Grain {type(x).__name__}"
+        if not (threads or workers):
+            return InputPlan(
+                kind,
+                None,
+                note=(
+                    f"{what} with no single to_iter_dataset and no final mp_prefetch has "
+                    f"no knob keras-loadtune can change; it is measured only. {_GRAIN_KNOBS}."
+                ),
+            )
+        knobs = " and ".join(k for k, ok in (("threads", threads), ("workers", workers)) if ok)
         return InputPlan(
             kind,
-            None,
+            source,
+            restart=RestartPoint.EPOCH_BOUNDARY,
             note=(
-                f"A Grain {type(x).__name__} is not retuned (an iterator's state records its "
-                f"worker count); it is measured only. {_GRAIN_KNOBS}."
+                f"{what} runs on Grain's own iterator; its {knobs} can change: threads and "
+                "buffers at the next batch (get_state/set_state), the worker count only at "
+                "an epoch boundary (the iterator's state records it)."
             ),
         )
     if kind is InputKind.TF_DATA:
