@@ -1,12 +1,17 @@
 """The package's import graph has no cycles (lazy imports inside functions included).
 
-Imports under `if TYPE_CHECKING:` are left out: they never run.
+Imports under `if TYPE_CHECKING:` never run, so the whole package is checked without
+them; the engine and the report are checked with them too (a cycle a type checker sees
+is still a knot for whoever changes the code). And the engine names Keras in one module
+only, `engine/process/_keras.py`.
 """
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
 
 import keras_loadtune
 
@@ -25,13 +30,15 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def _imports(tree: ast.AST, modules: set[str], here: str, is_pkg: bool) -> set[str]:
+def _imports(
+    tree: ast.AST, modules: set[str], here: str, is_pkg: bool, type_checking: bool
+) -> set[str]:
     out: set[str] = set()
     stack = [tree]
     while stack:
         node = stack.pop()
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
+            if not type_checking and isinstance(child, ast.If) and _is_type_checking(child):
                 stack.extend(child.orelse)
                 continue
             if isinstance(child, ast.Import):
@@ -54,14 +61,17 @@ def _imports(tree: ast.AST, modules: set[str], here: str, is_pkg: bool) -> set[s
     return out
 
 
-def import_graph() -> dict[str, set[str]]:
-    """`{module: modules of the package it imports}` for every module of the package."""
+def import_graph(type_checking: bool = False) -> dict[str, set[str]]:
+    """`{module: modules of the package it imports}` for every module of the package.
+
+    `type_checking`: count imports under `if TYPE_CHECKING:` too.
+    """
     paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     modules = set(paths)
     graph = {}
     for name, path in paths.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        graph[name] = _imports(tree, modules, name, path.name == "__init__.py")
+        graph[name] = _imports(tree, modules, name, path.name == "__init__.py", type_checking)
     return graph
 
 
@@ -113,9 +123,83 @@ def test_the_graph_sees_lazy_imports_but_not_type_checking_ones():
     # persistence imports storage at the top, report._model imports _text lazily.
     assert "keras_loadtune.storage" in graph["keras_loadtune.persistence"]
     assert "keras_loadtune.report._text" in graph["keras_loadtune.report._model"]
-    # report._text names TuningReport only for type checkers.
-    assert "keras_loadtune.report._model" not in graph["keras_loadtune.report._text"]
+    # report._text names ReportData only for type checkers.
+    assert "keras_loadtune.report._data" not in graph["keras_loadtune.report._text"]
+    assert (
+        "keras_loadtune.report._data"
+        in import_graph(type_checking=True)["keras_loadtune.report._text"]
+    )
 
 
 def test_the_package_has_no_import_cycles():
     assert cycles(import_graph()) == []
+
+
+@pytest.mark.parametrize("package", ["keras_loadtune.engine", "keras_loadtune.report"])
+def test_no_cycle_through_the_package_even_counting_type_checking_imports(package):
+    knots = [
+        c
+        for c in cycles(import_graph(type_checking=True))
+        if any(m == package or m.startswith(package + ".") for m in c)
+    ]
+    assert knots == []
+
+
+# -- Keras in one place in the engine ------------------------------------------------------------
+KERAS_SEAM = "keras_loadtune.engine.process._keras"
+
+
+def keras_mentions(tree: ast.AST) -> list[str]:
+    """What in this code (docstrings and other bare strings left out) names Keras: an
+    import of `keras`, the string `"keras"` or `"keras.<...>"`, `KERAS_BACKEND`, or
+    `PyDataset`."""
+    found = []
+    docstrings = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "keras"]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "keras":
+            found.append(node.module or "")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+            if id(node) in docstrings:
+                continue
+            if text == "keras" or text.startswith("keras.") or "KERAS_BACKEND" in text:
+                found.append(repr(text))
+        elif isinstance(node, ast.Name | ast.Attribute):
+            name = node.id if isinstance(node, ast.Name) else node.attr
+            if name == "PyDataset":
+                found.append(name)
+    return found
+
+
+def test_keras_mentions_finds_imports_strings_and_names_but_not_docstrings():
+    code = '''"""Uses keras.utils.PyDataset."""
+import keras
+from keras.utils import PyDataset
+x = "keras"
+y = os.environ["KERAS_BACKEND"]
+z = sys.modules.get("keras.src.trainers")
+w = "keras_loadtune"
+class D(kd.PyDataset): pass
+'''
+    expected = ["keras", "keras.utils", "PyDataset", "'keras'", "'KERAS_BACKEND'"]
+    expected.append("'keras.src.trainers'")
+    assert sorted(keras_mentions(ast.parse(code))) == sorted(expected)
+    assert keras_mentions(ast.parse('"""keras, KERAS_BACKEND, PyDataset"""')) == []
+
+
+def test_the_engine_names_keras_only_in_its_keras_module():
+    engine = PACKAGE / "engine"
+    named = {}
+    for path in engine.rglob("*.py"):
+        name = _module_name(path)
+        found = keras_mentions(ast.parse(path.read_text(encoding="utf-8")))
+        if found and name != KERAS_SEAM:
+            named[name] = found
+    assert named == {}
+    assert keras_mentions(ast.parse((engine / "process" / "_keras.py").read_text("utf-8")))

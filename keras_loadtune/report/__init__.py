@@ -19,13 +19,8 @@ rep.plot()
 
 from __future__ import annotations
 
-from keras_loadtune.report._model import (
-    DECISIONS,
-    REPORT_FORMAT_VERSION,
-    Decision,
-    TuningReport,
-    report_from_study,
-)
+from keras_loadtune.report._data import DECISIONS, Decision
+from keras_loadtune.report._model import REPORT_FORMAT_VERSION, TuningReport, report_from_study
 from keras_loadtune.report._study import list_studies, load_report, open_storage
 from keras_loadtune.storage import StorageError, StudyNotFoundError
 from keras_loadtune.trial import STUDY_ATTR_REPORT, TrialRecord

@@ -1,7 +1,7 @@
 """Ranked advice: what would raise the machine limit, or get a fit closer to it.
 
-Each rule is a small function of a `TuningReport` that returns one `Advice` (a rank
-and a short sentence) or `None` when it does not apply. Rules only say what the
+Each rule is a small function of a report (`ReportData`) that returns one `Advice`
+(a rank and a short sentence) or `None` when it does not apply. Rules only say what the
 report's own figures support: a rule that would promise a rate a measured trial
 already contradicts stays silent, and a config measured no faster in this fit is
 never proposed. Only when the limit is reached by measurement (the config in use
@@ -36,7 +36,7 @@ from keras_loadtune.report import _format as fmt
 
 if TYPE_CHECKING:  # pragma: no cover
     from keras_loadtune.decision.limit import MachineLimit
-    from keras_loadtune.report._model import TuningReport
+    from keras_loadtune.report._data import ReportData
 
 #: A measured trial under this share of the estimate contradicts it; between this and
 #: `REACHED` the two agree within the estimate's accuracy, and no advice is given.
@@ -66,12 +66,12 @@ def _bound_words(limit: MachineLimit) -> str:
     }[limit.bound.value]
 
 
-def _reached(report: TuningReport) -> float | None:
+def _reached(report: ReportData) -> float | None:
     limit = report.limit
     return None if limit is None else limit.reached
 
 
-def at_limit(report: TuningReport) -> Advice | None:
+def at_limit(report: ReportData) -> Advice | None:
     """The limit is reached (measured: the config in use reaches it, its epochs waited
     under `wait_threshold` and no config measured faster): say so first."""
     limit, reached = report.limit, _reached(report)
@@ -93,7 +93,7 @@ def _kind(mode: str, workers: int) -> str:
     return "thread" if workers == 1 else "threads"
 
 
-def not_tried(report: TuningReport, limit: MachineLimit) -> tuple[str, str | None] | None:
+def not_tried(report: ReportData, limit: MachineLimit) -> tuple[str, str | None] | None:
     """What of the limit's config no trial measured in this fit, and the reason the
     report knows for it: `(what, why)`; `None` when a trial ran that mode with at
     least as many workers."""
@@ -121,7 +121,7 @@ def not_tried(report: TuningReport, limit: MachineLimit) -> tuple[str, str | Non
     return what, why
 
 
-def _no_faster(report: TuningReport, limit: MachineLimit) -> tuple[int, float] | None:
+def _no_faster(report: ReportData, limit: MachineLimit) -> tuple[int, float] | None:
     """A trial with the limit's mode and at least its workers that measured no faster
     than the config in use (within `NOISE`) or under `CONTRADICTED` of the limit:
     `(workers, rate)` of the fastest such trial, else `None`."""
@@ -144,7 +144,7 @@ def _no_faster(report: TuningReport, limit: MachineLimit) -> tuple[int, float] |
     return None
 
 
-def not_reached(report: TuningReport) -> Advice | None:
+def not_reached(report: ReportData) -> Advice | None:
     """Near the limit by the estimate, but not confirmed by a measurement: the epochs
     still wait, or a config measured in the fit was faster. Say how far off it is and
     what was not tried."""
@@ -184,7 +184,7 @@ def not_reached(report: TuningReport) -> Advice | None:
     )
 
 
-def more_workers(report: TuningReport) -> Advice | None:
+def more_workers(report: ReportData) -> Advice | None:
     """Below the limit: the workers (threads or processes) that would reach it, only
     when no trial measured them no faster; an untried config says it is estimated and
     why it was not tried."""
@@ -219,7 +219,7 @@ def more_workers(report: TuningReport) -> Advice | None:
     )
 
 
-def decode_in_c(report: TuningReport) -> Advice | None:
+def decode_in_c(report: ReportData) -> Advice | None:
     """Loader-CPU bound: move decoding and augmentation out of Python."""
     limit = report.limit
     cpu = report.profile.get("produce_cpu_s")
@@ -233,7 +233,7 @@ def decode_in_c(report: TuningReport) -> Advice | None:
     )
 
 
-def cache_batches(report: TuningReport) -> Advice | None:
+def cache_batches(report: ReportData) -> Advice | None:
     """Loader-CPU bound over repeated epochs: cache decoded batches."""
     limit = report.limit
     if limit is None or limit.bound.value != "loader-cpu":
@@ -251,7 +251,7 @@ def cache_batches(report: TuningReport) -> Advice | None:
     )
 
 
-def more_cores(report: TuningReport) -> Advice | None:
+def more_cores(report: ReportData) -> Advice | None:
     """Loader-CPU bound: more cores raise the limit (estimate at twice the cores)."""
     limit = report.limit
     cores = report.profile.get("cores")
@@ -270,7 +270,7 @@ def more_cores(report: TuningReport) -> Advice | None:
     )
 
 
-def cheaper_step(report: TuningReport) -> Advice | None:
+def cheaper_step(report: ReportData) -> Advice | None:
     """Model-step bound: make the step itself cheaper."""
     limit = report.limit
     if limit is None or limit.bound.value != "model-step":
@@ -288,7 +288,7 @@ def cheaper_step(report: TuningReport) -> Advice | None:
     )
 
 
-def more_threads(report: TuningReport) -> Advice | None:
+def more_threads(report: ReportData) -> Advice | None:
     """Latency-bound at the worker cap: allow more threads."""
     limit = report.limit
     if limit is None or limit.bound.value != "loader-latency":
@@ -304,7 +304,7 @@ def more_threads(report: TuningReport) -> Advice | None:
     )
 
 
-def less_memory(report: TuningReport) -> Advice | None:
+def less_memory(report: ReportData) -> Advice | None:
     """Memory bound: fewer or smaller batches in flight."""
     limit = report.limit
     if limit is None or limit.bound.value != "memory":
@@ -319,7 +319,7 @@ def less_memory(report: TuningReport) -> Advice | None:
     )
 
 
-def tune_the_input(report: TuningReport) -> Advice | None:
+def tune_the_input(report: ReportData) -> Advice | None:
     """Unwrapped training data that kept the step waiting: the knobs of each input kind
     (a `tf.data` pipeline, a DataLoader or Grain input `tuner.wrap` returned unchanged)."""
     waits = report.epoch_wait_fractions
@@ -336,7 +336,7 @@ def tune_the_input(report: TuningReport) -> Advice | None:
 
 
 #: Every rule, in the order ties are broken.
-RULES: tuple[Callable[[TuningReport], Advice | None], ...] = (
+RULES: tuple[Callable[[ReportData], Advice | None], ...] = (
     at_limit,
     not_reached,
     more_workers,
@@ -350,7 +350,7 @@ RULES: tuple[Callable[[TuningReport], Advice | None], ...] = (
 )
 
 
-def advise(report: TuningReport) -> list[str]:
+def advise(report: ReportData) -> list[str]:
     """The report's advice, ranked: every rule that applies, lowest rank first.
 
     Args:

@@ -7,9 +7,10 @@ from typing import TYPE_CHECKING
 
 from keras_loadtune.report import _format as fmt
 from keras_loadtune.report import _text
+from keras_loadtune.report._advice import advise
 
 if TYPE_CHECKING:  # pragma: no cover
-    from keras_loadtune.report._model import TuningReport
+    from keras_loadtune.report._data import ReportData
 
 _TABLE = "border-collapse:collapse;font-family:monospace;font-size:12px;margin:4px 0"
 _CELL = "border-bottom:1px solid #ddd;padding:2px 8px"
@@ -31,13 +32,13 @@ def _list(title: str, items: list[str]) -> str:
     return f"<div><b>{_e(title)}</b><ul style='margin:2px 0'>{lis}</ul></div>"
 
 
-def render_html(report: TuningReport) -> str:
+def render_html(report: ReportData) -> str:
     """`report._repr_html_()`."""
     headline = _text.headline(report)
     parts = [
         "<div class='keras-loadtune-report'>",
         f"<div><b>keras_loadtune</b>: {_e(headline)}</div>",
-        f"<div>{_e(report.summary_line())}</div>",
+        f"<div>{_e(_text.render_summary_line(report))}</div>",
     ]
     if report.study_name or report.storage_url:
         where = report.study_name or "?"
@@ -86,7 +87,7 @@ def render_html(report: TuningReport) -> str:
         facts.append(("Limit", limit))
     if facts:
         parts.append("<div>" + "<br>".join(f"<b>{_e(k)}:</b> {_e(v)}" for k, v in facts) + "</div>")
-    parts.append(_list("Advice", report.advice))
+    parts.append(_list("Advice", advise(report)))
     parts.append(_list("Re-tuned after input drift", report.reopen_reasons))
     parts.append(_list("Notes", report.notes))
     parts.append("</div>")

@@ -10,7 +10,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from keras_loadtune.report._model import TuningReport
+    from keras_loadtune.report._data import ReportData
 
 MODE_COLORS = {"thread": "#4C72B0", "process": "#DD8452"}
 #: Legend label of each mode (plural).
@@ -29,7 +29,7 @@ def _import_matplotlib():  # type: ignore[no-untyped-def]
     return plt, Patch
 
 
-def nothing_to_plot(report: TuningReport) -> str | None:
+def nothing_to_plot(report: ReportData) -> str | None:
     """Why a report has no chart (no measured trial), in words; `None` when it has one."""
     if any(fmt.is_number(t.steps_per_s) for t in report.trials):
         return None
@@ -56,7 +56,7 @@ def _words(ax: Axes, text: str, title: str) -> None:
     ax.set_title(title)
 
 
-def plot_report(report: TuningReport, ax: Axes | None = None) -> Figure:
+def plot_report(report: ReportData, ax: Axes | None = None) -> Figure:
     """`report.plot(ax)`: one bar per trial, coloured by mode, baseline line, best outlined,
     the machine limit as a line; a report with nothing to plot says so in words."""
     plt, Patch = _import_matplotlib()

@@ -6,9 +6,10 @@ import textwrap
 from typing import TYPE_CHECKING
 
 from keras_loadtune.report import _format as fmt
+from keras_loadtune.report._advice import advise
 
 if TYPE_CHECKING:  # pragma: no cover
-    from keras_loadtune.report._model import TuningReport
+    from keras_loadtune.report._data import ReportData
     from keras_loadtune.trial import TrialRecord
 
 PREFIX = "keras_loadtune"
@@ -31,7 +32,7 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def measured_wait(report: TuningReport) -> float | None:
+def measured_wait(report: ReportData) -> float | None:
     """The wait fraction that best describes the user's own config."""
     for value in (report.probe_wait_fraction, report.final_wait_fraction):
         if fmt.is_number(value):
@@ -50,7 +51,7 @@ def state_text(trial: TrialRecord, best: TrialRecord | None) -> str:
     return text
 
 
-def trial_rows(report: TuningReport) -> list[tuple[str, ...]]:
+def trial_rows(report: ReportData) -> list[tuple[str, ...]]:
     """Rendered cells, one tuple per trial (same order as `COLUMNS`)."""
     best = report.best_trial
     return [
@@ -67,7 +68,7 @@ def trial_rows(report: TuningReport) -> list[tuple[str, ...]]:
     ]
 
 
-def table(report: TuningReport, indent: str = "  ") -> list[str]:
+def table(report: ReportData, indent: str = "  ") -> list[str]:
     """The fixed-width trial table (header + one line per trial)."""
     rows = [COLUMNS, *trial_rows(report)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
@@ -89,7 +90,7 @@ def _field(label: str, value: str) -> str:
     return f"  {label + ':':<9} {value}"
 
 
-def _speedup_text(report: TuningReport) -> str | None:
+def _speedup_text(report: ReportData) -> str | None:
     if report.speedup is None:
         return None
     text = f"{fmt.speedup(report.speedup)} over your config"
@@ -101,7 +102,7 @@ def _speedup_text(report: TuningReport) -> str | None:
     )
 
 
-def switched(report: TuningReport) -> bool:
+def switched(report: ReportData) -> bool:
     """True when the config in use is not yours (a switch happened and stayed)."""
     return report.speedup is not None or (
         report.best_config is not None
@@ -110,7 +111,7 @@ def switched(report: TuningReport) -> bool:
     )
 
 
-def wait_text(report: TuningReport) -> str | None:
+def wait_text(report: ReportData) -> str | None:
     """The `Wait` figure. An arrow only when the config changed: your config's wait
     (the probe's) -> the last epoch's; a wait that rose although the steps got faster
     says why. A config that never changed shows the two figures by name."""
@@ -144,7 +145,7 @@ def wait_text(report: TuningReport) -> str | None:
     return None
 
 
-def fit_text(report: TuningReport) -> str | None:
+def fit_text(report: ReportData) -> str | None:
     """The `Fit` figure: the whole fit's wall time (or, for old reports, the part after
     the warm-up), saying when the fit is still running."""
     running = "; the fit is still running, this is a mid-fit report" if report.fit_running else ""
@@ -180,7 +181,7 @@ def net_summary(net: float) -> str:
     return f"{1.0 / net:.2f}x slower net over this fit"
 
 
-def why_lines(report: TuningReport) -> list[str]:
+def why_lines(report: ReportData) -> list[str]:
     """A line saying why Speedup and Net disagree in direction, if they do."""
     sp, net = report.speedup, report.net_speedup
     if sp is None or net is None or not (sp > 1.0 and net < 0.995):
@@ -196,7 +197,7 @@ def why_lines(report: TuningReport) -> list[str]:
     ]
 
 
-def loader_text(report: TuningReport) -> str | None:
+def loader_text(report: ReportData) -> str | None:
     """The `Loader` line: what `At yours` compares against on this backend, next to
     what plain Keras runs at your config (`None` when the backend is unknown)."""
     cfg, backend = report.baseline_config, report.backend
@@ -232,7 +233,7 @@ def loader_text(report: TuningReport) -> str | None:
 _COST_ORDER = ("probe and trials", "pool starts")
 
 
-def cost_text(report: TuningReport) -> str | None:
+def cost_text(report: ReportData) -> str | None:
     """The `Cost` figure: everything the tuner added, and its parts when known."""
     if not fmt.is_number(report.tuning_cost_seconds):
         return None
@@ -247,7 +248,7 @@ def cost_text(report: TuningReport) -> str | None:
     return text
 
 
-def net_lines(report: TuningReport) -> list[str]:
+def net_lines(report: ReportData) -> list[str]:
     """This fit's net effect, each figure labelled measured or estimated."""
     lines: list[str] = []
     fit = fit_text(report)
@@ -299,7 +300,7 @@ def net_lines(report: TuningReport) -> list[str]:
     return lines
 
 
-def _tuning_text(report: TuningReport) -> str:
+def _tuning_text(report: ReportData) -> str:
     n = len(report.trials)
     if n == 0:
         return (
@@ -312,7 +313,7 @@ def _tuning_text(report: TuningReport) -> str:
     )
 
 
-def _outcome(report: TuningReport) -> list[str]:
+def _outcome(report: ReportData) -> list[str]:
     d = report.decision
     best = report.best_trial
     winner = fmt.config(report.best_config) + (f" (trial #{best.number})" if best else "")
@@ -350,7 +351,7 @@ def _wrap(text: str) -> list[str]:
     return textwrap.wrap(text, width=88, initial_indent="  ", subsequent_indent="  ")
 
 
-def _paragraph(report: TuningReport) -> list[str]:
+def _paragraph(report: ReportData) -> list[str]:
     wait = measured_wait(report)
     on = f" on your config ({report.baseline_config})" if report.baseline_config else ""
     if report.decision == "compute-bound":
@@ -370,7 +371,7 @@ def _paragraph(report: TuningReport) -> list[str]:
     ]
 
 
-def limit_text(report: TuningReport) -> str | None:
+def limit_text(report: ReportData) -> str | None:
     """The `Limit` figure: the machine limit, its bound and how much of it is reached."""
     limit = report.limit
     if limit is None:
@@ -387,11 +388,11 @@ def limit_text(report: TuningReport) -> str | None:
     return text
 
 
-def limit_lines(report: TuningReport) -> list[str]:
+def limit_lines(report: ReportData) -> list[str]:
     """`Limit:` and `Advice:` lines (none when the limit is unknown)."""
     text = limit_text(report)
     lines = [] if text is None else [_field("Limit", text)]
-    for i, item in enumerate(report.advice):
+    for i, item in enumerate(advise(report)):
         first = f"  {'Advice:' if i == 0 else '':<9} - "
         lines += textwrap.wrap(
             one_line(item),
@@ -403,7 +404,7 @@ def limit_lines(report: TuningReport) -> list[str]:
     return lines
 
 
-def not_started(report: TuningReport) -> bool:
+def not_started(report: ReportData) -> bool:
     """True for the report of a tuner before any fit (nothing measured, nothing run)."""
     return (
         report.decision == "in-progress"
@@ -415,7 +416,7 @@ def not_started(report: TuningReport) -> bool:
     )
 
 
-def headline(report: TuningReport) -> str:
+def headline(report: ReportData) -> str:
     """The report's first words: its decision, "no fit yet", or that it is mid-fit."""
     if not_started(report):
         return "no fit yet"
@@ -425,7 +426,7 @@ def headline(report: TuningReport) -> str:
     return text
 
 
-def render_text(report: TuningReport) -> str:
+def render_text(report: ReportData) -> str:
     """`str(report)`."""
     lines = [f"{PREFIX} tuning report: {headline(report)}"]
     if report.study_name or report.storage_url:
@@ -464,7 +465,7 @@ def render_text(report: TuningReport) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render_summary_line(report: TuningReport) -> str:
+def render_summary_line(report: ReportData) -> str:
     """`report.summary_line()`."""
     d = report.decision
     n = len(report.trials)
