@@ -41,6 +41,7 @@ from keras.src.trainers.data_adapters import py_dataset_adapter as _py_dataset_a
 
 from keras_loadtune.engine import EndOfPass, Stream
 from keras_loadtune.engine.sources import GeneratorFactorySource
+from keras_loadtune.keras_adapter.input_facts import served_facts
 
 _install_lock = threading.Lock()
 _RAN_OUT = r"Your input ran out of data"
@@ -162,7 +163,21 @@ class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
         self._fed_to_tf_data = False
         self.consumer_id = next(_consumer_ids)
         self.streams_opened = 0
+        self._facts = served_facts(x)  # a DataLoader's or Grain dataset's batch facts
         _remember(self)
+
+    # Keras's own adapters answer these for a DataLoader or Grain dataset; so do we.
+    @property
+    def batch_size(self) -> int | None:
+        return self._facts.batch_size
+
+    @property
+    def has_partial_batch(self) -> bool | None:
+        return self._facts.has_partial_batch
+
+    @property
+    def partial_batch_size(self) -> int | None:
+        return self._facts.partial_batch_size
 
     def _stream_batches(self):
         """A new pass (engine stream) for every iterator Keras builds; raw batches."""

@@ -37,6 +37,7 @@ import grain
 
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.keras_adapter.grain_pipeline import GrainOptions, options_for, pipeline_of
+from keras_loadtune.keras_adapter.input_facts import facts_of
 from keras_loadtune.keras_adapter.input_kind import RestartPoint
 
 
@@ -76,6 +77,7 @@ class GrainIterSource(grain.IterDataset):
         pipeline = pipeline_of(dataset)  # raises TypeError for anything else
         super().__init__(dataset if isinstance(dataset, grain.IterDataset) else ())
         self.dataset = dataset
+        self.input_facts = facts_of(dataset)  # batch size (the report)
         self._pipeline = pipeline
         self._lock = threading.Lock()
         self._requested = pipeline.options

@@ -16,6 +16,7 @@ from typing import Any
 import keras
 
 from keras_loadtune.keras_adapter._batch_structure import as_pydataset_batch
+from keras_loadtune.keras_adapter.input_facts import facts_of
 
 
 class GrainMapSource(keras.utils.PyDataset):
@@ -53,6 +54,7 @@ class GrainMapSource(keras.utils.PyDataset):
         super().__init__()
         self.dataset = dataset
         self._num_batches = int(n)
+        self.input_facts = facts_of(dataset)  # batch size, partial batch (Keras, report)
 
     @property
     def num_batches(self) -> int:

@@ -58,7 +58,8 @@ class DataLoaderSettings:
 
     Args:
         kwargs: Keyword arguments for `torch.utils.data.DataLoader` (`num_workers`, and
-            with workers `prefetch_factor` and `persistent_workers`).
+            with workers `prefetch_factor` and `persistent_workers`; `pin_memory` when
+            given).
         exact: False when the config has no DataLoader equivalent (worker threads);
             `kwargs` is then the nearest one and `note` says what to do instead.
         note: One sentence for the user (empty when `exact`).
@@ -75,11 +76,16 @@ class DataLoaderSettings:
     note: str = ""
 
 
-def dataloader_kwargs(config: LoaderConfig) -> DataLoaderSettings:
+def dataloader_kwargs(
+    config: LoaderConfig, *, pin_memory: bool | None = None
+) -> DataLoaderSettings:
     """The `DataLoader` arguments that run `config`, or the nearest with a note.
 
     Args:
         config: A `LoaderConfig`, e.g. `tuner.best_config`.
+        pin_memory: The loader's own `pin_memory`, passed through (the tuner does not
+            change it: keras-loadtune's batches are NumPy arrays Keras moves itself);
+            `None` leaves it out.
 
     Returns:
         `DataLoaderSettings`: processes map exactly (`prefetch_factor` rounded up to
@@ -95,6 +101,13 @@ def dataloader_kwargs(config: LoaderConfig) -> DataLoaderSettings:
     """
     if not isinstance(config, LoaderConfig):
         raise TypeError(f"config must be a LoaderConfig; got {type(config).__name__}.")
+    settings = _settings(config)
+    if pin_memory is not None:
+        settings.kwargs["pin_memory"] = bool(pin_memory)
+    return settings
+
+
+def _settings(config: LoaderConfig) -> DataLoaderSettings:
     if config.use_multiprocessing:
         prefetch = max(math.ceil(config.max_queue_size / config.workers), 1)
         return DataLoaderSettings(

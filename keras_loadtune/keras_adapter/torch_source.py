@@ -24,9 +24,15 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_loadtune.config import LoaderConfig
 from keras_loadtune.keras_adapter._batch_structure import as_pydataset_batch
+from keras_loadtune.keras_adapter.input_facts import facts_of
 from keras_loadtune.keras_adapter.pass_keys import BatchKey, PassKeys
-from keras_loadtune.keras_adapter.torch_config import config_from_loader
+from keras_loadtune.keras_adapter.torch_config import (
+    DataLoaderSettings,
+    config_from_loader,
+    dataloader_kwargs,
+)
 
 _PEEK = 8  # batches of a reference pass kept for Keras's tensor-spec peeks
 
@@ -182,6 +188,8 @@ class TorchLoaderSource(keras.utils.PyDataset):
         self.batched = loader.batch_sampler is not None
         self._num_batches = len(loader)
         self._passes = _SamplerPasses(loader)
+        self.input_facts = facts_of(loader)  # batch size, partial batch (Keras, report)
+        self.pin_memory = bool(getattr(loader, "pin_memory", False))
 
     @property
     def num_batches(self) -> int:
@@ -202,6 +210,20 @@ class TorchLoaderSource(keras.utils.PyDataset):
         if self._passes is None:
             raise RuntimeError("pass_order() runs on the trainer's side only.")
         return self._passes.draw()
+
+    def dataloader_kwargs(self, config: LoaderConfig) -> DataLoaderSettings:
+        """The `DataLoader` arguments that run `config` without keras-loadtune (the
+        loader's own `pin_memory` kept); see `torch_config.dataloader_kwargs`.
+
+        Example:
+
+        ```python
+        source.dataloader_kwargs(tuner.best_config).kwargs
+        # {'num_workers': 4, 'prefetch_factor': 2, 'persistent_workers': True,
+        #  'pin_memory': False}
+        ```
+        """
+        return dataloader_kwargs(config, pin_memory=self.pin_memory)
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, BatchKey):

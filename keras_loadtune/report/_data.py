@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.report import _format
@@ -88,6 +88,8 @@ class ReportData:
     limit: MachineLimit | None = None
     wait_threshold: float = 0.05
     cost: dict[str, float] = field(default_factory=dict)
+    input_facts: dict[str, int] = field(default_factory=dict)
+    dataloader_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.decision not in DECISIONS:

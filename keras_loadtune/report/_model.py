@@ -91,6 +91,11 @@ class TuningReport(ReportData):
             input-bound (the limit counts as reached only then).
         cost: `tuning_cost_seconds` by part (seconds; the parts sum to it): opening
             the study storage, pool starts, the rest of the probe and trials.
+        input_facts: What the training input says of its batches (`batch_size`,
+            `partial_batch_size`; `keras_adapter.input_facts`), empty when unknown.
+        dataloader_kwargs: For a wrapped PyTorch `DataLoader`, the keyword arguments
+            that run the config in use without keras-loadtune (`num_workers`,
+            `prefetch_factor`, `persistent_workers`, `pin_memory`); empty otherwise.
 
     The net effect (`baseline_fit_seconds`, `net_speedup`) compares the fit's
     measured wall time with the same fit at your config on keras-loadtune's loader,
@@ -246,7 +251,7 @@ class TuningReport(ReportData):
         for key in ("epoch_wait_fractions", "notes", "reopen_reasons"):
             if key in kwargs:
                 kwargs[key] = list(kwargs[key] or [])
-        for key in ("profile", "cost"):
+        for key in ("profile", "cost", "input_facts", "dataloader_kwargs"):
             if key in kwargs:
                 kwargs[key] = dict(kwargs[key] or {})
         if kwargs.get("limit") is not None:

@@ -453,8 +453,13 @@ def render_text(report: ReportData) -> str:
     waits = [w for w in report.epoch_wait_fractions if fmt.is_number(w)]
     if report.epoch_wait_fractions:
         lines.append(_field("Epochs", "wait " + ", ".join(fmt.pct(w) for w in waits)))
-    if report.profile:
-        lines.append(_field("Profile", fmt.profile_line(report.profile)))
+    batches = _batches(report.input_facts)
+    if report.profile or batches:
+        profile = fmt.profile_line(report.profile) if report.profile else ""
+        lines.append(_field("Profile", ", ".join(p for p in (profile, batches) if p)))
+    if report.dataloader_kwargs:
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in report.dataloader_kwargs.items())
+        lines.append(_field("DataLoader", f"DataLoader(..., {kwargs})"))
     if report.reopen_reasons:
         n = len(report.reopen_reasons)
         lines += ["", f"  Re-tuned {n} time{'s' if n != 1 else ''} after input drift:"]
@@ -463,6 +468,14 @@ def render_text(report: ReportData) -> str:
         lines += ["", "  Notes:"]
         lines += [f"    - {one_line(n)}" for n in report.notes]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _batches(facts: dict[str, int]) -> str:
+    """The input's batch facts for the Profile line ("" when unknown)."""
+    size, last = facts.get("batch_size"), facts.get("partial_batch_size")
+    if not size:
+        return ""
+    return f"{size} samples/batch" + (f" (the last {last})" if last else "")
 
 
 def render_summary_line(report: ReportData) -> str:
