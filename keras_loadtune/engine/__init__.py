@@ -1,6 +1,10 @@
 """The engine: a restartable, exactly-once prefetching enqueuer (threads or processes).
 
-Knows nothing about Keras or Optuna and never imports TensorFlow.
+Knows nothing about Optuna and never imports TensorFlow or Keras. The data path
+(`prefetcher`, `stream`, `_pool_control`, `_threads`) runs any object with
+`__getitem__`; worker processes live in the `process` package, whose `_keras` module is
+the only one that knows Keras (a `PyDataset` base that workers can do without, the
+`KERAS_BACKEND` they import).
 
 Example:
 

@@ -29,7 +29,8 @@ until the new one is ready, and the switch then happens between two batches, so
 starting processes never stalls the consumer. Every task carries the *generation* of
 the pool it was submitted to, so each `BatchRecord` says which config produced it.
 
-The engine knows nothing about Keras or Optuna; it runs any object with
+The engine knows nothing about Optuna, and of Keras only what shipping a dataset to
+worker processes needs, in one module (`process/_keras.py`); it runs any object with
 `__getitem__` (and, for processes, a picklable one).
 
 An inline config (`LoaderConfig.inline`: one worker, no processes, Keras's default)
