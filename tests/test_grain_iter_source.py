@@ -10,6 +10,8 @@ reordered), and with the new worker count from the pass after a worker change.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import time
 
 import grain
 import keras
@@ -128,6 +130,10 @@ def test_mp_prefetch_resumes_with_the_same_workers_and_changes_them_at_the_bound
     second = _served_pass(source, {})
     assert second == one and not source.pending  # one worker from the next pass
     assert sorted(i for b in second for i in b) == list(range(24))
+    deadline = time.monotonic() + 30
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)  # closed passes stop their workers; nothing is left behind
+    assert not multiprocessing.active_children()
 
 
 def test_data_loader_changes_its_worker_count_at_the_boundary():

@@ -33,9 +33,10 @@ class InputKind(enum.Enum):
 
     @property
     def tunable(self) -> bool:
-        """Whether `wrap` can serve this kind through the retunable engine (some inputs
-        of a tunable kind are still only measured: an iterable-style `DataLoader`, a
-        Grain `IterDataset`; see `keras_loadtune.keras_adapter.inputs.plan_input`)."""
+        """Whether `wrap` can serve this kind so that its loader can be retuned (some
+        inputs of a tunable kind are still only measured, e.g. an iterable-style
+        `DataLoader`, and a Grain `IterDataset` changes its worker count only at an
+        epoch boundary; see `keras_loadtune.keras_adapter.inputs.plan_input`)."""
         return self in (
             InputKind.PYDATASET,
             InputKind.GENERATOR,
