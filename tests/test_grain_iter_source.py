@@ -253,3 +253,17 @@ def test_fit_trains_on_a_wrapped_iter_dataset_retuned_mid_epoch():
     assert np.isfinite(history.history["loss"]).all() and len(history.history["loss"]) == 2
     assert seen.count(0) == 2 and max(seen) == 9  # 10 batches per epoch, each epoch whole
     assert train.resumes >= 5 and train.switch_error is None
+
+
+def _fails_at_7(i):
+    if i == 7:
+        raise ValueError("bad record 7")
+    return i
+
+
+def test_a_pipeline_error_reaches_the_caller_unchanged_after_switches():
+    ds = grain.MapDataset.range(12).map(_fails_at_7).to_iter_dataset().batch(2)
+    source = GrainIterSource(ds)
+    with pytest.raises(ValueError, match="bad record 7"):
+        _served_pass(source, {0: LoaderConfig(2, 2), 1: LoaderConfig(1, 1)})
+    assert source.resumes == 2 and source.switch_error is None
