@@ -39,7 +39,18 @@ machinery's four questions, and no other module of the engine names Keras:
   (NumPy, PIL, the standard library) are imported by name. A method that uses another
   module of the user's project keeps the old path (`by_value_modules` is `None`).
 - **Which `KERAS_BACKEND` do workers import?** (`worker_backend`, set in the forkserver
-  by `apply_in_forkserver`): `numpy` unless the dataset needs a framework, see `_start`.
+  by `apply_in_forkserver`). A dataset only needs `keras.utils.PyDataset` to be
+  unpickled, and Keras with its `numpy` backend imports in about a third of the time
+  TensorFlow takes. So the forkserver (and every worker) sets `KERAS_BACKEND=numpy`
+  before anything imports Keras, unless the dataset needs a framework
+  (`needs_framework`: its class's module, the globals its `__main__`-defined methods
+  use, or its attributes refer to `tensorflow`, `torch` or `jax`; then workers keep
+  the trainer's `KERAS_BACKEND`), or unless the numpy backend cannot import (it needs
+  JAX; with TensorFlow alone installed workers keep TensorFlow). `keras.ops` in a
+  worker then returns NumPy arrays, which every backend's trainer accepts. Escape
+  hatch: the environment variable `KERAS_LOADTUNE_WORKER_BACKEND`: `auto` (default,
+  as above), `trainer` (workers use the trainer's backend), or a backend name
+  (`numpy`, `tensorflow`, `jax`, `torch`) forced for every worker.
 - **Which Keras module does the forkserver preload?** (`preload_modules`).
 
 Importing this module has no side effect and imports nothing heavy.

@@ -15,7 +15,8 @@ the main script again (`init_main_from_path`, `init_main_from_name`).
 Cost: a worker must import whatever unpickling the dataset imports; for a
 `keras.utils.PyDataset` that is Keras, and with it the trainer's backend (TensorFlow:
 about 5 CPU-seconds per worker on a 2-core machine, over 10 s when the cores are
-busy). Two things make a worker start in tens of milliseconds instead:
+busy). Three things make a worker start in tens of milliseconds instead (what each
+needs to know of Keras, `_keras` answers):
 
 - **Preload.** The forkserver imports, once, before it forks any worker: `keras`
   when the dataset is a Keras `PyDataset` (also for a class defined in `__main__`,
@@ -23,24 +24,13 @@ busy). Two things make a worker start in tens of milliseconds instead:
   when it is importable (not `__main__`). It only imports; it never builds a model
   or runs an op. `KERAS_LOADTUNE_PRELOAD=0` turns the preload off (each worker then
   imports on its own).
-- **Keras's `numpy` backend in workers.** A dataset only needs `keras.utils.PyDataset`
-  to be unpickled, and Keras with its `numpy` backend imports in about a third of the
-  time TensorFlow takes. So the forkserver (and every worker) sets
-  `KERAS_BACKEND=numpy` before anything imports Keras, unless the dataset needs a
-  framework: its class's module, the globals its `__main__`-defined methods use, or
-  its attributes refer to `tensorflow`, `torch` or `jax` (then workers keep the
-  trainer's `KERAS_BACKEND`), or unless the numpy backend cannot import (it needs
-  JAX; with TensorFlow alone installed workers keep TensorFlow, as before). `keras.ops`
-  in a worker then returns NumPy arrays,
-  which every backend's trainer accepts. Escape hatch: the environment variable
-  `KERAS_LOADTUNE_WORKER_BACKEND`: `auto` (default, as above), `trainer` (workers
-  use the trainer's backend, as before), or a backend name (`numpy`, `tensorflow`,
-  `jax`, `torch`) forced for every worker.
-
+- **Keras's `numpy` backend in workers** (`_keras.worker_backend`): the forkserver,
+  and with it every worker, imports Keras with its `numpy` backend, about a third of
+  TensorFlow's import, unless the dataset needs a framework.
 - **No Keras at all** for a NumPy-only dataset defined in `__main__`, or in a module
   of the user's project whose methods use nothing of Keras (the module may import
   Keras at its top): its pickle names a stand-in for Keras's `PyDataset` base and
-  sends the module's classes by value (`_keras`), so the forkserver
+  sends the module's classes by value (`_keras.uses_only_the_base`), so the forkserver
   preloads neither Keras nor that module and workers import none; a worker then
   starts in the time it takes to import NumPy.
 
