@@ -37,7 +37,12 @@ if str(ROOT) not in sys.path:
 
 from keras_loadtune import LoaderConfig  # noqa: E402
 from keras_loadtune.decision import TunerSettings  # noqa: E402
-from keras_loadtune.decision.simulator import SimulatedPipeline, simulate_tuning  # noqa: E402
+from keras_loadtune.simulation import (  # noqa: E402
+    PipelineParams,
+    SimulatedPipeline,
+    simulate_tuning,
+    static_fit_seconds,
+)
 
 GIB = 1 << 30
 
@@ -139,6 +144,29 @@ SCENARIOS: dict[str, tuple[int, int, LoaderConfig, dict[str, Any], dict[str, Any
         {"io_s": 0.03, "compute_s": 0.01, "noise_cv": 0.15, "seed": 3},
         {},
     ),
+    # The real fits of issue #22 on 2 cores (3 epochs of 150 and 100 steps), with the
+    # dataset's process pool start known to the tuner (a NumPy-only dataset).
+    "fit-latency-2c-450": (
+        2,
+        450,
+        LoaderConfig(),
+        {"io_s": 0.040, "compute_s": 0.005, "noise_cv": 0.05},
+        {"steps_per_epoch": 150},
+    ),
+    "fit-gil-2c-300-light-pool": (
+        2,
+        300,
+        LoaderConfig(),
+        {
+            "python_s": 0.015,
+            "compute_s": 0.010,
+            "trainer_gil_share": 0.5,
+            "process_startup_s": 0.4,
+            "known_pool_start_s": 0.5,
+            "noise_cv": 0.05,
+        },
+        {"steps_per_epoch": 100},
+    ),
     "unknown-length-8c": (
         8,
         1500,
@@ -147,6 +175,13 @@ SCENARIOS: dict[str, tuple[int, int, LoaderConfig, dict[str, Any], dict[str, Any
         {"steps_known": False},
     ),
 }
+
+
+def static_grid_configs(cores: int, picklable: bool) -> list[LoaderConfig]:
+    """A small grid a user could try by hand: threads and (if possible) processes."""
+    threads = [LoaderConfig(w, w + 2) for w in (1, 2, 4, 8, 16, 32)]
+    procs = [LoaderConfig(w, w + 2, True) for w in (1, 2, 4, 8, 16) if w <= cores]
+    return threads + (procs if picklable else [])
 
 
 def trace(name: str) -> list[str]:
@@ -182,10 +217,24 @@ def trace(name: str) -> list[str]:
     for note in res.session.notes:
         lines.append(f"  note: {note}")
     final = f"{res.final_steps_per_s:.2f}" if res.final_steps_per_s is not None else "-"
+    phase = res.session.phase.name if res.session is not None else "-"
     lines.append(
-        f"  final {res.final_config} total={res.total_time_s:.3f}s steady={final} "
-        f"phase={res.session.phase.name}"
+        f"  final {res.final_config} total={res.total_time_s:.3f}s steady={final} phase={phase}"
     )
+    lines.append(f"  epochs wait {' '.join(f'{f:.3f}' for f in res.epoch_fractions)}")
+    lines.append(f"  report: {res.report.summary_line()}")
+    # The map: the same fit at each config of a small static grid, no tuner.
+    fit_kw = {k: v for k, v in kwargs.items() if k in ("steps_per_epoch",)}
+    static = {
+        config: static_fit_seconds(PipelineParams(cores=cores, **params), config, steps, **fit_kw)
+        for config in static_grid_configs(cores, params.get("picklable", True))
+        if "changes" not in kwargs
+    }
+    if static:
+        best = min(static, key=static.get)
+        lines.append(
+            f"  vs best static {best} {static[best]:.3f}s: {res.total_time_s / static[best]:.3f}x"
+        )
     return lines
 
 

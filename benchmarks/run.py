@@ -382,7 +382,7 @@ def simulate(agg: dict[str, Any], mode: str) -> list[dict[str, Any]] | None:
     try:
         from keras_loadtune.config import LoaderConfig
         from keras_loadtune.decision.settings import TunerSettings
-        from keras_loadtune.decision.simulator import (
+        from keras_loadtune.simulation import (
             PipelineParams,
             SimulatedPipeline,
             simulate_tuning,
@@ -587,7 +587,7 @@ def markdown(
             "## Simulated scaling (SIMULATED, not measured)",
             "",
             "From the decision layer's discrete-event simulator "
-            "(`keras_loadtune.decision.simulator`), fed with each scenario's costs measured "
+            "(`keras_loadtune.simulation.pipeline`), fed with each scenario's costs measured "
             "above (per-batch wall and CPU time of the loader, the floor's median step time, "
             f"batch bytes) and {SIM_PROCESS_STARTUP_S:.0f} s per process-pool start (the "
             "TensorFlow import this machine pays per worker). Same number of steps as the "

@@ -1,7 +1,7 @@
 """Simulated scaling: keras-loadtune against the oracle and Keras's default, 2 to 64 cores.
 
 Long fits cannot be timed for real at every core count; the decision layer's
-simulator (`keras_loadtune.decision.simulator`, a discrete-event model of the engine
+simulator (`keras_loadtune.simulation.pipeline`, a discrete-event model of the engine
 and the trainer, checked against real fits by `simulator_fidelity.py`) can. For each
 scenario, core count and fit length (`--steps`, default 5k and 50k), it runs:
 
@@ -60,7 +60,7 @@ if str(ROOT) not in sys.path:
 from keras_loadtune import LoaderConfig  # noqa: E402
 from keras_loadtune.decision import TunerSettings, payoff  # noqa: E402
 from keras_loadtune.decision.analytical import queue_for  # noqa: E402
-from keras_loadtune.decision.simulator import (  # noqa: E402
+from keras_loadtune.simulation import (  # noqa: E402
     PipelineParams,
     SimulatedPipeline,
     simulate_tuning,

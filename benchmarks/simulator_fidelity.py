@@ -18,7 +18,7 @@ For each scenario (see `scenarios.py`) a worker process measures, on this machin
   steps x `compute_s`, added to every simulated time.
 
 The parent process (no Keras) then simulates the same three strategies with
-`keras_loadtune.decision.simulator` and prints real vs simulated seconds.
+`keras_loadtune.simulation.pipeline` and prints real vs simulated seconds.
 
 Usage:
 
@@ -197,7 +197,7 @@ def _costs(out: dict[str, Any], scenario: Any, runner: Any, env: dict, samples: 
 def _simulate(m: dict[str, Any], cores: int) -> dict[str, Any]:
     from keras_loadtune import LoaderConfig
     from keras_loadtune.decision.settings import TunerSettings
-    from keras_loadtune.decision.simulator import (
+    from keras_loadtune.simulation import (
         SimulatedPipeline,
         params_from_measurement,
         simulate_tuning,

@@ -1,5 +1,5 @@
 """Recorded tuning runs for the report-consistency tests: simulated runs built into
-reports the way `LoadTuner` builds them (`keras_adapter._report_build.build_report`),
+reports the way `LoadTuner` builds them (`lifecycle.report_build.build_report`),
 and the writer of the JSON fixtures under `tests/data/reports/` (simulated runs and
 real Keras fits). Regenerate with `python tests/report_runs.py [--real]`."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 from keras_loadtune import LoaderConfig
 from keras_loadtune.decision import TunerSettings
-from keras_loadtune.decision.simulator import SimulatedPipeline, simulate_tuning
 from keras_loadtune.report import TuningReport
+from keras_loadtune.simulation import SimulatedPipeline, simulate_tuning
 
 DATA = Path(__file__).parent / "data" / "reports"
 
@@ -47,7 +47,7 @@ def simulated_report(
     The epochs' wait: the first epoch at your config's measured wait, the last at the
     config in use's (each epoch 1/2 of the fit).
     """
-    from keras_loadtune.keras_adapter._report_build import build_report
+    from keras_loadtune.lifecycle.report_build import build_report
 
     pipeline = SimulatedPipeline(**params)
     settings = TunerSettings(cores=pipeline.cores, seed=seed)

@@ -8,8 +8,8 @@ from keras_loadtune import LoaderConfig
 from keras_loadtune.decision import TunerSettings, TuningSession
 from keras_loadtune.decision.driver import Driver, Observation
 from keras_loadtune.decision.phase import Event, Phase
-from keras_loadtune.decision.simulator import SimulatedPipeline, simulate_tuning
 from keras_loadtune.measurement import StepSample
+from keras_loadtune.simulation import SimulatedPipeline, simulate_tuning
 
 GIB = 1 << 30
 
@@ -82,7 +82,11 @@ def test_startups_in_the_observation_reach_the_trial():
         total_steps=600,
     )
     procs = [r for r in res.session.trials if r.config.use_multiprocessing]
-    assert procs and procs[0].startup_s == pytest.approx(0.5 + 0.03 * procs[0].config.workers)
+    started = dict(res.startups)  # what the loader recorded, as the engine's LoaderStats
+    assert procs and procs[0].startup_s == pytest.approx(started[procs[0].config])
+    # The forkserver was prewarmed when tuning started: only what was left of it counts.
+    workers_s = 0.03 * procs[0].config.workers
+    assert workers_s <= procs[0].startup_s < 0.5 + workers_s
 
 
 @pytest.mark.parametrize("reopens_used", [0, 1])

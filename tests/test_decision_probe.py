@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keras_loadtune.config import LoaderConfig
-from keras_loadtune.decision.probe import Probe
+from keras_loadtune.decision.probe import HANDOVER_MAX_WAIT_S, Probe
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.measurement import StepSample
 
@@ -51,14 +51,23 @@ def test_without_queue_depths_the_wait_decides_as_before():
     assert verdict.input_bound and not verdict.handover_only
 
 
+def test_a_burst_of_batches_after_a_long_wait_is_the_loaders():
+    # Many threads on a slow store: 16 batches land together after 300 ms; the first one
+    # is handed over with 15 ready, but its wait was the loader's.
+    burst = [(0.30, 0.31, 15)] + [(0.00002, 0.01, d) for d in range(14, -1, -1)]
+    verdict = _verdict(burst * 2)
+    assert verdict.input_bound and not verdict.handover_only
+
+
 # Waits under 4x the threshold: the probe runs its full length (no early verdict).
 @given(st.lists(st.tuples(st.floats(0.0, 0.0019), st.integers(0, 3)), min_size=20, max_size=40))
 def test_stalls_with_an_empty_queue_count_as_the_loaders(steps):
-    # Whatever the mix, only the wait of the steps that found no batch ready is the loader's.
+    # Whatever the mix, the loader's wait is that of the steps that found no batch ready,
+    # or that waited longer than a hand-over takes.
     verdict = _verdict([(wait, 0.01, depth) for wait, depth in steps])
     total = 0.01 * len(steps)
     waits = sum(w for w, _ in steps) >= 0.05 * total
-    loader_waits = sum(w for w, d in steps if d == 0) >= 0.05 * total
+    loader_waits = sum(w for w, d in steps if d == 0 or w >= HANDOVER_MAX_WAIT_S) >= 0.05 * total
     assert verdict.input_bound == (waits and loader_waits)
     assert verdict.handover_only == (waits and not loader_waits)
 

@@ -6,7 +6,8 @@ import pytest
 
 from keras_loadtune import LoaderConfig
 from keras_loadtune.decision import TunerSettings
-from keras_loadtune.decision.simulator import (
+from keras_loadtune.engine.errors import DatasetNotPicklableError
+from keras_loadtune.simulation import (
     PipelineParams,
     SimulatedPipeline,
     simulate_tuning,
@@ -75,7 +76,7 @@ def test_simulator_restart_costs_and_memory():
     pipe.run_steps(LoaderConfig(4, 4, True), 20)
     rss = pipe.rss()
     assert rss >= pipe.params.base_rss_bytes + 4 * (100 << 20)
-    with pytest.raises(RuntimeError, match="pickle"):
+    with pytest.raises(DatasetNotPicklableError, match="pickle"):
         SimulatedPipeline(picklable=False).reconfigure(LoaderConfig(2, 2, True))
 
 
@@ -125,7 +126,10 @@ def test_compute_bound_stops_after_probe():
     session = res.session
     assert session.finished_reason == "compute-bound" and session.trials == []
     assert res.switches == []
-    assert session.tuning_steps == 3 + 1 + 20
+    # As in a fit: the probe sees steady steps (warm-up and traced stock are the
+    # lifecycle's to skip), so it decides after `probe_steps` of them.
+    assert session.tuning_steps == TunerSettings().probe_steps
+    assert res.report.decision == "compute-bound", str(res.report)
 
 
 def test_ram_budget_respected_and_best_feasible():

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keras_loadtune.keras_adapter._fit_clock import FitClock
+from keras_loadtune.lifecycle.fit_clock import FitClock
 
 
 def _run(clock: FitClock, steps: list[tuple[float, float | None]], t0: float = 0.0) -> float:

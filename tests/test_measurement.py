@@ -34,7 +34,7 @@ windows = st.lists(step_samples, min_size=1, max_size=60)
 def test_imports_no_tensorflow():
     code = (
         "import sys, keras_loadtune.measurement, keras_loadtune.decision, "
-        "keras_loadtune.decision.simulator; assert 'tensorflow' not in sys.modules; "
+        "keras_loadtune.simulation.pipeline; assert 'tensorflow' not in sys.modules; "
         "assert 'keras' not in sys.modules; assert 'optuna' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -208,7 +208,9 @@ def test_a_rerun_serves_its_first_batch_on_the_stored_best_config():
     # The user's config is not probed unless the stored config ran too slowly this time (a
     # busy machine can slow it under WARM_START_TOLERANCE; the round then re-tunes, and says so).
     retuned = any("re-tuned" in n for n in rep2.notes)
-    assert retuned or all(t.config != user for t in rep2.trials if t.source == "baseline"), str(rep2)
+    assert retuned or all(t.config != user for t in rep2.trials if t.source == "baseline"), str(
+        rep2
+    )
 
 
 def test_a_rerun_whose_profile_changed_goes_back_to_the_users_config_and_probes_it():

@@ -50,7 +50,7 @@ def _tune(url: str, study_name: str, seed: int, steps: int, warm: bool, start, q
         from keras_loadtune import LoaderConfig, persistence
         from keras_loadtune.decision import TuningSession
         from keras_loadtune.decision.session import default_sampler
-        from keras_loadtune.decision.simulator import SimulatedPipeline
+        from keras_loadtune.simulation import SimulatedPipeline
 
         settings = _settings().replace(seed=seed)
         workload, host = _fingerprints()

@@ -1,7 +1,7 @@
 """Every line of a report agrees with the others (issue #23, target 1), checked on
 recorded tuning runs (`tests/data/reports/`: simulated runs and real Keras fits, see
 `tests/report_runs.py`) and on simulated runs built live the way `LoadTuner` builds
-its report (`keras_adapter._report_build.build_report`).
+its report (`lifecycle.report_build.build_report`).
 
 For every report: the limit against the Profile's step and the measured rates, the
 advice's ms against the limit, "cannot make this fit faster" only when measured, no

@@ -135,7 +135,7 @@ def test_build_report_computes_the_limit_from_the_session_profile():
     from types import SimpleNamespace
 
     from keras_loadtune.decision.settings import TunerSettings
-    from keras_loadtune.keras_adapter._report_build import session_limit
+    from keras_loadtune.lifecycle.report_build import session_limit
 
     trial = TrialRecord(0, BASE, "complete", "baseline", steps_per_s=20.0)
     session = SimpleNamespace(
@@ -175,7 +175,7 @@ def _tuned_to_threads(tuned: LoaderConfig, yours: tuple, best: tuple):
 def test_a_light_loader_takes_the_step_measured_on_the_config_in_use():
     # Latency-bound: the probe's step was 17 ms, the tuned config's 21 ms (the machine got
     # busier); a 1 ms loader cannot have slowed it, so the limit is the step of now.
-    from keras_loadtune.keras_adapter._report_build import session_limit
+    from keras_loadtune.lifecycle.report_build import session_limit
 
     session = _tuned_to_threads(LoaderConfig(7, 9), (11.4, 0.81), (43.0, 0.08))
     profile = {
@@ -219,7 +219,7 @@ def _fake_session(**overrides):
 
 
 def _build(session, **overrides):
-    from keras_loadtune.keras_adapter._report_build import build_report
+    from keras_loadtune.lifecycle.report_build import build_report
 
     kwargs = dict(
         notes=[], broken=False, wrapped=True, handle=None, cores=2, epoch_fractions=[0.01],
@@ -259,7 +259,7 @@ def test_unwrapped_inputs_get_an_estimated_limit():
 def test_a_light_loader_takes_a_faster_step_on_the_config_in_use_too():
     # Under load the probe's step was 67 ms, the tuned config's 37 ms: the limit follows
     # the latest step, so a tuned config still waiting 25% is not called "at the limit".
-    from keras_loadtune.keras_adapter._report_build import session_limit
+    from keras_loadtune.lifecycle.report_build import session_limit
 
     session = _tuned_to_threads(LoaderConfig(4, 6), (5.3, 0.66), (20.1, 0.25))
     profile = {
@@ -278,7 +278,7 @@ def test_a_gil_heavy_probe_step_bounds_the_limit_until_a_trial_measures_faster()
     from types import SimpleNamespace
 
     from keras_loadtune.decision.settings import TunerSettings
-    from keras_loadtune.keras_adapter._report_build import limit_step_s, session_limit
+    from keras_loadtune.lifecycle.report_build import limit_step_s, session_limit
 
     session = SimpleNamespace(
         settings=TunerSettings(cores=2),
@@ -385,7 +385,7 @@ def test_the_advice_quotes_the_limits_step():
 def test_cost_lists_what_opening_the_storage_cost():
     from types import SimpleNamespace
 
-    from keras_loadtune.keras_adapter._report_build import cost_parts
+    from keras_loadtune.lifecycle.report_build import cost_parts
 
     handle = SimpleNamespace(costs_s={"open": 0.9, "load": 0.3, "bogus": float("nan")})
     trial = TrialRecord(1, LoaderConfig(2, 4, True), "complete", "analytical", startup_s=0.4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from keras_loadtune.decision.settings import TunerSettings
-from keras_loadtune.keras_adapter._session_start import SessionStarter
+from keras_loadtune.lifecycle.session_start import SessionStarter
 from keras_loadtune.persistence import StudyHandle
 
 

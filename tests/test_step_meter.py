@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from keras_loadtune import LoaderConfig
 from keras_loadtune.engine import DatasetNotPicklableError
-from keras_loadtune.keras_adapter._loader_switch import LoaderSwitch
-from keras_loadtune.keras_adapter._step_meter import StepMeter, first_consumer
+from keras_loadtune.lifecycle.loader_switch import LoaderSwitch
+from keras_loadtune.lifecycle.step_meter import StepMeter, first_consumer
 
 BASE = LoaderConfig(workers=2, max_queue_size=10)
 

@@ -45,6 +45,11 @@ PROBE_MIN_STEPS = 6
 # A batch made inline in less than this costs less than handing it over from a worker
 # thread would (wake-up and GIL hand-off, tens of microseconds): tuning cannot help.
 INLINE_HANDOVER_S = 50e-6
+# A step whose batch came with another one ready waited for the hand-over, not the
+# loader, only if its wait was this short: a pool that delivers in bursts (many
+# threads on a slow store) hands its first batch over with the rest of the burst
+# ready, after a wait that was the loader's.
+HANDOVER_MAX_WAIT_S = 1e-3
 # Evidence that is conclusive sooner: this many steps in a row, each waiting at
 # least this share of its time, say input-bound (no config waits 80% by chance).
 CONCLUSIVE_STEPS = 3
@@ -216,14 +221,19 @@ class Probe:
 
     def _handover_only(self, window: slice, stats: WindowStats) -> bool:
         """Whether the wait is under the threshold once the steps whose batch came with
-        another one ready are left out: those waited for the hand-over, not the loader.
+        another one ready, after a wait under `HANDOVER_MAX_WAIT_S`, are left out: those
+        waited for the hand-over, not the loader.
         Inline, whether a batch costs less than handing it over from a worker would
         (`INLINE_HANDOVER_S`): then no worker can make the step wait less."""
         if self._baseline.inline:
             return stats.median_wait_s < INLINE_HANDOVER_S
         samples, ready = self._samples[window], self._ready[window]
         total = sum(x.step_s for x in samples)
-        loader_wait = sum(x.wait_s for x, r in zip(samples, ready, strict=True) if not r)
+        loader_wait = sum(
+            x.wait_s
+            for x, r in zip(samples, ready, strict=True)
+            if not r or x.wait_s >= HANDOVER_MAX_WAIT_S
+        )
         return total > 0 and loader_wait < self._settings.wait_threshold * total
 
     def _clearly_input_bound(self, samples: list[StepSample]) -> bool:

@@ -275,6 +275,21 @@ class TuningSession:
         """Clock seconds spent probing and tuning (all rounds; start-up included)."""
         return self._spend.seconds(active=self.phase in _ACTIVE)
 
+    def credit_probe(self, seconds: float, fit_steps: int | None) -> None:
+        """Count the probe that ran before this session existed (`SessionStarter`'s):
+        its clock `seconds` and the `fit_steps` training steps it spanned (`None`:
+        unknown) are tuning time, as the session's own spells are.
+
+        Example:
+
+        >>> from keras_loadtune.config import LoaderConfig
+        >>> from keras_loadtune.decision.settings import TunerSettings
+        >>> session = TuningSession(LoaderConfig(), TunerSettings(), clock=lambda: 0.0)
+        >>> session.credit_probe(0.4, 8); session.tuning_seconds
+        0.4
+        """
+        self._spend.credit(seconds, fit_steps)
+
     @property
     def tuning_cost_s(self) -> float | None:
         """Estimated seconds the tuner caused: its clock time minus the same steps at

@@ -62,6 +62,20 @@ class TuningSpend:
             self.started_at = self._clock()
             self._fit_mark = self.left()
 
+    def credit(self, seconds: float, fit_steps: int | None) -> None:
+        """Count a spell that ran before this spend existed (the probe, run before the
+        session): `seconds` of clock and `fit_steps` training steps (`None`: unknown).
+
+        Example:
+
+        >>> spend = TuningSpend(lambda: 0.0)
+        >>> spend.credit(0.5, 10); spend.seconds(active=False)
+        0.5
+        """
+        self._seconds_done += max(float(seconds), 0.0)
+        if fit_steps is not None:
+            self._fit_steps_done += max(int(fit_steps), 0)
+
     def count_step(self) -> None:
         """Count one observed tuning step."""
         self.steps += 1

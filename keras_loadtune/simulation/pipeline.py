@@ -34,22 +34,19 @@
   16-core GPU machine (40 ms latency, 6.6 ms steps: the tuner stopped at 5-6 threads,
   1.22-1.27x the best static config; `tests/test_decision_costs.py`).
 
-`simulate_tuning` drives a real `TuningSession` through `decision.driver.Driver`,
-the loop the Keras callback uses; `static_grid` measures fixed configs, for
+Passes (epochs) start cold as the engine's streams do (`begin_pass`), and each step
+says which batch it took (`last_delivery`, the engine's `BatchRecord` fields).
+`keras_loadtune.simulation.fit.simulate_tuning` runs a fit on it through the same
+lifecycle as the Keras callback; `static_grid` measures fixed configs, for
 exhaustive-oracle comparisons.
 
 Example:
 
 >>> from keras_loadtune import LoaderConfig
->>> from keras_loadtune.decision import TunerSettings
->>> from keras_loadtune.decision.simulator import SimulatedPipeline, simulate_tuning
->>> pipe = SimulatedPipeline(io_s=0.040, compute_s=0.010, cores=8, seed=0)
->>> result = simulate_tuning(pipe, TunerSettings(cores=8, seed=0), baseline=LoaderConfig(),
-...                          total_steps=800)
->>> result.session.best_config.workers >= 5   # enough threads to hide 40 ms of latency
-True
->>> round(result.final_steps_per_s)            # the compute floor
-100
+>>> grid = static_grid(PipelineParams(io_s=0.040, compute_s=0.010, cores=8),
+...                    [LoaderConfig(2, 4), LoaderConfig(8, 10)])
+>>> [round(s.steps_per_s) for s in grid.values()]  # 2 threads: 50 batches/s; 8: the step
+[50, 100]
 """
 
 from __future__ import annotations
@@ -57,17 +54,15 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from keras_loadtune.config import LoaderConfig
-from keras_loadtune.decision.driver import Driver, Observation
-from keras_loadtune.decision.session import Phase, TuningSession
-from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.engine.arithmetic import held_batches
+from keras_loadtune.engine.errors import DatasetNotPicklableError
 from keras_loadtune.measurement import StepSample, WindowStats, window_stats
 
 _IO, _NUMPY, _PYTHON = 0, 1, 2
@@ -104,6 +99,9 @@ class PipelineParams:
             while the old one serves (the engine's `background=True`); `False`: the
             trainer waits for the start-up.
         startup_busy_cores: Cores a background pool start keeps busy while it runs.
+        known_pool_start_s: What the engine tells the tuner a first process pool costs
+            here (`TunedPyDataset.process_start_estimate_s`: 0.5 s for a dataset whose
+            workers import no Keras), or `None`: unknown (the tuner's prior applies).
 
     Example:
 
@@ -131,6 +129,40 @@ class PipelineParams:
     picklable: bool = True
     background_switch: bool = True
     startup_busy_cores: float = 1.5
+    known_pool_start_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The batch a simulated step took, as the engine's `BatchRecord` describes it.
+
+    Args:
+        position: Its position in the stream (0, 1, 2, ... over all passes).
+        wait_s: Seconds the trainer waited for it.
+        delivered_at: The simulated time it was handed over.
+        produce_wall_s: Seconds from its start in a worker to its end.
+        produce_cpu_s: CPU seconds it took.
+        queue_depth: Finished batches left in the buffer after it was taken.
+        producer: The config of the pool that made it.
+        pass_tail: Every position of the pass was already handed to the workers.
+
+    Example:
+
+    >>> from keras_loadtune import LoaderConfig
+    >>> pipe = SimulatedPipeline(io_s=0.01)
+    >>> _ = pipe.run_steps(LoaderConfig(workers=2), 3)
+    >>> pipe.last_delivery.position, pipe.last_delivery.producer.workers
+    (2, 2)
+    """
+
+    position: int
+    wait_s: float
+    delivered_at: float
+    produce_wall_s: float
+    produce_cpu_s: float
+    queue_depth: int
+    producer: LoaderConfig | None
+    pass_tail: bool
 
 
 class _Task:
@@ -183,6 +215,7 @@ class SimulatedPipeline:
         self._records: list[SimpleNamespace] = []
         self._startups: list[tuple[LoaderConfig, float]] = []
         self._forkserver = False
+        self._prewarm_until = 0.0  # a prewarmed forkserver's start ends then
         self._pool = 0
         self._head = 0  # the cursor: next position the trainer takes
         self._requested = False  # the trainer is waiting for the head (inline configs)
@@ -195,6 +228,9 @@ class SimulatedPipeline:
         self._pending_config: LoaderConfig | None = None  # a background switch
         self._ready_at = math.inf
         self.served_by_current_pool = True  # the last step's batch came from the current pool
+        self._pool_configs: dict[int, LoaderConfig] = {}  # pool -> the config it runs
+        self._pass_end: int | None = None  # one past the current pass's last position
+        self.last_delivery: Delivery | None = None  # the batch the last step took
 
     # --------------------------------------------------------------- public API
 
@@ -218,7 +254,8 @@ class SimulatedPipeline:
         The trainer waits for the start-up; the loader keeps producing meanwhile.
 
         Raises:
-            RuntimeError: For a process config when the dataset is not picklable.
+            DatasetNotPicklableError: For a process config when the dataset is not
+                picklable (as the engine).
         """
         old = self.config
         if self._pending_config is not None:  # a newer request supersedes a pending switch
@@ -227,7 +264,7 @@ class SimulatedPipeline:
             return 0.0
         p = self.params
         if config.use_multiprocessing and not p.picklable:
-            raise RuntimeError("the dataset cannot be pickled for worker processes")
+            raise DatasetNotPicklableError("the simulated dataset cannot be pickled")
         same_mode = old is not None and old.use_multiprocessing == config.use_multiprocessing
         added = max(config.workers - old.workers, 0) if same_mode and old else config.workers
         if config.use_multiprocessing:
@@ -235,6 +272,8 @@ class SimulatedPipeline:
             if added and not self._forkserver:
                 startup += p.process_startup_s
                 self._forkserver = True
+            elif added:  # prewarmed: what is left of the forkserver's start
+                startup += max(self._prewarm_until - self.now, 0.0)
         else:
             startup = p.thread_startup_s * added
         self._startups.append((config, startup))
@@ -244,18 +283,39 @@ class SimulatedPipeline:
         if not same_mode:
             self._pool += 1  # a new pool; the old one finishes the tasks it runs
         self.config = config
+        self._pool_configs[self._pool] = config
         if startup > 0:
             self._run_for(startup)
         self._fill()
         return startup
+
+    def prewarm_processes(self) -> None:
+        """Start the forkserver in the background now (as `TunedPyDataset.prewarm_processes`):
+        it keeps `startup_busy_cores` busy for `process_startup_s`, and a process pool
+        started later pays only what is left of it."""
+        if self._forkserver:
+            return
+        self._forkserver = True
+        self._prewarm_until = self.now + self.params.process_startup_s
+
+    def begin_pass(self, length: int | None) -> None:
+        """Start a pass (an epoch) of `length` batches at the cursor (`None`: endless).
+
+        As the engine's streams: nothing of a pass is made before it starts, so its
+        first batches find the queue empty; `Delivery.pass_tail` marks its end.
+        """
+        self._pass_end = None if length is None else self._head + int(length)
+        if self.config is not None:
+            self._fill()
 
     def run_steps(self, config: LoaderConfig, n: int) -> list[StepSample]:
         """Run `n` training steps under `config` (reconfiguring the loader if it differs)."""
         self.reconfigure(config)
         return [self.step() for _ in range(n)]
 
-    def step(self) -> StepSample:
-        """Run one training step under the current config."""
+    def step(self, extra_compute_s: float = 0.0) -> StepSample:
+        """Run one training step under the current config (`extra_compute_s`: more
+        trainer time in this step, e.g. the first step's graph tracing)."""
         if self.config is None:
             raise RuntimeError("SimulatedPipeline: call reconfigure(config) first.")
         p = self.params
@@ -267,15 +327,26 @@ class SimulatedPipeline:
             self._advance(None, math.inf)
         self._requested = False
         ready = self.now
-        from_process, pool, delivered = self._done.pop(head)
+        from_process, pool, delivered, wall, cpu = self._done.pop(head)
         self.served_by_current_pool = pool == self._pool and self._pending_config is None
         self._head += 1  # the cursor moves past the delivered batch ...
         self._fill()  # ... and the window offers one more position
+        end = self._pass_end
+        self.last_delivery = Delivery(
+            position=head,
+            wait_s=ready - start,
+            delivered_at=ready,
+            produce_wall_s=wall,
+            produce_cpu_s=cpu,
+            queue_depth=len(self._done),
+            producer=self._pool_configs.get(pool, self.config),
+            pass_tail=end is not None and self._next_submit >= end,
+        )
         if not from_process and p.thread_wakeup_s > 0:
             behind = p.thread_wakeup_s - (ready - delivered)
             if behind > _EPS:  # the delivering thread still holds the GIL
                 self._run_for(behind)
-        compute = self._draw(p.compute_s)
+        compute = self._draw(p.compute_s) + max(extra_compute_s, 0.0)
         gil = compute * min(max(p.trainer_gil_share, 0.0), 1.0)
         if from_process:
             gil += p.batch_nbytes / p.ipc_bytes_per_s  # unpickling holds the GIL
@@ -335,6 +406,8 @@ class SimulatedPipeline:
             limit = self._head + (1 if self._requested else 0)
         else:
             limit = self._head + held_batches(cfg)  # as Prefetcher._top_up
+        if self._pass_end is not None:
+            limit = min(limit, self._pass_end)  # a pass ends: the next one starts later
         while self._next_submit < limit:
             self._pending.append(self._next_submit)
             self._next_submit += 1
@@ -392,11 +465,13 @@ class SimulatedPipeline:
         demand = n_numpy + n_py_procs + min(gil_holders, 1)
         if trainer_free:
             demand += max(p.trainer_cores, 1e-9)
-        if self._pending_config is not None:  # a pool starting in the background
-            demand += max(p.startup_busy_cores, 0.0)
+        if self._pending_config is not None or self.now < self._prewarm_until - _EPS:
+            demand += max(p.startup_busy_cores, 0.0)  # a pool or forkserver starting
         share = min(1.0, p.cores / demand) if demand else 1.0
         gil_rate = share / gil_holders if gil_holders else share
         dt = min(horizon, self._ready_at - self.now)
+        if self.now < self._prewarm_until - _EPS:
+            dt = min(dt, self._prewarm_until - self.now)
         rates = []
         for task in running:
             kind = task.kind
@@ -428,12 +503,20 @@ class SimulatedPipeline:
         if self._pending_config is not None and self.now >= self._ready_at - _EPS:
             self.config, self._pending_config, self._ready_at = self._pending_config, None, math.inf
             self._pool += 1  # the new pool takes over; the old one finishes what it runs
+            self._pool_configs[self._pool] = self.config
             self._fill()
         if finished:
             for task in finished:
                 running.remove(task)
                 if task.position >= self._head and task.position not in self._done:
-                    self._done[task.position] = (task.in_process, task.pool, self.now)
+                    wall = self.now - task.start
+                    self._done[task.position] = (
+                        task.in_process,
+                        task.pool,
+                        self.now,
+                        wall,
+                        task.cpu,
+                    )
                 self._records.append(
                     SimpleNamespace(
                         produce_wall_s=self.now - task.start,
@@ -442,139 +525,6 @@ class SimulatedPipeline:
                     )
                 )
             self._fill()
-
-
-@dataclass
-class SimulationResult:
-    """What `simulate_tuning` observed.
-
-    Args:
-        session: The `TuningSession` after the run (trials, best config, notes...).
-        total_time_s: Simulated seconds for all steps, start-up costs included.
-        steps: Training steps run.
-        steps_per_s_by_config: Measured steps/s of every completed trial, by config.
-        final_config: The config the loader ran at the end.
-        final_steps_per_s: Steps/s over the steps after tuning finished (`None` if it
-            never finished).
-        switches: `(step, config)` for every reconfigure the session asked for.
-
-    Example:
-
-    ```python
-    result.steps_per_s_by_config[result.session.best_config]
-    ```
-    """
-
-    session: TuningSession
-    total_time_s: float
-    steps: int
-    steps_per_s_by_config: dict[LoaderConfig, float]
-    final_config: LoaderConfig
-    final_steps_per_s: float | None
-    switches: list[tuple[int, LoaderConfig]] = field(default_factory=list)
-
-
-def simulate_tuning(
-    pipeline: SimulatedPipeline,
-    settings: TunerSettings,
-    *,
-    baseline: LoaderConfig,
-    total_steps: int,
-    seed: int | None = None,
-    study: Any = None,
-    changes: Mapping[int, Mapping[str, Any]] | None = None,
-    process_mode_available: bool = True,
-    steps_known: bool = True,
-    reuse_steps: int = 0,
-) -> SimulationResult:
-    """Train `total_steps` simulated steps with a `TuningSession` in charge of the loader.
-
-    Drives the session through `decision.driver.Driver`, the loop the Keras callback
-    uses: one `Observation` per step (the step, the producer records and start-ups
-    since the last step); a returned config is applied at once (acknowledged, or
-    `mark_failed` if the restart raises). Training ends with `Driver.finish`.
-
-    Args:
-        pipeline: The simulated pipeline (its clock is the session's clock).
-        settings: Tuner settings; `seed`, if given, replaces `settings.seed`.
-        baseline: The user's config; the loader starts with it.
-        total_steps: Training steps to run.
-        seed: Optional sampler seed override.
-        study: Optional Optuna study for the session.
-        changes: `{step: {param: value}}` changes to the pipeline's costs (drift).
-        process_mode_available: Passed to the session.
-        steps_known: The session knows how many steps are left (as the callback from
-            Keras's `params`); `False`: unknown, as for an unsized dataset.
-        reuse_steps: Passed to the session (expected reuse of a stored study).
-
-    Example:
-
-    >>> from keras_loadtune import LoaderConfig
-    >>> from keras_loadtune.decision import TunerSettings
-    >>> res = simulate_tuning(SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16),
-    ...                       TunerSettings(cores=16, seed=1), baseline=LoaderConfig(),
-    ...                       total_steps=1000)
-    >>> res.session.best_config.use_multiprocessing  # pure Python wants processes
-    True
-    """
-    if seed is not None:
-        settings = settings.replace(seed=seed)
-    changes = dict(changes or {})
-    pipeline.reconfigure(baseline)
-    pipeline.drain_startups()
-    done = [0]
-    session = TuningSession(
-        baseline,
-        settings,
-        study=study,
-        clock=lambda: pipeline.now,
-        rss_probe=pipeline.rss,
-        process_mode_available=process_mode_available,
-        cores=pipeline.cores,
-        steps_left=(lambda: total_steps - done[0]) if steps_known else None,
-        reuse_steps=reuse_steps,
-    )
-    driver = Driver(session, pipeline)
-    start = pipeline.now
-    switches: list[tuple[int, LoaderConfig]] = []
-    steady_from: tuple[int, float] | None = None
-    for i in range(total_steps):
-        if i in changes:
-            pipeline.set_params(**changes[i])
-        sample = pipeline.step()
-        done[0] = i + 1
-        if pipeline.switch_pending or not pipeline.served_by_current_pool:
-            # As the callback: no step is measured while a background switch is pending
-            # or while the previous pool still serves its batches.
-            pipeline.drain_records()
-        else:
-            observation = Observation(sample, pipeline.drain_records(), pipeline.drain_startups())
-            result = driver.step(observation)
-            if result.switch_to is not None:
-                switches.append((i, result.switch_to))
-        if session.phase in (Phase.STEADY, Phase.COMPUTE_BOUND):
-            if steady_from is None:
-                steady_from = (i + 1, pipeline.now)
-        else:
-            steady_from = None
-    driver.finish("training ended")
-    final_rate = None
-    if steady_from is not None and total_steps > steady_from[0]:
-        final_rate = (total_steps - steady_from[0]) / (pipeline.now - steady_from[1])
-    by_config = {
-        r.config: float(r.steps_per_s)
-        for r in session.trials
-        if r.state == "complete" and r.steps_per_s is not None
-    }
-    return SimulationResult(
-        session=session,
-        total_time_s=pipeline.now - start,
-        steps=total_steps,
-        steps_per_s_by_config=by_config,
-        final_config=pipeline.config or baseline,
-        final_steps_per_s=final_rate,
-        switches=switches,
-    )
 
 
 def static_grid(
@@ -647,10 +597,9 @@ def params_from_measurement(
 
 
 __all__ = [
+    "Delivery",
     "PipelineParams",
     "SimulatedPipeline",
-    "SimulationResult",
     "params_from_measurement",
-    "simulate_tuning",
     "static_grid",
 ]

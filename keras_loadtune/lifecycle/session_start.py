@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,14 @@ def _none() -> int | None:
 # Batch records to have before a warm-started study is opened: the timing profile
 # that selects the stored trials is the median of these.
 WARM_PROFILE_RECORDS = 8
+
+
+class _Finished:
+    """A session start that ran inline (`background=False`): over at once."""
+
+    @staticmethod
+    def is_alive() -> bool:
+        return False
 
 
 class _Hinted:
@@ -75,6 +84,13 @@ class SessionStarter:
         steps_left: Training steps left in this fit (`None` if unknown).
         fit_steps: Steps of one fit (`None` if unknown): a stored study is expected
             to serve one more fit of this length.
+        background: Open the study and build the session on a daemon thread (a
+            fit); `False` builds it inside the `poll` that asks, handed over at the
+            next `poll` as a fast thread's would be (a simulation: deterministic).
+        clock: The session's time source (the steps' clock).
+        rss_probe: The session's resident-bytes probe (`None`: the process tree's).
+        study: A ready Optuna study to tune in, in place of one opened in `storage`
+            (a simulation's: trials of an earlier run warm-start the session).
 
     Example:
 
@@ -91,20 +107,32 @@ class SessionStarter:
         log: logging.Logger | logging.LoggerAdapter,
         steps_left: Callable[[], int | None] = _none,
         fit_steps: Callable[[], int | None] = _none,
+        *,
+        background: bool = True,
+        clock: Callable[[], float] = time.perf_counter,
+        rss_probe: Callable[[], int] | None = None,
+        study: Any = None,
     ) -> None:
         self.settings = settings
+        self._study = study
+        self._background = background
+        self._clock = clock
+        self._rss_probe = rss_probe or process_tree_rss
         self.storage = storage
         self.study_name = study_name
         self.study_handle: persistence.StudyHandle | None = None
         self._log = log
         self._steps_left = steps_left
         self._fit_steps = fit_steps
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | _Finished | None = None
         self._box: list = []
         self._probe: Probe | None = None
         self._probe_config: LoaderConfig | None = None
         self._input_bound = False
         self.observed: list[Observation] = []  # the probe's steps, replayed into the session
+        # `(clock, steps left)` when the probe's first counted step began: the session
+        # counts the probe's time as its own (`TuningSession.credit_probe`).
+        self.probe_began: tuple[float, int | None] | None = None
         self.reopens_used = 0  # reopens spent on this workload (one budget for all)
         self._hints: dict[int, _Hinted] = {}  # id(dataset) -> its warm hint, until probed
         self._user_config: LoaderConfig | None = None  # the baseline of a warm start
@@ -172,6 +200,7 @@ class SessionStarter:
         self._input_bound = False
         self._user_config = None
         self.observed = []
+        self.probe_began = None
         if forget_study:
             self.study_handle = None
 
@@ -196,6 +225,10 @@ class SessionStarter:
             return None  # the stored config runs meanwhile
         if thread is None:
             self._box = box = []  # this start's result only, whatever races
+            if not self._background:
+                self._start(dataset, dataset.config, box)
+                self._thread = _Finished()
+                return None
             thread = self._thread = threading.Thread(
                 target=self._start,
                 args=(dataset, dataset.config, box),
@@ -229,8 +262,15 @@ class SessionStarter:
             self._probe = Probe(self.settings, config, in_steady_state=True)
             self._probe_config = config
             self.observed = []
+            self.probe_began = None
         if observation is None:
             return None
+        if not self.observed:
+            left = self._steps_left()
+            self.probe_began = (
+                self._clock() - observation.sample.step_s,
+                None if left is None else left + 1,
+            )
         self.observed.append(observation)
         self._probe.add_records(list(observation.records))
         verdict = self._probe.add(observation.sample)
@@ -253,7 +293,8 @@ class SessionStarter:
             settings,
             study=study,
             running=config if self._user_config is not None else None,
-            rss_probe=process_tree_rss,
+            clock=self._clock,
+            rss_probe=self._rss_probe,
             process_mode_available="process" in self.settings.modes,
             probe_in_steady_state=True,  # the stock prefetched during tracing is drained
             logger=self._log,
@@ -273,6 +314,8 @@ class SessionStarter:
 
     def _open_study(self, dataset: Any) -> Any:
         """The Optuna study to tune in (`None`: the session's own, in memory); never raises."""
+        if self._study is not None:
+            return self._study
         if self.storage is None:
             return None
         try:

@@ -1,4 +1,4 @@
-"""Tests for how `LoadTuner` logs its report (`callback.LoadTuner._log_report_once`):
+"""Tests for how the tuner logs its report (`lifecycle.fit.FitLifecycle._log_report_once`):
 at `verbose=1` the full report once at the end of `fit` (the session logs its own line
 when tuning starts and ends); the full report mid-fit only at `verbose=2` (issue #23:
 a 30-line report appeared in the middle of training at the default verbosity)."""
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from keras_loadtune import LoaderConfig
-from keras_loadtune.keras_adapter.callback import LoadTuner
+from keras_loadtune.lifecycle.fit import FitLifecycle
 from keras_loadtune.report import TuningReport
 
 
@@ -31,9 +31,7 @@ def _tuner(verbose: int, decision: str = "tuned") -> SimpleNamespace:
         best_steps_per_s=30.0,
         fit_all_steps=100,
     )
-    return SimpleNamespace(
-        verbose=verbose, _reported=False, _log=_Log(), _build_report=lambda: report
-    )
+    return SimpleNamespace(verbose=verbose, _reported=False, _log=_Log(), report=lambda: report)
 
 
 def _full(lines: list[str]) -> int:
@@ -43,20 +41,20 @@ def _full(lines: list[str]) -> int:
 @pytest.mark.parametrize("verbose", [1, 2])
 def test_one_full_report_per_fit_and_mid_fit_only_at_verbose_2(verbose):
     tuner = _tuner(verbose)
-    LoadTuner._log_report_once(tuner, final=False)  # tuning ended mid-fit
+    FitLifecycle._log_report_once(tuner, final=False)  # tuning ended mid-fit
     mid = list(tuner._log.lines)
     assert _full(mid) == len(mid) == (1 if verbose == 2 else 0)  # verbose=1: the session's line
-    LoadTuner._log_report_once(tuner, final=True)  # the fit ended
+    FitLifecycle._log_report_once(tuner, final=True)  # the fit ended
     assert _full(tuner._log.lines) == 1 and len(tuner._log.lines) == len(mid) + 1
-    LoadTuner._log_report_once(tuner, final=True)  # a second fit logs its own report
+    FitLifecycle._log_report_once(tuner, final=True)  # a second fit logs its own report
     assert _full(tuner._log.lines) == 2
 
 
 def test_verbose_0_logs_nothing_and_in_progress_is_not_logged_mid_fit():
     quiet = _tuner(0)
-    LoadTuner._log_report_once(quiet, final=False)
-    LoadTuner._log_report_once(quiet, final=True)
+    FitLifecycle._log_report_once(quiet, final=False)
+    FitLifecycle._log_report_once(quiet, final=True)
     assert quiet._log.lines == []
     running = _tuner(1, decision="in-progress")
-    LoadTuner._log_report_once(running, final=False)
+    FitLifecycle._log_report_once(running, final=False)
     assert running._log.lines == []
