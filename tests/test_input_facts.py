@@ -99,3 +99,26 @@ def test_inputs_other_than_a_dataloader_get_batch_facts_only():
     assert report.dataloader_kwargs == {} and "DataLoader(" not in str(report)
     unknown = describe_input(TuningReport("not-wrapped", None, None), None)
     assert unknown.input_facts == {} and "samples/batch" not in str(unknown)
+
+
+def test_a_fit_on_a_wrapped_dataloader_reports_the_arguments_of_the_config_it_ran():
+    import keras
+
+    n, batch = 64, 8
+    data = TensorDataset(torch.arange(2 * n, dtype=torch.float32).reshape(n, 2), torch.zeros(n, 1))
+    loader = DataLoader(data, batch_size=batch)
+    tuner = klt.LoadTuner(storage=None, verbose=0, probe_steps=4, warmup_steps=0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    wrapped = tuner.wrap(loader)
+    try:
+        model.fit(wrapped, epochs=2, verbose=0, callbacks=[tuner])
+    finally:
+        wrapped.close()
+    report = tuner.report
+    assert report.input_facts["batch_size"] == batch, report.to_dict()
+    from keras_loadtune.keras_adapter.torch_config import dataloader_kwargs
+
+    expected = dataloader_kwargs(wrapped.config, pin_memory=loader.pin_memory).kwargs
+    assert report.dataloader_kwargs == dict(expected), report.to_dict()
+    assert "DataLoader(" in str(report)

@@ -17,6 +17,7 @@ from keras_loadtune.keras_adapter import _hooks
 from keras_loadtune.keras_adapter._arguments import tuner_settings
 from keras_loadtune.keras_adapter._epoch_log import EpochLog, ensure_log_handler
 from keras_loadtune.keras_adapter.dataset import TunedPyDataset, check_keras3, wrap_input
+from keras_loadtune.keras_adapter.input_facts import describe_input
 from keras_loadtune.lifecycle.fit import FitLifecycle
 from keras_loadtune.report import TuningReport
 
@@ -163,6 +164,7 @@ class LoadTuner(keras.callbacks.Callback):
             study_name=study_name,
             verbose=verbose,
             fit_total_steps=self._fit_total_steps,
+            describe_input=describe_input,
         )
         ensure_log_handler(logger, verbose)
 

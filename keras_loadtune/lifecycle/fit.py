@@ -86,6 +86,9 @@ class FitLifecycle:
             the process tree's, measured).
         study: A ready Optuna study to tune in instead of one in `storage` (the
             simulator's).
+        describe_input: Adds what the training input says to a report (its batch
+            size, a DataLoader's arguments: `keras_adapter.input_facts.describe_input`);
+            `None` adds nothing.
 
     Example:
 
@@ -109,8 +112,10 @@ class FitLifecycle:
         background_start: bool = True,
         rss_probe: Callable[[], int] | None = None,
         study: Any = None,
+        describe_input: Callable[[TuningReport, Any], TuningReport] | None = None,
     ) -> None:
         self.settings = settings
+        self._describe_input = describe_input
         self.verbose = verbose
         self.datasets: list[Any] = []
         self.notes: list[str] = []
@@ -252,7 +257,7 @@ class FitLifecycle:
         clock, now = self.clock, self._now()
         shm_notes = [n for ds in self.datasets if (n := ds.shm_fallback_note) is not None]
         train = self.train_dataset
-        return build_report(
+        report = build_report(
             self._session,
             notes=[*self.notes, *dict.fromkeys(shm_notes)],
             broken=self.broken,
@@ -270,6 +275,9 @@ class FitLifecycle:
             fit_running=clock.running,
             loader_config=train.config if train is not None else None,
         )
+        if self._describe_input is not None:
+            report = self._describe_input(report, train)
+        return report
 
     def add_note(self, note: str) -> None:
         """A note for the report (once)."""
