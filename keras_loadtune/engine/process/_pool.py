@@ -19,14 +19,17 @@ the next `submit`. Workers ignore SIGINT: Ctrl-C is the trainer's to handle.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -67,6 +70,32 @@ class _Worker:
     inflight: dict[Any, int] = field(default_factory=dict)
     stopping: bool = False
     peak_rss: int = 0
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Holds a Ctrl-C back until the block is over, then raises it as usual.
+
+    Launching a worker through the forkserver is a few system calls; a Ctrl-C landing
+    between them would leave a forked worker whose pid the pool never learnt (it would
+    live until its dataset has loaded). Only the main thread handles SIGINT; elsewhere
+    (a background switch) nothing is deferred.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):  # ignored or default: nothing of Python's to defer
+        yield
+        return
+    caught: list[tuple[int, Any]] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        previous(*caught[0])  # default_int_handler raises KeyboardInterrupt here
 
 
 class ProcessPool:
@@ -181,15 +210,20 @@ class ProcessPool:
         if needed <= 0:
             return 0
         pending: list[_Worker] = []
+        w: _Worker | None = None
         try:
             # A Ctrl-C (KeyboardInterrupt) anywhere in here ends the half-started workers.
             for _ in range(needed):
-                pending.append(self._spawn(shipment))
-                with self._lock:
-                    self._starting[pending[-1].wid] = pending[-1]
+                with _sigint_deferred():  # a launch is listed before Ctrl-C can land
+                    w = self._spawn(shipment)
+                    pending.append(w)
+                    with self._lock:
+                        self._starting[w.wid] = w
             for w in pending:
                 self._await_ready(w)
         except BaseException:
+            if w is not None and all(x is not w for x in pending):
+                pending.append(w)  # spawned, interrupted before it was listed
             for w in pending:  # SIGTERM all first: they end in parallel
                 if w.process.is_alive():
                     w.process.terminate()
@@ -225,8 +259,14 @@ class ProcessPool:
         )
         try:
             process.start()
-        finally:  # interrupted mid-launch: the worker finds its pipe closed and exits
+        except BaseException:  # interrupted mid-launch (Ctrl-C): end what did start
             child_conn.close()
+            parent_conn.close()
+            if process.pid is not None:
+                process.terminate()
+                process.join(timeout=2)
+            raise
+        child_conn.close()
         return _Worker(wid, process, parent_conn, process.pid, shipment.generation)
 
     def _await_ready(self, w: _Worker) -> None:
