@@ -153,6 +153,7 @@ def _costs(out: dict[str, Any], scenario: Any, runner: Any, env: dict, samples: 
     out["produce_cpu_s"] = statistics.median(cpus)
     out["jitter_cv"] = statistics.pstdev(walls) / max(statistics.mean(walls), 1e-12)
     out["batch_nbytes"] = int(sum(np.asarray(a).nbytes for a in batch))
+    out["loader_gil_share"] = _loader_gil_share(ds, samples)
 
     # The trainer on in-memory batches: step time, cores, GIL sensitivity.
     floor_data = InMemoryDataset(runner.floor_batches, steps)
@@ -162,7 +163,9 @@ def _costs(out: dict[str, Any], scenario: Any, runner: Any, env: dict, samples: 
     model.fit(floor_data, epochs=epochs, verbose=0)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     floor = runner.run("floor", 0)
-    out["compute_s"] = floor.extra["median_step_s"]
+    # The mean steady step (a CPU step's times are skewed: the median understates it).
+    out["compute_s"] = _steady_step_s(model, floor_data, epochs)
+    out["median_step_s"] = floor.extra["median_step_s"]
     out["floor_wall_s"] = floor.wall_s
     out["trainer_cores"] = cpu / wall
     stop = threading.Event()
@@ -191,6 +194,44 @@ def _costs(out: dict[str, Any], scenario: Any, runner: Any, env: dict, samples: 
     first, more = startups[0], startups[-1]
     out["process_worker_s"] = more[1] / max(more[0], 1)
     out["process_startup_s"] = max(first[1] - 2 * out["process_worker_s"], 0.0)
+
+
+def _steady_step_s(model: Any, data: Any, epochs: int) -> float:
+    """Mean seconds per step between batch begins, after the first few steps."""
+    import keras
+
+    stamps: list[float] = []
+
+    class Stamp(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+            stamps.append(time.perf_counter())
+
+    model.fit(data, epochs=1, verbose=0, callbacks=[Stamp()])
+    skip = min(len(stamps) // 3, 10)
+    return (stamps[-1] - stamps[skip]) / max(len(stamps) - 1 - skip, 1)
+
+
+def _loader_gil_share(ds: Any, samples: int) -> float:
+    """Share of the loader's CPU time that holds the GIL, from its 1- vs 2-thread speed.
+
+    Two threads making batches take `t2` where one takes `t1` for the same batches; with
+    a share `h` of the CPU holding the GIL (and the rest running on a second core),
+    `t2 / t1 = (1 + h) / 2`, so `h = 2 t2 / t1 - 1` (latency in the batch halves too,
+    so a latency-bound loader reads as 0: it does not matter for it).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = max(2 * (samples // 2), 8)
+    indices = [i % max(len(ds), 1) for i in range(n)]
+    t0 = time.perf_counter()
+    for i in indices:
+        ds[i]
+    t1 = time.perf_counter() - t0
+    with ThreadPoolExecutor(2) as pool:
+        t0 = time.perf_counter()
+        list(pool.map(ds.__getitem__, indices))
+        t2 = time.perf_counter() - t0
+    return min(max(2.0 * t2 / t1 - 1.0, 0.0), 1.0) if t1 > 0 else 0.0
 
 
 # ---------------------------------------------------------------- parent (no Keras here)

@@ -34,6 +34,12 @@
   16-core GPU machine (40 ms latency, 6.6 ms steps: the tuner stopped at 5-6 threads,
   1.22-1.27x the best static config; `tests/test_decision_costs.py`).
 
+An input whose worker count changes only between passes (a Grain `IterDataset` or
+`grain.DataLoader`, served by `GrainIterSource`: `worker_change_at_pass`) holds such a
+change until the next `begin_pass` (`held_config`); that pass then starts a fresh pool
+with it while the trainer waits, as Grain starts a new iterator. Threads and buffers
+still change at the next batch.
+
 Passes (epochs) start cold as the engine's streams do (`begin_pass`), and each step
 says which batch it took (`last_delivery`, the engine's `BatchRecord` fields).
 `keras_loadtune.simulation.fit.simulate_tuning` runs a fit on it through the same
@@ -102,6 +108,10 @@ class PipelineParams:
         known_pool_start_s: What the engine tells the tuner a first process pool costs
             here (`TunedPyDataset.process_start_estimate_s`: 0.5 s for a dataset whose
             workers import no Keras), or `None`: unknown (the tuner's prior applies).
+        worker_change_at_pass: A change of the worker count (worker processes; a thread
+            config has none) waits for the next pass (`begin_pass`), as a Grain input
+            served by `GrainIterSource` (`RestartPoint.EPOCH_BOUNDARY`); `False`: every
+            change applies at the next batch, as the engine's.
 
     Example:
 
@@ -130,6 +140,19 @@ class PipelineParams:
     background_switch: bool = True
     startup_busy_cores: float = 1.5
     known_pool_start_s: float | None = None
+    worker_change_at_pass: bool = False
+
+
+def pass_workers(config: LoaderConfig) -> int:
+    """The worker processes a config runs (0 for threads): what a Grain iterator's state
+    records, so a change of it waits for the next pass (`worker_change_at_pass`).
+
+    Example:
+
+    >>> pass_workers(LoaderConfig(4, 8)), pass_workers(LoaderConfig(2, 4, use_multiprocessing=True))
+    (0, 2)
+    """
+    return config.workers if config.use_multiprocessing else 0
 
 
 @dataclass(frozen=True)
@@ -226,6 +249,7 @@ class SimulatedPipeline:
         self._done: dict[int, tuple[bool, int, float]] = {}
         self._peak_held = 0
         self._pending_config: LoaderConfig | None = None  # a background switch
+        self.held_config: LoaderConfig | None = None  # waits for the next pass
         self._ready_at = math.inf
         self.served_by_current_pool = True  # the last step's batch came from the current pool
         self._pool_configs: dict[int, LoaderConfig] = {}  # pool -> the config it runs
@@ -260,12 +284,29 @@ class SimulatedPipeline:
         old = self.config
         if self._pending_config is not None:  # a newer request supersedes a pending switch
             self._pending_config, self._ready_at = None, math.inf
+        self.held_config = None  # ... and a held one
         if config == old:
             return 0.0
         p = self.params
         if config.use_multiprocessing and not p.picklable:
             raise DatasetNotPicklableError("the simulated dataset cannot be pickled")
+        if (
+            p.worker_change_at_pass
+            and old is not None
+            and pass_workers(config) != pass_workers(old)
+        ):
+            self.held_config = config  # the next pass starts with it (`begin_pass`)
+            return 0.0
+        return self._apply(config, old)
+
+    def _apply(
+        self, config: LoaderConfig, old: LoaderConfig | None, *, fresh: bool = False
+    ) -> float:
+        """Run `config` from now on (`fresh`: a new pass's own pool, all its workers
+        started while the trainer waits); returns the start-up seconds."""
+        p = self.params
         same_mode = old is not None and old.use_multiprocessing == config.use_multiprocessing
+        same_mode = same_mode and not fresh
         added = max(config.workers - old.workers, 0) if same_mode and old else config.workers
         if config.use_multiprocessing:
             startup = p.process_worker_s * added
@@ -277,7 +318,7 @@ class SimulatedPipeline:
         else:
             startup = p.thread_startup_s * added
         self._startups.append((config, startup))
-        if old is not None and not same_mode and p.background_switch:
+        if old is not None and not same_mode and p.background_switch and not fresh:
             self._pending_config, self._ready_at = config, self.now + startup
             return startup
         if not same_mode:
@@ -302,10 +343,14 @@ class SimulatedPipeline:
         """Start a pass (an epoch) of `length` batches at the cursor (`None`: endless).
 
         As the engine's streams: nothing of a pass is made before it starts, so its
-        first batches find the queue empty; `Delivery.pass_tail` marks its end.
+        first batches find the queue empty; `Delivery.pass_tail` marks its end. A
+        worker-count change held for it (`held_config`) starts its pool now.
         """
         self._pass_end = None if length is None else self._head + int(length)
-        if self.config is not None:
+        held, self.held_config = self.held_config, None
+        if held is not None:  # a worker-count change held for this pass
+            self._apply(held, self.config, fresh=True)
+        elif self.config is not None:
             self._fill()
 
     def run_steps(self, config: LoaderConfig, n: int) -> list[StepSample]:
@@ -568,8 +613,10 @@ def params_from_measurement(
             (its slowdown beside a spinning Python thread), as
             `benchmarks/simulator_fidelity.py` records them.
         cores: Cores of that machine.
-        gil_holding: The loader's CPU time is pure Python (holds the GIL); else it
-            releases the GIL (NumPy, decoding in C).
+        gil_holding: Without a measured `loader_gil_share` (the share of the loader's
+            CPU that holds the GIL, from its 1- vs 2-thread speed): the loader's CPU
+            time is pure Python (holds the GIL); else it releases the GIL (NumPy,
+            decoding in C).
         **overrides: Any other `PipelineParams` field.
 
     Example:
@@ -579,6 +626,9 @@ def params_from_measurement(
     >>> p = params_from_measurement(m, 2)
     >>> round(p.io_s, 3), p.numpy_s, p.cores
     (0.04, 0.001, 2)
+    >>> p = params_from_measurement(dict(m, produce_cpu_s=0.04, loader_gil_share=0.75), 2)
+    >>> round(p.python_s, 3), round(p.numpy_s, 3)  # 3/4 of the CPU holds the GIL
+    (0.03, 0.01)
     """
     cpu = min(float(measured["produce_cpu_s"]), float(measured["produce_wall_s"]))
     fields: dict[str, Any] = dict(
@@ -591,7 +641,12 @@ def params_from_measurement(
         noise_cv=float(measured.get("jitter_cv", 0.0)),
         seed=0,
     )
-    fields["python_s" if gil_holding else "numpy_s"] = cpu
+    share = measured.get("loader_gil_share")
+    if share is None:  # not measured: all or nothing, as the caller says
+        share = 1.0 if gil_holding else 0.0
+    share = min(max(float(share), 0.0), 1.0)
+    fields["python_s"] = cpu * share
+    fields["numpy_s"] = cpu * (1.0 - share)
     fields.update(overrides)
     return PipelineParams(**fields)
 
@@ -601,5 +656,6 @@ __all__ = [
     "PipelineParams",
     "SimulatedPipeline",
     "params_from_measurement",
+    "pass_workers",
     "static_grid",
 ]
