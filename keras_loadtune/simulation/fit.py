@@ -88,8 +88,10 @@ class SimulatedDataset:
 
     @property
     def pending_config(self) -> LoaderConfig | None:
-        """The config a background switch is starting, else `None`."""
-        return self.pipeline._pending_config
+        """The config a background switch is starting, or a worker-count change waits
+        for the next pass with (`PipelineParams.worker_change_at_pass`), else `None`."""
+        pipe = self.pipeline
+        return pipe._pending_config if pipe._pending_config is not None else pipe.held_config
 
     def reconfigure(self, config: LoaderConfig, background: bool = False) -> None:
         """Switch the loader (a switch of mode starts in the background, as the engine's)."""
@@ -108,8 +110,10 @@ class SimulatedDataset:
         """Nothing to release."""
 
     def begin_pass(self) -> None:
-        """An epoch's pass starts (the queue starts empty, as a new engine stream)."""
+        """An epoch's pass starts (the queue starts empty, as a new engine stream; a
+        held worker-count change starts its pool)."""
         self.pipeline.begin_pass(self.num_batches)
+        self._record_startups()
 
     def step(self, extra_compute_s: float = 0.0) -> None:
         """One training step: the batch it took becomes a `BatchRecord`."""
@@ -165,6 +169,8 @@ class SimulationResult:
         startups: `(config, seconds)` of every loader start, as the engine records them
             (a prewarmed forkserver's start overlaps the steps before; only what is
             left of it is in the pool's start).
+        stats: The fit's batch records as the lifecycle read them (the last 4096): the
+            config that served each step and the position it took (`index`).
 
     Example:
 
@@ -183,6 +189,7 @@ class SimulationResult:
     report: TuningReport | None = None
     epoch_fractions: list[float] = field(default_factory=list)
     startups: list[tuple[LoaderConfig, float]] = field(default_factory=list)
+    stats: LoaderStats | None = None
 
 
 def simulate_tuning(
@@ -302,6 +309,7 @@ def simulate_tuning(
         report=life.report(),
         epoch_fractions=list(life.epoch_fractions),
         startups=[(s.config, s.seconds) for s in data.stats.startups],
+        stats=data.stats,
     )
 
 
