@@ -111,6 +111,10 @@ class TuningSession:
             started on a stored best before the first batch): the warm start then
             verifies it without a switch, or switches back to `baseline` and probes it
             when the study no longer confirms it.
+        prestarted: The config the loader was switched to when the probe (run by the
+            caller before this session existed) found the fit input-bound, while the
+            study opened (`planner.first_move`): the probe's steps are still the
+            baseline's, and a seed equal to it is measured without a switch.
 
     Attributes:
         phase: A `Phase` (compares equal to `"probe"`, `"tuning"`, `"steady"`,
@@ -154,6 +158,7 @@ class TuningSession:
         workload_profile: Mapping[str, float] | None = None,
         reopens_used: int = 0,
         running: LoaderConfig | None = None,
+        prestarted: LoaderConfig | None = None,
     ) -> None:
         check_instance("TuningSession: baseline", baseline, LoaderConfig)
         check_instance("TuningSession: settings", settings, TunerSettings)
@@ -212,7 +217,7 @@ class TuningSession:
         if "process" in settings.modes and not process_mode_available:
             self.notes.append("process mode skipped: the dataset cannot run in worker processes")
         # The config the loader runs: the one place it is held.
-        self._config = running if running is not None else baseline
+        self._config = running if running is not None else (prestarted or baseline)
         self._started_running = running is not None
         self._previous_config = self._config  # restored if the switch fails
         self._pending_switch: LoaderConfig | None = None
