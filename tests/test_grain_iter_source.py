@@ -267,3 +267,63 @@ def test_a_pipeline_error_reaches_the_caller_unchanged_after_switches():
     with pytest.raises(ValueError, match="bad record 7"):
         _served_pass(source, {0: LoaderConfig(2, 2), 1: LoaderConfig(1, 1)})
     assert source.resumes == 2 and source.switch_error is None
+
+
+def test_each_batch_becomes_one_record_of_the_config_that_served_it():
+    # What the tuner's lifecycle reads (`lifecycle/step_meter.py`): one record per batch.
+    source = GrainIterSource(_loader(20, 4, seed=2))
+    first = _served_pass(source, {1: LoaderConfig(2, 3)})
+    assert source.num_batches == len(first) == 5
+    records = list(source.stats)
+    assert [r.sequence for r in records] == list(range(5)) and source.stats.delivered == 5
+    assert [r.index for r in records] == list(range(5))
+    assert [r.config for r in records] == [records[0].config] * 2 + [LoaderConfig(2, 3)] * 3
+    assert all(r.producer == r.config and r.consumer == 0 for r in records)
+    assert all(r.wait_s >= 0 and r.produce_wall_s == r.wait_s for r in records)
+    assert not any(r.pass_tail for r in records)  # the pass length was not known yet
+    _served_pass(source, {})
+    assert [r.pass_tail for r in source.stats][5:] == [False] * 4 + [True]
+    assert {r.stream for r in source.stats} == {1, 2}
+
+
+def test_a_worker_change_is_pending_with_its_config_until_the_next_pass():
+    source = GrainIterSource(_loader(12, 3, seed=0))
+    user = source.config
+    assert source.pending_config is None and source.modes == ("thread", "process")
+    iterator = iter(source)
+    next(iterator)
+    processes = LoaderConfig(2, 4, use_multiprocessing=True)
+    source.reconfigure(processes, background=True)
+    assert source.pending_config == processes and source.config == user
+    source.reconfigure(LoaderConfig(3, 3))  # a newer thread change supersedes it
+    assert source.pending_config is None and source.config == LoaderConfig(3, 3)
+    iterator.close()
+
+
+def test_a_config_of_a_kind_the_pipeline_cannot_run_is_refused_at_once():
+    plain = GrainIterSource(_iter_dataset(8, 2, seed=0))
+    assert plain.modes == ("thread",)
+    with pytest.raises(ValueError, match=r"cannot run .* on worker processes"):
+        plain.reconfigure(LoaderConfig(2, 2, use_multiprocessing=True))
+    mp = GrainIterSource(_iter_dataset(8, 2, seed=0, workers=2))
+    assert mp.modes == ("process",)
+    with pytest.raises(ValueError, match="on threads alone"):
+        mp.reconfigure(LoaderConfig(2, 2))
+    assert plain.pending_config is None and mp.pending_config is None
+
+
+def test_a_failed_rebuild_is_a_failed_start_the_tuner_reads(monkeypatch):
+    ds = _iter_dataset(12, 3, seed=1)
+    source = GrainIterSource(ds)
+    user = source.config
+    original = source._pipeline.build
+    monkeypatch.setattr(
+        source._pipeline,
+        "build",
+        lambda o: original(o) if o == source._pipeline.options else 1 / 0,
+    )
+    assert _served_pass(source, {0: LoaderConfig(2, 2)}) == _pass(ds)
+    failed = [s for s in source.stats.startups if s.error is not None]
+    assert [s.config for s in failed] == [LoaderConfig(2, 2)]
+    assert "ZeroDivisionError" in failed[0].error
+    assert source.config == user  # what serves is named, not what was refused

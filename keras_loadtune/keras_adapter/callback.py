@@ -183,9 +183,11 @@ class LoadTuner(keras.callbacks.Callback):
 
         A PyTorch `DataLoader` over a map-style dataset and a Grain `MapDataset` of
         batches are served batch by batch in their own order (starting from the
-        loader's `num_workers` / `prefetch_factor`). A `tf.data.Dataset`, an
-        iterable-style `DataLoader` and a Grain `IterDataset` / `DataLoader` are
-        returned unchanged: measured only, and the report names their own knobs.
+        loader's `num_workers` / `prefetch_factor`). A Grain `IterDataset` /
+        `DataLoader` comes back as a `GrainIterSource` that Grain runs: its threads
+        change at the next batch, its worker count between epochs. A
+        `tf.data.Dataset` and an iterable-style `DataLoader` are returned unchanged:
+        measured only, and the report names their own knobs.
 
         Example:
 
@@ -198,8 +200,8 @@ class LoadTuner(keras.callbacks.Callback):
         wrapped, plan = wrap_input(dataset, config, **kwargs)
         if plan.note:
             self._life.add_note(plan.note)  # reaches the report
-        if isinstance(wrapped, TunedPyDataset):
-            self._life.register(wrapped)  # a rerun starts on the stored best
+        if not plan.measured_only:  # a TunedPyDataset, or a GrainIterSource (Grain runs it)
+            self._life.register(wrapped)  # measured and tuned; a rerun starts on the stored best
         return wrapped
 
     @property

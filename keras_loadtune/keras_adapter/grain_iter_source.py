@@ -18,6 +18,16 @@ If a rebuild fails (e.g. the pipeline cannot be pickled for worker processes), t
 running iterator keeps serving, `switch_error` says why, and that config is not tried
 again: the tuner is never the reason training fails.
 
+It is also a dataset of the tuner's lifecycle (`keras_loadtune.lifecycle.fit`), as a
+`TunedPyDataset` is: every `next()` is timed on the thread that iterates (the time
+blocked in Grain's iterator, a switch's rebuild included, is the batch's wait; Grain's
+workers are not seen, so `produce_wall_s` is that wait and `produce_cpu_s` is 0) and
+becomes one `BatchRecord` in `stats`, on the hot path one `perf_counter` pair and one
+tuple. A worker-count change waits as `pending_config` until the next pass starts, so
+the tuner observes no step of the old config under the new one's name, and its trial
+starts after the epoch boundary. `modes` says which worker kinds the pipeline can run
+(the tuner searches only those).
+
 Example:
 
 ```python
@@ -30,12 +40,16 @@ source.reconfigure(LoaderConfig(workers=4, max_queue_size=8))  # threads: at the
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
+import weakref
 from typing import Any
 
 import grain
 
 from keras_loadtune.config import LoaderConfig
+from keras_loadtune.engine.records import LoaderStats, StartupRecord, batch_nbytes
 from keras_loadtune.keras_adapter.grain_pipeline import GrainOptions, options_for, pipeline_of
 from keras_loadtune.keras_adapter.input_facts import facts_of
 from keras_loadtune.keras_adapter.input_kind import RestartPoint
@@ -48,6 +62,12 @@ def _close(iterator: Any) -> None:
         if callable(close):
             close()
             return
+
+
+# `produce_cpu_s`: Grain's workers are not seen from the iterating thread.
+_NO_CPU = 0.0
+# Bytes of a batch are read on 1 batch in this many (a walk over the batch's arrays).
+_NBYTES_EVERY = 16
 
 
 class GrainIterSource(grain.IterDataset):
@@ -73,6 +93,10 @@ class GrainIterSource(grain.IterDataset):
     ```
     """
 
+    # What the lifecycle reads of a dataset, which Grain's own workers do not have.
+    shm_fallback_note: str | None = None
+    process_start_estimate_s: float | None = None
+
     def __init__(self, dataset: Any):
         pipeline = pipeline_of(dataset)  # raises TypeError for anything else
         super().__init__(dataset if isinstance(dataset, grain.IterDataset) else ())
@@ -80,12 +104,21 @@ class GrainIterSource(grain.IterDataset):
         self.input_facts = facts_of(dataset)  # batch size (the report)
         self._pipeline = pipeline
         self._lock = threading.Lock()
-        self._requested = pipeline.options
-        self._latest = pipeline.options  # the options of the newest pass
+        user = pipeline.options
+        # What was asked for last, in Grain's terms and in the tuner's (its name).
+        self._requested, self._requested_config = user, user.to_config()
+        # The options of the newest pass (or of a change it resumed with), and its name.
+        self._latest, self._latest_config = user, user.to_config()
         self._refused: set[GrainOptions] = set()
         self.switch_error: BaseException | None = None
         self.passes = 0
         self.resumes = 0
+        self.stats = LoaderStats()
+        self.num_batches: int | None = None  # batches of the last pass that ran to its end
+        self._sequence = itertools.count()
+        self._record_lock = threading.Lock()  # records join `stats` in sequence order
+        self._nbytes = 0
+        self._open: weakref.WeakSet[_ResumableIterator] = weakref.WeakSet()
 
     # -- the knobs ---------------------------------------------------------------------------
     @property
@@ -96,8 +129,22 @@ class GrainIterSource(grain.IterDataset):
 
     @property
     def config(self) -> LoaderConfig:
-        """`options` as a `LoaderConfig` (processes when there are workers)."""
-        return self.options.to_config()
+        """The config that serves the next batch, in the tuner's terms: the
+        `LoaderConfig` requested last (or the user's options' `to_config()`), except
+        while a worker-count change waits for the next pass (`pending_config`)."""
+        with self._lock:
+            if self._requested.resumable_from(self._latest):
+                return self._requested_config
+            return self._latest_config
+
+    @property
+    def pending_config(self) -> LoaderConfig | None:
+        """The config a requested worker-count change waits for the next pass with,
+        else `None` (what the lifecycle polls: no step is measured meanwhile)."""
+        with self._lock:
+            if self._requested.resumable_from(self._latest):
+                return None
+            return self._requested_config
 
     @property
     def pending(self) -> bool:
@@ -110,18 +157,41 @@ class GrainIterSource(grain.IterDataset):
         """`(threads, workers)`: which knobs the pipeline exposes (`grain_pipeline`)."""
         return self._pipeline.tunable_threads, self._pipeline.tunable_workers
 
-    def reconfigure(self, config: LoaderConfig | GrainOptions) -> RestartPoint:
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The worker kinds (`LoaderConfig` modes) this pipeline can run: `"thread"`
+        where it can run with no worker process and its reading threads change,
+        `"process"` where its worker count changes."""
+        pipeline = self._pipeline
+        modes = []
+        no_worker = pipeline.min_workers == 0 or not pipeline.tunable_workers
+        if pipeline.tunable_threads and no_worker:
+            modes.append("thread")
+        if pipeline.tunable_workers:
+            modes.append("process")
+        return tuple(modes)
+
+    def reconfigure(
+        self, config: LoaderConfig | GrainOptions, background: bool = True
+    ) -> RestartPoint:
         """Requests `config`; says when it applies to the running pass.
 
         Safe from any thread. A `LoaderConfig` maps onto Grain's knobs with
-        `grain_pipeline.options_for` (knobs the pipeline does not expose stay).
+        `grain_pipeline.options_for` (knobs the pipeline does not expose stay), and
+        `config` then names what runs (as the tuner asked).
 
         Args:
             config: A `LoaderConfig` (the tuner's terms) or `GrainOptions`.
+            background: Accepted for the lifecycle's protocol: a change never blocks
+                here (it applies on the iterating thread).
 
         Returns:
             `RestartPoint.ANY_BATCH`: at the next batch of the running pass (same worker
             count); `RestartPoint.EPOCH_BOUNDARY`: at the next pass.
+
+        Raises:
+            TypeError: `config` is neither type.
+            ValueError: A `LoaderConfig` of a mode the pipeline cannot run (`modes`).
 
         Example:
 
@@ -130,51 +200,81 @@ class GrainIterSource(grain.IterDataset):
         # RestartPoint.EPOCH_BOUNDARY when the worker count changes
         ```
         """
+        del background
         if isinstance(config, LoaderConfig):
             options = options_for(self._pipeline, config)
+            if options.to_config().use_multiprocessing != config.use_multiprocessing:
+                kind = "worker processes" if config.use_multiprocessing else "threads alone"
+                raise ValueError(
+                    f"This Grain pipeline cannot run {config} on {kind}: it runs "
+                    f"{' or '.join(self.modes) or 'no tunable'} configs (a worker count "
+                    "needs a final mp_prefetch or a grain.DataLoader; threads need one "
+                    "to_iter_dataset and no required worker)."
+                )
+            name = config
         elif isinstance(config, GrainOptions):
-            options = config
+            options, name = config, config.to_config()
         else:
             raise TypeError(
                 f"config must be a LoaderConfig or GrainOptions; got {type(config).__name__}."
             )
         with self._lock:
-            self._requested = options
+            self._requested, self._requested_config = options, name
             if options.resumable_from(self._latest):
+                self._latest, self._latest_config = options, name
                 return RestartPoint.ANY_BATCH
             return RestartPoint.EPOCH_BOUNDARY
 
+    def prewarm_processes(self) -> None:
+        """Nothing to start ahead: Grain starts its workers with each pass."""
+
+    def release_workers(self, timeout: float = 5.0) -> None:
+        """Closes the passes still open (their threads and worker processes stop);
+        Keras and the lifecycle call it once training ended. A later `iter()` starts
+        a new pass."""
+        del timeout
+        for iterator in list(self._open):
+            iterator.close()
+
     # -- iteration ---------------------------------------------------------------------------
     def __iter__(self) -> _ResumableIterator:
-        return _ResumableIterator(self)
+        iterator = _ResumableIterator(self)
+        self._open.add(iterator)
+        return iterator
 
-    def _start_pass(self) -> tuple[GrainOptions, Any]:
-        """The options and iterator of a new pass: the requested options, or the user's
-        own when those fail to build (then refused, and `switch_error` says why)."""
+    def _start_pass(self) -> tuple[GrainOptions, LoaderConfig, Any, int]:
+        """The options, config, iterator and number of a new pass: the requested
+        options, or the user's own when those fail to build (then refused, and
+        `switch_error` says why) or were refused before."""
         with self._lock:
-            options = self._requested
-        try:
-            iterator = self._build(options)
-        except Exception as exc:
-            if options == self._pipeline.options:
-                raise  # the user's own pipeline fails: the user's error, as unwrapped
-            self._refuse(options, exc)
-            with self._lock:
-                self._requested = options = self._pipeline.options
-            iterator = self._build(options)
+            options, config = self._requested, self._requested_config
+        user = self._pipeline.options
+        iterator = None
+        if options != user and options not in self._refused:
+            try:
+                iterator = self._build(options)
+            except Exception as exc:
+                self._refuse(options, config, exc)
+        if iterator is None:
+            if options != user:
+                options, config = user, user.to_config()
+            iterator = self._build(options)  # the user's own: its error, as unwrapped
         with self._lock:
-            self._latest = options
+            if self._requested in self._refused:  # what runs instead is what is asked
+                self._requested, self._requested_config = options, config
+            self._latest, self._latest_config = options, config
             self.passes += 1
-        return options, iterator
+            number = self.passes
+        return options, config, iterator, number
 
-    def _wanted(self, current: GrainOptions) -> GrainOptions | None:
-        """The options a running pass with `current` should switch to now, if any."""
+    def _wanted(self, current: GrainOptions) -> tuple[GrainOptions, LoaderConfig] | None:
+        """The options (and name) a running pass with `current` should switch to now."""
         with self._lock:
-            wanted = self._requested
+            wanted, config = self._requested, self._requested_config
             refused = wanted in self._refused
         if wanted == current or refused or not wanted.resumable_from(current):
             return None
-        return wanted
+        return wanted, config
 
     def _build(self, options: GrainOptions) -> Any:
         built = self._pipeline.build(options)
@@ -182,10 +282,59 @@ class GrainIterSource(grain.IterDataset):
             built.has_child = True  # this source ends the pipeline (Grain's output hooks)
         return iter(built)
 
-    def _refuse(self, options: GrainOptions, error: BaseException) -> None:
+    def _refuse(self, options: GrainOptions, config: LoaderConfig, error: BaseException) -> None:
+        """`options` cannot run: never tried again; the tuner learns it from `stats`."""
         with self._lock:
             self._refused.add(options)
             self.switch_error = error
+        self.stats.add_startup(
+            StartupRecord(
+                config=config,
+                workers_started=0,
+                seconds=0.0,
+                at=time.perf_counter(),
+                error=f"{type(error).__name__}: {error}",
+            )
+        )
+
+    def _served_by(self, options: GrainOptions, config: LoaderConfig) -> None:
+        """A switch to the requested options failed: the running ones name the config."""
+        with self._lock:
+            if self._requested in self._refused:
+                self._requested, self._requested_config = options, config
+                self._latest, self._latest_config = options, config
+
+    def _delivered(
+        self, batch: Any, started: float, ended: float, position: int, config: Any, stream: int
+    ) -> None:
+        """One `BatchRecord` (as `LoaderStats.add`'s tuple) for a batch `next()` returned."""
+        wait = ended - started
+        n = self.num_batches
+        with self._record_lock:
+            sequence = next(self._sequence)
+            if sequence % _NBYTES_EVERY == 0:
+                self._nbytes = batch_nbytes(batch)
+            self.stats.add(
+                (
+                    sequence,
+                    position,
+                    wait,  # wait_s
+                    wait,  # produce_wall_s: what the iterating thread saw of it
+                    _NO_CPU,
+                    0,  # queue_depth: Grain's buffers are not seen
+                    self._nbytes,
+                    config,
+                    ended,
+                    n is not None and position >= n - 1,  # pass_tail
+                    stream,
+                    config,  # producer: the iterator that made it runs `config`
+                    0,  # consumer
+                )
+            )
+
+    def _pass_ended(self, batches: int) -> None:
+        if batches > 0:
+            self.num_batches = batches
 
     def __str__(self) -> str:
         return f"GrainIterSource({type(self.dataset).__name__}, {self.options})"
@@ -193,20 +342,32 @@ class GrainIterSource(grain.IterDataset):
 
 class _ResumableIterator(grain.DatasetIterator):
     """One pass of a `GrainIterSource`: the user's pipeline's iterator, swapped for one
-    built with new options at a batch boundary (state carried over)."""
+    built with new options at a batch boundary (state carried over), each `next()`
+    timed into the source's `stats`."""
 
     def __init__(self, source: GrainIterSource):
         super().__init__()
         self._source = source
-        self._options, self._iterator = source._start_pass()
+        self._options, self._config, self._iterator, self._stream = source._start_pass()
+        self._position = 0
 
     def __next__(self) -> Any:
+        started = time.perf_counter()
         wanted = self._source._wanted(self._options)
         if wanted is not None:
-            self._switch(wanted)
-        return next(self._iterator)
+            self._switch(*wanted)
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            self._source._pass_ended(self._position)
+            raise
+        self._source._delivered(
+            batch, started, time.perf_counter(), self._position, self._config, self._stream
+        )
+        self._position += 1
+        return batch
 
-    def _switch(self, options: GrainOptions) -> None:
+    def _switch(self, options: GrainOptions, config: LoaderConfig) -> None:
         state = self._iterator.get_state()
         new = None
         try:
@@ -215,9 +376,11 @@ class _ResumableIterator(grain.DatasetIterator):
         except Exception as exc:  # keep serving on the running iterator
             if new is not None:
                 _close(new)
-            self._source._refuse(options, exc)
+            self._source._refuse(options, config, exc)
+            self._source._served_by(self._options, self._config)
             return
-        old, self._iterator, self._options = self._iterator, new, options
+        old, self._iterator = self._iterator, new
+        self._options, self._config = options, config
         self._source.resumes += 1
         _close(old)
 

@@ -26,7 +26,11 @@ its own reach training: it gives up with one warning (`broken`).
 A dataset is anything with what `StepMeter`, `LoaderSwitch` and `SessionStarter`
 read: `stats` (an engine `LoaderStats`), `config`, `pending_config`, `switch_error`,
 `num_batches`, `reconfigure(config, background=...)`, `prewarm_processes()`,
-`release_workers()` and `shm_fallback_note`, as `TunedPyDataset` has.
+`release_workers()` and `shm_fallback_note`, as `TunedPyDataset` has, and as
+`keras_adapter.grain_iter_source.GrainIterSource` has for a Grain iterator (its
+worker-count change shows as `pending_config` until the next pass, so the trial starts
+after the epoch boundary). An optional `modes` (the worker kinds the input can run)
+narrows the session's search to those.
 
 Example:
 

@@ -288,6 +288,11 @@ class SessionStarter:
         if settings.process_pool_prior_s is None and estimate is not None:
             # The engine knows what a first pool costs here (workers importing no Keras).
             settings = settings.replace(process_pool_prior_s=estimate)
+        runs = getattr(dataset, "modes", None)  # a served input that runs only some kinds
+        if runs is not None:
+            allowed = tuple(m for m in settings.modes if m in runs)
+            if allowed and allowed != settings.modes:
+                settings = settings.replace(modes=allowed)
         return TuningSession(
             self._user_config or config,
             settings,
@@ -295,7 +300,7 @@ class SessionStarter:
             running=config if self._user_config is not None else None,
             clock=self._clock,
             rss_probe=self._rss_probe,
-            process_mode_available="process" in self.settings.modes,
+            process_mode_available="process" in settings.modes,
             probe_in_steady_state=True,  # the stock prefetched during tracing is drained
             logger=self._log,
             steps_left=self._steps_left,
