@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -142,10 +143,18 @@ def test_stand_in_base_only_for_main_datasets_referring_to_nothing_heavy(monkeyp
 
     numpy_only = _main_class({"__getitem__": numpy_item, "__len__": lambda self: 2})()
     uses_keras = _main_class({"__getitem__": keras_item, "__len__": lambda self: 2})()
+    monkeypatch.setattr(_start, "_prewarm_thread", None)  # no forkserver prewarmed yet
     assert _keras.uses_only_the_base(numpy_only)
     assert cold_start_estimate_s(numpy_only) == _start.LIGHT_POOL_START_S
     assert not _keras.uses_only_the_base(uses_keras)
     assert cold_start_estimate_s(uses_keras) is None
+    # Once a prewarm has started the forkserver, any dataset's pool is a fork away.
+    done = threading.Thread(target=lambda: None)
+    done.start()
+    done.join()
+    monkeypatch.setattr(_start, "_prewarm_thread", done)
+    assert cold_start_estimate_s(uses_keras) == _start.WARM_POOL_START_S
+    monkeypatch.setattr(_start, "_prewarm_thread", None)
     numpy_only.model = keras.layers.Dense(1)  # a Keras object among its attributes
     assert not _keras.uses_only_the_base(numpy_only)
     del numpy_only.model

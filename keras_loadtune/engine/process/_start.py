@@ -172,33 +172,47 @@ def prewarm(source: Any) -> bool:
     """
     if START_METHOD != "forkserver":
         return False
+    global _prewarm_thread
     forkserver_context(source)
     from multiprocessing import forkserver
 
-    threading.Thread(
+    thread = threading.Thread(
         target=forkserver.ensure_running, name="keras_loadtune-prewarm", daemon=True
-    ).start()
+    )
+    thread.start()
+    _prewarm_thread = thread
     return True
+
+
+# The thread that started the forkserver (`prewarm`); once it has ended, the forkserver
+# runs with its preloads imported and a pool starts in forks and dataset loads.
+_prewarm_thread: threading.Thread | None = None
 
 
 # A cold pool whose workers import no Keras (`_keras.uses_only_the_base`): forkserver start
 # (NumPy, cloudpickle, the engine) plus forks; measured 0.2 s wall on 2 idle cores
 # (`benchmarks/cold_pool.py`), with a margin for a busy machine.
 LIGHT_POOL_START_S = 0.5
+# A pool from a forkserver that already runs (prewarmed, its preloads imported, Keras
+# included for a dataset that needs it): forks and the dataset's load; measured 0.04 s
+# for a light dataset on 2 idle cores (`benchmarks/cold_pool.py`, prewarmed row), with a
+# margin for a dataset that takes longer to load.
+WARM_POOL_START_S = 0.2
 
 
 def cold_start_estimate_s(source: Any) -> float | None:
     """Seconds a first process pool for `source` is expected to take, if known here.
 
-    Known only when its workers import no Keras (a NumPy-only dataset defined in
-    `__main__` or in a user module: `_keras.uses_only_the_base`); `None`
-    otherwise (the tuner's own prior applies until a pool was measured).
+    Known when the forkserver is already running (prewarmed: `WARM_POOL_START_S`), or
+    when its workers import no Keras (a NumPy-only dataset defined in `__main__` or in a
+    user module: `_keras.uses_only_the_base`); `None` otherwise (the tuner's own prior
+    applies until a pool was measured).
 
     Args:
         source: The dataset.
 
     Returns:
-        `LIGHT_POOL_START_S`, or None.
+        `WARM_POOL_START_S`, `LIGHT_POOL_START_S`, or None.
 
     Example:
 
@@ -206,6 +220,11 @@ def cold_start_estimate_s(source: Any) -> float | None:
     cold_start_estimate_s(main_defined_numpy_dataset)  # 0.5
     ```
     """
-    if START_METHOD != "forkserver" or not _keras.uses_only_the_base(_owner(source)):
+    if START_METHOD != "forkserver":
+        return None
+    thread = _prewarm_thread
+    if thread is not None and not thread.is_alive():
+        return WARM_POOL_START_S
+    if not _keras.uses_only_the_base(_owner(source)):
         return None
     return LIGHT_POOL_START_S
