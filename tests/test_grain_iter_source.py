@@ -143,6 +143,11 @@ def test_data_loader_changes_its_worker_count_at_the_boundary():
     )
     assert _served_pass(source, {}) == _pass(_loader(20, 4, seed=2, workers=2))
     assert source.config == LoaderConfig(2, 2, use_multiprocessing=True)
+    (start,) = source.stats.startups  # the new worker count's restart, for the tuner
+    assert start.config == source.config and start.workers_started == 2
+    assert start.error is None and start.seconds >= next(iter(source.stats)).wait_s * 0.999
+    _served_pass(source, {})
+    assert len(source.stats.startups) == 1  # the same worker count: no switch's restart
 
 
 def test_mp_prefetch_is_read_back_with_its_arguments():

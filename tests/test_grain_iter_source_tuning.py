@@ -165,6 +165,8 @@ def test_a_worker_change_waits_for_the_epoch_boundary_in_a_fit(monkeypatch):
         by_pass[r.stream].add(pass_workers(r.config))
     assert all(len(workers) == 1 for workers in by_pass.values())  # never within a pass
     assert any(0 not in workers for workers in by_pass.values())  # a pass ran the trial
+    restarts = [s for s in train.stats.startups if s.workers_started]
+    assert restarts and all(s.config.use_multiprocessing for s in restarts[:1])
     trials = tuner.report.trials
     process = [t for t in trials if t.config.use_multiprocessing]
     assert process and process[0].steps_per_s is not None  # measured after the boundary

@@ -119,6 +119,7 @@ class GrainIterSource(grain.IterDataset):
         self._record_lock = threading.Lock()  # records join `stats` in sequence order
         self._nbytes = 0
         self._open: weakref.WeakSet[_ResumableIterator] = weakref.WeakSet()
+        self._pass_workers = user.num_workers  # the worker count of the newest pass
 
     # -- the knobs ---------------------------------------------------------------------------
     @property
@@ -242,10 +243,11 @@ class GrainIterSource(grain.IterDataset):
         self._open.add(iterator)
         return iterator
 
-    def _start_pass(self) -> tuple[GrainOptions, LoaderConfig, Any, int]:
-        """The options, config, iterator and number of a new pass: the requested
-        options, or the user's own when those fail to build (then refused, and
-        `switch_error` says why) or were refused before."""
+    def _start_pass(self) -> tuple[GrainOptions, LoaderConfig, Any, int, int]:
+        """The options, config, iterator, number and workers started of a new pass:
+        the requested options, or the user's own when those fail to build (then
+        refused, and `switch_error` says why) or were refused before. Workers started
+        counts only a changed worker count (a switch's restart, not every pass's)."""
         with self._lock:
             options, config = self._requested, self._requested_config
         user = self._pipeline.options
@@ -265,7 +267,9 @@ class GrainIterSource(grain.IterDataset):
             self._latest, self._latest_config = options, config
             self.passes += 1
             number = self.passes
-        return options, config, iterator, number
+            changed = options.num_workers != self._pass_workers
+            self._pass_workers = options.num_workers
+        return options, config, iterator, number, options.num_workers if changed else 0
 
     def _wanted(self, current: GrainOptions) -> tuple[GrainOptions, LoaderConfig] | None:
         """The options (and name) a running pass with `current` should switch to now."""
@@ -332,6 +336,13 @@ class GrainIterSource(grain.IterDataset):
                 )
             )
 
+    def _started(self, config: LoaderConfig, workers: int, at: float, seconds: float) -> None:
+        """A pass started a new worker count: its first batch's wait is the restart
+        (the workers' start included), recorded as the engine records a pool's start."""
+        self.stats.add_startup(
+            StartupRecord(config=config, workers_started=workers, seconds=seconds, at=at)
+        )
+
     def _pass_ended(self, batches: int) -> None:
         if batches > 0:
             self.num_batches = batches
@@ -348,7 +359,8 @@ class _ResumableIterator(grain.DatasetIterator):
     def __init__(self, source: GrainIterSource):
         super().__init__()
         self._source = source
-        self._options, self._config, self._iterator, self._stream = source._start_pass()
+        started = source._start_pass()
+        self._options, self._config, self._iterator, self._stream, self._starting = started
         self._position = 0
 
     def __next__(self) -> Any:
@@ -361,9 +373,11 @@ class _ResumableIterator(grain.DatasetIterator):
         except StopIteration:
             self._source._pass_ended(self._position)
             raise
-        self._source._delivered(
-            batch, started, time.perf_counter(), self._position, self._config, self._stream
-        )
+        ended = time.perf_counter()
+        self._source._delivered(batch, started, ended, self._position, self._config, self._stream)
+        if self._starting:  # the first batch of a pass with a new worker count
+            self._source._started(self._config, self._starting, started, ended - started)
+            self._starting = 0
         self._position += 1
         return batch
 
