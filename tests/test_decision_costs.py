@@ -548,10 +548,12 @@ def test_a_known_cheap_pool_start_lets_a_short_gil_fit_try_processes():
         settings = replace(_settings(2), process_pool_prior_s=prior)
         return simulate_tuning(SimulatedPipeline(params), settings, baseline=USER, total_steps=300)
 
+    # With the process machinery prewarmed at the probe's verdict (the first move), the
+    # generic prior no longer keeps processes out either.
     cheap, generic = tune(0.5), tune(None)
     assert cheap.session.best_config.use_multiprocessing
-    assert not generic.session.best_config.use_multiprocessing
-    assert cheap.total_time_s < generic.total_time_s
+    assert generic.session.best_config.use_multiprocessing
+    assert cheap.total_time_s <= generic.total_time_s
     model = PayoffModel(payoff_ratio=2.0, process_pool_prior_s=0.5)
     assert model.startup_s(LoaderConfig(2, 4, True), current=USER) == pytest.approx(0.6)
 

@@ -53,12 +53,33 @@ def _tuner(**kw) -> klt.LoadTuner:
     return klt.LoadTuner(settings=settings, warmup_steps=1, **kw)
 
 
-def _fit(tuner: klt.LoadTuner, epochs: int = 3):
+class _StudyOpened(keras.callbacks.Callback):
+    """Holds the first epoch's end until the tuner's study has opened (at most 60 s).
+
+    The study opens off the training thread while the loader already runs the pipeline
+    model's thread seed (the first move), which can make these short fits end before
+    the storage is open; these tests are about what the storage keeps, so they wait for
+    it instead of depending on the machine's speed.
+    """
+
+    def __init__(self, tuner: klt.LoadTuner) -> None:
+        super().__init__()
+        self.tuner = tuner
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        deadline = time.monotonic() + 60
+        while epoch == 0 and time.monotonic() < deadline:
+            if self.tuner._starter.study_handle is not None or self.tuner.phase != "idle":
+                return
+            time.sleep(0.01)
+
+
+def _fit(tuner: klt.LoadTuner, epochs: int = 3, data=None):
     model = keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
-    data = tuner.wrap(SleepyDataset(workers=1, max_queue_size=2))
+    data = tuner.wrap(data if data is not None else SleepyDataset(workers=1, max_queue_size=2))
     try:
-        history = model.fit(data, epochs=epochs, verbose=0, callbacks=[tuner])
+        history = model.fit(data, epochs=epochs, verbose=0, callbacks=[tuner, _StudyOpened(tuner)])
     finally:
         data.close()
     return history
@@ -183,7 +204,7 @@ def _fit_data(tuner: klt.LoadTuner, data, epochs: int = 2):
     model.compile(optimizer="sgd", loss="mse")
     wrapped = tuner.wrap(data)
     try:
-        model.fit(wrapped, epochs=epochs, verbose=0, callbacks=[tuner])
+        model.fit(wrapped, epochs=epochs, verbose=0, callbacks=[tuner, _StudyOpened(tuner)])
     finally:
         wrapped.close()
     return wrapped

@@ -93,6 +93,8 @@ class FitLifecycle:
         describe_input: Adds what the training input says to a report (its batch
             size, a DataLoader's arguments: `keras_adapter.input_facts.describe_input`);
             `None` adds nothing.
+        study_open_s: With `background_start=False`, the clock seconds opening the
+            study takes (a simulation of Optuna's import and the storage).
 
     Example:
 
@@ -117,6 +119,7 @@ class FitLifecycle:
         rss_probe: Callable[[], int] | None = None,
         study: Any = None,
         describe_input: Callable[[TuningReport, Any], TuningReport] | None = None,
+        study_open_s: float = 0.0,
     ) -> None:
         self.settings = settings
         self._describe_input = describe_input
@@ -141,6 +144,7 @@ class FitLifecycle:
             clock=clock,
             rss_probe=rss_probe,
             study=study,
+            open_delay_s=study_open_s,
         )
         self._session: TuningSession | None = None
         self._driver: Driver | None = None
@@ -278,10 +282,19 @@ class FitLifecycle:
             fit_all_steps=clock.fit_all_steps,
             fit_running=clock.running,
             loader_config=train.config if train is not None else None,
+            **self._first_move_fields(),
         )
         if self._describe_input is not None:
             report = self._describe_input(report, train)
         return report
+
+    def _first_move_fields(self) -> dict[str, Any]:
+        """The report's view of a first move no session took over (see `build_report`)."""
+        move = self._starter.first_move if self._session is None else None
+        if move is None:
+            return {}
+        user, moved, wait = move
+        return {"user_config": user, "first_move": moved, "first_move_wait": wait}
 
     def add_note(self, note: str) -> None:
         """A note for the report (once)."""

@@ -36,6 +36,9 @@ def build_report(
     fit_all_steps: int | None = None,
     fit_running: bool = False,
     loader_config: LoaderConfig | None = None,
+    user_config: LoaderConfig | None = None,
+    first_move: LoaderConfig | None = None,
+    first_move_wait: float | None = None,
 ) -> TuningReport:
     """The `TuningReport` of what a `LoadTuner` measured and decided so far.
 
@@ -58,6 +61,11 @@ def build_report(
         fit_running: True while the fit is still running (a mid-fit report).
         loader_config: The training data's loader config now (`None`: unknown). A fit
             that ended before a session started kept it.
+        user_config: The config the probe measured (the user's), when it found the fit
+            input-bound before a session existed.
+        first_move: The config the loader moved to at that verdict, while the study
+            opened (`SessionStarter.first_move`), if a session never took over.
+        first_move_wait: The wait fraction the probe measured on `user_config`.
 
     Example:
 
@@ -81,6 +89,28 @@ def build_report(
     if session is None:
         measured_unwrapped = not wrapped and bool(epoch_fractions)
         decision = "not-wrapped" if measured_unwrapped else "in-progress"
+        if wrapped and not fit_running and first_move is not None and user_config is not None:
+            # The probe found your config waiting and the loader moved to the pipeline
+            # model's seed; training ended before the study opened to measure it.
+            wait = "" if first_move_wait is None else f" ({first_move_wait:.0%} of each step)"
+            notes.append(
+                f"the probe found your config waiting for data{wait}; the loader ran the "
+                f"pipeline model's seed, {first_move}, while the study opened, and training "
+                "ended before it could be measured (a longer fit lets the tuner measure)"
+            )
+            cost = cost_parts(None, [], handle)
+            return TuningReport(
+                decision="tuning-failed" if broken else "tuned",
+                baseline_config=user_config,
+                best_config=first_move,
+                probe_wait_fraction=first_move_wait,
+                final_wait_fraction=epoch_fractions[-1] if epoch_fractions else None,
+                epoch_wait_fractions=list(epoch_fractions),
+                notes=notes,
+                cost=cost,
+                tuning_cost_seconds=sum(cost.values()) if cost else None,
+                **fit_fields,
+            )
         if wrapped and not fit_running and fit_all_steps and loader_config is not None:
             # A final report never says "in progress": the fit ended before the probe
             # decided, or while the study was still opening; the config stayed yours.

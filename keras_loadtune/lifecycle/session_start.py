@@ -41,7 +41,8 @@ from typing import Any
 from keras_loadtune import persistence
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.driver import Observation
-from keras_loadtune.decision.probe import Probe
+from keras_loadtune.decision.planner import first_move
+from keras_loadtune.decision.probe import Probe, ProbeVerdict
 from keras_loadtune.decision.resources import process_tree_rss
 from keras_loadtune.decision.session import TuningSession, default_sampler
 from keras_loadtune.decision.settings import TunerSettings
@@ -57,11 +58,14 @@ WARM_PROFILE_RECORDS = 8
 
 
 class _Finished:
-    """A session start that ran inline (`background=False`): over at once."""
+    """A session start that ran inline (`background=False`): over once the clock passes
+    `ready_at` (a simulation's time to open the study)."""
 
-    @staticmethod
-    def is_alive() -> bool:
-        return False
+    def __init__(self, clock: Callable[[], float], ready_at: float) -> None:
+        self._clock, self._ready_at = clock, ready_at
+
+    def is_alive(self) -> bool:
+        return self._clock() < self._ready_at
 
 
 class _Hinted:
@@ -89,6 +93,8 @@ class SessionStarter:
             next `poll` as a fast thread's would be (a simulation: deterministic).
         clock: The session's time source (the steps' clock).
         rss_probe: The session's resident-bytes probe (`None`: the process tree's).
+        open_delay_s: With `background=False`, the clock seconds the study takes to open
+            (a simulation of Optuna's import and the storage).
         study: A ready Optuna study to tune in, in place of one opened in `storage`
             (a simulation's: trials of an earlier run warm-start the session).
 
@@ -112,8 +118,12 @@ class SessionStarter:
         clock: Callable[[], float] = time.perf_counter,
         rss_probe: Callable[[], int] | None = None,
         study: Any = None,
+        open_delay_s: float = 0.0,
     ) -> None:
         self.settings = settings
+        self._open_delay_s = float(open_delay_s)
+        self._prestarted: LoaderConfig | None = None  # the first move, while the study opens
+        self._probe_wait: float | None = None  # the wait the probe measured, for the report
         self._study = study
         self._background = background
         self._clock = clock
@@ -199,6 +209,7 @@ class SessionStarter:
         self._probe = None
         self._input_bound = False
         self._user_config = None
+        self._prestarted = None
         self.observed = []
         self.probe_began = None
         if forget_study:
@@ -225,13 +236,14 @@ class SessionStarter:
             return None  # the stored config runs meanwhile
         if thread is None:
             self._box = box = []  # this start's result only, whatever races
+            baseline = self._probe_config if self._prestarted is not None else dataset.config
             if not self._background:
-                self._start(dataset, dataset.config, box)
-                self._thread = _Finished()
+                self._start(dataset, baseline, box)
+                self._thread = _Finished(self._clock, self._clock() + self._open_delay_s)
                 return None
             thread = self._thread = threading.Thread(
                 target=self._start,
-                args=(dataset, dataset.config, box),
+                args=(dataset, baseline, box),
                 name="keras_loadtune-session",
                 daemon=True,
             )
@@ -243,7 +255,8 @@ class SessionStarter:
         result = self._box[0] if self._box else None
         if isinstance(result, BaseException):
             raise result
-        if result is not None and result.current_config != dataset.config:
+        running = dataset.pending_config or dataset.config  # a first move may still start
+        if result is not None and result.current_config != running:
             self.reset()
             return None
         return result
@@ -279,8 +292,38 @@ class SessionStarter:
         self._probe = None
         if verdict.input_bound:
             self._input_bound = True
+            self._first_move(dataset, verdict)
             return self.poll(dataset)  # starts the thread that opens the study
         return self._session(dataset, config, study=None)  # nothing to tune: no Optuna
+
+    @property
+    def first_move(self) -> tuple[LoaderConfig, LoaderConfig, float | None] | None:
+        """`(user config, moved to, probe wait)` while a first move runs and no session
+        has taken over (the report of a fit that ended meanwhile says so), else `None`."""
+        if self._prestarted is None or self._probe_config is None:
+            return None
+        return self._probe_config, self._prestarted, self._probe_wait
+
+    def _first_move(self, dataset: Any, verdict: ProbeVerdict) -> None:
+        """While the study opens (seconds, on a busy machine), the loader runs the
+        pipeline model's thread seed instead of the config the probe found waiting, and
+        the process machinery starts if the model seeds processes (`planner.first_move`).
+        The session, once open, is told (`prestarted`). Best effort: never raises."""
+        self._prestarted = None
+        self._probe_wait = verdict.stats.wait_fraction
+        try:
+            move = first_move(verdict, self.settings, self._probe_config, self.settings.cores)
+            if move.prewarm_processes:
+                dataset.prewarm_processes()
+            if move.config is not None and move.config != dataset.config:
+                dataset.reconfigure(move.config, background=True)
+                self._prestarted = move.config
+                self._log.debug(
+                    "keras_loadtune: %s while the study opens (the pipeline model's seed)",
+                    move.config,
+                )
+        except Exception as exc:  # the session's own trials follow anyway
+            self._log.debug("keras_loadtune: no first move: %s", exc)
 
     def _session(self, dataset: Any, config: LoaderConfig, study: Any) -> TuningSession:
         settings = self.settings
@@ -298,6 +341,7 @@ class SessionStarter:
             settings,
             study=study,
             running=config if self._user_config is not None else None,
+            prestarted=self._prestarted,
             clock=self._clock,
             rss_probe=self._rss_probe,
             process_mode_available="process" in settings.modes,

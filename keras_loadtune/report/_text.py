@@ -493,7 +493,7 @@ def render_summary_line(report: ReportData) -> str:
                 body += ", " + net_summary(net)
         if fmt.is_number(before) and fmt.is_number(after):
             body += f" (wait {fmt.pct(before)} -> {fmt.pct(after)})"
-        body += f", {trials}"
+        body += f", {trials}" if n else " (the pipeline model's seed, not measured)"
     elif d == "compute-bound":
         body = (
             f"compute-bound (wait {fmt.pct(measured_wait(report))}); "

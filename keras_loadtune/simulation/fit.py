@@ -83,8 +83,12 @@ class SimulatedDataset:
 
     @property
     def process_start_estimate_s(self) -> float | None:
-        """The engine's estimate of a first process pool's start (`PipelineParams`)."""
-        return self.pipeline.params.known_pool_start_s
+        """The engine's estimate of a first process pool's start: forks once a prewarm
+        has started the forkserver (as `cold_start_estimate_s`), else `PipelineParams`."""
+        pipe = self.pipeline
+        if pipe.forkserver_ready:
+            return 2 * pipe.params.process_worker_s
+        return pipe.params.known_pool_start_s
 
     @property
     def pending_config(self) -> LoaderConfig | None:
@@ -206,6 +210,7 @@ def simulate_tuning(
     steps_per_epoch: int | None = None,
     warmup_steps: int = 2,
     trace_s: float = 0.0,
+    study_open_s: float = 0.0,
 ) -> SimulationResult:
     """Train `total_steps` simulated steps with the tuner's lifecycle in charge.
 
@@ -228,6 +233,9 @@ def simulate_tuning(
         warmup_steps: First measured steps left out (`LoadTuner(warmup_steps=...)`).
         trace_s: Extra trainer seconds of the fit's first step (graph tracing), while
             the loader prefetches.
+        study_open_s: Seconds between an input-bound verdict and the session (Optuna's
+            import and the storage's open, done off the training thread in a fit: about
+            0.3-1 s on 2 busy cores); the fit trains meanwhile.
 
     Example:
 
@@ -263,6 +271,7 @@ def simulate_tuning(
         background_start=False,
         rss_probe=pipeline.rss,
         study=study,
+        study_open_s=study_open_s,
     )
     life.register(data)
     start = pipeline.now

@@ -339,6 +339,11 @@ class SimulatedPipeline:
         self._forkserver = True
         self._prewarm_until = self.now + self.params.process_startup_s
 
+    @property
+    def forkserver_ready(self) -> bool:
+        """A prewarm has started the forkserver and its start is over."""
+        return self._forkserver and self.now >= self._prewarm_until - _EPS
+
     def begin_pass(self, length: int | None) -> None:
         """Start a pass (an epoch) of `length` batches at the cursor (`None`: endless).
 
