@@ -606,6 +606,10 @@ def static_grid(
     return out
 
 
+# The largest measured jitter a simulated pipeline takes (see `params_from_measurement`).
+MAX_MEASURED_CV = 0.5
+
+
 def params_from_measurement(
     measured: Mapping[str, Any], cores: int, *, gil_holding: bool = False, **overrides: Any
 ) -> PipelineParams:
@@ -643,7 +647,13 @@ def params_from_measurement(
         trainer_gil_share=float(measured.get("trainer_gil_share", 0.0)),
         trainer_cores=max(float(measured.get("trainer_cores", 1.0)), 1.0),
         batch_nbytes=int(measured.get("batch_nbytes", 0)),
-        noise_cv=float(measured.get("jitter_cv", 0.0)),
+        # The loader's jitter (relative to a batch of negligible cost it is meaningless;
+        # the simulator applies it to every duration, the step included: capped).
+        noise_cv=(
+            min(float(measured.get("jitter_cv", 0.0)), MAX_MEASURED_CV)
+            if float(measured["produce_wall_s"]) >= 1e-3
+            else 0.0
+        ),
         seed=0,
     )
     share = measured.get("loader_gil_share")
