@@ -451,13 +451,15 @@ class Planner:
           time, the GIL still held by the thread that delivered it), not the
           trainer's: `compute_s` drops to it, so more threads are predicted faster.
         - A thread config of a CPU-heavy loader far under the GIL-free prediction
-          shows how much of the loader's CPU time holds the GIL.
+          shows how much of the loader's CPU time holds the GIL, whether its steps
+          waited or not (threads that keep the queue full while holding the GIL slow
+          the step instead: a window aborted as GIL-bound).
         """
         self._learn_compute(config, stats)
         profile = self.profile
         if config.use_multiprocessing or not self.cpu_heavy() or profile is None:
             return
-        if stats.wait_fraction < self.settings.wait_threshold or stats.steps_per_s <= 0:
+        if stats.steps_per_s <= 0:
             return
         free = analytical.predict(config, profile, self.compute_s, self.cores).steps_per_s
         if stats.steps_per_s < 0.8 * free and profile.produce_cpu_s > 0:
