@@ -65,8 +65,14 @@ def test_the_first_move_is_a_thread_config_within_the_settings(wall, cpu_share, 
         assert 1 <= move.config.workers <= s.max_thread_workers
 
 
-def test_the_session_measures_a_prestarted_seed_without_switching_again():
+@pytest.mark.parametrize("stored", [False, True], ids=["in-memory", "storage"])
+def test_the_session_measures_a_prestarted_seed_without_switching_again(stored):
+    # With a study from storage the warm-start flow runs first; a first move is not a
+    # warm hint, so it must not switch back to the baseline either (a real fit did).
+    import optuna
+
     s = TunerSettings(cores=8, seed=0, ram_budget_bytes=8 * GIB)
+    study = optuna.create_study(direction="maximize") if stored else None
     user = LoaderConfig()
     # The probe, as the lifecycle runs it before the session: the user's inline config.
     probe_pipe = SimulatedPipeline(io_s=0.040, compute_s=0.005, cores=8, seed=0)
@@ -87,6 +93,7 @@ def test_the_session_measures_a_prestarted_seed_without_switching_again():
     session = TuningSession(
         user,
         s,
+        study=study,
         clock=lambda: pipe.now,
         cores=8,
         probe_in_steady_state=True,

@@ -430,7 +430,8 @@ class TuningSession:
                     self._note(note, logging.WARNING)
                 if warm is not None:
                     return self._begin_warm_start(warm)
-                if self._config != self.baseline:  # started on a config the study no longer backs
+                # Started on a warm hint the study no longer backs (not a first move).
+                if self._started_running and self._config != self.baseline:
                     why = (
                         "the stored study could not be opened"
                         if self.study is None
