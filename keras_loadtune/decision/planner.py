@@ -71,6 +71,8 @@ class FirstMove:
         config: The thread seed to switch to now (`None`: stay on the baseline).
         prewarm_processes: The model seeds a process config too: start the process
             machinery in the background now.
+        process_config: That process seed (`None`: none), the better first move when a
+            process pool is known to start cheaply here (the caller knows).
 
     Example:
 
@@ -80,6 +82,7 @@ class FirstMove:
 
     config: LoaderConfig | None
     prewarm_processes: bool
+    process_config: LoaderConfig | None = None
 
 
 def first_move(
@@ -110,8 +113,11 @@ def first_move(
         profile, verdict.stats.median_compute_s, cores, settings, baseline, modes=modes
     )
     thread = next((c for c in seeds if not c.use_multiprocessing), None)
+    process = next((c for c in seeds if c.use_multiprocessing), None)
     return FirstMove(
-        thread if thread != baseline else None, any(c.use_multiprocessing for c in seeds)
+        thread if thread != baseline else None,
+        process is not None,
+        process if process != baseline else None,
     )
 
 

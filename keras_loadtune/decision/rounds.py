@@ -264,6 +264,9 @@ class RoundRunner:
         if reason is not None:
             return Pick(finish=reason)
         planner.search_locally(rnd)
+        if current in rnd.pending_seeds[1:]:  # measure what runs first: no switch
+            rnd.pending_seeds.remove(current)
+            rnd.pending_seeds.insert(0, current)
         if not rnd.pending_seeds and not rnd.pending_baseline:
             why = planner.nothing_pays(modes, rnd, current=current, steps_left=steps_left)
             if why is not None:  # asking the sampler would only fill the study with skips

@@ -313,14 +313,20 @@ class SessionStarter:
         self._probe_wait = verdict.stats.wait_fraction
         try:
             move = first_move(verdict, self.settings, self._probe_config, self.settings.cores)
-            if move.prewarm_processes:
-                dataset.prewarm_processes()
-            if move.config is not None and move.config != dataset.config:
-                dataset.reconfigure(move.config, background=True)
-                self._prestarted = move.config
+            target = move.config
+            if move.prewarm_processes and dataset.prewarm_processes() is not False:
+                # A process seed whose pool is known to start cheaply here (a dataset
+                # whose workers import no Keras) is the better first move for a
+                # CPU-heavy loader: threads would hold the GIL meanwhile.
+                cheap = getattr(dataset, "process_start_estimate_s", None) is not None
+                if cheap and move.process_config is not None:
+                    target = move.process_config
+            if target is not None and target != dataset.config:
+                dataset.reconfigure(target, background=True)
+                self._prestarted = target
                 self._log.debug(
                     "keras_loadtune: %s while the study opens (the pipeline model's seed)",
-                    move.config,
+                    target,
                 )
         except Exception as exc:  # the session's own trials follow anyway
             self._log.debug("keras_loadtune: no first move: %s", exc)

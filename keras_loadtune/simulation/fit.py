@@ -106,9 +106,13 @@ class SimulatedDataset:
         self.pipeline.reconfigure(config)
         self._record_startups()
 
-    def prewarm_processes(self) -> None:
-        """Start the forkserver in the background (`SimulatedPipeline.prewarm_processes`)."""
+    def prewarm_processes(self) -> bool:
+        """Start the forkserver in the background (`SimulatedPipeline.prewarm_processes`);
+        False (nothing started) if the dataset cannot be pickled, as the engine's."""
+        if not self.pipeline.params.picklable:
+            return False
         self.pipeline.prewarm_processes()
+        return True
 
     def release_workers(self) -> None:
         """Nothing to release."""
