@@ -89,7 +89,8 @@ def build_report(
     if session is None:
         measured_unwrapped = not wrapped and bool(epoch_fractions)
         decision = "not-wrapped" if measured_unwrapped else "in-progress"
-        if wrapped and not fit_running and first_move is not None and user_config is not None:
+        ended = wrapped and not fit_running
+        if ended and first_move is not None and user_config is not None:
             # The probe found your config waiting and the loader moved to the pipeline
             # model's seed; training ended before the study opened to measure it.
             wait = "" if first_move_wait is None else f" ({first_move_wait:.0%} of each step)"
@@ -98,32 +99,31 @@ def build_report(
                 f"pipeline model's seed, {first_move}, while the study opened, and training "
                 "ended before it could be measured (a longer fit lets the tuner measure)"
             )
-            cost = cost_parts(None, [], handle)
-            return TuningReport(
-                decision="tuning-failed" if broken else "tuned",
-                baseline_config=user_config,
-                best_config=first_move,
-                probe_wait_fraction=first_move_wait,
-                final_wait_fraction=epoch_fractions[-1] if epoch_fractions else None,
-                epoch_wait_fractions=list(epoch_fractions),
-                notes=notes,
-                cost=cost,
-                tuning_cost_seconds=sum(cost.values()) if cost else None,
-                **fit_fields,
+            ran: tuple[str, LoaderConfig, LoaderConfig, float | None] | None = (
+                "tuned",
+                user_config,
+                first_move,
+                first_move_wait,
             )
-        if wrapped and not fit_running and fit_all_steps and loader_config is not None:
+        elif ended and fit_all_steps and loader_config is not None:
             # A final report never says "in progress": the fit ended before the probe
-            # decided, or while the study was still opening; the config stayed yours.
+            # decided, or while the study was still opening; the config stayed yours
+            # (no probe decided: the epochs say it all).
             notes.append(
                 "training ended before tuning started (the probe or the study was not "
                 "ready yet): your config was kept"
             )
+            ran = ("kept-baseline", loader_config, loader_config, None)
+        else:
+            ran = None
+        if ran is not None:
+            outcome, baseline, kept, probe_wait = ran
             cost = cost_parts(None, [], handle)
             return TuningReport(
-                decision="tuning-failed" if broken else "kept-baseline",
-                baseline_config=loader_config,
-                best_config=loader_config,
-                probe_wait_fraction=None,  # no probe decided: the epochs say it all
+                decision="tuning-failed" if broken else outcome,
+                baseline_config=baseline,
+                best_config=kept,
+                probe_wait_fraction=probe_wait,
                 final_wait_fraction=epoch_fractions[-1] if epoch_fractions else None,
                 epoch_wait_fractions=list(epoch_fractions),
                 notes=notes,
