@@ -18,12 +18,10 @@ The seam, what the rest of the engine imports: `ProcessPool` (a `WorkerPool`),
 Example:
 
 ```python
-from keras_loadtune.engine.process import ProcessPool
+from keras_loadtune.engine.process import ProcessPool, cold_start_estimate_s
 
-pool = ProcessPool(dataset, sink, "keras_loadtune")
-pool.resize(2)
-pool.submit(key, 0, seed=1234)
-pool.close()
+cold_start_estimate_s(dataset)  # what a first pool is expected to cost here
+# ProcessPool's own docstring shows a pool's life: resize, submit, close.
 ```
 """
 
