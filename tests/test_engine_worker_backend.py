@@ -179,7 +179,11 @@ def test_module_dataset_using_only_numpy_gets_the_light_pool_and_its_module_neve
     # klt_user_project/data.py imports Keras at its top and logs each import of itself.
     decision, batches, imports = _run_module("numpy")
     assert decision["light"] and decision["by_value"] == ["klt_user_project.data"]
-    assert decision["estimate"] == _start.LIGHT_POOL_START_S
+    # Light until the prewarm thread has started the forkserver, a fork away once it has;
+    # the prewarm may finish between the two reads, never the other way round.
+    assert decision["estimate"] in (_start.LIGHT_POOL_START_S, _start.WARM_POOL_START_S)
+    if decision["prewarmed"]:
+        assert decision["estimate"] == _start.WARM_POOL_START_S
     assert "keras" not in decision["preload"]
     assert "klt_user_project.data" not in decision["preload"]
     assert len(batches) == 2

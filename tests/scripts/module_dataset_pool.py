@@ -35,6 +35,8 @@ KINDS = {
 ds = KINDS[sys.argv[1]](workers=2, use_multiprocessing=True)
 train = klt.wrap(ds, LoaderConfig(2, 2, True))  # prewarms the forkserver
 with train:
+    prewarm = _start._prewarm_thread  # read before the estimate: it may finish meanwhile
+    prewarmed = prewarm is not None and not prewarm.is_alive()
     print(
         json.dumps(
             {
@@ -42,6 +44,7 @@ with train:
                 "by_value": _keras.by_value_modules(ds),
                 "light": _keras.uses_only_the_base(ds),
                 "estimate": _start.cold_start_estimate_s(ds),
+                "prewarmed": prewarmed,
             }
         )
     )
