@@ -51,9 +51,9 @@ ARMS = ("none", "default", "sqlite")
 FIXED = r"""
 import json, os, sys, time
 t0 = time.perf_counter()
-from keras_loadtune import persistence
-w = persistence.WorkloadFingerprint("m.DS", 100, "?", 30.0, 0.02)
-h = persistence.HostFingerprint(2, 4, "3.11", None, None)
+from keras_loadtune import fingerprint, persistence
+w = fingerprint.WorkloadFingerprint("m.DS", 100, "?", 30.0, 0.02)
+h = fingerprint.HostFingerprint(2, 4, "3.11", None, None)
 storage = sys.argv[1]
 handle = persistence.open_study(storage, None, workload=w, host=h)
 opened = time.perf_counter() - t0

@@ -225,16 +225,16 @@ def test_demo_missing_dependency_names_it(capsys, monkeypatch):
 
 
 def test_report_reads_the_default_cache_storage_that_load_tuner_writes(capsys):
-    from keras_loadtune import persistence
+    from keras_loadtune import storage
 
-    path = persistence.default_storage_path()  # under the per-test XDG_CACHE_HOME
+    path = storage.default_storage_path()  # under the per-test XDG_CACHE_HOME
     code, _, err = run(capsys, "report")
     assert code == 2 and "no such SQLite file" in one_error_line(err)
     assert not path.exists()  # reading never creates the file
     path.parent.mkdir(parents=True)
     populate(
         optuna.create_study(
-            study_name="run1", storage=persistence.default_storage_url(), direction="maximize"
+            study_name="run1", storage=storage.default_storage_url(), direction="maximize"
         ),
         make_report(),
     )

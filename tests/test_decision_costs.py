@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 from keras_loadtune import LoaderConfig
 from keras_loadtune.decision import TunerSettings
 from keras_loadtune.decision.analytical import process_cap, queue_for, thread_cap
-from keras_loadtune.decision.optuna_bridge import StudyBridge
+from keras_loadtune.decision.optuna_bridge import StudyBridge, default_sampler
 from keras_loadtune.decision.payoff import PayoffModel
-from keras_loadtune.decision.session import default_sampler
 from keras_loadtune.decision.steady import SteadyWatch
 from keras_loadtune.decision.warm_start import profiles_match
 from keras_loadtune.measurement import LoaderProfile, StepSample

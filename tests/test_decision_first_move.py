@@ -1,4 +1,4 @@
-"""`planner.first_move` and `TuningSession(prestarted=...)`: at an input-bound verdict the
+"""`decision.first_move` and `TuningSession(prestarted=...)`: at an input-bound verdict the
 loader switches to the pipeline model's thread seed while the study opens, and the
 session then measures that seed without switching again. No Keras."""
 
@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from keras_loadtune import LoaderConfig
 from keras_loadtune.decision import TunerSettings
-from keras_loadtune.decision.planner import first_move
+from keras_loadtune.decision.first_move import first_move
+from keras_loadtune.decision.phase import Phase
 from keras_loadtune.decision.probe import Probe, ProbeVerdict
-from keras_loadtune.decision.session import Phase, TuningSession
+from keras_loadtune.decision.session import TuningSession
 from keras_loadtune.measurement import StepSample, window_stats
 from keras_loadtune.simulation import SimulatedPipeline
 

@@ -197,7 +197,8 @@ BOUND_AT_2_CORES = {
 def test_limit_is_within_target_of_the_simulated_best_static_config(name, cores):
     # Target 1 of issue #19 in the simulator: -10% / +25% of the best config of a grid.
     from keras_loadtune import LoaderConfig
-    from keras_loadtune.simulation.pipeline import PipelineParams, static_grid
+    from keras_loadtune.simulation.params import PipelineParams
+    from keras_loadtune.simulation.pipeline import static_grid
 
     params = PipelineParams(cores=cores, **SIMULATED[name])
     workers = (1, 2, 4, 8, 16, 32, 64, 128)

@@ -7,12 +7,8 @@ import pytest
 
 from keras_loadtune import LoaderConfig
 from keras_loadtune.decision import TunerSettings, TuningSession
-from keras_loadtune.decision.session import (
-    WARM_START_TOLERANCE,
-    WarmStart,
-    default_sampler,
-    stored_best,
-)
+from keras_loadtune.decision.optuna_bridge import default_sampler
+from keras_loadtune.decision.warm_start import WARM_START_TOLERANCE, WarmStart, stored_best
 from keras_loadtune.measurement import StepSample
 from keras_loadtune.simulation import SimulatedPipeline, simulate_tuning
 from keras_loadtune.trial import (

@@ -12,11 +12,11 @@ import sys
 
 import pytest
 
-from keras_loadtune import persistence
+from keras_loadtune import fingerprint
 
 SCRIPT = (
-    "import json, sys; from keras_loadtune import persistence; "
-    "h = persistence.host_fingerprint(2); "
+    "import json, sys; from keras_loadtune import fingerprint; "
+    "h = fingerprint.host_fingerprint(2); "
     "print(json.dumps([h.to_dict(), 'tensorflow' in sys.modules]))"
 )
 
@@ -40,11 +40,11 @@ def test_host_fingerprint_names_the_backend_without_importing_it(backend):
 
 
 def test_backends_get_different_studies():
-    tf_host = persistence.HostFingerprint(**_fingerprint("tensorflow")[0])
-    jax_host = persistence.HostFingerprint(**_fingerprint("jax")[0])
+    tf_host = fingerprint.HostFingerprint(**_fingerprint("tensorflow")[0])
+    jax_host = fingerprint.HostFingerprint(**_fingerprint("jax")[0])
     assert tf_host != jax_host
     assert tf_host.to_dict() != jax_host.to_dict()
 
 
 def test_accelerator_kind_is_cpu_when_no_backend_is_loaded():
-    assert persistence.accelerator_kind("no-such-backend") == "cpu"
+    assert fingerprint.accelerator_kind("no-such-backend") == "cpu"

@@ -1,4 +1,5 @@
-"""The package's import graph has no cycles (lazy imports inside functions included).
+"""The package's import graph has no cycles (lazy imports inside functions included), and
+no module is longer than 600 lines.
 
 Imports under `if TYPE_CHECKING:` never run, so the whole package is checked without
 them; the engine and the report are checked with them too (a cycle a type checker sees
@@ -143,6 +144,31 @@ def test_no_cycle_through_the_package_even_counting_type_checking_imports(packag
         if any(m == package or m.startswith(package + ".") for m in c)
     ]
     assert knots == []
+
+
+# -- Module size ---------------------------------------------------------------------------------
+MAX_MODULE_LINES = 600
+
+
+def oversized_modules(root: Path, limit: int = MAX_MODULE_LINES) -> dict[str, int]:
+    """Files under `root` (paths relative to it) longer than `limit` lines, with their lengths."""
+    lengths = {
+        p.relative_to(root).as_posix(): len(p.read_text(encoding="utf-8").splitlines())
+        for p in root.rglob("*.py")
+    }
+    return {name: n for name, n in sorted(lengths.items()) if n > limit}
+
+
+def test_the_size_check_finds_a_long_module(tmp_path):
+    (tmp_path / "short.py").write_text("x = 1\n" * 600)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "long.py").write_text("x = 1\n" * 601)
+    assert oversized_modules(tmp_path) == {"sub/long.py": 601}
+
+
+def test_every_module_is_at_most_600_lines():
+    # One concept per module (house review): a module past this splits along a concept.
+    assert oversized_modules(PACKAGE) == {}
 
 
 # -- Keras in one place in the engine ------------------------------------------------------------

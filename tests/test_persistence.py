@@ -1,4 +1,5 @@
-"""`keras_loadtune.persistence`: where studies live, what they are called, opening them."""
+"""`keras_loadtune.persistence`: opening studies, the working copy, writing back (and the
+fingerprints and storage paths they are opened with)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import numpy as np
 import optuna
 import pytest
 
-from keras_loadtune import persistence
+from keras_loadtune import fingerprint, persistence, storage
 from keras_loadtune.report import STUDY_ATTR_REPORT
+from keras_loadtune.trial import STUDY_ATTR_FINGERPRINT, STUDY_ATTR_HOST, STUDY_ATTR_WORKLOAD
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -36,10 +38,10 @@ def _records(wall_s: float, cpu_s: float, n: int = 40):
 
 
 def _fp(**changes):
-    workload = persistence.WorkloadFingerprint("m.DS", 150, "((32, 8) float32,)", 5, "io")
-    host = persistence.HostFingerprint(8, 16, "3.11", "2.21.0", "3.15.1")
+    workload = fingerprint.WorkloadFingerprint("m.DS", 150, "((32, 8) float32,)", 5, "io")
+    host = fingerprint.HostFingerprint(8, 16, "3.11", "2.21.0", "3.15.1")
     fields = {**workload.to_dict(), **changes}
-    return persistence.WorkloadFingerprint(**fields), host
+    return fingerprint.WorkloadFingerprint(**fields), host
 
 
 # ------------------------------------------------------------------------------- where
@@ -47,24 +49,24 @@ def _fp(**changes):
 
 def test_default_storage_follows_xdg_cache_home(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert persistence.default_storage_path() == tmp_path / "keras_loadtune" / "studies.journal"
-    assert persistence.legacy_storage_path() == tmp_path / "keras_loadtune" / "studies.db"
-    assert persistence.resolve_storage("default") == "default"
+    assert storage.default_storage_path() == tmp_path / "keras_loadtune" / "studies.journal"
+    assert storage.legacy_storage_path() == tmp_path / "keras_loadtune" / "studies.db"
+    assert storage.resolve_storage("default") == "default"
     for ignored in ("", "relative/dir"):  # XDG: unset, empty or relative -> ~/.cache
         monkeypatch.setenv("XDG_CACHE_HOME", ignored)
-        assert persistence.cache_dir() == Path.home() / ".cache" / "keras_loadtune"
+        assert storage.cache_dir() == Path.home() / ".cache" / "keras_loadtune"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert persistence.cache_dir() == Path.home() / ".cache" / "keras_loadtune"
+    assert storage.cache_dir() == Path.home() / ".cache" / "keras_loadtune"
 
 
 def test_the_test_suite_never_uses_the_real_cache():
-    assert not str(persistence.cache_dir()).startswith(str(Path.home() / ".cache"))
+    assert not str(storage.cache_dir()).startswith(str(Path.home() / ".cache"))
 
 
 @pytest.mark.parametrize("good", [None, "default", "sqlite:///x.db", "postgresql://u@h/db"])
 def test_check_storage_accepts(good):
-    persistence.check_storage(good)
-    assert persistence.resolve_storage(None) is None
+    storage.check_storage(good)
+    assert storage.resolve_storage(None) is None
 
 
 @pytest.mark.parametrize(
@@ -79,7 +81,7 @@ def test_check_storage_accepts(good):
 )
 def test_check_storage_rejects(bad, error, match):
     with pytest.raises(error, match=match):
-        persistence.check_storage(bad)
+        storage.check_storage(bad)
 
 
 @pytest.mark.parametrize(
@@ -96,23 +98,23 @@ def test_check_study_name_rejects(bad, error):
 
 def test_workload_fingerprint_reads_one_batch_and_keeps_the_profile_out_of_the_key():
     ds = FakeDataset()
-    fp = persistence.workload_fingerprint(ds, _records(0.041, 0.001))
+    fp = fingerprint.workload_fingerprint(ds, _records(0.041, 0.001))
     assert ds.reads == 1
     assert fp.dataset == f"{__name__}.FakeDataset" and fp.class_name == "FakeDataset"
     assert fp.num_batches == 150
     assert fp.batch == "((32, 8) float32, {label: (32,) int32})"
     assert fp.profile() == {"produce_ms": 41.0, "cpu_ratio": pytest.approx(0.024, abs=1e-3)}
-    host = persistence.host_fingerprint()
-    name = persistence.study_name_for(fp, host)
+    host = fingerprint.host_fingerprint()
+    name = fingerprint.study_name_for(fp, host)
     # The timing profile is stored, never hashed: a batch time on any rounding edge
     # (the issue's ~45 ms) and a changed loader give the same study; the warm start
     # matches the profile with a tolerance instead.
     for wall in (0.0449, 0.0451, 0.038, 0.160):
-        other = persistence.workload_fingerprint(ds, _records(wall, 0.001))
-        assert other == fp and persistence.study_name_for(other, host) == name
-    assert persistence.workload_fingerprint(FakeDataset(np.float16), _records(0.04, 0)) != fp
+        other = fingerprint.workload_fingerprint(ds, _records(wall, 0.001))
+        assert other == fp and fingerprint.study_name_for(other, host) == name
+    assert fingerprint.workload_fingerprint(FakeDataset(np.float16), _records(0.04, 0)) != fp
     assert (
-        persistence.study_name_for(persistence.workload_fingerprint(FakeDataset(np.float16)), host)
+        fingerprint.study_name_for(fingerprint.workload_fingerprint(FakeDataset(np.float16)), host)
         != name
     )
 
@@ -125,35 +127,35 @@ def test_workload_fingerprint_of_unknowns():
     def factory():
         yield np.zeros(3)
 
-    fp = persistence.workload_fingerprint(Broken())
+    fp = fingerprint.workload_fingerprint(Broken())
     assert (fp.batch, fp.num_batches, fp.profile()) == ("?", None, None)
-    fp = persistence.workload_fingerprint(factory, first_batch=np.zeros((2, 3), np.uint8))
+    fp = fingerprint.workload_fingerprint(factory, first_batch=np.zeros((2, 3), np.uint8))
     assert fp.dataset.endswith("factory") and fp.batch == "(2, 3) uint8"
-    assert persistence.batch_structure([np.zeros(2)]) == "((2,) float64,)"
-    assert persistence.batch_structure(None) == "None"
+    assert fingerprint.batch_structure([np.zeros(2)]) == "((2,) float64,)"
+    assert fingerprint.batch_structure(None) == "None"
 
 
 def test_host_fingerprint_is_this_machine_without_importing_tensorflow():
     before = "tensorflow" in sys.modules
-    host = persistence.host_fingerprint()
+    host = fingerprint.host_fingerprint()
     assert ("tensorflow" in sys.modules) == before
     assert host.cores >= 1 and host.ram_gib >= 0
     assert host.python == f"{sys.version_info.major}.{sys.version_info.minor}"
     assert host.keras and host.tensorflow  # the dev install has both
-    assert persistence.host_fingerprint(cores=3).cores == 3
+    assert fingerprint.host_fingerprint(cores=3).cores == 3
 
 
 def test_study_name_is_stable_and_changes_with_workload_or_host():
     workload, host = _fp()
-    name = persistence.study_name_for(workload, host)
-    assert name == persistence.study_name_for(*_fp())
+    name = fingerprint.study_name_for(workload, host)
+    assert name == fingerprint.study_name_for(*_fp())
     assert name.startswith("klt-DS-") and len(name) == len("klt-DS-") + 12
-    assert name[-12:] == persistence.fingerprint_hash(workload, host)[:12]
-    assert persistence.study_name_for(*_fp(num_batches=151)) != name
-    other_host = persistence.HostFingerprint(16, 16, "3.11", "2.21.0", "3.15.1")
-    assert persistence.study_name_for(workload, other_host) != name
-    odd = persistence.WorkloadFingerprint("m.f.<locals>.My DS", None, "?", None, None)
-    assert persistence.study_name_for(odd, host).startswith("klt-My_DS-")
+    assert name[-12:] == fingerprint.fingerprint_hash(workload, host)[:12]
+    assert fingerprint.study_name_for(*_fp(num_batches=151)) != name
+    other_host = fingerprint.HostFingerprint(16, 16, "3.11", "2.21.0", "3.15.1")
+    assert fingerprint.study_name_for(workload, other_host) != name
+    odd = fingerprint.WorkloadFingerprint("m.f.<locals>.My DS", None, "?", None, None)
+    assert fingerprint.study_name_for(odd, host).startswith("klt-My_DS-")
 
 
 # ----------------------------------------------------------------------------- opening
@@ -161,19 +163,19 @@ def test_study_name_is_stable_and_changes_with_workload_or_host():
 
 def test_open_study_creates_the_default_journal_file_and_tags_the_study():
     workload, host = _fp()
-    path = persistence.default_storage_path()
+    path = storage.default_storage_path()
     assert not path.exists()
     handle = persistence.open_study("default", None, workload=workload, host=host)
     assert handle.note is None and path.exists()
-    assert not persistence.legacy_storage_path().exists()  # no SQLite file any more
-    assert handle.study_name == persistence.study_name_for(workload, host)
+    assert not storage.legacy_storage_path().exists()  # no SQLite file any more
+    assert handle.study_name == fingerprint.study_name_for(workload, host)
     assert handle.storage_url == f"journal:{path}"
     assert {"storage open", "study load"} <= set(handle.costs_s)
     assert all(v >= 0 for v in handle.costs_s.values())
     attrs = handle.study.user_attrs
-    assert attrs[persistence.STUDY_ATTR_WORKLOAD] == workload.to_dict()
-    assert attrs[persistence.STUDY_ATTR_HOST] == host.to_dict()
-    assert attrs[persistence.STUDY_ATTR_FINGERPRINT] == persistence.fingerprint_hash(workload, host)
+    assert attrs[STUDY_ATTR_WORKLOAD] == workload.to_dict()
+    assert attrs[STUDY_ATTR_HOST] == host.to_dict()
+    assert attrs[STUDY_ATTR_FINGERPRINT] == fingerprint.fingerprint_hash(workload, host)
     # Reopening loads the same study (load_if_exists), e.g. from a second process.
     handle.study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
     again = persistence.open_study("default", None, workload=workload, host=host)
@@ -187,7 +189,7 @@ def test_explicit_study_name_overrides_the_fingerprint(tmp_path):
     assert handle.study_name == "my-run" and handle.study.study_name == "my-run"
     other = persistence.open_study(url, "my-run", workload=_fp(num_batches=9)[0], host=host)
     assert other.study is not None  # first writer's tags stay
-    tags = other.study.user_attrs[persistence.STUDY_ATTR_WORKLOAD]
+    tags = other.study.user_attrs[STUDY_ATTR_WORKLOAD]
     assert tags["num_batches"] == 150
 
 
@@ -195,7 +197,7 @@ def test_none_storage_is_in_memory_and_writes_nothing(tmp_path):
     handle = persistence.open_study(None, None, workload=_fp()[0], host=_fp()[1])
     assert handle.study is None and handle.storage_url is None and handle.note is None
     assert handle.study_name.startswith("klt-DS-")
-    assert not persistence.default_storage_path().exists()
+    assert not storage.default_storage_path().exists()
 
 
 def _closed_port() -> int:
@@ -256,9 +258,9 @@ def test_store_report_drops_trials_and_reports_errors(tmp_path):
 def test_postgresql_url_without_driver_uses_the_installed_psycopg():
     from sqlalchemy.engine import make_url
 
-    chosen = persistence.with_installed_driver(make_url("postgresql://u@h/db")).drivername
+    chosen = storage.with_installed_driver(make_url("postgresql://u@h/db")).drivername
     assert chosen in ("postgresql+psycopg", "postgresql+psycopg2")
-    kept = persistence.with_installed_driver(make_url("postgresql+psycopg2://u@h/db"))
+    kept = storage.with_installed_driver(make_url("postgresql+psycopg2://u@h/db"))
     assert kept.drivername == "postgresql+psycopg2"
 
 
@@ -325,8 +327,9 @@ def test_the_default_storage_needs_no_sqlalchemy(tmp_path):
 
     code = (
         "import sys; from keras_loadtune import persistence as p; "
-        "w = p.WorkloadFingerprint('m.DS', 3, '?'); "
-        "h = p.HostFingerprint(2, 4, '3.11', None, None); "
+        "from keras_loadtune.fingerprint import HostFingerprint, WorkloadFingerprint; "
+        "w = WorkloadFingerprint('m.DS', 3, '?'); "
+        "h = HostFingerprint(2, 4, '3.11', None, None); "
         "handle = p.open_study('default', None, workload=w, host=h); "
         "assert handle.study is not None, handle.note; "
         "print('sqlalchemy' in sys.modules, sorted(handle.costs_s))"
@@ -344,10 +347,10 @@ def test_reading_default_shows_the_journal_and_the_former_sqlite_file():
 
     with pytest.raises(StorageError, match="no such SQLite file"):
         open_storage("default", create=False)
-    assert not persistence.default_storage_path().exists()  # reading created nothing
-    persistence.legacy_storage_path().parent.mkdir(parents=True)
+    assert not storage.default_storage_path().exists()  # reading created nothing
+    storage.legacy_storage_path().parent.mkdir(parents=True)
     old = optuna.create_study(
-        study_name="old", storage=persistence.default_storage_url(), direction="maximize"
+        study_name="old", storage=storage.default_storage_url(), direction="maximize"
     )
     old.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
     names = {

@@ -11,7 +11,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import keras_loadtune as klt  # noqa: E402
-from keras_loadtune import cli, persistence  # noqa: E402
+from keras_loadtune import cli, persistence, storage, warm_hint  # noqa: E402
 from keras_loadtune.decision import TunerSettings  # noqa: E402
 from keras_loadtune.report import STUDY_ATTR_REPORT, load_report  # noqa: E402
 
@@ -135,7 +135,7 @@ def test_second_fit_warm_starts_from_the_stored_study_and_the_cli_shows_it(tmp_p
 
 
 def test_default_storage_is_the_cache_file_and_none_writes_nothing():
-    path = persistence.default_storage_path()
+    path = storage.default_storage_path()
     assert not path.exists()
     tuner = _tuner(storage=None)
     _fit(tuner, epochs=2)
@@ -216,7 +216,7 @@ def test_a_rerun_serves_its_first_batch_on_the_stored_best_config():
     _fit_data(first, SleepyDataset(workers=1, max_queue_size=2), epochs=3)
     rep1 = first.report
     assert rep1.decision == "tuned" and rep1.best_config != user, str(rep1)
-    assert persistence.warm_hint_path().exists()
+    assert warm_hint.warm_hint_path().exists()
 
     second = _tuner()
     data = _fit_data(second, SleepyDataset(workers=1, max_queue_size=2))

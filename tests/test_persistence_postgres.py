@@ -33,10 +33,10 @@ def _settings():
 
 
 def _fingerprints(host_name: str = "h"):
-    from keras_loadtune import persistence
+    from keras_loadtune import fingerprint
 
-    workload = persistence.WorkloadFingerprint("sim.LatencyPipe", 150, "(32, 8) float32", 5, "io")
-    host = persistence.HostFingerprint(CORES, 16, "3.11", "2.21.0", "3.15.1")
+    workload = fingerprint.WorkloadFingerprint("sim.LatencyPipe", 150, "(32, 8) float32", 5, "io")
+    host = fingerprint.HostFingerprint(CORES, 16, "3.11", "2.21.0", "3.15.1")
     return workload, host
 
 
@@ -49,7 +49,7 @@ def _tune(url: str, study_name: str, seed: int, steps: int, warm: bool, start, q
     try:
         from keras_loadtune import LoaderConfig, persistence
         from keras_loadtune.decision import TuningSession
-        from keras_loadtune.decision.session import default_sampler
+        from keras_loadtune.decision.optuna_bridge import default_sampler
         from keras_loadtune.simulation import SimulatedPipeline
 
         settings = _settings().replace(seed=seed)
@@ -100,10 +100,15 @@ def test_two_processes_tune_one_study_then_a_new_host_warm_starts(study_name):
     import optuna
     from optuna.trial import TrialState
 
-    from keras_loadtune import LoaderConfig, persistence
-    from keras_loadtune.decision.session import stored_best
+    from keras_loadtune import LoaderConfig, storage
+    from keras_loadtune.decision.warm_start import stored_best
     from keras_loadtune.report import list_studies, load_report
-    from keras_loadtune.trial import ATTR_STATE, TrialRecord, params_to_config
+    from keras_loadtune.trial import (
+        ATTR_STATE,
+        STUDY_ATTR_FINGERPRINT,
+        TrialRecord,
+        params_to_config,
+    )
 
     ctx = multiprocessing.get_context("spawn")
     start, queue = ctx.Event(), ctx.Queue()
@@ -122,7 +127,9 @@ def test_two_processes_tune_one_study_then_a_new_host_warm_starts(study_name):
         assert "error" not in r, r["error"]
         assert not r["warm"] and len(r["numbers"]) >= 2
 
-    study = optuna.load_study(study_name=study_name, storage=persistence._rdb_storage(POSTGRES_URL))
+    study = optuna.load_study(
+        study_name=study_name, storage=storage.open_rdb(POSTGRES_URL, create=True)
+    )
     trials = study.get_trials(deepcopy=False)
     # No corruption: every trial either session recorded is there, finished, and valid.
     numbers = [n for r in results for n in r["numbers"]]
@@ -145,7 +152,7 @@ def test_two_processes_tune_one_study_then_a_new_host_warm_starts(study_name):
     warm = stored_best(study, LoaderConfig())
     assert warm is not None and warm.steps_per_s >= 0.9 * top
     assert warm.config.workers >= 4  # enough threads to hide 40 ms behind 10 ms steps
-    assert study.user_attrs[persistence.STUDY_ATTR_FINGERPRINT]
+    assert study.user_attrs[STUDY_ATTR_FINGERPRINT]
 
     # A third, new host of the same profile starts from the stored best.
     ctx2_start, queue2 = ctx.Event(), ctx.Queue()
@@ -169,16 +176,17 @@ def test_two_processes_tune_one_study_then_a_new_host_warm_starts(study_name):
 
 
 def test_open_study_on_postgres_tags_the_study_and_is_idempotent(study_name):
-    from keras_loadtune import persistence
+    from keras_loadtune import fingerprint, persistence
+    from keras_loadtune.trial import STUDY_ATTR_HOST, STUDY_ATTR_WORKLOAD
 
     workload, host = _fingerprints()
     first = persistence.open_study(POSTGRES_URL, None, workload=workload, host=host)
     again = persistence.open_study(POSTGRES_URL, None, workload=workload, host=host)
     assert first.note is None and first.study is not None
-    assert first.study_name == again.study_name == persistence.study_name_for(workload, host)
+    assert first.study_name == again.study_name == fingerprint.study_name_for(workload, host)
     assert first.study_name.startswith("klt-LatencyPipe-")
-    assert again.study.user_attrs[persistence.STUDY_ATTR_WORKLOAD] == workload.to_dict()
-    assert again.study.user_attrs[persistence.STUDY_ATTR_HOST] == host.to_dict()
+    assert again.study.user_attrs[STUDY_ATTR_WORKLOAD] == workload.to_dict()
+    assert again.study.user_attrs[STUDY_ATTR_HOST] == host.to_dict()
     # The plain postgresql:// form works with whichever psycopg is installed.
     plain = POSTGRES_URL.replace("postgresql+psycopg2://", "postgresql://", 1)
     handle = persistence.open_study(plain, study_name)
@@ -189,7 +197,7 @@ def test_closed_port_falls_back_to_memory_quickly(caplog):
     import socket
     import time
 
-    from keras_loadtune import persistence
+    from keras_loadtune import persistence, storage
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
@@ -197,6 +205,6 @@ def test_closed_port_falls_back_to_memory_quickly(caplog):
     url = f"postgresql+psycopg2://postgres:secret@127.0.0.1:{port}/klt_test"
     t0 = time.perf_counter()
     handle = persistence.open_study(url, "x")
-    assert time.perf_counter() - t0 < persistence.CONNECT_TIMEOUT_S + 2
+    assert time.perf_counter() - t0 < storage.CONNECT_TIMEOUT_S + 2
     assert handle.study is None and handle.note.startswith("storage unreachable (")
     assert handle.note.endswith("; tuned in memory") and "secret" not in handle.note

@@ -54,7 +54,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from keras_loadtune.config import LoaderConfig
-from keras_loadtune.decision.session import StepResult, TuningSession
+from keras_loadtune.decision.phase import StepResult
+from keras_loadtune.decision.session import TuningSession
 from keras_loadtune.measurement import StepSample
 
 

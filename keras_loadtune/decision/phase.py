@@ -53,6 +53,15 @@ class Event(str, enum.Enum):
         return self.value
 
 
+# The event of entering a phase (`PROBE` again, after a failed warm start, has none).
+ENTERED = {
+    Phase.TUNING: Event.TUNING_STARTED,
+    Phase.STEADY: Event.SETTLED,
+    Phase.COMPUTE_BOUND: Event.COMPUTE_BOUND,
+    Phase.STOPPED: Event.STOPPED,
+}
+
+
 @dataclass(frozen=True)
 class StepResult:
     """The session's answer to one training step.
@@ -66,4 +75,4 @@ class StepResult:
     events: tuple[Event, ...] = ()
 
 
-__all__ = ["Event", "Phase", "StepResult"]
+__all__ = ["ENTERED", "Event", "Phase", "StepResult"]

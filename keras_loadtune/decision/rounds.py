@@ -33,7 +33,7 @@ from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.memory import MemoryBudget
 from keras_loadtune.decision.optuna_bridge import StudyBridge
 from keras_loadtune.decision.planner import Planner
-from keras_loadtune.decision.probe import refill_steps
+from keras_loadtune.decision.probe import ProbeVerdict, refill_steps
 from keras_loadtune.decision.search import SearchRound, TrialWindow
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.engine.arithmetic import in_flight
@@ -170,6 +170,18 @@ class RoundRunner:
                 "keras_loadtune: pipeline model seeds: %s",
                 ", ".join(str(c) for c in rnd.pending_seeds) or "none",
             )
+
+    def open_after_probe(self, verdict: ProbeVerdict, baseline: LoaderConfig) -> None:
+        """Open the first round on an input-bound probe `verdict`, the `baseline` its
+        incumbent (its window is the probe's; see `open_round`)."""
+        window = TrialWindow(baseline, "baseline", None, 0, peak_rss=self._memory.probe_rss)
+        self.open_round(
+            window,
+            verdict.stats,
+            floor_by_wait=verdict.floor_by_wait(self.settings.wait_threshold),
+            contended=verdict.contention is not None,
+            log_seeds=True,
+        )
 
     def failure(self, config: LoaderConfig, reason: str) -> tuple[str, str]:
         """The loader could not run `config`: a failing process config disables process

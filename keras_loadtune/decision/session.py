@@ -8,8 +8,9 @@ warm-start re-tune is a new round), `planner.Planner` (the search space, the pip
 model's predictions, whether a trial pays, with `payoff`), `steady.SteadyWatch`
 (drift), `memory.MemoryBudget`, `spend.TuningSpend` (`tuning_cost_s`) and
 `optuna_bridge.StudyBridge` (the only user of `optuna.Trial`; skipped proposals, the
-RAM constraint and the objective with `search`). The session owns the `Phase`, the
-current config (the one place it is held) and the error policy.
+RAM constraint and the objective with `search`). The session owns the `Phase` and the
+error policy; `running_config.RunningConfig` holds the current config (the one place
+it is held, with the switch that may fail) and `notes.SessionNotes` the report's notes.
 `decision.driver.Driver` runs it (observe -> decide -> apply -> acknowledge) for the
 Keras callback and the simulator; `observe` returns a `StepResult` with the config to
 switch to and the `Event`s of the step.
@@ -44,30 +45,21 @@ from keras_loadtune._validate import check_instance, int_at_least
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision import resources
 from keras_loadtune.decision.memory import MemoryBudget
-from keras_loadtune.decision.optuna_bridge import (
-    TPE_STARTUP_TRIALS,
-    StudyBridge,
-    check_direction,
-    default_sampler,
-)
+from keras_loadtune.decision.notes import SessionNotes
+from keras_loadtune.decision.optuna_bridge import StudyBridge, check_direction
 from keras_loadtune.decision.payoff import PayoffModel
-from keras_loadtune.decision.phase import _ACTIVE, Event, Phase, StepResult
+from keras_loadtune.decision.phase import _ACTIVE, ENTERED, Event, Phase, StepResult
 from keras_loadtune.decision.planner import Planner
 from keras_loadtune.decision.probe import Probe
 from keras_loadtune.decision.rounds import RoundRunner
+from keras_loadtune.decision.running_config import RunningConfig
 from keras_loadtune.decision.search import SearchRound, TrialWindow
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.decision.spend import TuningSpend
 from keras_loadtune.decision.steady import Drift, SteadyWatch
-from keras_loadtune.decision.warm_start import (
-    WARM_START_NOISE_SE,
-    WARM_START_TOLERANCE,
-    WarmStart,
-    WarmStartFlow,
-    stored_best,
-)
+from keras_loadtune.decision.warm_start import WarmStart, WarmStartFlow
 from keras_loadtune.measurement import LoaderProfile, StepSample, WindowStats, loader_profile
-from keras_loadtune.trial import CONSTRAINT_KEY, TrialRecord, TrialSource
+from keras_loadtune.trial import TrialRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -102,7 +94,7 @@ class TuningSession:
         reuse_steps: Steps a later run is expected to reuse the study for (a stored
             study), added to the gain side of that balance.
         workload_profile: The loader's timing profile (`produce_ms`, `cpu_ratio`, see
-            `persistence.WorkloadFingerprint.profile`): stamped on every trial, and the
+            `fingerprint.WorkloadFingerprint.profile`): stamped on every trial, and the
             warm start only uses stored trials whose profile matches it.
         reopens_used: Reopens already spent on this workload (a caller that re-probed
             after a compute-bound verdict): one `settings.max_reopens` budget covers them
@@ -113,7 +105,7 @@ class TuningSession:
             when the study no longer confirms it.
         prestarted: The config the loader was switched to when the probe (run by the
             caller before this session existed) found the fit input-bound, while the
-            study opened (`planner.first_move`): the probe's steps are still the
+            study opened (`decision.first_move`): the probe's steps are still the
             baseline's, and a seed equal to it is measured without a switch.
 
     Attributes:
@@ -195,7 +187,8 @@ class TuningSession:
 
         self.phase = Phase.PROBE
         self.trials: list[TrialRecord] = self._runner.trials
-        self.notes: list[str] = []
+        self._notes = SessionNotes(self._log)
+        self.notes = self._notes.lines
         self.reopen_reasons: list[str] = []
         self.probe_stats: WindowStats | None = None
         # The loader's profile on the baseline during the probe, compute-bound too (the
@@ -215,13 +208,8 @@ class TuningSession:
             or (running is not None and running != baseline),
         )
         if "process" in settings.modes and not process_mode_available:
-            self.notes.append("process mode skipped: the dataset cannot run in worker processes")
-        # The config the loader runs: the one place it is held.
-        self._config = running if running is not None else (prestarted or baseline)
-        self._started_running = running is not None
-        self._previous_config = self._config  # restored if the switch fails
-        self._pending_switch: LoaderConfig | None = None
-        self._switched_from: LoaderConfig | None = None
+            self._notes.add("process mode skipped: the dataset cannot run in worker processes")
+        self._running = RunningConfig(baseline, running=running, prestarted=prestarted)
 
     # ------------------------------------------------------------------ public API
 
@@ -256,7 +244,7 @@ class TuningSession:
     @property
     def current_config(self) -> LoaderConfig:
         """The config the session believes the loader runs now."""
-        return self._config
+        return self._running.config
 
     @property
     def study(self) -> optuna.Study | None:
@@ -362,7 +350,7 @@ class TuningSession:
     def observe_startup(self, config: LoaderConfig, seconds: float) -> None:
         """Record the worker start-up seconds of a reconfigure to `config`."""
         self._runner.startup(config, float(seconds))
-        self._payoff.learn_startup(config, float(seconds), previous=self._switched_from)
+        self._payoff.learn_startup(config, float(seconds), previous=self._running.switched_from)
 
     def acknowledge(self, config: LoaderConfig) -> None:
         """The loader now runs `config` (the switch returned by `observe` succeeded).
@@ -371,8 +359,7 @@ class TuningSession:
         acknowledged, a later `mark_failed(config, ...)` no longer rolls back to the
         config before it.
         """
-        if config == self._config:
-            self._previous_config = config
+        self._running.acknowledge(config)
 
     def mark_failed(self, config: LoaderConfig, reason: str) -> None:
         """The reconfigure to `config` failed; the loader kept its previous config.
@@ -396,7 +383,7 @@ class TuningSession:
         try:
             self._runner.stop(reason)
         except Exception as exc:
-            self._note_error(exc)
+            self._notes.error(exc, keeping=self.best_config)
         self._spend.close()
         if self.finished_reason is None:
             self.finished_reason = reason
@@ -406,12 +393,7 @@ class TuningSession:
         return self._switch_to(self.best_config)
 
     def _enter(self, phase: Phase) -> None:
-        event = {
-            Phase.TUNING: Event.TUNING_STARTED,
-            Phase.STEADY: Event.SETTLED,
-            Phase.COMPUTE_BOUND: Event.COMPUTE_BOUND,
-            Phase.STOPPED: Event.STOPPED,
-        }.get(phase)
+        event = ENTERED.get(phase)
         if event is not None and phase != self.phase:
             self._events.append(event)
         self.phase = phase
@@ -427,19 +409,13 @@ class TuningSession:
             if self.phase == Phase.PROBE and self._warm.pending:
                 warm, note = self._warm.load()
                 if note is not None:
-                    self._note(note, logging.WARNING)
+                    self._notes.add(note, logging.WARNING)
                 if warm is not None:
                     return self._begin_warm_start(warm)
-                # Started on a warm hint the study no longer backs (not a first move).
-                if self._started_running and self._config != self.baseline:
-                    why = (
-                        "the stored study could not be opened"
-                        if self.study is None
-                        else "the study holds no measurement of it for this loader's timing profile"
-                    )
-                    return self._probe_baseline(
-                        f"warm start: started on {self._config}, but {why}; probing your config"
-                    )
+                running = self._running
+                unbacked = self._warm.unbacked(running.config, started=running.started_running)
+                if unbacked is not None:
+                    return self._probe_baseline(unbacked)
             if self.phase == Phase.PROBE:
                 return self._probe_step(sample)
             return self._window_step(sample)
@@ -468,15 +444,7 @@ class TuningSession:
         self._enter(Phase.TUNING)
         self._log.info("keras_loadtune: %s", verdict.summary(s.wait_threshold, self.baseline))
         self._new_round(s.max_trials)
-        window = TrialWindow(self.baseline, "baseline", None, 0, peak_rss=self._memory.probe_rss)
-        floor = verdict.floor_by_wait(s.wait_threshold)
-        self._runner.open_round(
-            window,
-            stats,
-            floor_by_wait=floor,
-            contended=verdict.contention is not None,
-            log_seeds=True,
-        )
+        self._runner.open_after_probe(verdict, self.baseline)
         return self._next()
 
     def _window_step(self, sample: StepSample) -> LoaderConfig | None:
@@ -494,22 +462,22 @@ class TuningSession:
         self._enter(Phase.TUNING)
         self._log.info("keras_loadtune: %s", warm.describe())
         self._new_round(self.settings.max_trials)
-        window = self._runner.begin_verify(warm.config, self._config)
+        window = self._runner.begin_verify(warm.config, self.current_config)
         switch = self._switch_to(window.config)
-        if switch is None and self._started_running:
+        if switch is None and self._running.started_running:
             window.skip_left = 0  # it ran before the session existed: no refill to skip
         return switch
 
     def _after_warm_start(self, stats: WindowStats) -> LoaderConfig | None:
         """Keep the verified stored config, or measure the user's config (and re-tune)."""
         assert self.warm_start is not None and self._runner.round is not None
-        resume = self._warm.resume(self.warm_start, stats, self._config)
+        resume = self._warm.resume(self.warm_start, stats, self.current_config)
         if resume.finish is not None:
             self.warm_start_kept = True
             return self._finish(resume.finish)
-        self._note(resume.note, resume.level)
+        self._notes.add(resume.note, resume.level)
         self._enter(Phase.TUNING)
-        self._set_profile(self._watch.recent(), stats, self._config)
+        self._set_profile(self._watch.recent(), stats, self.current_config)
         self._warm.measure_more(resume, stats, self._runner.round)
         return self._next()
 
@@ -521,15 +489,14 @@ class TuningSession:
 
     def _probe_baseline(self, note: str) -> LoaderConfig | None:
         """Note `note`, switch back to the baseline and probe it."""
-        self.notes.append(note)
+        self._notes.add(note)
         self._enter(Phase.PROBE)
         self._probe = Probe(self.settings, self.baseline, in_steady_state=self._probe_steady)
         return self._switch_to(self.baseline)
 
     def _steady_step(self, sample: StepSample) -> LoaderConfig | None:
-        if self._pending_switch is not None:
-            target, self._pending_switch = self._pending_switch, None
-            return self._switch_to(target)
+        if self._running.deferred is not None:
+            return self._running.take_deferred()
         drift = self._watch.update(sample)
         return None if drift is None else self._reopen(drift)
 
@@ -547,7 +514,7 @@ class TuningSession:
         pick = self._runner.pick(
             steps=self._spend.steps,
             now=self._clock(),
-            current=self._config,
+            current=self.current_config,
             steps_left=self._spend.left(),
         )
         if pick.window is None:
@@ -577,10 +544,10 @@ class TuningSession:
             and best.wait_fraction < self.settings.wait_threshold
             and self._planner.can_add_threads(best.config)
         )
-        self._watch.follow(best, current=self._config, climbable=climbable)
+        self._watch.follow(best, current=self.current_config, climbable=climbable)
 
     def _reopen(self, drift: Drift) -> LoaderConfig | None:
-        config, stats = self._config, drift.stats
+        config, stats = self.current_config, drift.stats
         reason = f"{drift.describe(self.settings.drift_window_steps)} on {config}"
         self.warm_start_kept = False
         self.reopen_reasons.append(reason)
@@ -599,59 +566,26 @@ class TuningSession:
 
     def _mark_failed(self, config: LoaderConfig, reason: str) -> None:
         reason, note = self._runner.failure(config, reason)
-        self.notes.append(note)
-        if self._config == config:
-            self._config = self._previous_config
+        self._notes.add(note)
+        self._running.roll_back(config)
         forgot = self._runner.fail(config, reason)
-        if forgot and self.phase == Phase.STEADY and self.best_config != self._config:
-            self._pending_switch = self.best_config
+        if forgot and self.phase == Phase.STEADY and self.best_config != self.current_config:
+            self._running.deferred = self.best_config
 
     def _abandon(self, exc: BaseException) -> LoaderConfig | None:
         """Stop tuning after an unexpected error; settle on the best known config."""
-        self._note_error(exc)
+        self._notes.error(exc, keeping=self.best_config)
         self._runner.window = None
         self._settle("error", None)
         return self._switch_to(self.best_config)
 
-    def _note_error(self, exc: BaseException) -> None:
-        msg = (
-            f"tuning stopped after an error ({type(exc).__name__}: {exc}); "
-            f"keeping {self.best_config}"
-        )
-        self.notes.append(msg)
-        self._log.warning("keras_loadtune: %s", msg, exc_info=exc)
-
-    def _note(self, note: str, level: int = logging.INFO) -> None:
-        """Add a note for the report and log it."""
-        self.notes.append(note)
-        self._log.log(level, "keras_loadtune: %s", note)
-
     def _set_profile(self, records: list[Any], stats: WindowStats, config: LoaderConfig) -> None:
         note = self._planner.set_profile(records, stats, config)
         if note is not None:
-            self.notes.append(note)
+            self._notes.add(note)
 
     def _switch_to(self, config: LoaderConfig) -> LoaderConfig | None:
-        if config == self._config:
-            return None
-        self._switched_from = self._config
-        self._previous_config = self._config
-        self._config = config
-        return config
+        return self._running.switch_to(config)
 
 
-# Names kept for callers of the single-module session (moved to the phase modules).
-__all__ = [
-    "CONSTRAINT_KEY",
-    "TPE_STARTUP_TRIALS",
-    "WARM_START_NOISE_SE",
-    "WARM_START_TOLERANCE",
-    "Event",
-    "Phase",
-    "StepResult",
-    "TrialSource",
-    "TuningSession",
-    "WarmStart",
-    "default_sampler",
-    "stored_best",
-]
+__all__ = ["TuningSession"]

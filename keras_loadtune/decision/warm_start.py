@@ -1,7 +1,7 @@
 """Warm start: start from the best config a stored study knows, and verify it.
 
 When the study already holds measured trials (a stored study of the same workload
-and host, see `keras_loadtune.persistence`), the session skips the probe: it switches
+and host, see `keras_loadtune.fingerprint`), the session skips the probe: it switches
 to `stored_best(...)` and measures it over one trial window (phase `TUNING`, `verifying`; source
 `"warm-start"`). `verify` keeps it if it runs at least `WARM_START_TOLERANCE` of its
 stored steps/s (allowing `WARM_START_NOISE_SE` standard errors of the window's mean),
@@ -318,6 +318,19 @@ class WarmStartFlow:
             allowed=lambda c: self._planner.infeasible_reason(c) is None,
             profile=self._bridge.profile_attr,
         )
+
+    def unbacked(self, running: LoaderConfig, *, started: bool) -> str | None:
+        """The note to probe the baseline on, when the loader `started` on `running`, a
+        stored config (a warm hint, not a first move) that `load` found nothing to back;
+        `None`: nothing to undo."""
+        if not started or running == self.baseline:
+            return None
+        why = (
+            "the stored study could not be opened"
+            if self._bridge.study is None
+            else "the study holds no measurement of it for this loader's timing profile"
+        )
+        return f"warm start: started on {running}, but {why}; probing your config"
 
     def begin(self) -> None:
         """Skip the probe: the loader still runs the baseline, the verify window starts."""

@@ -20,6 +20,7 @@ from keras_loadtune.keras_adapter.dataset import TunedPyDataset, check_keras3, w
 from keras_loadtune.keras_adapter.input_facts import describe_input
 from keras_loadtune.lifecycle.fit import FitLifecycle
 from keras_loadtune.report import TuningReport
+from keras_loadtune.storage import check_storage
 
 logger = logging.getLogger("keras_loadtune")
 
@@ -130,7 +131,7 @@ class LoadTuner(keras.callbacks.Callback):
             raise ValueError(f"verbose must be one of {_VERBOSE}; got {verbose!r}.")
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int >= 0; got {warmup_steps!r}.")
-        persistence.check_storage(storage)
+        check_storage(storage)
         persistence.check_study_name(study_name)
         check_seconds("timeout", timeout)
         self.settings = tuner_settings(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from keras_loadtune import persistence
+from keras_loadtune import fingerprint, persistence
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.analytical import CPU_HEAVY_RATIO
 from keras_loadtune.decision.limit import (
@@ -75,7 +75,7 @@ def build_report(
     'in-progress'
     """
     notes = list(notes)
-    backend = persistence.keras_backend()
+    backend = fingerprint.keras_backend()
     fit_fields = {
         "fit_seconds": fit_seconds,
         "fit_steps": fit_steps,
@@ -366,7 +366,7 @@ def session_limit(
         cores=max(int(profile["cores"]), 1),
         batch_nbytes=int(profile.get("batch_nbytes", 0.0)),
         ram_budget_bytes=settings.ram_budget_bytes,
-        step_uses_cores=persistence.accelerator_kind(backend) == "cpu",
+        step_uses_cores=fingerprint.accelerator_kind(backend) == "cpu",
         modes=tuple(session.modes) or ("thread",),
         max_thread_workers=int(settings.max_thread_workers or 256),
         max_process_workers=settings.max_process_workers,

@@ -7,7 +7,7 @@ replays the probe's observations into it. Only an input-bound verdict opens the
 storage and the study (a warm start is found there), on a background thread.
 
 A rerun of a workload the storage knows starts warm: `apply_warm_hints`, called before
-the first batch is served, reads the warm hint (`persistence.read_warm_hint`: a small
+the first batch is served, reads the warm hint (`warm_hint.read_warm_hint`: a small
 JSON file, no Optuna) and switches the dataset to the stored best config. That dataset
 then skips the probe: its study opens in the background at once while training runs
 on the stored config, and the session verifies it (`decision.warm_start`); if the
@@ -38,13 +38,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from keras_loadtune import persistence
+from keras_loadtune import fingerprint, persistence, warm_hint
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.driver import Observation
-from keras_loadtune.decision.planner import first_move
+from keras_loadtune.decision.first_move import first_move
+from keras_loadtune.decision.optuna_bridge import default_sampler
 from keras_loadtune.decision.probe import Probe, ProbeVerdict
 from keras_loadtune.decision.resources import process_tree_rss
-from keras_loadtune.decision.session import TuningSession, default_sampler
+from keras_loadtune.decision.session import TuningSession
 from keras_loadtune.decision.settings import TunerSettings
 
 
@@ -150,7 +151,7 @@ class SessionStarter:
     def apply_warm_hints(self, datasets: list[Any]) -> list[LoaderConfig]:
         """Switch each of `datasets` that has a warm hint to it, before its first batch.
 
-        Reads only the hint file (`persistence.read_warm_hint`, well under 50 ms); never
+        Reads only the hint file (`warm_hint.read_warm_hint`, well under 50 ms); never
         raises. `LoadTuner.wrap` calls it, so the stored best serves from the first
         batch `fit` reads. A hinted dataset skips the probe (see the module docs).
 
@@ -168,14 +169,14 @@ class SessionStarter:
             return []
         applied: list[LoaderConfig] = []
         try:
-            host = persistence.host_fingerprint(self.settings.cores)
+            host = fingerprint.host_fingerprint(self.settings.cores)
         except Exception as exc:  # pragma: no cover - reads only this machine
             self._log.debug("keras_loadtune: no warm hint: %s", exc)
             return []
         for ds in datasets:
             if id(ds) in self._hints:
                 continue  # already on its hint: keep the user's config it replaced
-            hint = persistence.read_warm_hint(self.storage, ds, host)
+            hint = warm_hint.read_warm_hint(self.storage, ds, host)
             if hint is None or (self.study_name is not None and hint.study_name != self.study_name):
                 continue
             try:
@@ -307,7 +308,7 @@ class SessionStarter:
     def _first_move(self, dataset: Any, verdict: ProbeVerdict) -> None:
         """While the study opens (seconds, on a busy machine), the loader runs the
         pipeline model's thread seed instead of the config the probe found waiting, and
-        the process machinery starts if the model seeds processes (`planner.first_move`).
+        the process machinery starts if the model seeds processes (`decision.first_move`).
         The session, once open, is told (`prestarted`). Best effort: never raises."""
         self._prestarted = None
         self._probe_wait = verdict.stats.wait_fraction
@@ -374,8 +375,8 @@ class SessionStarter:
         if self.storage is None:
             return None
         try:
-            workload = persistence.workload_fingerprint(dataset, list(dataset.stats))
-            host = persistence.host_fingerprint(self.settings.cores)
+            workload = fingerprint.workload_fingerprint(dataset, list(dataset.stats))
+            host = fingerprint.host_fingerprint(self.settings.cores)
             sampler = default_sampler(self.settings)
         except Exception as exc:  # pragma: no cover - fingerprints read only our own data
             note = f"storage not used ({type(exc).__name__}: {exc}); tuned in memory"

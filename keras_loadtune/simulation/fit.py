@@ -14,7 +14,8 @@ Example:
 
 >>> from keras_loadtune import LoaderConfig
 >>> from keras_loadtune.decision import TunerSettings
->>> from keras_loadtune.simulation.pipeline import PipelineParams, SimulatedPipeline
+>>> from keras_loadtune.simulation.params import PipelineParams
+>>> from keras_loadtune.simulation.pipeline import SimulatedPipeline
 >>> pipe = SimulatedPipeline(io_s=0.040, compute_s=0.010, cores=8, seed=0)
 >>> result = simulate_tuning(pipe, TunerSettings(cores=8, seed=0), baseline=LoaderConfig(),
 ...                          total_steps=800)
@@ -39,7 +40,8 @@ from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.engine.records import BatchRecord, LoaderStats, StartupRecord
 from keras_loadtune.lifecycle.fit import FitLifecycle
 from keras_loadtune.report import TuningReport
-from keras_loadtune.simulation.pipeline import PipelineParams, SimulatedPipeline
+from keras_loadtune.simulation.params import PipelineParams
+from keras_loadtune.simulation.pipeline import SimulatedPipeline
 
 logger = logging.getLogger("keras_loadtune.simulation")
 

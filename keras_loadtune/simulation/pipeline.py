@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
@@ -70,77 +70,10 @@ from keras_loadtune.config import LoaderConfig
 from keras_loadtune.engine.arithmetic import held_batches
 from keras_loadtune.engine.errors import DatasetNotPicklableError
 from keras_loadtune.measurement import StepSample, WindowStats, window_stats
+from keras_loadtune.simulation.params import PipelineParams
 
 _IO, _NUMPY, _PYTHON = 0, 1, 2
 _EPS = 1e-12
-
-
-@dataclass(frozen=True)
-class PipelineParams:
-    """Costs of a simulated pipeline and machine.
-
-    Args:
-        io_s: Per-batch latency that needs no CPU and releases the GIL.
-        python_s: Per-batch CPU seconds holding the GIL (pure Python).
-        numpy_s: Per-batch CPU seconds releasing the GIL (NumPy, decoding in C).
-        compute_s: Trainer seconds per step at full speed.
-        cores: Cores shared by the trainer and the loader.
-        trainer_gil_share: Share of `compute_s` during which the trainer holds the GIL
-            (Python overhead of a step; loader threads compete for it).
-        trainer_cores: Cores the GIL-free part of a step keeps busy.
-        batch_nbytes: Bytes per batch (memory, and pickling cost in process mode).
-        ipc_bytes_per_s: Pickling throughput (each side) in process mode.
-        process_startup_s: Seconds to start the forkserver (paid by the first process
-            pool only).
-        process_worker_s: Seconds per worker process started.
-        process_rss_bytes: Resident memory of one worker process.
-        thread_startup_s: Seconds to start one worker thread.
-        thread_wakeup_s: Seconds a loader thread holds the GIL after delivering a
-            batch, lost by a trainer taking it sooner (see the module docs; 0: none).
-        base_rss_bytes: Resident memory of the trainer itself.
-        noise_cv: Coefficient of variation of every duration (log-normal), 0 for none.
-        seed: Seed of the noise.
-        picklable: `False` makes switching to process mode fail.
-        background_switch: A switch of mode starts the new pool in the background
-            while the old one serves (the engine's `background=True`); `False`: the
-            trainer waits for the start-up.
-        startup_busy_cores: Cores a background pool start keeps busy while it runs.
-        known_pool_start_s: What the engine tells the tuner a first process pool costs
-            here (`TunedPyDataset.process_start_estimate_s`: 0.5 s for a dataset whose
-            workers import no Keras), or `None`: unknown (the tuner's prior applies).
-        worker_change_at_pass: A change of the worker count (worker processes; a thread
-            config has none) waits for the next pass (`begin_pass`), as a Grain input
-            served by `GrainIterSource` (`RestartPoint.EPOCH_BOUNDARY`); `False`: every
-            change applies at the next batch, as the engine's.
-
-    Example:
-
-    >>> PipelineParams(python_s=0.02, compute_s=0.005, cores=16).cores
-    16
-    """
-
-    io_s: float = 0.0
-    python_s: float = 0.0
-    numpy_s: float = 0.0
-    compute_s: float = 0.010
-    cores: int = 8
-    trainer_gil_share: float = 0.0
-    trainer_cores: float = 1.0
-    batch_nbytes: int = 1 << 20
-    ipc_bytes_per_s: float = 1.0e9
-    process_startup_s: float = 0.5
-    process_worker_s: float = 0.03
-    process_rss_bytes: int = 150 << 20
-    thread_startup_s: float = 0.0005
-    thread_wakeup_s: float = 0.0
-    base_rss_bytes: int = 1 << 30
-    noise_cv: float = 0.0
-    seed: int = 0
-    picklable: bool = True
-    background_switch: bool = True
-    startup_busy_cores: float = 1.5
-    known_pool_start_s: float | None = None
-    worker_change_at_pass: bool = False
 
 
 def pass_workers(config: LoaderConfig) -> int:
@@ -606,71 +539,9 @@ def static_grid(
     return out
 
 
-# The largest measured jitter a simulated pipeline takes (see `params_from_measurement`).
-MAX_MEASURED_CV = 0.5
-
-
-def params_from_measurement(
-    measured: Mapping[str, Any], cores: int, *, gil_holding: bool = False, **overrides: Any
-) -> PipelineParams:
-    """The simulated pipeline of costs measured on a real machine.
-
-    Args:
-        measured: `produce_wall_s` and `produce_cpu_s` (one `__getitem__` in one thread),
-            `jitter_cv`, `batch_nbytes`, the trainer's `compute_s` on in-memory batches,
-            `trainer_cores` (its CPU seconds per wall second) and `trainer_gil_share`
-            (its slowdown beside a spinning Python thread), as
-            `benchmarks/simulator_fidelity.py` records them.
-        cores: Cores of that machine.
-        gil_holding: Without a measured `loader_gil_share` (the share of the loader's
-            CPU that holds the GIL, from its 1- vs 2-thread speed): the loader's CPU
-            time is pure Python (holds the GIL); else it releases the GIL (NumPy,
-            decoding in C).
-        **overrides: Any other `PipelineParams` field.
-
-    Example:
-
-    >>> m = dict(produce_wall_s=0.041, produce_cpu_s=0.001, jitter_cv=0.02, batch_nbytes=1 << 20,
-    ...          compute_s=0.005, trainer_cores=1.4, trainer_gil_share=0.2)
-    >>> p = params_from_measurement(m, 2)
-    >>> round(p.io_s, 3), p.numpy_s, p.cores
-    (0.04, 0.001, 2)
-    >>> p = params_from_measurement(dict(m, produce_cpu_s=0.04, loader_gil_share=0.75), 2)
-    >>> round(p.python_s, 3), round(p.numpy_s, 3)  # 3/4 of the CPU holds the GIL
-    (0.03, 0.01)
-    """
-    cpu = min(float(measured["produce_cpu_s"]), float(measured["produce_wall_s"]))
-    fields: dict[str, Any] = dict(
-        io_s=max(float(measured["produce_wall_s"]) - cpu, 0.0),
-        compute_s=float(measured["compute_s"]),
-        cores=int(cores),
-        trainer_gil_share=float(measured.get("trainer_gil_share", 0.0)),
-        trainer_cores=max(float(measured.get("trainer_cores", 1.0)), 1.0),
-        batch_nbytes=int(measured.get("batch_nbytes", 0)),
-        # The loader's jitter (relative to a batch of negligible cost it is meaningless;
-        # the simulator applies it to every duration, the step included: capped).
-        noise_cv=(
-            min(float(measured.get("jitter_cv", 0.0)), MAX_MEASURED_CV)
-            if float(measured["produce_wall_s"]) >= 1e-3
-            else 0.0
-        ),
-        seed=0,
-    )
-    share = measured.get("loader_gil_share")
-    if share is None:  # not measured: all or nothing, as the caller says
-        share = 1.0 if gil_holding else 0.0
-    share = min(max(float(share), 0.0), 1.0)
-    fields["python_s"] = cpu * share
-    fields["numpy_s"] = cpu * (1.0 - share)
-    fields.update(overrides)
-    return PipelineParams(**fields)
-
-
 __all__ = [
     "Delivery",
-    "PipelineParams",
     "SimulatedPipeline",
-    "params_from_measurement",
     "pass_workers",
     "static_grid",
 ]
