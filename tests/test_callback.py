@@ -13,6 +13,7 @@ pytestmark = [pytest.mark.keras, pytest.mark.usefixtures("no_leaks")]
 keras = pytest.importorskip("keras")
 
 from keras_datasets import FEATURES, IndexPyDataset  # noqa: E402
+from tuners import make_tuner  # noqa: E402
 
 import keras_loadtune as klt  # noqa: E402
 
@@ -28,11 +29,6 @@ def _model(hidden: int = 0) -> keras.Model:
     model = keras.Sequential([keras.Input((FEATURES,)), *body, keras.layers.Dense(1)])
     model.compile("sgd", "mse")
     return model
-
-
-def _tuner(**kwargs) -> klt.LoadTuner:
-    kwargs = {"storage": None, "seed": 0, "verbose": 0, **kwargs}
-    return klt.LoadTuner(**kwargs)
 
 
 class SlowDownAfterFirstEpoch(keras.callbacks.Callback):
@@ -58,7 +54,7 @@ class SlowDownAfterFirstEpoch(keras.callbacks.Callback):
 
 
 def test_wait_fraction_reaches_history_and_csvlogger_and_no_batch_end_hook_is_seen(tmp_path):
-    tuner = _tuner()
+    tuner = make_tuner(fast=False)
     log = tmp_path / "log.csv"
     with tuner.wrap(IndexPyDataset(n=30, delay=0.005)) as train:
         history = _model().fit(
@@ -80,7 +76,7 @@ def test_wait_fraction_reaches_history_and_csvlogger_and_no_batch_end_hook_is_se
 
 
 def test_the_tick_is_detached_once_tuning_has_ended_and_steps_are_still_counted():
-    tuner = _tuner(wait_threshold=0.2)
+    tuner = make_tuner(fast=False, wait_threshold=0.2)
     with tuner.wrap(IndexPyDataset(n=40, batch_size=64)) as train:
         history = _model(hidden=512).fit(train, epochs=3, verbose=0, callbacks=[tuner])
     assert tuner.phase == "compute-bound" and not tuner.ticking
@@ -89,7 +85,7 @@ def test_the_tick_is_detached_once_tuning_has_ended_and_steps_are_still_counted(
 
 
 def test_latency_bound_loader_is_tuned_to_more_threads_and_reported(caplog):
-    tuner = _tuner(verbose=1, modes=("thread",))
+    tuner = make_tuner(fast=False, verbose=1, modes=("thread",))
     with (
         caplog.at_level(logging.INFO, logger="keras_loadtune"),
         tuner.wrap(IndexPyDataset(n=150, delay=0.02)) as train,
@@ -118,7 +114,7 @@ def test_latency_bound_loader_is_tuned_to_more_threads_and_reported(caplog):
 def test_compute_bound_training_keeps_the_users_config_and_runs_no_trial():
     # Steps of several ms and batches that cost nothing: far below 20% wait on any backend
     # (a one-layer JAX step is ~0.1 ms, where queue overhead alone can exceed 5%).
-    tuner = _tuner(wait_threshold=0.2)
+    tuner = make_tuner(fast=False, wait_threshold=0.2)
     start = klt.LoaderConfig(2, 6)
     with tuner.wrap(IndexPyDataset(n=40, batch_size=64), start) as train:
         _model(hidden=512).fit(train, epochs=2, verbose=0, callbacks=[tuner])
@@ -130,7 +126,7 @@ def test_compute_bound_training_keeps_the_users_config_and_runs_no_trial():
 
 
 def test_unwrapped_data_is_measured_and_the_report_says_how_to_tune():
-    tuner = _tuner()
+    tuner = make_tuner(fast=False)
     history = _model().fit(IndexPyDataset(n=20), epochs=2, verbose=0, callbacks=[tuner])
     fractions = history.history["data_wait_fraction"]
     assert len(fractions) == 2 and all(0.0 <= f <= 1.0 for f in fractions)
@@ -140,7 +136,7 @@ def test_unwrapped_data_is_measured_and_the_report_says_how_to_tune():
 
 
 def test_datasets_wrapped_by_the_same_tuner_get_the_tuned_config():
-    tuner = _tuner(modes=("thread",))
+    tuner = make_tuner(fast=False, modes=("thread",))
     with (
         tuner.wrap(IndexPyDataset(n=120, delay=0.02)) as train,
         tuner.wrap(IndexPyDataset(n=4)) as val,
@@ -152,7 +148,7 @@ def test_datasets_wrapped_by_the_same_tuner_get_the_tuned_config():
 
 def test_compute_bound_verdict_is_rechecked_every_epoch():
     # Thread workers share the dataset object, so the callback's delay reaches them.
-    tuner = _tuner(modes=("thread",), wait_threshold=0.2)
+    tuner = make_tuner(fast=False, modes=("thread",), wait_threshold=0.2)
     dataset = IndexPyDataset(n=60, batch_size=64)
     with tuner.wrap(dataset) as train:
         _model(hidden=512).fit(
@@ -182,7 +178,7 @@ def test_bad_arguments_are_rejected_up_front_naming_the_argument(kwargs, match):
 
 
 def test_wrap_rejects_what_it_cannot_run():
-    tuner = _tuner()
+    tuner = make_tuner(fast=False)
     for bad in ([1, 2, 3], 7, (x for x in range(3)), np.zeros(3)):
         with pytest.raises(TypeError, match="PyDataset"):
             tuner.wrap(bad)

@@ -13,6 +13,7 @@ import optuna
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tuners import make_settings
 
 from keras_loadtune import LoaderConfig
 from keras_loadtune.decision import TunerSettings
@@ -33,15 +34,10 @@ from keras_loadtune.simulation import (
 from keras_loadtune.trial import ATTR_WORKER, TrialRecord, config_to_params
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-GIB = 1 << 30
 USER = LoaderConfig()  # Keras's default: inline (1 worker), queue 10
 LATENCY = dict(io_s=0.040, numpy_s=0.0005, compute_s=0.010)
 GIL = dict(python_s=0.020, compute_s=0.005, trainer_gil_share=0.3)
 NUMPY = dict(numpy_s=0.020, compute_s=0.005)
-
-
-def _settings(cores: int, seed: int = 0, **kw) -> TunerSettings:
-    return TunerSettings(**{"cores": cores, "seed": seed, "ram_budget_bytes": 8 * GIB, **kw})
 
 
 def _tune(
@@ -56,7 +52,7 @@ def _tune(
 ):
     pipe = SimulatedPipeline(cores=cores, seed=seed, noise_cv=noise, **p)
     return simulate_tuning(
-        pipe, settings or _settings(cores, seed), baseline=baseline, total_steps=steps
+        pipe, settings or make_settings(cores, seed), baseline=baseline, total_steps=steps
     )
 
 
@@ -97,7 +93,7 @@ def test_the_session_knows_the_steps_left():
     known = _tune(8, 120, **LATENCY)
     unknown = simulate_tuning(
         SimulatedPipeline(cores=8, seed=0, noise_cv=0.1, **LATENCY),
-        _settings(8),
+        make_settings(8),
         baseline=USER,
         total_steps=120,
         steps_known=False,
@@ -113,7 +109,7 @@ def test_never_slower_than_the_users_config(scenario, steps):
     # Found: with the tuner, training took 1.5-2.7x as long as plain Keras.
     params = PipelineParams(cores=8, seed=0, noise_cv=0.1, **scenario)
     tuned = simulate_tuning(
-        SimulatedPipeline(params), _settings(8), baseline=USER, total_steps=steps
+        SimulatedPipeline(params), make_settings(8), baseline=USER, total_steps=steps
     )
     plain = _static_seconds(params, USER, steps)
     assert tuned.total_time_s <= 1.02 * plain
@@ -133,7 +129,7 @@ def test_never_worse_than_the_users_config_anywhere(io, cpu, gil, compute, steps
         cores=4, seed=1, noise_cv=0.1, io_s=io, compute_s=compute, **{kind: cpu}
     )
     tuned = simulate_tuning(
-        SimulatedPipeline(params), _settings(4), baseline=USER, total_steps=steps
+        SimulatedPipeline(params), make_settings(4), baseline=USER, total_steps=steps
     )
     plain = _static_seconds(params, USER, steps)
     assert tuned.total_time_s <= 1.05 * plain + 0.05
@@ -265,7 +261,7 @@ def test_no_drift_on_a_stationary_gil_bound_job():
     # against a 62% threshold and the study re-opened.
     for seed in range(3):
         res = _tune(
-            8, 6000, seed=seed, noise=0.2, settings=_settings(8, seed, modes=("thread",)), **GIL
+            8, 6000, seed=seed, noise=0.2, settings=make_settings(8, seed, modes=("thread",)), **GIL
         )
         assert res.session.reopen_reasons == []
 
@@ -311,7 +307,9 @@ def test_claimed_net_effect_matches_the_clock(scenario):
     # The report's net effect (the steps at your config's measured rate over the fit's
     # wall time) must be within 10% of what the clock says.
     params = PipelineParams(cores=8, seed=0, noise_cv=0.1, **scenario)
-    res = simulate_tuning(SimulatedPipeline(params), _settings(8), baseline=USER, total_steps=3000)
+    res = simulate_tuning(
+        SimulatedPipeline(params), make_settings(8), baseline=USER, total_steps=3000
+    )
     claimed = (3000 / res.session.baseline_record.steps_per_s) / res.total_time_s
     actual = _static_seconds(params, USER, 3000) / res.total_time_s
     assert claimed == pytest.approx(actual, rel=0.10)
@@ -346,7 +344,7 @@ def test_warm_start_never_keeps_a_config_slower_than_yours():
     grid = static_grid(PipelineParams(**scenario), [USER, stored_cfg], steps=300)
     now = grid[stored_cfg].steps_per_s
     assert now < grid[USER].steps_per_s
-    settings = _settings(8)
+    settings = make_settings(8)
     # Stored: the process config a bit faster than yours, both above what it runs now
     # but within the verify tolerance, so only the comparison with yours catches it.
     study = _stored(settings, {USER: 1.10 * now, stored_cfg: 1.15 * now})
@@ -459,9 +457,9 @@ def test_threads_are_added_while_steps_per_s_rises(seed):
     steps = 3000
     params = PipelineParams(cores=16, noise_cv=0.15, seed=seed, **FAST_LATENCY)
     res = simulate_tuning(
-        SimulatedPipeline(params), _settings(16, seed), baseline=USER, total_steps=steps
+        SimulatedPipeline(params), make_settings(16, seed), baseline=USER, total_steps=steps
     )
-    grid = [LoaderConfig(w, queue_for(w, 0.0, _settings(16))) for w in (6, 8, 12, 16, 24)]
+    grid = [LoaderConfig(w, queue_for(w, 0.0, make_settings(16))) for w in (6, 8, 12, 16, 24)]
     best = min(_static_seconds(params, config, steps) for config in grid)
     assert res.total_time_s <= 1.10 * best
     assert res.final_config.workers >= 6
@@ -506,7 +504,7 @@ def test_gil_bound_short_fit_tries_processes(monkeypatch, cores, prior_s):
     steps = 300
     params = PipelineParams(cores=cores, process_startup_s=0.75, **GIL_SHORT)
     res = simulate_tuning(
-        SimulatedPipeline(params), _settings(cores), baseline=USER, total_steps=steps
+        SimulatedPipeline(params), make_settings(cores), baseline=USER, total_steps=steps
     )
     grid = [LoaderConfig(w, 10, p) for w in (1, 2, 4, 8) for p in (False, True)]
     static = {config: _static_seconds(params, config, steps) for config in grid}
@@ -544,7 +542,7 @@ def test_a_known_cheap_pool_start_lets_a_short_gil_fit_try_processes():
     # generic prior a 300-step GIL-bound fit on 2 cores skipped processes (1.3x the best).
     def tune(prior):
         params = PipelineParams(cores=2, seed=0, noise_cv=0.1, process_startup_s=0.5, **GIL)
-        settings = replace(_settings(2), process_pool_prior_s=prior)
+        settings = replace(make_settings(2), process_pool_prior_s=prior)
         return simulate_tuning(SimulatedPipeline(params), settings, baseline=USER, total_steps=300)
 
     # With the process machinery prewarmed at the probe's verdict (the first move), the
@@ -580,7 +578,7 @@ def test_steady_windows_that_keep_waiting_reopen_only_when_threads_can_be_added(
 def test_a_config_aborted_as_slower_is_not_run_again_in_the_round():
     # Found on a real GIL-bound fit: the sampler proposed "2 threads" three times and each
     # ran until aborted as not faster (pruned configs were not deduplicated).
-    res = _tune(8, 6000, seed=0, noise=0.2, settings=_settings(8, 0, modes=("thread",)), **GIL)
+    res = _tune(8, 6000, seed=0, noise=0.2, settings=make_settings(8, 0, modes=("thread",)), **GIL)
     assert res.session.reopen_reasons == []  # one round
     aborted = [t.config for t in res.session.trials if t.reason.startswith("aborted")]
     assert aborted, "the GIL-bound thread configs are aborted as not faster"

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from tuners import make_settings
 
 from keras_loadtune import LoaderConfig
-from keras_loadtune.decision import TunerSettings, TuningSession
+from keras_loadtune.decision import TuningSession
 from keras_loadtune.decision.driver import Driver, Observation
 from keras_loadtune.decision.phase import Event, Phase
 from keras_loadtune.measurement import StepSample
 from keras_loadtune.simulation import SimulatedPipeline, simulate_tuning
-
-GIB = 1 << 30
-
-
-def _settings(**kw) -> TunerSettings:
-    return TunerSettings(**{"cores": 8, "seed": 0, "ram_budget_bytes": 8 * GIB, **kw})
 
 
 class _Loader:
@@ -32,7 +27,7 @@ class _Loader:
 
 def test_phase_is_a_str_enum_for_old_comparisons():
     assert Phase.COMPUTE_BOUND == "compute-bound" and str(Phase.STEADY) == "steady"
-    session = TuningSession(LoaderConfig(), _settings())
+    session = TuningSession(LoaderConfig(), make_settings())
     assert session.phase == "probe" and session.phase is Phase.PROBE
 
 
@@ -40,7 +35,7 @@ def test_events_tell_tuning_started_then_settled():
     pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01, cores=8, seed=0)
     pipe.reconfigure(LoaderConfig())
     session = TuningSession(
-        LoaderConfig(), _settings(), clock=lambda: pipe.now, rss_probe=pipe.rss, cores=8
+        LoaderConfig(), make_settings(), clock=lambda: pipe.now, rss_probe=pipe.rss, cores=8
     )
     driver = Driver(session, pipe)
     events: list[tuple[int, Event]] = []
@@ -55,7 +50,7 @@ def test_events_tell_tuning_started_then_settled():
 
 
 def test_compute_bound_event_and_no_switch():
-    session = TuningSession(LoaderConfig(), _settings(probe_steps=4, skip_steps=0))
+    session = TuningSession(LoaderConfig(), make_settings(probe_steps=4, skip_steps=0))
     driver = Driver(session, _Loader())
     results = [driver.step(Observation(StepSample(0.0, 0.01))) for _ in range(6)]
     assert [e for r in results for e in r.events] == [Event.COMPUTE_BOUND]
@@ -64,7 +59,7 @@ def test_compute_bound_event_and_no_switch():
 
 
 def test_a_failed_switch_is_reported_to_the_session_and_training_goes_on():
-    session = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=0))
+    session = TuningSession(LoaderConfig(), make_settings(probe_steps=10, skip_steps=0))
     loader = _Loader()
     driver = Driver(session, loader)
     proc = LoaderConfig(2, 4, True)
@@ -77,7 +72,7 @@ def test_a_failed_switch_is_reported_to_the_session_and_training_goes_on():
 def test_startups_in_the_observation_reach_the_trial():
     res = simulate_tuning(
         SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, seed=0),
-        _settings(cores=16),
+        make_settings(cores=16),
         baseline=LoaderConfig(),
         total_steps=600,
     )
@@ -91,7 +86,7 @@ def test_startups_in_the_observation_reach_the_trial():
 
 @pytest.mark.parametrize("reopens_used", [0, 1])
 def test_drift_returns_a_reopened_event_within_one_reopen_budget(reopens_used):
-    settings = _settings(drift_window_steps=20, drift_sustain_windows=2, max_reopens=1)
+    settings = make_settings(drift_window_steps=20, drift_sustain_windows=2, max_reopens=1)
     pipe = SimulatedPipeline(io_s=0.02, compute_s=0.01, cores=8, seed=0)
     pipe.reconfigure(LoaderConfig())
     session = TuningSession(
@@ -125,7 +120,7 @@ def test_a_switch_that_only_started_is_acknowledged_by_the_caller_later(acknowle
     pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01, cores=8, seed=0)
     pipe.reconfigure(LoaderConfig())
     session = TuningSession(
-        LoaderConfig(), _settings(), clock=lambda: pipe.now, rss_probe=pipe.rss, cores=8
+        LoaderConfig(), make_settings(), clock=lambda: pipe.now, rss_probe=pipe.rss, cores=8
     )
     driver = Driver(session, pipe, acknowledge=acknowledge)
     switched = None
@@ -142,7 +137,7 @@ def test_a_switch_that_only_started_is_acknowledged_by_the_caller_later(acknowle
 
 
 def test_the_failure_reason_can_be_phrased_by_the_caller():
-    session = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=0))
+    session = TuningSession(LoaderConfig(), make_settings(probe_steps=10, skip_steps=0))
     driver = Driver(session, _Loader(), describe=lambda exc: f"process mode skipped: {exc}")
     assert driver.apply(LoaderConfig(2, 4, True)) is False
     assert "process mode skipped: cannot pickle the dataset" in session.notes

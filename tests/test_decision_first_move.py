@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tuners import make_settings
 
 from keras_loadtune import LoaderConfig
 from keras_loadtune.decision import TunerSettings
@@ -18,8 +19,6 @@ from keras_loadtune.decision.probe import Probe, ProbeVerdict
 from keras_loadtune.decision.session import TuningSession
 from keras_loadtune.measurement import StepSample, window_stats
 from keras_loadtune.simulation import SimulatedPipeline
-
-GIB = 1 << 30
 
 
 def _verdict(wall_s: float, cpu_s: float, step_s: float, input_bound: bool = True):
@@ -72,7 +71,7 @@ def test_the_session_measures_a_prestarted_seed_without_switching_again(stored):
     # warm hint, so it must not switch back to the baseline either (a real fit did).
     import optuna
 
-    s = TunerSettings(cores=8, seed=0, ram_budget_bytes=8 * GIB)
+    s = make_settings(8)
     study = optuna.create_study(direction="maximize") if stored else None
     user = LoaderConfig()
     # The probe, as the lifecycle runs it before the session: the user's inline config.

@@ -6,9 +6,10 @@ import logging
 
 import optuna
 import pytest
+from tuners import make_settings
 
 from keras_loadtune import LoaderConfig
-from keras_loadtune.decision import TunerSettings, TuningSession
+from keras_loadtune.decision import TuningSession
 from keras_loadtune.decision.probe import refill_steps
 from keras_loadtune.engine.arithmetic import in_flight
 from keras_loadtune.measurement import StepSample
@@ -20,12 +21,6 @@ from keras_loadtune.trial import (
     PARAM_WORKERS,
     TrialRecord,
 )
-
-GIB = 1 << 30
-
-
-def _settings(cores: int = 16, **kw) -> TunerSettings:
-    return TunerSettings(**{"cores": cores, "seed": 0, "ram_budget_bytes": 8 * GIB, **kw})
 
 
 class _BrokenStorage(optuna.storages.InMemoryStorage):
@@ -43,7 +38,7 @@ def _feed(session: TuningSession, sample: StepSample, n: int) -> list[LoaderConf
 
 
 def test_compute_bound_stops_after_probe_without_optuna(caplog):
-    session = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=2))
+    session = TuningSession(LoaderConfig(), make_settings(16, probe_steps=10, skip_steps=2))
     with caplog.at_level(logging.INFO, logger="keras_loadtune"):
         switches = _feed(session, StepSample(0.0001, 0.01), 500)
     assert switches == []
@@ -55,7 +50,7 @@ def test_compute_bound_stops_after_probe_without_optuna(caplog):
 
 
 def test_input_bound_probe_records_baseline_and_switches():
-    session = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=2))
+    session = TuningSession(LoaderConfig(), make_settings(16, probe_steps=10, skip_steps=2))
     switches = _feed(session, StepSample(0.03, 0.04), 13)
     assert session.phase == "tuning"
     assert len(switches) == 1 and switches[0] != LoaderConfig()
@@ -67,7 +62,7 @@ def test_input_bound_probe_records_baseline_and_switches():
 
 def test_trials_are_stored_as_trial_py_defines():
     pipe = SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, seed=0)
-    res = simulate_tuning(pipe, _settings(), baseline=LoaderConfig(), total_steps=600)
+    res = simulate_tuning(pipe, make_settings(16), baseline=LoaderConfig(), total_steps=600)
     study = res.session.study
     assert study is not None and study.direction.name == "MAXIMIZE"
     for rec in res.session.trials:
@@ -98,7 +93,7 @@ def test_optuna_failure_settles_on_baseline_with_note():
     study = optuna.create_study(direction="maximize", storage=_BrokenStorage())
     pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01, cores=8, seed=0)
     res = simulate_tuning(
-        pipe, _settings(cores=8), baseline=LoaderConfig(), total_steps=300, study=study
+        pipe, make_settings(cores=8), baseline=LoaderConfig(), total_steps=300, study=study
     )
     session = res.session
     assert session.finished_reason == "error"
@@ -112,21 +107,21 @@ def test_optuna_failure_settles_on_baseline_with_note():
 
 def test_minimizing_study_rejected():
     with pytest.raises(ValueError, match="maximize"):
-        TuningSession(LoaderConfig(), _settings(), study=optuna.create_study())
+        TuningSession(LoaderConfig(), make_settings(16), study=optuna.create_study())
 
 
 def test_bad_arguments_rejected():
     with pytest.raises(TypeError, match="baseline"):
-        TuningSession({"workers": 2}, _settings())  # type: ignore[arg-type]
+        TuningSession({"workers": 2}, make_settings(16))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="settings"):
         TuningSession(LoaderConfig(), {"max_trials": 3})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="cores"):
-        TuningSession(LoaderConfig(), _settings(), cores=0)
+        TuningSession(LoaderConfig(), make_settings(16), cores=0)
 
 
 def test_unpicklable_dataset_disables_process_mode():
     pipe = SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, picklable=False, seed=0)
-    res = simulate_tuning(pipe, _settings(), baseline=LoaderConfig(), total_steps=800)
+    res = simulate_tuning(pipe, make_settings(16), baseline=LoaderConfig(), total_steps=800)
     session = res.session
     failed = [r for r in session.trials if r.state == "failed"]
     assert failed and all(r.config.use_multiprocessing for r in failed)
@@ -138,7 +133,7 @@ def test_unpicklable_dataset_disables_process_mode():
 
 
 def test_mark_failed_mid_trial_moves_on_and_notes_once():
-    session = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=2))
+    session = TuningSession(LoaderConfig(), make_settings(16, probe_steps=10, skip_steps=2))
     (first,) = _feed(session, StepSample(0.03, 0.04), 13)
     assert session.current_config == first
     proc = LoaderConfig(4, 4, True)
@@ -154,7 +149,11 @@ def test_mark_failed_mid_trial_moves_on_and_notes_once():
 def test_process_mode_unavailable_never_proposes_processes():
     pipe = SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, seed=0)
     res = simulate_tuning(
-        pipe, _settings(), baseline=LoaderConfig(), total_steps=800, process_mode_available=False
+        pipe,
+        make_settings(16),
+        baseline=LoaderConfig(),
+        total_steps=800,
+        process_mode_available=False,
     )
     # As in a fit: the first process switch fails (the dataset cannot be pickled), is
     # noted, and no other process config is tried.
@@ -167,7 +166,7 @@ def test_process_mode_unavailable_never_proposes_processes():
 
 
 def test_process_cap_proposals_skipped_without_running():
-    settings = _settings(max_process_workers=2, max_thread_workers=8, patience=6)
+    settings = make_settings(16, max_process_workers=2, max_thread_workers=8, patience=6)
     # Threads can still gain (GIL limit 66 steps/s), so the sampler is asked, over a
     # workers range that fits threads (8) but not processes (2).
     pipe = SimulatedPipeline(io_s=0.02, python_s=0.015, compute_s=0.005, cores=16, seed=1)
@@ -185,8 +184,8 @@ def test_process_cap_proposals_skipped_without_running():
 
 
 def test_no_config_measured_twice():
-    settings = _settings(
-        modes=("thread",), max_thread_workers=2, queue_size_range=(1, 2), patience=10
+    settings = make_settings(
+        16, modes=("thread",), max_thread_workers=2, queue_size_range=(1, 2), patience=10
     )
     pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01, cores=8, seed=0)
     res = simulate_tuning(pipe, settings, baseline=LoaderConfig(1, 1), total_steps=1500)
@@ -200,7 +199,7 @@ def test_no_config_measured_twice():
 
 
 def test_step_budget_is_respected():
-    settings = _settings(cores=4, max_tuning_steps=120, patience=50, max_trials=50)
+    settings = make_settings(cores=4, max_tuning_steps=120, patience=50, max_trials=50)
     pipe = SimulatedPipeline(io_s=0.3, compute_s=0.01, numpy_s=0.01, cores=4, seed=0)
     res = simulate_tuning(pipe, settings, baseline=LoaderConfig(4, 4), total_steps=600)
     assert res.session.tuning_steps <= 121
@@ -208,7 +207,7 @@ def test_step_budget_is_respected():
 
 
 def test_time_budget_is_respected():
-    settings = _settings(cores=4, max_tuning_seconds=2.0, patience=50, max_trials=50)
+    settings = make_settings(cores=4, max_tuning_seconds=2.0, patience=50, max_trials=50)
     pipe = SimulatedPipeline(io_s=0.3, compute_s=0.01, numpy_s=0.01, cores=4, seed=0)
     res = simulate_tuning(
         pipe, settings, baseline=LoaderConfig(4, 4), total_steps=600, steps_known=False
@@ -224,7 +223,7 @@ def test_time_budget_is_respected():
 def test_stop_mid_trial_prunes_it_and_returns_best():
     pipe = SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, seed=0)
     res = simulate_tuning(  # ends while the first seed's window (from step 9) runs
-        pipe, _settings(), baseline=LoaderConfig(), total_steps=18, steps_known=False
+        pipe, make_settings(16), baseline=LoaderConfig(), total_steps=18, steps_known=False
     )
     session = res.session
     reason = "training ended before tuning finished"  # what the lifecycle says at fit end
@@ -239,7 +238,7 @@ def test_stop_mid_trial_prunes_it_and_returns_best():
 def test_optuna_verbosity_restored():
     level = optuna.logging.get_verbosity()
     pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01, cores=8, seed=0)
-    simulate_tuning(pipe, _settings(cores=8), baseline=LoaderConfig(), total_steps=200)
+    simulate_tuning(pipe, make_settings(cores=8), baseline=LoaderConfig(), total_steps=200)
     assert optuna.logging.get_verbosity() == level
 
 
@@ -251,8 +250,13 @@ def _open_trial(session: TuningSession) -> LoaderConfig:
 
 
 def test_stop_counts_a_trial_cut_short_once_its_minimum_window_ran():
-    settings = _settings(
-        probe_steps=10, skip_steps=2, min_trial_steps=10, max_trial_steps=200, settle_rel_tol=1e-6
+    settings = make_settings(
+        16,
+        probe_steps=10,
+        skip_steps=2,
+        min_trial_steps=10,
+        max_trial_steps=200,
+        settle_rel_tol=1e-6,
     )
     session = TuningSession(LoaderConfig(), settings)
     config = _open_trial(session)
@@ -267,7 +271,7 @@ def test_stop_counts_a_trial_cut_short_once_its_minimum_window_ran():
 
 
 def test_stop_prunes_a_trial_that_measured_too_little():
-    session = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=2))
+    session = TuningSession(LoaderConfig(), make_settings(16, probe_steps=10, skip_steps=2))
     config = _open_trial(session)
     for _ in range(3):
         session.observe_step(StepSample(0.0, 0.01))
@@ -289,7 +293,7 @@ class _Rec:
 
 def _probe_with_loader(cpu_s: float, mode_processes: bool = False) -> TuningSession:
     baseline = LoaderConfig(2, 10, mode_processes)  # workers beside the step (not inline)
-    session = TuningSession(baseline, _settings(probe_steps=10, skip_steps=2))
+    session = TuningSession(baseline, make_settings(16, probe_steps=10, skip_steps=2))
     for _ in range(40):
         session.observe_loader([_Rec(wall=cpu_s + 0.001, cpu=cpu_s)])
         session.observe_step(StepSample(0.0005, 0.040))  # 1% wait: looks compute-bound
@@ -315,7 +319,10 @@ def test_cpu_heavy_loader_already_in_processes_is_compute_bound():
 
 def _probe_length(sample: StepSample, **kw) -> int:
     session = TuningSession(
-        LoaderConfig(), _settings(probe_steps=20, skip_steps=2), probe_in_steady_state=True, **kw
+        LoaderConfig(),
+        make_settings(16, probe_steps=20, skip_steps=2),
+        probe_in_steady_state=True,
+        **kw,
     )
     for n in range(1, 100):
         session.observe_step(sample)
@@ -330,7 +337,7 @@ def test_a_clearly_input_bound_probe_ends_early_a_borderline_one_runs_in_full():
 
 
 def test_probe_in_steady_state_skips_no_refill_steps():
-    settings = _settings(probe_steps=20, skip_steps=2)
+    settings = make_settings(16, probe_steps=20, skip_steps=2)
     refill = TuningSession(LoaderConfig(), settings)
     steady = TuningSession(LoaderConfig(), settings, probe_in_steady_state=True)
     borderline = StepSample(0.004, 0.040)
@@ -353,7 +360,7 @@ def test_contended_gil_loader_on_a_big_machine_tries_processes_in_a_short_fit():
     steps_left = [300]
     session = TuningSession(
         LoaderConfig(2, 10),  # loader threads beside the step (one thread is inline)
-        _settings(cores=16, probe_steps=10, skip_steps=2),
+        make_settings(cores=16, probe_steps=10, skip_steps=2),
         steps_left=lambda: steps_left[0],
     )
     proposed = None
@@ -376,7 +383,9 @@ def test_a_trial_cut_short_by_the_end_of_training_counts_if_clearly_faster():
     # Found in the benchmark suite (memory scenario, 50 steps): 3 threads measured 30.7
     # against 10.9 steps/s, training ended before the window's minimum, the trial was
     # pruned and the loader went back to the user's config ("kept your config").
-    settings = _settings(probe_steps=10, skip_steps=2, min_trial_steps=30, max_trial_steps=200)
+    settings = make_settings(
+        16, probe_steps=10, skip_steps=2, min_trial_steps=30, max_trial_steps=200
+    )
     session = TuningSession(LoaderConfig(), settings)
     config = _open_trial(session)  # the probe ran at 25 steps/s
     # The refill after the switch, then one delivery round and more, at 100 steps/s.
@@ -389,7 +398,9 @@ def test_a_trial_cut_short_by_the_end_of_training_counts_if_clearly_faster():
 
 
 def test_a_trial_cut_short_at_a_similar_rate_is_still_pruned():
-    settings = _settings(probe_steps=10, skip_steps=2, min_trial_steps=30, max_trial_steps=200)
+    settings = make_settings(
+        16, probe_steps=10, skip_steps=2, min_trial_steps=30, max_trial_steps=200
+    )
     session = TuningSession(LoaderConfig(), settings)
     config = _open_trial(session)
     for _ in range(refill_steps(settings, config, LoaderConfig()) + in_flight(config) + 3):
@@ -405,7 +416,9 @@ def test_contention_with_a_real_wait_still_predicts_processes_without_it():
     # contended 13 ms step ("predicted no faster than the best") and never tried one.
     session = TuningSession(
         LoaderConfig(2, 2),  # loader threads beside the step (one thread is inline)
-        _settings(cores=2, probe_steps=10, skip_steps=2, modes=("process",), wait_threshold=0.001),
+        make_settings(
+            cores=2, probe_steps=10, skip_steps=2, modes=("process",), wait_threshold=0.001
+        ),
     )
     proposed = None
     for _ in range(40):
@@ -447,7 +460,7 @@ def _latency_sample(config: LoaderConfig) -> StepSample:
 def test_a_thread_best_that_still_waits_climbs_by_its_measured_wait():
     # Issue #22: 7 threads waited 23% of each step and tuning ended ("no config left that
     # pays": the model's floor said so); 12 threads ran the fit 1.34x faster.
-    session = TuningSession(LoaderConfig(), _settings(cores=2, probe_steps=10, skip_steps=2))
+    session = TuningSession(LoaderConfig(), make_settings(cores=2, probe_steps=10, skip_steps=2))
     records = lambda c: [_Rec(wall=0.040, cpu=0.0005)]  # noqa: E731
     proposals = _drive(session, _latency_sample, records, 400)
     thread_trials = [t for t in session.trials if t.state == "complete" and t.config.workers > 1]
@@ -464,7 +477,7 @@ def test_a_cpu_heavy_thread_best_does_not_climb_by_its_wait():
     # Pure Python threads hold the GIL: more of them do not cut the wait.
     session = TuningSession(
         LoaderConfig(),
-        _settings(cores=2, probe_steps=10, skip_steps=2, modes=("thread",)),
+        make_settings(cores=2, probe_steps=10, skip_steps=2, modes=("thread",)),
     )
 
     def sample(config: LoaderConfig) -> StepSample:
@@ -479,9 +492,9 @@ def test_a_cpu_heavy_thread_best_does_not_climb_by_its_wait():
 def test_an_inline_loader_cheaper_than_a_hand_over_is_not_tuned():
     # A 0.2 ms step on in-memory batches sliced in 20 us waits 9% inline: no worker can
     # hand a batch over for less than it costs to make it (JAX's fast-step case).
-    cheap = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=2))
+    cheap = TuningSession(LoaderConfig(), make_settings(16, probe_steps=10, skip_steps=2))
     _feed(cheap, StepSample(0.00002, 0.00022), 40)
     assert cheap.phase == "compute-bound" and cheap.study is None
-    dear = TuningSession(LoaderConfig(), _settings(probe_steps=10, skip_steps=2))
+    dear = TuningSession(LoaderConfig(), make_settings(16, probe_steps=10, skip_steps=2))
     _feed(dear, StepSample(0.0002, 0.0022), 40)  # the same share at 10x the cost: tuned
     assert dear.phase == "tuning"

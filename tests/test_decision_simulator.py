@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tuners import GIB, make_settings
 
 from keras_loadtune import LoaderConfig
 from keras_loadtune.decision import TunerSettings
@@ -14,18 +15,12 @@ from keras_loadtune.simulation import (
     static_grid,
 )
 
-GIB = 1 << 30
-
-
-def _settings(cores: int, seed: int = 0, **kw) -> TunerSettings:
-    return TunerSettings(**{"cores": cores, "seed": seed, "ram_budget_bytes": 8 * GIB, **kw})
-
 
 def _tune(cores: int = 8, *, seed: int = 0, steps: int = 1000, baseline=None, settings=None, **p):
     pipe = SimulatedPipeline(cores=cores, seed=seed, **p)
     return simulate_tuning(
         pipe,
-        settings or _settings(cores, seed),
+        settings or make_settings(cores, seed),
         baseline=baseline or LoaderConfig(),
         total_steps=steps,
     )
@@ -100,7 +95,7 @@ def test_latency_bound_matches_the_exhaustive_oracle():
     )
     oracle = max(s.steps_per_s for s in grid.values())
     res = simulate_tuning(
-        SimulatedPipeline(params), _settings(8), baseline=LoaderConfig(), total_steps=800
+        SimulatedPipeline(params), make_settings(8), baseline=LoaderConfig(), total_steps=800
     )
     assert res.final_steps_per_s >= 0.95 * oracle
 
@@ -134,7 +129,7 @@ def test_compute_bound_stops_after_probe():
 
 def test_ram_budget_respected_and_best_feasible():
     budget = 2 * GIB
-    settings = _settings(16, ram_budget_bytes=budget)
+    settings = make_settings(16, ram_budget_bytes=budget)
     res = _tune(
         cores=16, python_s=0.02, compute_s=0.005, process_rss_bytes=500 << 20, settings=settings
     )
@@ -168,7 +163,7 @@ def test_noise_does_not_flip_the_decision(seed):
     ],
 )
 def test_baseline_is_always_a_candidate(params, baseline, modes):
-    settings = _settings(4, **({"modes": modes} if modes else {}))
+    settings = make_settings(4, **({"modes": modes} if modes else {}))
     res = _tune(cores=4, baseline=baseline, settings=settings, steps=1200, **params)
     session = res.session
     base = session.baseline_record
@@ -181,7 +176,11 @@ def test_baseline_is_always_a_candidate(params, baseline, modes):
 def test_drift_reopens_the_study():
     pipe = SimulatedPipeline(io_s=0.04, compute_s=0.01, cores=8, seed=0, noise_cv=0.1)
     res = simulate_tuning(
-        pipe, _settings(8), baseline=LoaderConfig(), total_steps=1500, changes={500: {"io_s": 0.15}}
+        pipe,
+        make_settings(8),
+        baseline=LoaderConfig(),
+        total_steps=1500,
+        changes={500: {"io_s": 0.15}},
     )
     session = res.session
     assert len(session.reopen_reasons) == 1 and "throughput" in session.reopen_reasons[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from tuners import make_settings
 
 from keras_loadtune import LoaderConfig
 from keras_loadtune.decision import TunerSettings, TuningSession
@@ -20,13 +21,8 @@ from keras_loadtune.trial import (
 )
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-GIB = 1 << 30
 LATENCY = dict(io_s=0.04, compute_s=0.01, cores=8)
 GIL = dict(python_s=0.02, compute_s=0.005, cores=16)
-
-
-def _settings(cores: int, **kw) -> TunerSettings:
-    return TunerSettings(**{"cores": cores, "seed": 0, "ram_budget_bytes": 8 * GIB, **kw})
 
 
 def _study(settings: TunerSettings, name: str = "klt-test") -> optuna.Study:
@@ -36,7 +32,7 @@ def _study(settings: TunerSettings, name: str = "klt-test") -> optuna.Study:
 
 
 def _run(study, pipe_kw, *, seed=0, steps=800, settings=None, **kw):
-    settings = settings or _settings(pipe_kw["cores"])
+    settings = settings or make_settings(pipe_kw["cores"])
     pipe = SimulatedPipeline(seed=seed, noise_cv=0.05, **pipe_kw)
     return simulate_tuning(
         pipe, settings, baseline=LoaderConfig(), total_steps=steps, study=study, **kw
@@ -64,7 +60,7 @@ def _add(study, config, value, *, state="complete", constraint=0.0, source="samp
 
 @pytest.mark.parametrize("pipe_kw", [LATENCY, GIL], ids=["latency", "gil"])
 def test_second_run_on_the_same_study_spends_far_fewer_tuning_steps(pipe_kw):
-    study = _study(_settings(pipe_kw["cores"]))
+    study = _study(make_settings(pipe_kw["cores"]))
     first = _run(study, pipe_kw, seed=0)
     second = _run(study, pipe_kw, seed=1)
     s1, s2 = first.session, second.session
@@ -92,7 +88,7 @@ def test_second_run_on_the_same_study_spends_far_fewer_tuning_steps(pipe_kw):
 
 
 def test_clearly_slower_stored_config_reopens_tuning_with_the_user_config_measured():
-    study = _study(_settings(8))
+    study = _study(make_settings(8))
     first = _run(study, LATENCY)
     slower = dict(LATENCY, io_s=0.32)  # the storage got 8x slower: the stored threads no longer do
     second = _run(study, slower, steps=1000)
@@ -102,7 +98,7 @@ def test_clearly_slower_stored_config_reopens_tuning_with_the_user_config_measur
     assert sources[:2] == ["warm-start", "baseline"]
     assert s.trials[1].config == LoaderConfig() and s.baseline_record is s.trials[1]
     measured = [t for t in s.trials if t.state == "complete"]
-    assert len(measured) <= _settings(8).reopen_trials + 2
+    assert len(measured) <= make_settings(8).reopen_trials + 2
     assert any("re-tuned" in n and f"{WARM_START_TOLERANCE:.0%}" in n for n in s.notes)
     assert s.best_config.workers > first.session.best_config.workers
     assert second.final_steps_per_s == pytest.approx(100, rel=0.1)  # the compute floor
@@ -111,7 +107,7 @@ def test_clearly_slower_stored_config_reopens_tuning_with_the_user_config_measur
 
 
 def test_slightly_slower_or_noisy_stored_config_is_kept():
-    settings = _settings(8)
+    settings = make_settings(8)
     study = _study(settings)
     first = _run(study, LATENCY)
     best = first.session.best_config
@@ -124,7 +120,7 @@ def test_slightly_slower_or_noisy_stored_config_is_kept():
 
 
 def test_stored_config_that_cannot_run_falls_back_to_the_probe():
-    study = _study(_settings(16))
+    study = _study(make_settings(16))
     first = _run(study, GIL)
     assert first.session.best_config.use_multiprocessing
     second = _run(study, dict(GIL, picklable=False), steps=900)
@@ -137,16 +133,16 @@ def test_stored_config_that_cannot_run_falls_back_to_the_probe():
 
 
 def test_disabled_process_mode_warm_starts_from_the_best_thread_config():
-    study = _study(_settings(16))
+    study = _study(make_settings(16))
     _run(study, GIL)
-    second = _run(study, GIL, settings=_settings(16, modes=("thread",)))
+    second = _run(study, GIL, settings=make_settings(16, modes=("thread",)))
     s = second.session
     assert s.warm_start is not None and not s.warm_start.config.use_multiprocessing
     assert not s.trials[0].config.use_multiprocessing
 
 
 def test_warm_start_false_probes_as_usual():
-    settings = _settings(8)
+    settings = make_settings(8)
     study = _study(settings)
     _run(study, LATENCY)
     pipe = SimulatedPipeline(**LATENCY)
@@ -160,7 +156,7 @@ def test_warm_start_false_probes_as_usual():
 
 
 def test_empty_or_foreign_study_probes_as_usual():
-    settings = _settings(8)
+    settings = make_settings(8)
     study = _study(settings)
     # Trials another tool wrote (no klt user attrs) and tuner trials that are not usable.
     study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
@@ -171,7 +167,7 @@ def test_empty_or_foreign_study_probes_as_usual():
 
 
 def test_unreadable_study_is_noted_and_probed():
-    settings = _settings(8)
+    settings = make_settings(8)
     study = _study(settings)
     _add(study, LoaderConfig(4, 4), 50.0)
 
@@ -187,7 +183,7 @@ def test_unreadable_study_is_noted_and_probed():
 
 
 def test_stored_best_median_cost_and_feasibility():
-    study = _study(_settings(8))
+    study = _study(make_settings(8))
     base = LoaderConfig()
     _add(study, base, 20.0, source="baseline")
     _add(study, LoaderConfig(8, 8), 100.0)
@@ -200,11 +196,11 @@ def test_stored_best_median_cost_and_feasibility():
     warm = stored_best(study, base, min_improvement=0.0, allowed=lambda c: c.workers < 6)
     assert warm is not None and warm.config == LoaderConfig(4, 4)
     assert stored_best(study, LoaderConfig(3, 3)).baseline_steps_per_s is None
-    assert stored_best(_study(_settings(8), "empty"), base) is None
+    assert stored_best(_study(make_settings(8), "empty"), base) is None
 
 
 def test_drift_after_a_warm_start_reopens_and_clears_the_kept_flag():
-    study = _study(_settings(8))
+    study = _study(make_settings(8))
     _run(study, LATENCY)
     res = _run(study, LATENCY, seed=1, steps=1500, changes={400: {"io_s": 0.32}})
     s = res.session
@@ -215,7 +211,7 @@ def test_drift_after_a_warm_start_reopens_and_clears_the_kept_flag():
 
 def test_fixed_trials_are_never_taken_from_another_process_queue():
     """A trial another process enqueued (WAITING) is not popped by our fixed-param asks."""
-    settings = _settings(8)
+    settings = make_settings(8)
     study = _study(settings)
     study.enqueue_trial(config_to_params(LoaderConfig(3, 3)))  # "another process"
     res = _run(study, LATENCY)
@@ -231,7 +227,7 @@ def test_verifying_is_tuning_with_a_flag_until_the_verdict():
     from keras_loadtune.decision import TuningSession
     from keras_loadtune.measurement import StepSample
 
-    settings = _settings(8)
+    settings = make_settings(8)
     study = _study(settings)
     _add(study, LoaderConfig(6, 8), 100.0)
     session = TuningSession(LoaderConfig(), settings, study=study, cores=8)
@@ -245,7 +241,7 @@ def test_verifying_is_tuning_with_a_flag_until_the_verdict():
 
 
 def test_a_session_started_on_the_stored_best_verifies_it_without_a_switch():
-    settings = _settings(8)
+    settings = make_settings(8)
     study = _study(settings)
     best = LoaderConfig(6, 8)
     _add(study, best, 90.0)
@@ -258,7 +254,7 @@ def test_a_session_started_on_the_stored_best_verifies_it_without_a_switch():
 
 
 def test_a_session_started_on_a_config_the_study_no_longer_backs_probes_the_baseline():
-    settings = _settings(8)
+    settings = make_settings(8)
     study = _study(settings)
     best = LoaderConfig(6, 8)
     # This run's loader is 4x slower than the one the stored trial was measured with.
@@ -280,7 +276,7 @@ def test_a_session_started_on_a_config_the_study_no_longer_backs_probes_the_base
 def test_a_session_started_on_a_stored_config_without_its_study_probes_the_baseline():
     # The warm hint was read, but the storage could not be opened: nothing verifies it.
     user, hinted = LoaderConfig(1, 2), LoaderConfig(6, 8)
-    session = TuningSession(user, _settings(8), study=None, running=hinted)
+    session = TuningSession(user, make_settings(8), study=None, running=hinted)
     result = session.observe(StepSample(wait_s=0.03, step_s=0.04))
     assert result.switch_to == user and session.phase == "probe"
     assert any("could not be opened" in n for n in session.notes)

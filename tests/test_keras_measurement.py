@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 from lifecycle_data import FEATURES, IdDataset, identity_model
+from tuners import make_tuner
 
 import keras_loadtune as klt
 from keras_loadtune import LoaderConfig
@@ -39,12 +40,8 @@ def _model() -> keras.Model:
     return model
 
 
-def _tuner() -> klt.LoadTuner:
-    return klt.LoadTuner(storage=None, seed=0, verbose=0, modes=("thread",))
-
-
 def test_the_wait_is_measured_on_every_backend():
-    tuner = _tuner()
+    tuner = make_tuner(fast=False, modes=("thread",))
     # 15 steps per epoch: warm-up and probe keep the user's config for the whole epoch.
     with tuner.wrap(SlowDataset(15), LoaderConfig(workers=1, max_queue_size=2)) as data:
         history = _model().fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[tuner])
@@ -55,7 +52,7 @@ def test_the_wait_is_measured_on_every_backend():
 
 
 def test_the_probe_reports_the_rate_training_really_ran_at():
-    tuner = _tuner()
+    tuner = make_tuner(fast=False, modes=("thread",))
     loader = LoaderConfig(workers=1, max_queue_size=2)
     with tuner.wrap(SlowDataset(45), loader) as data:
         start = time.perf_counter()
@@ -73,7 +70,7 @@ def test_the_probe_reports_the_rate_training_really_ran_at():
 
 
 def test_a_second_fit_on_a_new_dataset_measures_that_dataset():
-    tuner = _tuner()
+    tuner = make_tuner(fast=False, modes=("thread",))
     fast = tuner.wrap(IdDataset(15), LoaderConfig(workers=2, max_queue_size=4))
     slow = tuner.wrap(SlowDataset(15), LoaderConfig(workers=1, max_queue_size=2))
     try:
@@ -88,7 +85,7 @@ def test_a_second_fit_on_a_new_dataset_measures_that_dataset():
 
 
 def test_validation_batches_do_not_count_as_training_waits():
-    tuner = _tuner()
+    tuner = make_tuner(fast=False, modes=("thread",))
     data = tuner.wrap(IdDataset(15), LoaderConfig(workers=2, max_queue_size=4))
     val = tuner.wrap(SlowDataset(6), LoaderConfig(workers=1, max_queue_size=1))
     try:

@@ -31,6 +31,7 @@ keras = pytest.importorskip("keras")
 import keras_datasets as kd  # noqa: E402
 from keras.src.trainers import data_adapters, epoch_iterator  # noqa: E402
 from keras_models import RecordingModel, StepObserver  # noqa: E402
+from tuners import make_tuner  # noqa: E402
 
 import keras_loadtune as klt  # noqa: E402
 
@@ -91,7 +92,7 @@ class Wrapper:
         self.tuner = None
         self.made: list[klt.TunedPyDataset] = []
         if how == "LoadTuner.wrap":
-            self.tuner = klt.LoadTuner(storage=None, seed=0, verbose=0, modes=("thread",))
+            self.tuner = make_tuner(fast=False, modes=("thread",))
 
     def __call__(self, dataset) -> klt.TunedPyDataset:
         wrapped = klt.TunedPyDataset(dataset) if self.tuner is None else self.tuner.wrap(dataset)

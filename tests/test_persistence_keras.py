@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import time
 
@@ -10,9 +11,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from tuners import make_tuner  # noqa: E402
+
 import keras_loadtune as klt  # noqa: E402
 from keras_loadtune import cli, persistence, storage, warm_hint  # noqa: E402
-from keras_loadtune.decision import TunerSettings  # noqa: E402
 from keras_loadtune.report import STUDY_ATTR_REPORT, load_report  # noqa: E402
 
 pytestmark = [pytest.mark.keras, pytest.mark.timeout(180)]
@@ -35,22 +37,21 @@ class SleepyDataset(keras.utils.PyDataset):
         return rng.random((16, FEATURES), dtype=np.float32), rng.random((16, 1), dtype=np.float32)
 
 
-def _tuner(**kw) -> klt.LoadTuner:
-    settings = TunerSettings(
-        cores=2,
-        max_thread_workers=6,
-        modes=("thread",),
-        queue_size_range=(1, 8),
-        max_trials=4,
-        probe_steps=6,
-        skip_steps=0,
-        min_trial_steps=4,
-        max_trial_steps=8,
-        patience=3,
-        seed=0,
-    )
-    kw.setdefault("verbose", 0)
-    return klt.LoadTuner(settings=settings, warmup_steps=1, **kw)
+# This file's tuner: the default storage unless a test names another, thread-only, up to
+# 6 threads, a probe of 6 steps, trials of 4-8 steps, the tuner's own budgets.
+_tuner = functools.partial(
+    make_tuner,
+    storage="default",
+    modes=("thread",),
+    max_thread_workers=6,
+    max_process_workers=None,
+    queue_size_range=(1, 8),
+    probe_steps=6,
+    min_trial_steps=4,
+    max_trial_steps=8,
+    max_tuning_steps=800,
+    max_tuning_seconds=300.0,
+)
 
 
 class _StudyOpened(keras.callbacks.Callback):

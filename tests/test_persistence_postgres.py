@@ -26,12 +26,6 @@ CORES = 8
 PIPE = dict(io_s=0.04, compute_s=0.01, cores=CORES)
 
 
-def _settings():
-    from keras_loadtune.decision import TunerSettings
-
-    return TunerSettings(cores=CORES, seed=0, ram_budget_bytes=8 << 30)
-
-
 def _fingerprints(host_name: str = "h"):
     from keras_loadtune import fingerprint
 
@@ -47,12 +41,14 @@ def _tune(url: str, study_name: str, seed: int, steps: int, warm: bool, start, q
     scratch even if the other one already stored trials (both start at once).
     """
     try:
+        from tuners import make_settings
+
         from keras_loadtune import LoaderConfig, persistence
         from keras_loadtune.decision import TuningSession
         from keras_loadtune.decision.optuna_bridge import default_sampler
         from keras_loadtune.simulation import SimulatedPipeline
 
-        settings = _settings().replace(seed=seed)
+        settings = make_settings(CORES, seed=seed)
         workload, host = _fingerprints()
         start.wait(60)  # all members open the study at the same moment
         handle = persistence.open_study(
@@ -99,6 +95,7 @@ def study_name():
 def test_two_processes_tune_one_study_then_a_new_host_warm_starts(study_name):
     import optuna
     from optuna.trial import TrialState
+    from tuners import make_settings
 
     from keras_loadtune import LoaderConfig, storage
     from keras_loadtune.decision.warm_start import stored_best
@@ -139,7 +136,7 @@ def test_two_processes_tune_one_study_then_a_new_host_warm_starts(study_name):
     for t in trials:
         assert t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL), t
         config = params_to_config(t.params)
-        assert 1 <= config.workers <= _settings().max_thread_workers
+        assert 1 <= config.workers <= make_settings(CORES).max_thread_workers
         rec = TrialRecord.from_frozen_trial(t)
         assert rec.config == config and rec.state == t.user_attrs[ATTR_STATE]
         if t.state == TrialState.COMPLETE and rec.state == "complete":

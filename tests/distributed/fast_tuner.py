@@ -1,36 +1,23 @@
-"""A `LoadTuner` that probes and tries configs within a few steps (as the reliability suite's).
+"""The distributed scripts' tuner: `tests/tuners.make_tuner`, thread-only.
 
-The probe starts after `warmup_steps`, past the few batches queued while Keras built the
-model, so it measures the loader in steady state; trials last 2 to 4 steps.
+The scripts run with `tests/distributed/` (not `tests/`) on `sys.path`, so this module puts
+`tests/` there and passes the overrides they share. The probe starts after
+`warmup_steps=4`, past the few batches queued while Keras built the model, so it measures
+the loader in steady state; trials last 2 to 4 steps.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
-import keras_loadtune as klt
-from keras_loadtune.decision import TunerSettings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tuners import make_tuner
 
 
-def fast_tuner(**kwargs: Any) -> klt.LoadTuner:
-    """A thread-only tuner with small limits; `kwargs` go to `LoadTuner` (storage: memory)."""
-    settings = TunerSettings(
-        cores=2,
-        max_thread_workers=4,
-        max_process_workers=2,
-        queue_size_range=(1, 4),
-        max_trials=4,
-        max_tuning_steps=200,
-        max_tuning_seconds=60.0,
-        probe_steps=4,
-        skip_steps=0,
-        min_trial_steps=2,
-        max_trial_steps=4,
-        patience=3,
-        seed=0,
-        modes=("thread",),
-    )
-    kwargs.setdefault("storage", None)
-    kwargs.setdefault("warmup_steps", 4)
-    kwargs.setdefault("verbose", 0)
-    return klt.LoadTuner(settings=settings, **kwargs)
+def fast_tuner(**kwargs: Any):
+    """`make_tuner` for a distributed script: thread-only, a warm-up of 4 steps;
+    `kwargs` go to it (e.g. `storage`, `study_name`)."""
+    return make_tuner(**{"modes": ("thread",), "warmup_steps": 4, **kwargs})

@@ -8,11 +8,11 @@ epoch, with the tuner still attached.
 from __future__ import annotations
 
 import pytest
+from tuners import make_tuner
 
 from keras_loadtune import LoaderConfig
 from reliability.faulty import Faulty
 from reliability.helpers import Snapshot, assert_no_leaks, engine_threads, worker_processes
-from reliability.tuning import fast_tuner
 
 pytestmark = [pytest.mark.keras, pytest.mark.timeout(120)]
 
@@ -38,7 +38,7 @@ def test_interrupted_during_a_tuning_trial_then_fit_again(keras_ready, closing, 
     # The subject is the interruption, not the decision: every trial pays and any wait
     # counts (on a loaded 2-core machine the probe once read this loader as
     # compute-bound, so no trial ran in 150 epochs).
-    tuner = fast_tuner(
+    tuner = make_tuner(
         modes=MODES[mode],
         max_trials=8,
         patience=8,

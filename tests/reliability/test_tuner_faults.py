@@ -11,11 +11,11 @@ import logging
 
 import optuna
 import pytest
+from tuners import make_tuner
 
 from keras_loadtune import LoaderConfig
 from keras_loadtune.trial import PARAM_MODE
 from reliability.faulty import Faulty, Unpicklable
-from reliability.tuning import fast_tuner
 
 pytestmark = [pytest.mark.keras, pytest.mark.timeout(120)]
 
@@ -80,7 +80,7 @@ def test_a_raising_sampler_does_not_break_training(keras_ready, klt_log, closing
     kdata = keras_ready
     # No seeds from the pipeline model: after your config, the sampler is asked.
     monkeypatch.setattr(analytical, "seed_configs", lambda *args, **kwargs: [])
-    tuner = fast_tuner(sampler=ExplodingSampler(), **ALWAYS_PAYS)
+    tuner = make_tuner(verbose=1, sampler=ExplodingSampler(), **ALWAYS_PAYS)
     # Slow enough that the analytical seed cannot reach the compute floor: the sampler is asked.
     wrapped = tuner.wrap(kdata.KerasView(_input_bound(0.03)), LoaderConfig(1, 1))
     closing(wrapped)
@@ -101,7 +101,7 @@ def test_a_failing_study_tell_does_not_break_training(keras_ready, klt_log, clos
         raise RuntimeError("storage is down")
 
     monkeypatch.setattr(optuna.study.Study, "tell", broken_tell)
-    tuner = fast_tuner()
+    tuner = make_tuner(verbose=1)
     wrapped = tuner.wrap(kdata.KerasView(_input_bound()), LoaderConfig(1, 1))
     closing(wrapped)
     _train(kdata, wrapped, tuner)
@@ -119,7 +119,7 @@ def test_an_unreachable_study_storage_does_not_break_training(
     kdata = keras_ready
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")  # the database's parent "directory" is a file: cannot be created
-    tuner = fast_tuner(storage=f"sqlite:///{blocker}/klt/studies.db")
+    tuner = make_tuner(verbose=1, storage=f"sqlite:///{blocker}/klt/studies.db")
     wrapped = tuner.wrap(kdata.KerasView(_input_bound(0.03)), LoaderConfig(1, 1))
     closing(wrapped)
     _train(kdata, wrapped, tuner)
@@ -135,7 +135,8 @@ def test_an_unreachable_study_storage_does_not_break_training(
 def _train_unpicklable(kdata, holder, closing):
     # Processes only (besides your thread config): the tuner must try them, whatever a
     # thread seed would reach, and can go nowhere else when they fail.
-    tuner = fast_tuner(
+    tuner = make_tuner(
+        verbose=1,
         max_trials=6,
         patience=6,
         sampler=ProcessLovingSampler(seed=0),
@@ -177,7 +178,7 @@ def test_unpicklable_dataset_logs_one_warning(keras_ready, klt_log, closing):
 def test_ram_budget_below_one_queue_of_batches(keras_ready, klt_log, closing):
     kdata = keras_ready
     budget = 16 * 1024  # one batch is 40 KiB
-    tuner = fast_tuner(ram_budget_bytes=budget, max_trials=6, patience=6, **ALWAYS_PAYS)
+    tuner = make_tuner(verbose=1, ram_budget_bytes=budget, max_trials=6, patience=6, **ALWAYS_PAYS)
     wrapped = tuner.wrap(kdata.KerasView(_input_bound(rows=2048)), LoaderConfig(1, 1))
     closing(wrapped)
     _train(kdata, wrapped, tuner)
