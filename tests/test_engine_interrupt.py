@@ -18,7 +18,7 @@ def test_ctrl_c_during_a_slow_pool_start_raises_within_a_second_and_ends_the_wor
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["delay"] is not None, "the start was not interrupted"
+    assert result["delay"] is not None, f"the start was not interrupted: {result}\n{out.stderr}"
     assert result["delay"] < 1.0
     assert result["left"] == []
     assert "Traceback" not in out.stderr, out.stderr

@@ -38,6 +38,7 @@ if __name__ == "__main__":
 
     pf = Prefetcher(SlowToLoad(4, load_s=float(sys.argv[1])), LoaderConfig(2, 2, True))
     threading.Thread(target=interrupt, daemon=True).start()
+    began = time.perf_counter()
     try:
         pf.begin_pass(range(4))
         pf.next()
@@ -56,4 +57,6 @@ if __name__ == "__main__":
         for p in child.children()
         if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     ]
-    print(json.dumps({"delay": delay, "left": left}))
+    # For a failure's message: how long the start ran and how many presses were sent.
+    took = time.perf_counter() - began
+    print(json.dumps({"delay": delay, "left": left, "presses": len(sent), "took": took}))
