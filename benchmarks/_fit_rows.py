@@ -240,7 +240,7 @@ def _tuned_fit(spec: RowSpec, main_dataset: type | None) -> tuple[float, dict[st
 
     tuner = klt.LoadTuner(storage=storage, verbose=0)
     with tuner.wrap(dataset) as train:
-        sbs.timed_fit(model, train, spec.workload.epochs, callbacks=[tuner])
+        run = sbs.timed_fit(model, train, spec.workload.epochs, callbacks=[tuner])
     wall = time.perf_counter() - start
     report = tuner.report
     limit = report.limit
@@ -253,11 +253,18 @@ def _tuned_fit(spec: RowSpec, main_dataset: type | None) -> tuple[float, dict[st
         "advice": list(report.advice),
         "notes": list(report.notes),
         **_report_lines(str(report)),
+        "epochs": epoch_seconds(run.info["clock"]),
     }
     return wall, info
 
 
-def _plain_fit(spec: RowSpec, main_dataset: type | None) -> float:
+def epoch_seconds(clock: Any) -> list[float]:
+    """Per epoch of a `side_by_side.StepTimes` clock: seconds from its begin to its last
+    step's end (the first epoch includes tracing)."""
+    return [ends[-1] - begin for begin, ends in zip(clock.epoch_begins, clock.batch_ends) if ends]
+
+
+def _plain_fit(spec: RowSpec, main_dataset: type | None) -> tuple[float, list[float]]:
     import side_by_side as sbs
 
     row = spec.row
@@ -270,7 +277,8 @@ def _plain_fit(spec: RowSpec, main_dataset: type | None) -> float:
         dataset = _make_dataset(
             spec, main_dataset, workers=row.workers, use_multiprocessing=row.processes
         )
-    return sbs.timed_fit(model, dataset, spec.workload.epochs).wall_s
+    run = sbs.timed_fit(model, dataset, spec.workload.epochs)
+    return run.wall_s, epoch_seconds(run.info["clock"])
 
 
 def run_row(spec: RowSpec, main_dataset: type | None = None) -> dict[str, Any]:
@@ -281,18 +289,22 @@ def run_row(spec: RowSpec, main_dataset: type | None = None) -> dict[str, Any]:
         main_dataset: The script's `__main__` dataset class (for `PYTHON_MAIN`).
 
     Returns:
-        `{"walls": [seconds per fit], "reports": [per fit, tuner rows only]}`.
+        `{"walls": [seconds per fit], "epochs": [per fit, seconds per epoch],
+        "reports": [per fit, tuner rows only]}`.
     """
     walls: list[float] = []
+    epochs: list[list[float]] = []
     reports: list[dict[str, Any]] = []
     for _ in range(spec.workload.fits):
         if spec.row.kind in TUNED:
             wall, info = _tuned_fit(spec, main_dataset)
+            epochs.append(info.pop("epochs"))
             reports.append(info)
         else:
-            wall = _plain_fit(spec, main_dataset)
+            wall, per_epoch = _plain_fit(spec, main_dataset)
+            epochs.append(per_epoch)
         walls.append(wall)
-    return {"walls": walls, "reports": reports}
+    return {"walls": walls, "epochs": epochs, "reports": reports}
 
 
 def child_main(argv: list[str], main_dataset: type | None = None) -> int:

@@ -252,6 +252,12 @@ class RowRuns:
     walls: list[list[float] | None] = field(default_factory=list)
     reports: list[list[dict[str, Any]]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    epochs: list[list[float]] = field(default_factory=list)  # per repeat: its last fit's
+
+    def epoch_medians(self) -> list[float]:
+        """Per epoch of the last fit: the median seconds over the repeats."""
+        n = max((len(e) for e in self.epochs), default=0)
+        return [_median([e[i] for e in self.epochs if len(e) > i]) for i in range(n)]
 
     def totals(self) -> list[float]:
         """Per repeat: the row's wall seconds over all its fits (NaN when it failed)."""
@@ -348,6 +354,7 @@ def _run_one(
             print(f"  repeat {repeat + 1}  {spec.row.label:<32} FAILED {message}", flush=True)
         return
     runs.walls.append([float(w) for w in result["walls"]])
+    runs.epochs.append([float(e) for e in (result.get("epochs") or [[]])[-1]])
     runs.reports.append(list(result.get("reports", [])))
     if log:
         walls = runs.walls[-1]
@@ -499,6 +506,9 @@ def print_variant(
         print(
             f"{label:<{width}} {_fmt(_median(totals)):>9} {_fmt(_worst(totals)):>9}  {each}{failed}"
         )
+    print("per epoch of the last fit (median s; the first includes tracing):")
+    for label, rr in runs.items():
+        print(f"  {label:<{width}} " + " ".join(_fmt(e) for e in rr.epoch_medians()))
     best = best_static(runs)
     if best is None:
         print("no static row ran: no ratios")
@@ -607,6 +617,7 @@ def replay(path: Path, table: dict[str, Scenario]) -> int:
                     d["walls"],
                     d["reports"],
                     d["errors"],
+                    d.get("epochs", []),
                 )
                 for row_label, d in data["rows"].items()
             }
@@ -655,6 +666,7 @@ def main(argv: list[str] | None = None) -> int:
                         "walls": rr.walls,
                         "reports": rr.reports,
                         "errors": rr.errors,
+                        "epochs": rr.epochs,
                     }
                     for label, rr in runs.items()
                 },

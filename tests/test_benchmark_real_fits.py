@@ -77,6 +77,13 @@ def test_quick_run_prints_every_row_and_ratio(tmp_path: Path, capsys) -> None:
         for other in ("workers=16", "your config"):
             line = re.search(rf"^{re.escape(tuner)} / {other}: {NUMBER}x", text, re.M)
             assert line and float(line.group(1)) > 0, (other, text[-4000:])
+    per_epoch = text.split("per epoch of the last fit", 1)[1]
+    epochs = real_fits._quick(real_fits.scenarios()["gil-main"]).variants[0].workload.epochs
+    for label in labels:
+        found = re.search(rf"^  {re.escape(label)}\s+([0-9. ]+)$", per_epoch, re.M)
+        assert found, (label, per_epoch[:2000])
+        seconds = [float(v) for v in found.group(1).split()]
+        assert len(seconds) == epochs and all(v > 0 for v in seconds), found[0]
     assert re.search(r"^  repeat 1: ended with .+ \(([a-z-]+)\)", text, re.M), text[-4000:]
     assert re.search(r"^    Limit: ", text, re.M) and re.search(r"^    Net: ", text, re.M)
     assert re.search(r"plain Keras your config / keras-loadtune = [0-9.]+x", text)
