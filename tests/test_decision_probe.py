@@ -8,14 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keras_loadtune.config import LoaderConfig
-from keras_loadtune.decision.probe import (
-    CONCLUSIVE_STEPS,
-    HANDOVER_MAX_WAIT_S,
-    PROBE_MIN_STEPS,
-    Probe,
-)
+from keras_loadtune.decision.probe import HANDOVER_MAX_WAIT_S, Probe
 from keras_loadtune.decision.settings import TunerSettings
-from keras_loadtune.engine.arithmetic import in_flight
 from keras_loadtune.measurement import StepSample
 
 SETTINGS = TunerSettings(probe_steps=20, skip_steps=0, wait_threshold=0.05)
@@ -86,36 +80,3 @@ def test_an_inline_batch_cheaper_than_a_hand_over_is_not_input_bound():
     assert "us per batch made inline" in cheap.summary(0.05, LoaderConfig())
     dear = _verdict([(0.002, 0.022, None)] * 20, baseline=LoaderConfig())
     assert dear.input_bound and not dear.handover_only
-
-
-def _steps_to_verdict(waits: list[float], baseline: LoaderConfig, step_s: float = 0.05) -> int:
-    """Steps the probe takes to a verdict on `waits` (each step `step_s` long), or 0."""
-    probe = Probe(SETTINGS, baseline, in_steady_state=True)
-    for n, wait_s in enumerate(waits, start=1):
-        if probe.add(StepSample(wait_s=wait_s, step_s=step_s)) is not None:
-            return n
-    return 0
-
-
-@given(st.floats(4 * SETTINGS.wait_threshold, 0.79))
-def test_an_inline_loader_that_makes_each_step_wait_ends_the_probe_after_three_steps(share):
-    # Inline, a step's wait is its own batch's production: no refill, no burst.
-    waits = [share * 0.05] * SETTINGS.probe_steps
-    assert _steps_to_verdict(waits, LoaderConfig()) == CONCLUSIVE_STEPS
-    # Workers deliver in rounds: the same waits need PROBE_MIN_STEPS there.
-    assert _steps_to_verdict(waits, THREADS) == max(PROBE_MIN_STEPS, 2 * in_flight(THREADS))
-
-
-@given(st.lists(st.floats(0.0, 0.04), min_size=SETTINGS.probe_steps, max_size=SETTINGS.probe_steps))
-def test_an_inline_probe_ends_early_only_on_consecutive_waiting_steps(waits):
-    line = 4 * SETTINGS.wait_threshold * 0.05
-    n = _steps_to_verdict(waits, LoaderConfig())
-    first_run = next(
-        (
-            i + CONCLUSIVE_STEPS
-            for i in range(len(waits) - CONCLUSIVE_STEPS + 1)
-            if all(w >= line for w in waits[i : i + CONCLUSIVE_STEPS])
-        ),
-        SETTINGS.probe_steps,
-    )
-    assert n == first_run

@@ -6,9 +6,6 @@ and two delivery rounds (`2 x in_flight(baseline)`). A clearly input-bound pipel
 ends early: once each of the last `CONCLUSIVE_STEPS` steps waited at least
 `CONCLUSIVE_WAIT` of its time (80% over 3 steps), or each of the last
 `PROBE_MIN_STEPS` steps four times `wait_threshold`, more steps would only confirm it.
-Inline (Keras's default: the training thread makes each batch), a step's wait is its
-own batch's production time, with no queue to refill and no burst to smooth out, so
-`CONCLUSIVE_STEPS` steps each waiting four times `wait_threshold` are enough.
 
 `Probe.add` returns a `ProbeVerdict` when done, `None` before. The verdict says
 whether the loader is input-bound, or contends with training (loader *threads* whose
@@ -245,20 +242,17 @@ class Probe:
     def _early_steps(self, samples: list[StepSample]) -> int:
         """How many of the last `samples` conclusively show an input-bound loader (0: not
         conclusive yet): `CONCLUSIVE_STEPS` waiting `CONCLUSIVE_WAIT` each, else
-        `PROBE_MIN_STEPS` (and two delivery rounds) waiting four times the threshold;
-        inline, `CONCLUSIVE_STEPS` waiting four times the threshold."""
+        `PROBE_MIN_STEPS` (and two delivery rounds) waiting four times the threshold."""
         last = samples[-CONCLUSIVE_STEPS:]
         if len(last) == CONCLUSIVE_STEPS and all(
             x.step_s > 0 and x.wait_s >= CONCLUSIVE_WAIT * x.step_s for x in last
         ):
             return CONCLUSIVE_STEPS
-        line = 4 * self._settings.wait_threshold
-        # Inline, each wait is one batch made on the training thread: no refill, no burst.
-        needed = CONCLUSIVE_STEPS if self._baseline.inline else PROBE_MIN_STEPS
-        if len(samples) < max(needed, 2 * in_flight(self._baseline)):
+        if len(samples) < max(PROBE_MIN_STEPS, 2 * in_flight(self._baseline)):
             return 0
-        if all(x.wait_s >= line * x.step_s for x in samples[-needed:]):
-            return needed
+        line = 4 * self._settings.wait_threshold
+        if all(x.wait_s >= line * x.step_s for x in samples[-PROBE_MIN_STEPS:]):
+            return PROBE_MIN_STEPS
         return 0
 
     def _contention(self, stats: WindowStats) -> str | None:
