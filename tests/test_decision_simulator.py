@@ -39,7 +39,9 @@ def test_simulator_latency_and_gil_physics():
     assert two.wait_fraction == pytest.approx(0.50, abs=0.01)
     py = PipelineParams(python_s=0.02, compute_s=0.005, cores=16, batch_nbytes=0)
     grid = static_grid(py, [LoaderConfig(8, 10), LoaderConfig(8, 10, True)])
-    assert grid[LoaderConfig(8, 10)].steps_per_s == pytest.approx(50.0, rel=0.02)  # one GIL
+    # One GIL for 8 threads and the trainer, less what its hand-offs lose.
+    one_gil = 50.0 * (1.0 - py.gil_contention_loss)
+    assert grid[LoaderConfig(8, 10)].steps_per_s == pytest.approx(one_gil, rel=0.02)
     assert grid[LoaderConfig(8, 10, True)].steps_per_s == pytest.approx(200.0, rel=0.02)
 
 

@@ -27,11 +27,6 @@ from keras_loadtune.simulation import params_from_measurement, static_grid
 
 RECORDING = Path(__file__).parent / "data" / "machine_recording.json"
 TOLERANCE = 0.15
-# A known miss: threads running a CPU-heavy loader on 2 cores (pure Python, or NumPy
-# that holds the GIL part of the time) reach 15-23% less than the simulator's
-# processor-sharing model predicts (the GIL's hand-offs between the loader threads and
-# the training thread cost more than their share). Held to this bound until it is fixed.
-CPU_THREADS_TOLERANCE = 0.25
 
 
 def _recording() -> dict:
@@ -96,10 +91,6 @@ def test_the_simulator_predicts_each_recorded_config_within_tolerance(name, entr
     # The machine's own spread over the recorded repeats bounds how closely any model
     # can be judged (a CPU-heavy TensorFlow step varied by up to 40% from run to run).
     tolerance = max(TOLERANCE, max(runs) / min(runs) - 1.0)
-    cpu_heavy = params.python_s + params.numpy_s >= 0.5 * (params.io_s + params.python_s)
-    threads = not config.use_multiprocessing and not config.inline
-    if cpu_heavy and params.python_s + params.numpy_s > 1e-3 and threads:
-        tolerance = max(tolerance, CPU_THREADS_TOLERANCE)
     assert simulated.steps_per_s == pytest.approx(real, rel=tolerance), (
         f"{name} {config}: simulated {simulated.steps_per_s:.1f} steps/s, "
         f"real {real:.1f} ({simulated.steps_per_s / real - 1:+.0%})"

@@ -14,6 +14,8 @@ its predicted gain clearly exceeds that cost (`TunerSettings.payoff_ratio` times
     gain = (1 / best_rate - 1 / predicted_rate) x (steps_left - trial_steps + reuse)
            + the trial's own steps' gain, if any
 
+where the trial's own steps are at most those left in the fit,
+
 so a short fit tunes little, a config the pipeline model predicts no faster than the
 best is never run, and a process pool (seconds to start) must pay for itself.
 
@@ -163,13 +165,15 @@ class PayoffModel:
         else:
             startup = self.startup_share * self.startup_s(config, current=current)
             refill = max(float(produce_wall_s), 0.0)
+        # A trial cannot run past the fit's end: its own steps are at most those left.
+        trial_n = trial_steps if steps_left is None else min(trial_steps, int(steps_left))
         # The trial's own steps, at a pessimistic share of the predicted rate: a cost if
         # that is slower than the best, a gain if even that is faster (a short fit whose
         # trial is most of what is left still gains from a clearly faster config).
         # A trial under `ABORT_BELOW_BEST` of the best is aborted after its minimum
         # window, so its steps cost at most that rate's time (cheap thread trials pay).
         pessimistic = max(PESSIMISM * predicted, ABORT_BELOW_BEST * best)
-        trial = trial_steps * (1.0 / pessimistic - 1.0 / best)
+        trial = trial_n * (1.0 / pessimistic - 1.0 / best)
         cost = startup + refill + max(trial, 0.0)
         per_step = 1.0 / best - 1.0 / predicted
         if steps_left is None:

@@ -349,7 +349,7 @@ def static_fit_seconds(
     >>> from keras_loadtune import LoaderConfig
     >>> p = PipelineParams(io_s=0.040, compute_s=0.010, cores=8)
     >>> round(static_fit_seconds(p, LoaderConfig(8, 10), 400, steps_per_epoch=200), 2)
-    4.08
+    4.12
     """
     pipe = SimulatedPipeline(params)
     start, done = pipe.now, 0

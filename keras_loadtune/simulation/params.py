@@ -52,6 +52,10 @@ class PipelineParams:
         known_pool_start_s: What the engine tells the tuner a first process pool costs
             here (`TunedPyDataset.process_start_estimate_s`: 0.5 s for a dataset whose
             workers import no Keras), or `None`: unknown (the tuner's prior applies).
+        gil_contention_loss: Share of the GIL lost to hand-offs while two or more
+            threads want it (0.12 measured on 2 cores).
+        oversubscription_loss: Share of the machine lost to switching while more CPU
+            work is runnable than `cores` (0.10 measured on 2 cores).
         worker_change_at_pass: A change of the worker count (worker processes; a thread
             config has none) waits for the next pass (`begin_pass`), as a Grain input
             served by `GrainIterSource` (`RestartPoint.EPOCH_BOUNDARY`); `False`: every
@@ -85,6 +89,8 @@ class PipelineParams:
     startup_busy_cores: float = 1.5
     known_pool_start_s: float | None = None
     worker_change_at_pass: bool = False
+    gil_contention_loss: float = 0.12
+    oversubscription_loss: float = 0.10
 
 
 # The largest measured jitter a simulated pipeline takes (see `params_from_measurement`).

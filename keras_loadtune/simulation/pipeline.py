@@ -14,7 +14,13 @@
 - the trainer's step needs `compute_s`: a `trainer_gil_share` part holds the GIL
   (competing with loader threads, plus unpickling in process mode), the rest runs on
   `trainer_cores` cores;
-- when more CPU work is runnable than `cores`, everything runs proportionally slower;
+- when more CPU work is runnable than `cores`, everything runs proportionally slower,
+  and `oversubscription_loss` of the machine goes to switching between them;
+- when two or more threads want the GIL, `gil_contention_loss` of it goes to hand-offs
+  (Python's forced switch every 5 ms, a woken thread waiting for a core) instead of
+  work. Both losses are measured on a 2-core machine
+  (`tests/data/machine_recording.json`, `tests/test_simulation_fidelity.py`): without
+  them, threads running a CPU-heavy loader were predicted 15-23% too fast;
 - a reconfigure keeps finished and in-flight work, as the engine does: same mode
   resizes the pool (only added workers pay `thread_startup_s` / `process_worker_s`;
   the trainer waits, the loader keeps working); another mode starts a new pool in the
@@ -284,12 +290,24 @@ class SimulatedPipeline:
         first batches find the queue empty; `Delivery.pass_tail` marks its end. A
         worker-count change held for it (`held_config`) starts its pool now.
         """
+        self._discard_ahead()
         self._pass_end = None if length is None else self._head + int(length)
         held, self.held_config = self.held_config, None
         if held is not None:  # a worker-count change held for this pass
             self._apply(held, self.config, fresh=True)
         elif self.config is not None:
             self._fill()
+
+    def _discard_ahead(self) -> None:
+        """A pass starts cold: what was made or started before it (a loader configured
+        before the first pass prefetches with no pass to bound it) is not served; the
+        tasks still running finish unused."""
+        for position in [k for k in self._done if k >= self._head]:
+            del self._done[position]
+        self._pending.clear()
+        self._next_submit = self._head
+        for task in self._running:
+            task.position = -1  # below any head: its result is dropped
 
     def run_steps(self, config: LoaderConfig, n: int) -> list[StepSample]:
         """Run `n` training steps under `config` (reconfiguring the loader if it differs)."""
@@ -451,7 +469,11 @@ class SimulatedPipeline:
         if self._pending_config is not None or self.now < self._prewarm_until - _EPS:
             demand += max(p.startup_busy_cores, 0.0)  # a pool or forkserver starting
         share = min(1.0, p.cores / demand) if demand else 1.0
+        if demand > p.cores:
+            share *= 1.0 - p.oversubscription_loss
         gil_rate = share / gil_holders if gil_holders else share
+        if gil_holders > 1:
+            gil_rate *= 1.0 - p.gil_contention_loss
         dt = min(horizon, self._ready_at - self.now)
         if self.now < self._prewarm_until - _EPS:
             dt = min(dt, self._prewarm_until - self.now)
