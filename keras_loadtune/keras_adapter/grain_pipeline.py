@@ -255,7 +255,7 @@ def _read_mp_prefetch(ds: Any) -> _MpPrefetch | None:
 
     Grain 0.2.x builds `WithOptions(Interleave([ProcessPrefetch(MpContext(
     LazyWorkerSlice(ds, i::n) or ds)) for i in range(n)]))`; any other shape is not
-    recognised (`tests/test_grain_iter_source.py` pins this shape).
+    recognised (`tests/test_keras_adapter_grain_iter_source.py` pins this shape).
     """
     process_prefetch = _grain_module("process_prefetch")
     interleave = _grain_module("interleave")

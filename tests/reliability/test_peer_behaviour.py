@@ -1,7 +1,7 @@
 """What Keras's own PyDataset tests check (py_dataset_adapter_test.py), on wrapped datasets.
 
-`tests/test_keras_dataset.py` covers these cases in thread mode (and epoch hooks in process
-mode); here each case runs in threads *and* processes, and compares with the unwrapped
+`tests/test_keras_adapter_dataset.py` covers these cases in thread mode (and epoch hooks in
+process mode); here each case runs in threads *and* processes, and compares with the unwrapped
 dataset under Keras's own enqueuer where Keras defines the answer. Process workers serve
 `reliability.faulty` datasets (numpy only), so they start in milliseconds.
 """

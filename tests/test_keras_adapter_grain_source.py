@@ -97,8 +97,9 @@ def test_twenty_switches_across_inline_threads_and_processes_lose_nothing():
 
 
 def test_iterators_run_on_grains_own_iterator():
-    # An IterDataset has no random access: `GrainIterSource` (tests/test_grain_iter_source.py)
-    # serves it, or, with no knob to change, it is measured only.
+    # An IterDataset has no random access: `GrainIterSource`
+    # (tests/test_keras_adapter_grain_iter_source.py) serves it, or, with no knob to
+    # change, it is measured only.
     from keras_loadtune.keras_adapter.grain_iter_source import GrainIterSource
 
     ds = _batches(8, 2, seed=0)
