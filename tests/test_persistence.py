@@ -1,14 +1,11 @@
-"""`keras_loadtune.persistence`: opening studies, the working copy, writing back (and the
-fingerprints and storage paths they are opened with)."""
+"""`keras_loadtune.persistence`: opening studies, the working copy, writing trials and the
+report back (the fingerprints: test_fingerprint.py; where studies live: test_storage.py)."""
 
 from __future__ import annotations
 
 import socket
 import sys
-from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 import optuna
 import pytest
 
@@ -19,24 +16,6 @@ from keras_loadtune.trial import STUDY_ATTR_FINGERPRINT, STUDY_ATTR_HOST, STUDY_
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
-class FakeDataset:
-    """Indexable like a PyDataset, without Keras."""
-
-    num_batches = 150
-
-    def __init__(self, dtype=np.float32):
-        self.dtype = dtype
-        self.reads = 0
-
-    def __getitem__(self, index):
-        self.reads += 1
-        return np.zeros((32, 8), self.dtype), {"label": np.zeros(32, np.int32)}
-
-
-def _records(wall_s: float, cpu_s: float, n: int = 40):
-    return [SimpleNamespace(produce_wall_s=wall_s, produce_cpu_s=cpu_s) for _ in range(n)]
-
-
 def _fp(**changes):
     workload = fingerprint.WorkloadFingerprint("m.DS", 150, "((32, 8) float32,)", 5, "io")
     host = fingerprint.HostFingerprint(8, 16, "3.11", "2.21.0", "3.15.1")
@@ -44,44 +23,7 @@ def _fp(**changes):
     return fingerprint.WorkloadFingerprint(**fields), host
 
 
-# ------------------------------------------------------------------------------- where
-
-
-def test_default_storage_follows_xdg_cache_home(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert storage.default_storage_path() == tmp_path / "keras_loadtune" / "studies.journal"
-    assert storage.legacy_storage_path() == tmp_path / "keras_loadtune" / "studies.db"
-    assert storage.resolve_storage("default") == "default"
-    for ignored in ("", "relative/dir"):  # XDG: unset, empty or relative -> ~/.cache
-        monkeypatch.setenv("XDG_CACHE_HOME", ignored)
-        assert storage.cache_dir() == Path.home() / ".cache" / "keras_loadtune"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    assert storage.cache_dir() == Path.home() / ".cache" / "keras_loadtune"
-
-
-def test_the_test_suite_never_uses_the_real_cache():
-    assert not str(storage.cache_dir()).startswith(str(Path.home() / ".cache"))
-
-
-@pytest.mark.parametrize("good", [None, "default", "sqlite:///x.db", "postgresql://u@h/db"])
-def test_check_storage_accepts(good):
-    storage.check_storage(good)
-    assert storage.resolve_storage(None) is None
-
-
-@pytest.mark.parametrize(
-    ("bad", "error", "match"),
-    [
-        (3, TypeError, "storage must be None"),
-        (Path("x.db"), TypeError, "PosixPath"),
-        ("", ValueError, "storage must be None, 'default' or a storage URL"),
-        ("klt.db", ValueError, "did you mean 'sqlite:///klt.db'"),
-        ("Default", ValueError, "storage URL"),
-    ],
-)
-def test_check_storage_rejects(bad, error, match):
-    with pytest.raises(error, match=match):
-        storage.check_storage(bad)
+# ------------------------------------------------------------------------------- names
 
 
 @pytest.mark.parametrize(
@@ -91,71 +33,6 @@ def test_check_storage_rejects(bad, error, match):
 def test_check_study_name_rejects(bad, error):
     with pytest.raises(error, match="study_name"):
         persistence.check_study_name(bad)
-
-
-# ------------------------------------------------------------------------ fingerprints
-
-
-def test_workload_fingerprint_reads_one_batch_and_keeps_the_profile_out_of_the_key():
-    ds = FakeDataset()
-    fp = fingerprint.workload_fingerprint(ds, _records(0.041, 0.001))
-    assert ds.reads == 1
-    assert fp.dataset == f"{__name__}.FakeDataset" and fp.class_name == "FakeDataset"
-    assert fp.num_batches == 150
-    assert fp.batch == "((32, 8) float32, {label: (32,) int32})"
-    assert fp.profile() == {"produce_ms": 41.0, "cpu_ratio": pytest.approx(0.024, abs=1e-3)}
-    host = fingerprint.host_fingerprint()
-    name = fingerprint.study_name_for(fp, host)
-    # The timing profile is stored, never hashed: a batch time on any rounding edge
-    # (the issue's ~45 ms) and a changed loader give the same study; the warm start
-    # matches the profile with a tolerance instead.
-    for wall in (0.0449, 0.0451, 0.038, 0.160):
-        other = fingerprint.workload_fingerprint(ds, _records(wall, 0.001))
-        assert other == fp and fingerprint.study_name_for(other, host) == name
-    assert fingerprint.workload_fingerprint(FakeDataset(np.float16), _records(0.04, 0)) != fp
-    assert (
-        fingerprint.study_name_for(fingerprint.workload_fingerprint(FakeDataset(np.float16)), host)
-        != name
-    )
-
-
-def test_workload_fingerprint_of_unknowns():
-    class Broken:
-        def __getitem__(self, index):
-            raise OSError("no batch for you")
-
-    def factory():
-        yield np.zeros(3)
-
-    fp = fingerprint.workload_fingerprint(Broken())
-    assert (fp.batch, fp.num_batches, fp.profile()) == ("?", None, None)
-    fp = fingerprint.workload_fingerprint(factory, first_batch=np.zeros((2, 3), np.uint8))
-    assert fp.dataset.endswith("factory") and fp.batch == "(2, 3) uint8"
-    assert fingerprint.batch_structure([np.zeros(2)]) == "((2,) float64,)"
-    assert fingerprint.batch_structure(None) == "None"
-
-
-def test_host_fingerprint_is_this_machine_without_importing_tensorflow():
-    before = "tensorflow" in sys.modules
-    host = fingerprint.host_fingerprint()
-    assert ("tensorflow" in sys.modules) == before
-    assert host.cores >= 1 and host.ram_gib >= 0
-    assert host.python == f"{sys.version_info.major}.{sys.version_info.minor}"
-    assert host.keras and host.tensorflow  # the dev install has both
-    assert fingerprint.host_fingerprint(cores=3).cores == 3
-
-
-def test_study_name_is_stable_and_changes_with_workload_or_host():
-    workload, host = _fp()
-    name = fingerprint.study_name_for(workload, host)
-    assert name == fingerprint.study_name_for(*_fp())
-    assert name.startswith("klt-DS-") and len(name) == len("klt-DS-") + 12
-    assert name[-12:] == fingerprint.fingerprint_hash(workload, host)[:12]
-    assert fingerprint.study_name_for(*_fp(num_batches=151)) != name
-    other_host = fingerprint.HostFingerprint(16, 16, "3.11", "2.21.0", "3.15.1")
-    assert fingerprint.study_name_for(workload, other_host) != name
-    odd = fingerprint.WorkloadFingerprint("m.f.<locals>.My DS", None, "?", None, None)
-    assert fingerprint.study_name_for(odd, host).startswith("klt-My_DS-")
 
 
 # ----------------------------------------------------------------------------- opening
@@ -253,15 +130,6 @@ def test_store_report_drops_trials_and_reports_errors(tmp_path):
     assert (
         error.startswith("could not store the report in study 'r'") and "connection lost" in error
     )
-
-
-def test_postgresql_url_without_driver_uses_the_installed_psycopg():
-    from sqlalchemy.engine import make_url
-
-    chosen = storage.with_installed_driver(make_url("postgresql://u@h/db")).drivername
-    assert chosen in ("postgresql+psycopg", "postgresql+psycopg2")
-    kept = storage.with_installed_driver(make_url("postgresql+psycopg2://u@h/db"))
-    assert kept.drivername == "postgresql+psycopg2"
 
 
 def _stored_trial(workers: int, steps_per_s: float) -> optuna.trial.FrozenTrial:
