@@ -187,7 +187,7 @@ def test_wrap_rejects_what_it_cannot_run():
 def test_a_small_dev_shm_note_reaches_the_report_once(monkeypatch):
     note = "/dev/shm had 60 MiB free: 2 arrays went through the pipe"
     monkeypatch.setattr(klt.TunedPyDataset, "shm_fallback_note", property(lambda self: note))
-    tuner = klt.LoadTuner(storage=None, verbose=0)
+    tuner = make_tuner(fast=False)
     tuner.wrap(IndexPyDataset(4))
     tuner.wrap(IndexPyDataset(4))  # validation data with the same note: said once
     assert tuner.report.notes.count(note) == 1

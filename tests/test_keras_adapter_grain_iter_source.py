@@ -20,8 +20,8 @@ import pytest
 from config_strategies import thread_configs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tuners import make_tuner
 
-import keras_loadtune as klt
 from keras_loadtune import LoaderConfig
 from keras_loadtune.keras_adapter.grain_iter_source import GrainIterSource
 from keras_loadtune.keras_adapter.grain_pipeline import (
@@ -241,7 +241,7 @@ def test_fit_trains_on_a_wrapped_iter_dataset_retuned_mid_epoch():
         return np.full((2,), i / 40, np.float32), np.float32(2 * i / 40)
 
     ds = grain.MapDataset.range(40).shuffle(seed=1).map(sample).to_iter_dataset().batch(4)
-    tuner = klt.LoadTuner(storage=None, verbose=0, probe_steps=3, max_trials=2)
+    tuner = make_tuner(fast=False, probe_steps=3, max_trials=2)
     train = tuner.wrap(ds)
     assert isinstance(train, GrainIterSource)
     seen = []

@@ -19,8 +19,8 @@ import grain
 import keras
 import numpy as np
 import pytest
+from tuners import make_tuner
 
-import keras_loadtune as klt
 from keras_loadtune.keras_adapter import grain_iter_source
 from keras_loadtune.keras_adapter.grain_iter_source import GrainIterSource
 from keras_loadtune.simulation.pipeline import pass_workers
@@ -111,7 +111,7 @@ def test_a_fit_tunes_a_wrapped_iter_dataset_exactly_once(monkeypatch):
     expected = _expected(_iter_dataset())
     served = _spy_passes(monkeypatch)
     before = _python_threads()
-    tuner = klt.LoadTuner(storage=None, verbose=0, probe_steps=4, max_trials=3, seed=0, **_SMALL)
+    tuner = make_tuner(fast=False, probe_steps=4, max_trials=3, **_SMALL)
     train = tuner.wrap(_iter_dataset())
     assert isinstance(train, GrainIterSource) and train.modes == ("thread",)
     history = _model().fit(train, epochs=EPOCHS, callbacks=[tuner], verbose=0)
@@ -140,8 +140,8 @@ def test_a_worker_change_waits_for_the_epoch_boundary_in_a_fit(monkeypatch):
     # is when a worker-count change applies, not what processes cost.
     expected = _expected(_loader())
     served = _spy_passes(monkeypatch)
-    tuner = klt.LoadTuner(
-        storage=None, verbose=0, probe_steps=4, max_trials=3, seed=0, modes=("process",)
+    tuner = make_tuner(
+        fast=False, probe_steps=4, max_trials=3, modes=("process",)
     )  # at most `cores` processes: trials are short
     train = tuner.wrap(_loader())
     assert train.modes == ("thread", "process")

@@ -17,6 +17,7 @@ from config_strategies import thread_configs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from keras.src.trainers.epoch_iterator import EpochIterator
+from tuners import make_tuner
 
 import keras_loadtune as klt
 from keras_loadtune import LoaderConfig
@@ -103,7 +104,7 @@ def test_iterators_run_on_grains_own_iterator():
     from keras_loadtune.keras_adapter.grain_iter_source import GrainIterSource
 
     ds = _batches(8, 2, seed=0)
-    tuner = klt.LoadTuner(storage=None, verbose=0)
+    tuner = make_tuner(fast=False)
     for served in (ds.to_iter_dataset(), grain.MapDataset.range(3).to_iter_dataset()):
         assert isinstance(tuner.wrap(served), GrainIterSource)
         assert isinstance(klt.wrap(served), GrainIterSource)
@@ -122,7 +123,7 @@ def test_filtered_and_endless_datasets_get_errors_that_say_what_to_do():
     endless = _batches(4, 2, seed=0).repeat()
     with pytest.raises(TypeError, match="repeat"):
         klt.wrap(endless)
-    tuner = klt.LoadTuner(storage=None, verbose=0)
+    tuner = make_tuner(fast=False)
     assert tuner.wrap(endless) is endless  # Keras iterates it; the tuner measures it
     assert any("repeat" in note for note in tuner.report.notes)
 
@@ -132,7 +133,7 @@ def test_fit_trains_on_the_datasets_batches_with_the_tuner():
     inputs = keras.Input((2,))
     model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
     model.compile("sgd", "mse")
-    tuner = klt.LoadTuner(storage=None, verbose=0, probe_steps=3, max_trials=2)
+    tuner = make_tuner(fast=False, probe_steps=3, max_trials=2)
     train = tuner.wrap(_batches(40, 8, seed=1))
     try:
         history = model.fit(train, epochs=2, callbacks=[tuner], verbose=0)

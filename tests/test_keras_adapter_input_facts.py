@@ -13,6 +13,7 @@ from keras.src.trainers import data_adapters
 from keras.src.trainers.data_adapters.grain_dataset_adapter import GrainDatasetAdapter
 from keras.src.trainers.data_adapters.torch_data_loader_adapter import TorchDataLoaderAdapter
 from torch.utils.data import DataLoader, TensorDataset
+from tuners import make_tuner
 
 import keras_loadtune as klt
 from keras_loadtune import LoaderConfig
@@ -107,7 +108,7 @@ def test_a_fit_on_a_wrapped_dataloader_reports_the_arguments_of_the_config_it_ra
     n, batch = 64, 8
     data = TensorDataset(torch.arange(2 * n, dtype=torch.float32).reshape(n, 2), torch.zeros(n, 1))
     loader = DataLoader(data, batch_size=batch)
-    tuner = klt.LoadTuner(storage=None, verbose=0, probe_steps=4, warmup_steps=0)
+    tuner = make_tuner(fast=False, probe_steps=4, warmup_steps=0)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
     wrapped = tuner.wrap(loader)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+from tuners import make_tuner
 
 import keras_loadtune as klt
 from keras_loadtune.keras_adapter.input_kind import InputKind, classify
@@ -79,7 +80,7 @@ def test_tf_data_is_returned_unchanged_measured_and_its_knobs_named():
     inputs = keras.Input((2,))
     model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
     model.compile("sgd", "mse")
-    tuner = klt.LoadTuner(storage=None, verbose=0, warmup_steps=1)
+    tuner = make_tuner(fast=False, warmup_steps=1)
     data = _tf_data()
     assert tuner.wrap(data) is data
     model.fit(data, epochs=2, callbacks=[tuner], verbose=0, shuffle=False)

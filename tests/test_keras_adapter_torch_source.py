@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from keras.src.trainers.epoch_iterator import EpochIterator
 from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, SubsetRandomSampler
+from tuners import make_tuner
 
 import keras_loadtune as klt
 from keras_loadtune import LoaderConfig
@@ -177,7 +178,7 @@ def test_batches_are_numpy_tuples_and_dicts_stay_dicts():
     ],
 )
 def test_loaders_that_cannot_be_served_batch_by_batch_are_returned_unchanged(loader, why):
-    tuner = klt.LoadTuner(storage=None, verbose=0)
+    tuner = make_tuner(fast=False)
     assert tuner.wrap(loader) is loader
     assert any(why in note for note in tuner.report.notes)
     with pytest.raises(TypeError, match=why):
@@ -194,7 +195,7 @@ def test_fit_trains_on_the_loaders_batches_with_the_tuner():
     inputs = keras.Input((2,))
     model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
     model.compile("sgd", "mse")
-    tuner = klt.LoadTuner(storage=None, verbose=0, probe_steps=3, max_trials=2)
+    tuner = make_tuner(fast=False, probe_steps=3, max_trials=2)
     train = tuner.wrap(_loader("shuffle", 40, 8, False, 3))
     val = tuner.wrap(_loader("sequential", 16, 8, False, 0))
     try:
