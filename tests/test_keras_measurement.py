@@ -80,7 +80,10 @@ def test_a_second_fit_on_a_new_dataset_measures_that_dataset():
     finally:
         fast.close()
         slow.close()
-    assert history.history["data_wait_fraction"][0] > 0.2  # the old binding read 0.0
+    # The old binding read exactly 0.0 (the first dataset's clock). How much the slow set
+    # waits depends on the machine's load and on how soon the tuner adds threads, so only
+    # that it was measured is asserted.
+    assert history.history["data_wait_fraction"][0] > 0.0
     assert tuner.report.baseline_config in (None, slow.config)
 
 
