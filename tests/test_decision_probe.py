@@ -8,8 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keras_loadtune.config import LoaderConfig
-from keras_loadtune.decision.probe import HANDOVER_MAX_WAIT_S, Probe
+from keras_loadtune.decision.probe import (
+    CONCLUSIVE_STEPS,
+    HANDOVER_MAX_WAIT_S,
+    INLINE_CONCLUSIVE_WAIT,
+    PROBE_MIN_STEPS,
+    Probe,
+)
 from keras_loadtune.decision.settings import TunerSettings
+from keras_loadtune.engine.arithmetic import in_flight
 from keras_loadtune.measurement import StepSample
 
 SETTINGS = TunerSettings(probe_steps=20, skip_steps=0, wait_threshold=0.05)
@@ -80,3 +87,50 @@ def test_an_inline_batch_cheaper_than_a_hand_over_is_not_input_bound():
     assert "us per batch made inline" in cheap.summary(0.05, LoaderConfig())
     dear = _verdict([(0.002, 0.022, None)] * 20, baseline=LoaderConfig())
     assert dear.input_bound and not dear.handover_only
+
+
+def _steps_to_verdict(waits: list[float], baseline: LoaderConfig, step_s: float = 0.05) -> int:
+    """Steps the probe takes to a verdict on `waits` (each step `step_s` long), or 0."""
+    probe = Probe(SETTINGS, baseline, in_steady_state=True)
+    for n, wait_s in enumerate(waits, start=1):
+        if probe.add(StepSample(wait_s=wait_s, step_s=step_s)) is not None:
+            return n
+    return 0
+
+
+@given(st.floats(INLINE_CONCLUSIVE_WAIT, 0.79))
+def test_an_inline_loader_that_makes_each_step_wait_ends_the_probe_after_three_steps(share):
+    # Inline, a step's wait is its own batch's production: no refill, no burst.
+    waits = [share * 0.05] * SETTINGS.probe_steps
+    assert _steps_to_verdict(waits, LoaderConfig()) == CONCLUSIVE_STEPS
+    # Workers deliver in rounds: the same waits need PROBE_MIN_STEPS there.
+    assert _steps_to_verdict(waits, THREADS) == max(PROBE_MIN_STEPS, 2 * in_flight(THREADS))
+
+
+def _first_run(waits: list[float], line: float, length: int, at_least: int) -> int | None:
+    """Steps up to the end of the first `length` consecutive waits >= `line` (>= `at_least`)."""
+    for end in range(max(length, at_least), len(waits) + 1):
+        if all(w >= line for w in waits[end - length : end]):
+            return end
+    return None
+
+
+@given(st.lists(st.floats(0.0, 0.04), min_size=SETTINGS.probe_steps, max_size=SETTINGS.probe_steps))
+def test_an_inline_probe_ends_early_only_on_consecutive_waiting_steps(waits):
+    step_s = 0.05  # steady steps: only the waits decide
+    n = _steps_to_verdict(waits, LoaderConfig(), step_s)
+    conclusive = _first_run(waits, INLINE_CONCLUSIVE_WAIT * step_s, CONCLUSIVE_STEPS, 0)
+    usual = _first_run(waits, 4 * SETTINGS.wait_threshold * step_s, PROBE_MIN_STEPS, 0)
+    ends = [e for e in (conclusive, usual) if e is not None]
+    assert n == min(ends, default=SETTINGS.probe_steps)
+
+
+def test_a_jittery_inline_loader_is_probed_longer():
+    # Step times 40% apart: three of them would measure the baseline's rate poorly.
+    probe = Probe(SETTINGS, LoaderConfig(), in_steady_state=True)
+    steps = [StepSample(wait_s=0.6 * s, step_s=s) for s in [0.05, 0.07] * SETTINGS.probe_steps]
+    verdict_at = next(n for n, x in enumerate(steps, start=1) if probe.add(x) is not None)
+    assert verdict_at == PROBE_MIN_STEPS
+    steady = [StepSample(wait_s=0.6 * s, step_s=s) for s in [0.05, 0.052] * SETTINGS.probe_steps]
+    probe = Probe(SETTINGS, LoaderConfig(), in_steady_state=True)
+    assert next(n for n, x in enumerate(steady, start=1) if probe.add(x) is not None) == 3

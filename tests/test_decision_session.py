@@ -222,8 +222,8 @@ def test_time_budget_is_respected():
 
 def test_stop_mid_trial_prunes_it_and_returns_best():
     pipe = SimulatedPipeline(python_s=0.02, compute_s=0.005, cores=16, seed=0)
-    res = simulate_tuning(  # ends while the first seed's window (from step 9) runs
-        pipe, make_settings(16), baseline=LoaderConfig(), total_steps=18, steps_known=False
+    res = simulate_tuning(  # ends while the first seed's window (from step 6) runs
+        pipe, make_settings(16), baseline=LoaderConfig(), total_steps=12, steps_known=False
     )
     session = res.session
     reason = "training ended before tuning finished"  # what the lifecycle says at fit end

@@ -6,6 +6,10 @@ and two delivery rounds (`2 x in_flight(baseline)`). A clearly input-bound pipel
 ends early: once each of the last `CONCLUSIVE_STEPS` steps waited at least
 `CONCLUSIVE_WAIT` of its time (80% over 3 steps), or each of the last
 `PROBE_MIN_STEPS` steps four times `wait_threshold`, more steps would only confirm it.
+Inline (Keras's default: the training thread makes each batch), a step's wait is its
+own batch's production time, with no queue to refill and no burst to smooth out:
+`CONCLUSIVE_STEPS` steps that each wait `INLINE_CONCLUSIVE_WAIT` of their time and agree
+within `INLINE_STEADY_SPREAD` are enough (the baseline's rate is measured on them).
 
 `Probe.add` returns a `ProbeVerdict` when done, `None` before. The verdict says
 whether the loader is input-bound, or contends with training (loader *threads* whose
@@ -54,6 +58,10 @@ HANDOVER_MAX_WAIT_S = 1e-3
 # least this share of its time, say input-bound (no config waits 80% by chance).
 CONCLUSIVE_STEPS = 3
 CONCLUSIVE_WAIT = 0.8
+# Inline, `CONCLUSIVE_STEPS` steps that each wait at least this share of their time, and
+# whose times are within `INLINE_STEADY_SPREAD` of each other, end the probe.
+INLINE_CONCLUSIVE_WAIT = 0.5
+INLINE_STEADY_SPREAD = 0.10
 # Loader threads whose CPU time per batch is at least this share of a training step
 # contend with training for the GIL/cores: tune even when the step barely waits.
 CONTENTION_CPU_SHARE = 0.25
@@ -242,11 +250,24 @@ class Probe:
     def _early_steps(self, samples: list[StepSample]) -> int:
         """How many of the last `samples` conclusively show an input-bound loader (0: not
         conclusive yet): `CONCLUSIVE_STEPS` waiting `CONCLUSIVE_WAIT` each, else
-        `PROBE_MIN_STEPS` (and two delivery rounds) waiting four times the threshold."""
+        `PROBE_MIN_STEPS` (and two delivery rounds) waiting four times the threshold;
+        inline, `CONCLUSIVE_STEPS` steady steps waiting `INLINE_CONCLUSIVE_WAIT` each."""
         last = samples[-CONCLUSIVE_STEPS:]
         if len(last) == CONCLUSIVE_STEPS and all(
             x.step_s > 0 and x.wait_s >= CONCLUSIVE_WAIT * x.step_s for x in last
         ):
+            return CONCLUSIVE_STEPS
+        last = samples[-CONCLUSIVE_STEPS:]
+        if (
+            self._baseline.inline
+            and len(last) == CONCLUSIVE_STEPS
+            and all(x.wait_s >= INLINE_CONCLUSIVE_WAIT * x.step_s for x in last)
+            and max(x.step_s for x in last)
+            <= (1.0 + INLINE_STEADY_SPREAD) * min(x.step_s for x in last)
+        ):
+            # Inline, each wait is one batch made on the training thread (no refill, no
+            # burst): steady steps that wait most of their time are conclusive, and
+            # measure the baseline's rate as well as more steps would.
             return CONCLUSIVE_STEPS
         if len(samples) < max(PROBE_MIN_STEPS, 2 * in_flight(self._baseline)):
             return 0
@@ -279,7 +300,9 @@ class Probe:
 __all__ = [
     "CONCLUSIVE_STEPS",
     "CONCLUSIVE_WAIT",
+    "INLINE_CONCLUSIVE_WAIT",
     "INLINE_HANDOVER_S",
+    "INLINE_STEADY_SPREAD",
     "PROBE_MIN_STEPS",
     "Probe",
     "ProbeVerdict",
