@@ -325,6 +325,26 @@ def _compute_ds(n: int, env: dict, **kw: Any) -> keras.utils.PyDataset:
     return InMemoryDataset(batches, n, **kw)
 
 
+JPEG_BATCH = 32  # images per batch of the JPEG scenario
+
+
+def _jpeg_ds(n: int, env: dict, **kw: Any) -> keras.utils.PyDataset:
+    import jpeg_images
+
+    paths, labels = jpeg_images.ensure_jpegs(n * JPEG_BATCH)  # written once, then cached
+    return jpeg_images.JpegDataset(paths, labels, batch_size=JPEG_BATCH, **kw)
+
+
+def _jpeg_batch(i: int, env: dict) -> tuple[np.ndarray, np.ndarray]:
+    return _jpeg_ds(i + 1, env)[i]
+
+
+def _jpeg_model() -> keras.Model:
+    import jpeg_images
+
+    return jpeg_images.image_cnn()
+
+
 def _memory_ds(n: int, env: dict, **kw: Any) -> keras.utils.PyDataset:
     bs, size = MEMORY_BATCH
     return synthetic.LatencyDataset(n, latency_s=0.080, batch_size=bs, image_size=size, **kw)
@@ -383,6 +403,17 @@ SCENARIOS: dict[str, Scenario] = {
             make_dataset=_numpy_ds,
             make_model=lambda: synthetic.small_cnn(width=4),
             batch=_images32,
+        ),
+        Scenario(
+            name="jpeg",
+            title="JPEG: 32 JPEGs of 224 px per batch read from disk, decoded with Pillow, "
+            "cropped and flipped with NumPy; a small image CNN",
+            kind="numpy",
+            sizes={"full": (2, 60), "quick": (1, 8)},
+            make_dataset=_jpeg_ds,
+            make_model=_jpeg_model,
+            batch=_jpeg_batch,
+            floor_distinct=8,
         ),
         Scenario(
             name="compute",

@@ -60,7 +60,7 @@ if str(ROOT) not in sys.path:
 
 DEFAULT_SCENARIOS = ("latency-sleep", "numpy", "gil-python")
 GIL_HOLDING = ("gil-python",)  # the CPU part of their batches holds the GIL
-RECORD_SCENARIOS = ("latency-sleep", "gil-python", "numpy", "compute")
+RECORD_SCENARIOS = ("latency-sleep", "gil-python", "numpy", "jpeg", "compute")
 
 
 # ------------------------------------------------------------------- worker (Keras here)

@@ -2,13 +2,13 @@
 
 `tests/data/machine_recording.json` holds real fits recorded by
 `python benchmarks/simulator_fidelity.py --record tests/data/machine_recording.json` on
-a quiet 2-core machine: per loader kind (latency, GIL-bound Python, NumPy, a
-compute-bound model) the costs it measured and, through the engine, the steady steps/s
-of a small grid of configs (inline, 2/4/8 threads, 2 processes) with the loader's own
-records of each fit. Fed those costs (the loader's time per batch as the engine
-recorded it in the inline fit, the step on batches in memory, the shares of the GIL
-the loader and the training thread hold), the simulator must predict every config's
-steps/s within `TOLERANCE`.
+a quiet 2-core machine: per loader kind (latency, GIL-bound Python, NumPy, JPEGs read
+from disk and decoded with Pillow, a compute-bound model) the costs it measured and,
+through the engine, the steady steps/s of a small grid of configs (inline, 2/4/8
+threads, 2 processes) with the loader's own records of each fit. Fed those costs (the
+loader's time per batch as the engine recorded it in the inline fit, the step on
+batches in memory, the shares of the GIL the loader and the training thread hold), the
+simulator must predict every config's steps/s within `TOLERANCE`.
 
 No Keras, no timing: the recording is data; regenerate it on a quiet machine after a
 change to the engine or the simulator's physics.
@@ -66,7 +66,7 @@ def test_the_recording_covers_every_loader_kind_and_the_grid():
     data = _recording()
     assert data["cores"] >= 1
     names = {s["scenario"] for s in data["scenarios"]}
-    assert {"latency-sleep", "gil-python", "numpy", "compute"} <= names
+    assert {"latency-sleep", "gil-python", "numpy", "jpeg", "compute"} <= names
     for s in data["scenarios"]:
         configs = {LoaderConfig.from_dict(g["config"]) for g in s["engine_grid"]}
         assert LoaderConfig() in configs and any(c.use_multiprocessing for c in configs)
