@@ -16,7 +16,7 @@ import pytest
 from config_strategies import thread_configs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from keras.src.trainers.epoch_iterator import EpochIterator
+from served_epochs import served_epochs
 from tuners import make_tuner
 
 import keras_loadtune as klt
@@ -41,20 +41,7 @@ def _expected(ds, epochs: int) -> list[list[list[float]]]:
 
 
 def _served(wrapped, epochs: int, reconfigure_at: dict) -> list[list[list[float]]]:
-    random.seed(0)
-    iterator = EpochIterator(wrapped, shuffle=True)
-    out = []
-    for epoch in range(epochs):
-        seen = []
-        for step, _, batch in iterator:
-            x, y = np.asarray(batch[0][0]), np.asarray(batch[0][1])
-            assert np.array_equal(y, 2 * x[:, 0])
-            seen.append(x[:, 0].tolist())
-            config = reconfigure_at.get((epoch, step))
-            if config is not None:
-                wrapped.reconfigure(config)
-        out.append(seen)
-    return out
+    return served_epochs(wrapped, epochs, reconfigure_at, lambda x: np.asarray(x)[:, 0].tolist())
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))

@@ -18,7 +18,7 @@ import torch
 from config_strategies import thread_configs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from keras.src.trainers.epoch_iterator import EpochIterator
+from served_epochs import served_epochs
 from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, SubsetRandomSampler
 from tuners import make_tuner
 
@@ -76,22 +76,7 @@ def _expected(loader: DataLoader, epochs: int) -> list[list[list[float]]]:
 
 
 def _served(wrapped, epochs: int, reconfigure_at: dict) -> list[list[list[float]]]:
-    """Epochs as Keras's `EpochIterator` serves them (shuffle on), reconfiguring at
-    `reconfigure_at[(epoch, step)]`; each batch's y is checked against its x."""
-    random.seed(0)
-    iterator = EpochIterator(wrapped, shuffle=True)
-    out = []
-    for epoch in range(epochs):
-        seen = []
-        for step, _, batch in iterator:
-            x, y = batch[0][0], batch[0][1]
-            assert np.array_equal(np.asarray(y).reshape(-1), 2 * np.asarray(x)[..., 0].reshape(-1))
-            seen.append(_ids(x))
-            config = reconfigure_at.get((epoch, step))
-            if config is not None:
-                wrapped.reconfigure(config)
-        out.append(seen)
-    return out
+    return served_epochs(wrapped, epochs, reconfigure_at, _ids)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
