@@ -257,10 +257,10 @@ class Probe:
             x.step_s > 0 and x.wait_s >= CONCLUSIVE_WAIT * x.step_s for x in last
         ):
             return CONCLUSIVE_STEPS
-        last = samples[-CONCLUSIVE_STEPS:]
         if (
             self._baseline.inline
             and len(last) == CONCLUSIVE_STEPS
+            and min(x.step_s for x in last) > 0
             and all(x.wait_s >= INLINE_CONCLUSIVE_WAIT * x.step_s for x in last)
             and max(x.step_s for x in last)
             <= (1.0 + INLINE_STEADY_SPREAD) * min(x.step_s for x in last)
