@@ -21,6 +21,10 @@ from keras_loadtune import LoaderConfig
 from keras_loadtune.engine import Prefetcher
 
 if __name__ == "__main__":
+    # Ctrl-C as a terminal delivers it: Python's own handler. A parent that ignores SIGINT
+    # (a background job of a non-interactive shell, as CI runs the suite) passes SIG_IGN
+    # on, and Python then installs no handler: no press could land.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sent = []
     done = threading.Event()
 
