@@ -157,7 +157,6 @@ FINALIZE_SCRIPT = """
 import time
 import numpy as np, keras
 import keras_loadtune as klt
-from tuners import make_tuner
 
 class Rows(keras.utils.PyDataset):
     def __len__(self):
@@ -167,7 +166,7 @@ class Rows(keras.utils.PyDataset):
         return np.full((4, 3), i, "float32"), np.zeros((4, 1), "float32")
 
 def main():
-    tuner = make_tuner(fast=False)
+    tuner = klt.LoadTuner(storage=None, seed=0, verbose=0)
     data = tuner.wrap(Rows())
     m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     m.compile("sgd", "mse")
