@@ -580,10 +580,13 @@ class ProcessPool:
         deadline = time.monotonic() + timeout
         for w in workers:
             w.process.join(max(deadline - time.monotonic(), 0))
+        # The collector and the sender stop before any pipe closes: a pipe closed under
+        # a thread reading it fails that read with a TypeError, and its fd number, once
+        # reused, would be read by the wrong owner.
+        self._collector.join(timeout=5)
+        self._sender.join(timeout=5)
         for w in workers:
             self._kill(w)
-        self._collector.join(timeout=2)
-        self._sender.join(timeout=2)
         for conn in (self._wake_r, self._wake_w):
             conn.close()
         with self._lock:
