@@ -8,6 +8,7 @@ processes: 0 batches lost, duplicated or reordered (issue #25).
 from __future__ import annotations
 
 import random
+import time
 
 import grain
 import keras
@@ -128,3 +129,35 @@ def test_fit_trains_on_the_datasets_batches_with_the_tuner():
         train.close()
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
     assert train.stats.delivered >= 10
+
+
+_BUSY_ITERATIONS = 60_000
+
+
+def _busy_sample(i: int):
+    """`_sample(i)` after a fixed amount of pure-Python work (it holds the GIL)."""
+    total = 0
+    for k in range(_BUSY_ITERATIONS):
+        total += k ^ i
+    return _sample(i + 0 * (total % 2))
+
+
+def test_a_busy_map_served_batch_by_batch_records_its_cpu():
+    # `ds[i]` runs the map on the thread that asks for batch i: the engine's worker
+    # thread (or the training thread inline), whose CPU time the engine records. So
+    # the MapDataset path has no blind spot for the tuner (GrainIterSource reads
+    # Grain's own threads instead: tests/test_keras_adapter_grain_cpu.py).
+    started = time.thread_time()
+    for i in range(32):
+        _busy_sample(i)
+    reference = time.thread_time() - started
+    ds = grain.MapDataset.range(32).map(_busy_sample).batch(4)
+    wrapped = klt.wrap(ds)
+    try:
+        served = _served(wrapped, 1, {(0, 1): LoaderConfig(2, 4)})  # inline, then threads
+        records = list(wrapped.stats)
+    finally:
+        wrapped.close()
+    assert len(served[0]) == 8
+    assert {r.config for r in records} >= {LoaderConfig(2, 4)}
+    assert sum(r.produce_cpu_s for r in records) >= 0.3 * reference

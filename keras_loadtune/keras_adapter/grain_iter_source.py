@@ -20,11 +20,20 @@ again: the tuner is never the reason training fails.
 
 It is also a dataset of the tuner's lifecycle (`keras_loadtune.lifecycle.fit`), as a
 `TunedPyDataset` is: every `next()` is timed on the thread that iterates (the time
-blocked in Grain's iterator, a switch's rebuild included, is the batch's wait; Grain's
-workers are not seen, so `produce_wall_s` is that wait and `produce_cpu_s` is 0) and
-becomes one `BatchRecord` in `stats`, on the hot path one `perf_counter` pair and one
-tuple. A worker-count change waits as `pending_config` until the next pass starts, so
-the tuner observes no step of the old config under the new one's name, and its trial
+blocked in Grain's iterator, a switch's rebuild included, is the batch's wait) and
+becomes one `BatchRecord` in `stats`, on the hot path one `perf_counter` pair, one
+`thread_time` pair and one tuple. A batch's `produce_cpu_s` is the iterating thread's
+own CPU in that `next()` plus its share of what Grain's threads and worker processes
+spent (`grain_cpu.GrainCpu`, read every `CPU_READ_EVERY_S` at most, on the batch that
+finds the last read that old, and apportioned over the batches delivered since: the
+batches until the next read carry that share); its `produce_wall_s` is the wait, or its
+CPU when that is longer (a batch took at least its CPU time to make, though its wait
+hid the rest behind Grain's prefetch). So a GIL-bound pure-Python Grain pipeline looks
+CPU-heavy to the tuner, as it does when the engine serves it, and worker processes
+(`mp_prefetch`) are considered.
+
+A worker-count change waits as `pending_config` until the next pass starts, so the
+tuner observes no step of the old config under the new one's name, and its trial
 starts after the epoch boundary. `modes` says which worker kinds the pipeline can run
 (the tuner searches only those).
 
@@ -50,6 +59,7 @@ import grain
 
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.engine.records import LoaderStats, StartupRecord, batch_nbytes
+from keras_loadtune.keras_adapter.grain_cpu import GrainCpu
 from keras_loadtune.keras_adapter.grain_pipeline import GrainOptions, options_for, pipeline_of
 from keras_loadtune.keras_adapter.input_facts import facts_of
 from keras_loadtune.keras_adapter.input_kind import RestartPoint
@@ -64,8 +74,8 @@ def _close(iterator: Any) -> None:
             return
 
 
-# `produce_cpu_s`: Grain's workers are not seen from the iterating thread.
-_NO_CPU = 0.0
+# Grain's threads and workers are read at most this often (a read costs tens of us).
+CPU_READ_EVERY_S = 0.05
 # Bytes of a batch are read on 1 batch in this many (a walk over the batch's arrays).
 _NBYTES_EVERY = 16
 
@@ -120,6 +130,14 @@ class GrainIterSource(grain.IterDataset):
         self._nbytes = 0
         self._open: weakref.WeakSet[_ResumableIterator] = weakref.WeakSet()
         self._pass_workers = user.num_workers  # the worker count of the newest pass
+        # Grain's own CPU (read under `_record_lock`): the share per batch of the last
+        # read, the sequence number and time of that read.
+        self._grain_cpu = GrainCpu()
+        self._cpu_per_batch = 0.0
+        self._cpu_read_sequence = -1
+        self._cpu_next_read = 0.0
+        self._cpu_workers_starting = False  # the next batch starts the workers' clocks
+        self._delivered_total = 0
 
     # -- the knobs ---------------------------------------------------------------------------
     @property
@@ -254,12 +272,14 @@ class GrainIterSource(grain.IterDataset):
         iterator = None
         if options != user and options not in self._refused:
             try:
+                self._cpu_pass_starts(options)
                 iterator = self._build(options)
             except Exception as exc:
                 self._refuse(options, config, exc)
         if iterator is None:
             if options != user:
                 options, config = user, user.to_config()
+            self._cpu_pass_starts(options)
             iterator = self._build(options)  # the user's own: its error, as unwrapped
         with self._lock:
             if self._requested in self._refused:  # what runs instead is what is asked
@@ -308,23 +328,65 @@ class GrainIterSource(grain.IterDataset):
                 self._requested, self._requested_config = options, config
                 self._latest, self._latest_config = options, config
 
+    def _cpu_pass_starts(self, options: GrainOptions) -> None:
+        """A pass with `options` is about to be built: Grain's CPU counts from now (its
+        workers are the children that appear), and its first batch reads it."""
+        with self._record_lock:
+            self._grain_cpu.expect_workers(options.num_workers)
+            self._grain_cpu.read()  # what ran before is not this pass's
+            self._cpu_read_sequence = self._delivered_total - 1
+            self._cpu_next_read = 0.0
+            self._cpu_workers_starting = options.num_workers > 0
+
+    def _cpu_workers_restart(self, options: GrainOptions) -> None:
+        """A switch rebuilds the pipeline with `options`: an `mp_prefetch` starts new
+        workers (the same count), whose start the next batch leaves out."""
+        with self._record_lock:
+            self._grain_cpu.expect_workers(options.num_workers)
+            self._cpu_workers_starting = options.num_workers > 0
+
+    def _read_grain_cpu(self, sequence: int, now: float) -> None:
+        """Grain's CPU since the last read, shared over the batches delivered since
+        (batch `sequence` included); called under `_record_lock`."""
+        batches = sequence - self._cpu_read_sequence
+        spent = self._grain_cpu.read()
+        if batches > 0:
+            self._cpu_per_batch = spent / batches
+        self._cpu_read_sequence = sequence
+        self._cpu_next_read = now + CPU_READ_EVERY_S
+
     def _delivered(
-        self, batch: Any, started: float, ended: float, position: int, config: Any, stream: int
+        self,
+        batch: Any,
+        started: float,
+        ended: float,
+        own_cpu: float,
+        position: int,
+        config: Any,
+        stream: int,
     ) -> None:
-        """One `BatchRecord` (as `LoaderStats.add`'s tuple) for a batch `next()` returned."""
+        """One `BatchRecord` (as `LoaderStats.add`'s tuple) for a batch `next()` returned
+        (`own_cpu`: the iterating thread's CPU seconds in that `next()`)."""
         wait = ended - started
         n = self.num_batches
         with self._record_lock:
             sequence = next(self._sequence)
+            self._delivered_total = sequence + 1
             if sequence % _NBYTES_EVERY == 0:
                 self._nbytes = batch_nbytes(batch)
+            if self._cpu_workers_starting:
+                self._cpu_workers_starting = False
+                self._grain_cpu.start_worker_clocks()
+            if ended >= self._cpu_next_read:
+                self._read_grain_cpu(sequence, ended)
+            cpu = own_cpu + self._cpu_per_batch
             self.stats.add(
                 (
                     sequence,
                     position,
                     wait,  # wait_s
-                    wait,  # produce_wall_s: what the iterating thread saw of it
-                    _NO_CPU,
+                    max(wait, cpu),  # produce_wall_s: at least its CPU time
+                    cpu,  # produce_cpu_s
                     0,  # queue_depth: Grain's buffers are not seen
                     self._nbytes,
                     config,
@@ -365,6 +427,7 @@ class _ResumableIterator(grain.DatasetIterator):
 
     def __next__(self) -> Any:
         started = time.perf_counter()
+        cpu_started = time.thread_time()
         wanted = self._source._wanted(self._options)
         if wanted is not None:
             self._switch(*wanted)
@@ -374,7 +437,10 @@ class _ResumableIterator(grain.DatasetIterator):
             self._source._pass_ended(self._position)
             raise
         ended = time.perf_counter()
-        self._source._delivered(batch, started, ended, self._position, self._config, self._stream)
+        own_cpu = time.thread_time() - cpu_started
+        self._source._delivered(
+            batch, started, ended, own_cpu, self._position, self._config, self._stream
+        )
         if self._starting:  # the first batch of a pass with a new worker count
             self._source._started(self._config, self._starting, started, ended - started)
             self._starting = 0
@@ -385,6 +451,7 @@ class _ResumableIterator(grain.DatasetIterator):
         state = self._iterator.get_state()
         new = None
         try:
+            self._source._cpu_workers_restart(options)
             new = self._source._build(options)
             new.set_state(state)
         except Exception as exc:  # keep serving on the running iterator
