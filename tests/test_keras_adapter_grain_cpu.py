@@ -64,11 +64,13 @@ def _pipeline(fn, n: int, threads: int, workers: int = 0):
     return ds
 
 
-def _records(source: GrainIterSource) -> list:
+def _records(source: GrainIterSource, pause_s: float = 0.0) -> list:
+    """The records of one pass, with `pause_s` between batches (a training step: Grain's
+    threads fill their buffer meanwhile, so the wait, not the CPU, shrinks under load)."""
     iterator = iter(source)
     try:
         for _ in iterator:
-            pass
+            time.sleep(pause_s)
     finally:
         iterator.close()
     return list(source.stats)
@@ -133,7 +135,7 @@ def test_the_cpu_of_grains_worker_processes_is_read():
 
 # ------------------------------------------------------------------ GrainIterSource records
 def test_a_busy_map_on_grains_threads_gives_records_with_its_cpu():
-    records = _records(GrainIterSource(_pipeline(_busy, 40, threads=2)))
+    records = _records(GrainIterSource(_pipeline(_busy, 40, threads=2)), pause_s=0.03)
     assert len(records) == 20
     total = sum(r.produce_cpu_s for r in records)
     assert total > 0  # 0 before: Grain's threads were not seen
@@ -159,7 +161,7 @@ def test_a_grain_source_of_a_busy_map_leads_the_tuner_to_seed_processes():
     settings_ = TunerSettings(cores=8)
 
     def move(fn):
-        records = _records(GrainIterSource(_pipeline(fn, 24, threads=1)))
+        records = _records(GrainIterSource(_pipeline(fn, 24, threads=1)), pause_s=0.03)
         return first_move(ProbeVerdict(stats, True, None, records), settings_, LoaderConfig(), 8)
 
     busy = move(_busy)
