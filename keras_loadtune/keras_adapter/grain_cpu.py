@@ -57,7 +57,8 @@ def _thread_clock(native_id: int) -> int:
 
 
 def thread_cpu_s(native_id: int) -> float | None:
-    """CPU seconds thread `native_id` of this process has spent (`None`: it ended).
+    """CPU seconds thread `native_id` of this process has spent (`None`: it ended, or
+    this is not Linux, whose per-thread clocks this reads).
 
     Example:
 
@@ -65,6 +66,8 @@ def thread_cpu_s(native_id: int) -> float | None:
     thread_cpu_s(threading.get_native_id())  # this thread's, as time.thread_time()
     ```
     """
+    if not _LINUX:  # pragma: no cover - not Linux
+        return None
     try:
         return time.clock_gettime(_thread_clock(native_id))
     except OSError:
