@@ -8,10 +8,11 @@ read, so `GrainIterSource` can apportion it over the batches delivered meanwhile
 
 - **Threads:** every live thread whose name starts with `grain-`, read through its
   Linux per-thread CPU clock (`clock_gettime` of the thread's `native_id`: one system
-  call per thread, a dead thread's clock is an error, never another thread's time);
-  elsewhere through `psutil.Process().threads()`. A thread counts from 0 when first
-  seen (Grain starts them with each iterator); one that ended since the last read
-  loses the CPU it spent after that read.
+  call per thread; a thread that ended reads as an error, unless a new thread of this
+  process took its id, which reads as a new thread); elsewhere through
+  `psutil.Process().threads()`. A thread counts from 0 when first seen (Grain starts
+  them with each iterator); one that ended since the last read loses the CPU it spent
+  after that read.
 - **Worker processes:** the children of this process that appear after
   `expect_workers(n)` (their pids were not children before), found by scanning the
   children until `n` are found (at most `_WORKER_SCANS` scans), then read with
