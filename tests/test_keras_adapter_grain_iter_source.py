@@ -307,6 +307,29 @@ def test_a_worker_change_is_pending_with_its_config_until_the_next_pass():
     iterator.close()
 
 
+def test_the_tuner_never_adds_worker_processes_to_a_pipeline_without_them():
+    # Grain restarts an iterator's workers at every pass: a trial's steady state hides
+    # that cost (a GIL-bound map given workers ran a 192-step fit 4x slower).
+    bare = GrainIterSource(_loader(12, 3, seed=0))
+    assert bare.modes == ("thread", "process") and bare.searched_modes == ("thread",)
+    mp = GrainIterSource(_iter_dataset(8, 2, seed=0, workers=2))
+    assert mp.searched_modes == mp.modes == ("process",)
+    with_workers = GrainIterSource(_loader(12, 3, seed=0, workers=1))
+    assert with_workers.searched_modes == with_workers.modes
+
+
+def test_a_session_for_a_bare_grain_pipeline_searches_threads_only():
+    import logging
+
+    from keras_loadtune.decision.settings import TunerSettings
+    from keras_loadtune.lifecycle.session_start import SessionStarter
+
+    source = GrainIterSource(_loader(12, 3, seed=0))
+    starter = SessionStarter(TunerSettings(), None, None, logging.getLogger("klt-test"))
+    session = starter._session(source, source.config, study=None)
+    assert tuple(session.modes) == ("thread",)
+
+
 def test_a_config_of_a_kind_the_pipeline_cannot_run_is_refused_at_once():
     plain = GrainIterSource(_iter_dataset(8, 2, seed=0))
     assert plain.modes == ("thread",)

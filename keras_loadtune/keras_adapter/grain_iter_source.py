@@ -190,6 +190,21 @@ class GrainIterSource(grain.IterDataset):
             modes.append("process")
         return tuple(modes)
 
+    @property
+    def searched_modes(self) -> tuple[str, ...]:
+        """The worker kinds the tuner searches: `modes`, less `"process"` when the
+        user's pipeline runs no worker process.
+
+        Grain starts an iterator's worker processes anew at every pass (about 3 s each
+        on 2 cores in `benchmarks/grain_loader.py`), a cost a trial's steady state does
+        not show: a GIL-bound map given workers by the tuner ran a 192-step fit 4x
+        slower. So the tuner never adds workers to a pipeline that has none; the user
+        can (`reconfigure` takes any of `modes`)."""
+        modes = self.modes
+        if self._pipeline.options.num_workers > 0:
+            return modes
+        return tuple(m for m in modes if m != "process")
+
     def reconfigure(
         self, config: LoaderConfig | GrainOptions, background: bool = True
     ) -> RestartPoint:

@@ -381,7 +381,10 @@ class SessionStarter:
         if settings.process_pool_prior_s is None and estimate is not None:
             # The engine knows what a first pool costs here (workers importing no Keras).
             settings = settings.replace(process_pool_prior_s=estimate)
-        runs = getattr(dataset, "modes", None)  # a served input that runs only some kinds
+        # A served input that runs (or is searched over) only some kinds.
+        runs = getattr(dataset, "searched_modes", None)
+        if runs is None:
+            runs = getattr(dataset, "modes", None)
         if runs is not None:
             allowed = tuple(m for m in settings.modes if m in runs)
             if allowed and allowed != settings.modes:
