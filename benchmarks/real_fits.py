@@ -348,6 +348,7 @@ def _run_one(
     except Exception as exc:  # a failing row is reported, the others still run
         message = f"{type(exc).__name__}: {exc}"[:600]
         runs.walls.append(None)
+        runs.epochs.append([])  # one entry per repeat, aligned with `walls`
         runs.reports.append([])
         runs.errors.append(message)
         if log:
@@ -415,6 +416,15 @@ def per_fit_medians(rr: RowRuns) -> list[float]:
     return [_median([w[i] for w in rr.walls if w and len(w) > i]) for i in range(n)]
 
 
+def steady_seconds(rr: RowRuns) -> list[float]:
+    """Per repeat: the seconds of its last fit's epochs after the first (the whole run
+    when the fit has one epoch or no epoch times), NaN when it failed."""
+    out = []
+    for total, epochs in zip(rr.totals(), rr.epochs + [[]] * (len(rr.walls) - len(rr.epochs))):
+        out.append(sum(epochs[1:]) if len(epochs) >= 2 and math.isfinite(total) else total)
+    return out
+
+
 def says_cannot_help(report: dict[str, Any]) -> bool:
     """Whether the report's advice says loader tuning cannot make the fit faster."""
     return any("cannot make this fit faster" in a for a in report.get("advice", []))
@@ -462,16 +472,23 @@ def targets(scenario: Scenario, runs: dict[str, RowRuns]) -> list[Target]:
         )
     if kind is TargetKind.WARM:
         out.append(Target("3. warm run / best static", ratio(runs, WARM, best), 1.05))
-    best_med = _median(runs[best].totals())
+    # The claims are about the config in use, so they are checked against what it ran
+    # once tuning was over: the epochs after the first (the whole fit when it has one
+    # epoch), against the best static config's same epochs. The first epoch's tuning
+    # cost is the report's `Cost` line, and targets 1-3 judge it.
+    best_med = _median(steady_seconds(runs[best]))
     for claim, words in (
         (says_cannot_help, "'loader tuning cannot make this fit faster'"),
         (says_at_limit, "Limit line '>= 90% reached'"),
     ):
         contradicted = 0
-        for total, reps in zip(runs[tuner].totals(), runs[tuner].reports):
-            faster = math.isfinite(total) and total >= CONTRADICTED * best_med
+        for steady, reps in zip(steady_seconds(runs[tuner]), runs[tuner].reports):
+            faster = math.isfinite(steady) and steady >= CONTRADICTED * best_med
             contradicted += sum(faster and claim(rep) for rep in reps)
-        name = f"4. runs whose report says {words} while a grid config is >= 10% faster"
+        name = (
+            f"4. runs whose report says {words} while a grid config runs the epochs "
+            "after tuning >= 10% faster"
+        )
         out.append(Target(name, float(contradicted), 0.0))
     if TUNER in runs and TUNER_NO_STORAGE in runs:
         fits = max(1, scenario.variants[0].workload.fits)

@@ -161,3 +161,14 @@ def test_a_busy_map_served_batch_by_batch_records_its_cpu():
     assert len(served[0]) == 8
     assert {r.config for r in records} >= {LoaderConfig(2, 4)}
     assert sum(r.produce_cpu_s for r in records) >= 0.3 * reference
+
+
+def test_a_wrapped_map_dataset_starts_on_the_threads_keras_runs_it_with():
+    # Keras iterates a bare MapDataset through Grain's default ReadOptions (16 threads):
+    # the user's config is that, not inline (which ran a short fit 1.1x slower).
+    threads = grain.ReadOptions().num_threads
+    wrapped = make_tuner().wrap(_batches(12, 3, seed=0))
+    try:
+        assert wrapped.config == LoaderConfig(threads, 2 * threads, False)
+    finally:
+        wrapped.close()
