@@ -12,6 +12,7 @@ import itertools
 import random
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -33,10 +34,13 @@ CONFIGS = [
 STEADY = LoaderConfig(2, 4, True)  # the config in place at every measurement point
 
 
-def _quiesce(reconfigure) -> dict[str, int]:
+def _quiesce(reconfigure) -> dict[str, Any]:
     """Switches to `STEADY`, waits for retired pools to finish closing, then measures."""
     reconfigure(STEADY)
-    settling = ("-retire", "-switch")  # pools closing, or starting in the background
+    # Pools closing or starting in the background, and the one-off threads that start the
+    # forkserver or import Optuna ahead: each ends on its own, a few seconds later on a
+    # busy machine, and a thread counted while it ends is no leak.
+    settling = ("-retire", "-switch", "-prewarm", "-import")
     wait_until(lambda: not [t for t in engine_threads() if t.name.endswith(settling)], 10.0)
     gc.collect()
     # A busy machine closes the last pipes of a retired pool a little later: measure once
@@ -54,11 +58,12 @@ def _quiesce(reconfigure) -> dict[str, int]:
         "rss": rss_bytes(),
         "fds": open_fds(),
         "threads": threading.active_count(),
+        "names": sorted(t.name for t in threading.enumerate()),
         "zombies": len(zombies()),
     }
 
 
-def _check_flat(label: str, points: list[dict[str, int]], warmup: int, extra: str) -> None:
+def _check_flat(label: str, points: list[dict[str, Any]], warmup: int, extra: str) -> None:
     base, last = points[warmup], points[-1]
     growth = (last["rss"] - base["rss"]) / base["rss"] * 100
     fds = [p["fds"] for p in points[warmup:]]
@@ -71,7 +76,9 @@ def _check_flat(label: str, points: list[dict[str, int]], warmup: int, extra: st
     )
     assert growth < 5.0, f"RSS grew {growth:.2f}% after warm-up"
     assert max(fds) - min(fds) <= 2, f"open fds drift: {fds}"
-    assert max(threads) == min(threads), f"thread count drift: {threads}"
+    names = [p["names"] for p in points[warmup:]]
+    # A leak grows; a thread that was still ending at the first point is gone later.
+    assert max(threads) <= threads[0], f"thread count drift: {threads}, threads: {names}"
     assert zombie_max == 0
 
 
@@ -79,7 +86,7 @@ def test_engine_soak_many_epochs_with_live_reconfigures():
     n, epochs, every, measure_every = 6, 240, 3, 40  # warm-up: the first 40 epochs
     rng = random.Random(0)
     cycle = itertools.cycle(CONFIGS)
-    points: list[dict[str, int]] = []
+    points: list[dict[str, Any]] = []
     reconfigures = delivered = 0
     t0 = time.monotonic()
     with Prefetcher(Faulty(n), LoaderConfig(1, 2), idle_timeout=None) as pf:
@@ -125,7 +132,7 @@ def test_keras_soak_short_epochs_with_live_reconfigures(keras_ready, closing):
     wrapped = klt.wrap(kdata.KerasView(Faulty(n)), LoaderConfig(1, 2), idle_timeout=None)
     closing(wrapped)
     cycle = itertools.cycle(CONFIGS)
-    points: list[dict[str, int]] = []
+    points: list[dict[str, Any]] = []
     counts = {"reconfigures": 0}
 
     class Churn(keras.callbacks.Callback):
