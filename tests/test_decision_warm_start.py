@@ -102,8 +102,9 @@ def test_clearly_slower_stored_config_reopens_tuning_with_the_user_config_measur
     assert any("re-tuned" in n and f"{WARM_START_TOLERANCE:.0%}" in n for n in s.notes)
     assert s.best_config.workers > first.session.best_config.workers
     assert second.final_steps_per_s == pytest.approx(100, rel=0.1)  # the compute floor
-    # (+250: the first move, made while the study opened, is a few steps of its own)
-    assert s.tuning_steps < first.session.tuning_steps + 250
+    # (+275: the first move, made while the study opened, is a few steps of its own, and
+    # the verify then skips the refill of the first move's queue, 60-70 batches here)
+    assert s.tuning_steps < first.session.tuning_steps + 275
 
 
 def test_slightly_slower_or_noisy_stored_config_is_kept():

@@ -18,12 +18,14 @@ from keras_loadtune.lifecycle.step_meter import StepMeter, first_consumer
 BASE = LoaderConfig(workers=2, max_queue_size=10)
 
 
-def _record(consumer: int = 0, *, tail: bool = False, depth: int = 5, producer=None, at=0.0):
+def _record(
+    consumer: int = 0, *, tail: bool = False, depth: int = 5, producer=None, at=0.0, config=BASE
+):
     return SimpleNamespace(
         consumer=consumer,
         pass_tail=tail,
         queue_depth=depth,
-        config=BASE,
+        config=config,
         producer=producer,
         delivered_at=at,
         wait_s=0.0,
@@ -102,6 +104,17 @@ def test_the_stock_traced_into_the_queue_is_drained_before_steps_count():
     assert meter.counts(full, session_ready=True)  # a session exists: no draining
     meter.skip_draining()
     assert meter.counts(full, session_ready=False)
+
+
+def test_a_batch_made_inline_counts_at_once_there_is_no_stock_to_drain():
+    inline = LoaderConfig()
+    meter, _ = _bound(_Data(config=inline))
+    assert meter.counts([_record(depth=0, config=inline)], session_ready=False)
+    # Stock a previous pool finished is still not counted, and a pool's step still drains.
+    meter, _ = _bound(_Data(config=inline))
+    assert not meter.counts([_record(depth=3, config=inline, producer=BASE)], session_ready=False)
+    meter, _ = _bound()
+    assert not meter.counts([_record(depth=0)], session_ready=False)
 
 
 def test_batches_of_the_previous_pool_do_not_count():

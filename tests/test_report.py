@@ -806,6 +806,16 @@ def test_wait_has_an_arrow_only_after_a_switch():
     wait = next(line for line in str(kept).splitlines() if line.startswith("  Wait:"))
     assert "->" not in wait and "after tuning" not in wait
     assert "<1% of step time while probing, 17% in the last epoch (your config throughout)" in wait
+    # Found (Grain, 180 steps): "(your config throughout)" while a trial of 256 threads
+    # served most of the last epoch.
+    cut = TrialRecord(1, LoaderConfig(256, 283), "pruned", "analytical", steps_per_s=389.0,
+                      steps=83, reason="stopped: training ended before tuning finished")  # fmt: skip
+    tried = make_report("kept-baseline", best_config=BASE, baseline_config=BASE, trials=[cut],
+                        probe_wait_fraction=0.9, final_wait_fraction=0.6,
+                        baseline_steps_per_s=103.5)  # fmt: skip
+    text = str(tried)
+    assert "your config throughout" not in text
+    assert "your config kept, trials of others ran meanwhile" in text
     only_epochs = make_report("kept-baseline", best_config=BASE, trials=[],
                               probe_wait_fraction=None, final_wait_fraction=0.58)  # fmt: skip
     assert "58% of step time (your config)" in str(only_epochs)
@@ -837,3 +847,21 @@ def test_the_summary_says_which_speedup_it_quotes():
     assert "2.9x faster in steady state" in line
     net = f"{rep.net_speedup:.2f}x faster net over this fit"
     assert net in line and f"Net:      {rep.net_speedup:.2f}x faster" in str(rep)
+
+
+def test_kept_says_when_a_faster_trial_was_cut_short_not_that_none_was_faster():
+    # Found (Grain, 180 steps): "Kept: 16 threads (your config): no config tried was
+    # faster" beside a trial of 256 threads at 389 steps/s against 103.5, cut by the
+    # fit's end.
+    cut = TrialRecord(1, LoaderConfig(256, 283), "pruned", "analytical", steps_per_s=389.0,
+                      steps=83, reason="stopped: training ended before tuning finished")  # fmt: skip
+    kept = make_report("kept-baseline", best_config=BASE, baseline_config=BASE, trials=[cut],
+                       baseline_steps_per_s=103.5)  # fmt: skip
+    line = next(x for x in str(kept).splitlines() if x.startswith("  Kept:"))
+    assert "no config tried was faster" not in line
+    assert "256 threads, queue 283, ran 3.8x its steps/s over 83 steps" in line
+    assert "training ended before tuning finished" in line
+    slower = TrialRecord(1, LoaderConfig(4, 8), "pruned", "analytical", steps_per_s=50.0, steps=9)
+    kept = make_report("kept-baseline", best_config=BASE, baseline_config=BASE, trials=[slower],
+                       baseline_steps_per_s=103.5)  # fmt: skip
+    assert "no config tried was faster" in str(kept)

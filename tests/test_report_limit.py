@@ -407,3 +407,19 @@ def test_a_wait_at_the_threshold_is_shown_with_a_decimal():
     said = advice.not_reached(_io_report(epoch_wait_fractions=[0.2, 0.0504]))
     assert said is not None
     assert "waited 5.0% of step time (at or over the 5% threshold)" in said.text
+
+
+def test_a_bigger_trial_cut_short_is_named_not_called_untried():
+    # Found (Grain, 180 steps): "more than 16 threads (the most tried in this fit)" beside
+    # a trial of 256 threads that ran 83 steps before the fit ended.
+    limit = MachineLimit(600.0, Bound.LOADER_CPU, reached=0.12, mode="thread", workers=80)
+    done = TrialRecord(0, LoaderConfig(16, 32), "complete", "baseline", steps_per_s=75.0)
+    cut = TrialRecord(1, LoaderConfig(256, 283), "pruned", "analytical", steps_per_s=389.0,
+                      steps=83, reason="stopped: training ended before tuning finished")  # fmt: skip
+    what, why = advice.not_tried(
+        report(Bound.LOADER_CPU, 0.12, limit=limit, trials=[done, cut]), limit
+    )
+    assert what == "more than 16 threads measured in full"
+    assert why == "256 threads ran 83 steps, stopped: training ended before tuning finished"
+    what, why = advice.not_tried(report(Bound.LOADER_CPU, 0.12, limit=limit, trials=[done]), limit)
+    assert (what, why) == ("more than 16 threads", "the most tried in this fit")

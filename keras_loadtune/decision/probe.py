@@ -178,18 +178,32 @@ class Probe:
         settings: `probe_steps`, `skip_steps`, `wait_threshold`.
         baseline: The config the loader runs.
         in_steady_state: The loader already ran before the probe: no refill to skip.
+        prior: The fit's last warm-up step on `baseline` (after tracing; left out of
+            every figure): evidence for the early verdict only, as the first of the
+            `CONCLUSIVE_STEPS` (a step that waited 80% waited for its loader, whatever
+            ran before it). The baseline's rate is measured on the probe's own steps.
 
     Example:
 
     >>> Probe(TunerSettings(), LoaderConfig()).steps
     0
+    >>> waiting = StepSample(wait_s=0.09, step_s=0.1)
+    >>> probe = Probe(TunerSettings(), LoaderConfig(), in_steady_state=True, prior=waiting)
+    >>> probe.add(waiting) is None, probe.add(waiting).input_bound  # the prior is the 1st
+    (True, True)
     """
 
     def __init__(
-        self, settings: TunerSettings, baseline: LoaderConfig, *, in_steady_state: bool = False
+        self,
+        settings: TunerSettings,
+        baseline: LoaderConfig,
+        *,
+        in_steady_state: bool = False,
+        prior: StepSample | None = None,
     ) -> None:
         self._settings = settings
         self._baseline = baseline
+        self._prior = [prior] if prior is not None else []
         self._skip = 0 if in_steady_state else refill_steps(settings, baseline)
         self._samples: list[StepSample] = []
         self._records: list[Any] = []
@@ -216,10 +230,15 @@ class Probe:
         self._next_ready = False
         probe_steps = max(s.probe_steps, 2 * in_flight(self._baseline))
         measured = self._samples[self._skip :]
-        early = len(measured) < probe_steps and self._clearly_input_bound(measured)
+        evidence = self._prior + measured
+        early = len(measured) < probe_steps and self._clearly_input_bound(evidence)
         if len(measured) < probe_steps and not early:
             return None
-        window = slice(-self._early_steps(measured), None) if early else slice(self._skip, None)
+        if early:  # the conclusive steps, the prior left out of the figures
+            n = min(self._early_steps(evidence), len(measured))
+            window = slice(len(self._samples) - n, None)
+        else:
+            window = slice(self._skip, None)
         stats = window_stats(align_to_cycles(self._samples[window]))
         contention = self._contention(stats)
         waits = stats.wait_fraction >= s.wait_threshold

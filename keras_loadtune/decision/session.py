@@ -87,6 +87,8 @@ class TuningSession:
             (see `decision.warm_start`); `False` always probes.
         probe_in_steady_state: The loader already ran before the first observed step,
             so the probe skips no refill.
+        probe_prior: The fit's last warm-up step on `baseline` (`Probe`'s `prior`):
+            evidence for an early verdict, never a figure.
         steps_left: Returns the training steps left in this fit (`None`: unknown), e.g.
             from Keras's `params["epochs"] x params["steps"]` minus the steps run; a
             trial is tried only if its predicted gain over them pays for it (see
@@ -145,6 +147,7 @@ class TuningSession:
         logger: logging.Logger | None = None,
         warm_start: bool = True,
         probe_in_steady_state: bool = False,
+        probe_prior: StepSample | None = None,
         steps_left: Callable[[], int | None] | None = None,
         reuse_steps: int = 0,
         workload_profile: Mapping[str, float] | None = None,
@@ -166,7 +169,9 @@ class TuningSession:
         self._bridge.profile_attr = dict(workload_profile) if workload_profile else None
         probe_rss = rss_probe if rss_probe is not None else resources.process_tree_rss
         self._memory = MemoryBudget(settings, baseline, probe_rss, self._log)
-        self._probe: Probe | None = Probe(settings, baseline, in_steady_state=probe_in_steady_state)
+        self._probe: Probe | None = Probe(
+            settings, baseline, in_steady_state=probe_in_steady_state, prior=probe_prior
+        )
         self._probe_steady = bool(probe_in_steady_state)
         self._watch = SteadyWatch(settings, reopens_used=reopens_used)
         self._events: list[Event] = []

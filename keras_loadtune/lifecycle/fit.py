@@ -311,15 +311,34 @@ class FitLifecycle:
             records = self._meter.new_records()
             if records:
                 clock.seen(records)
-            if step_s is None or not clock.measured(step_s, now):
-                return  # the epoch's first step, or a warm-up (tracing) step
+            if step_s is None:
+                return  # the epoch's first step
             wait_s = None if records is None else min(sum(r.wait_s for r in records), step_s)
+            if not clock.measured(step_s, now):  # a warm-up (tracing) step
+                self._offer_warm_up(step_s, wait_s, records)
+                return
             clock.add(step_s, wait_s, after_action=self._acted_since_last_step())
             if wait_s is not None:
                 self._drive(StepSample(wait_s=wait_s, step_s=step_s), records)
                 self._detach_tick_if_done()
         except Exception as exc:  # the tuner must never break training
             self._give_up(exc)
+
+    def _offer_warm_up(self, step_s: float, wait_s: float | None, records: list | None) -> None:
+        """The fit's last warm-up step, before any session: the probe may count it toward
+        an early verdict (`SessionStarter.warm_up`), if the meter would count the step."""
+        ds = self.train_dataset
+        if (
+            wait_s is None
+            or not records
+            or ds is None
+            or self.broken
+            or self._session is not None
+            or self.clock.fit_step != self.clock.warmup_steps
+            or not self._meter.counts(records, session_ready=False)
+        ):
+            return
+        self._starter.warm_up(ds.config, StepSample(wait_s=wait_s, step_s=step_s))
 
     def _detach_tick(self) -> None:
         """No tick from now on: the epoch's hand-over records say the rest."""

@@ -48,6 +48,7 @@ from keras_loadtune.decision.probe import Probe, ProbeVerdict
 from keras_loadtune.decision.resources import process_tree_rss
 from keras_loadtune.decision.session import TuningSession
 from keras_loadtune.decision.settings import TunerSettings
+from keras_loadtune.measurement import StepSample
 
 
 def _none() -> int | None:
@@ -187,6 +188,8 @@ class SessionStarter:
         self.reopens_used = 0  # reopens spent on this workload (one budget for all)
         self._hints: dict[int, _Hinted] = {}  # id(dataset) -> its warm hint, until probed
         self._user_config: LoaderConfig | None = None  # the baseline of a warm start
+        # The fit's last warm-up step and the config it ran: the probe's `prior`.
+        self._prior: tuple[LoaderConfig, StepSample] | None = None
 
     def apply_warm_hints(self, datasets: list[Any]) -> list[LoaderConfig]:
         """Switch each of `datasets` that has a warm hint to it, before its first batch.
@@ -243,6 +246,16 @@ class SessionStarter:
             )
         return applied
 
+    def warm_up(self, config: LoaderConfig, sample: StepSample) -> None:
+        """The fit's last warm-up step (after tracing) ran `config`: the probe of that
+        config may count it toward an early verdict (`Probe`'s `prior`), never as a
+        figure."""
+        self._prior = (config, sample)
+
+    def _prior_on(self, config: LoaderConfig | None) -> StepSample | None:
+        prior = self._prior
+        return prior[1] if prior is not None and prior[0] == config else None
+
     def reset(self, *, forget_study: bool = False) -> None:
         """Forget a probe or a start in flight (its result is dropped); the next `poll`
         probes anew."""
@@ -251,6 +264,7 @@ class SessionStarter:
         self._input_bound = False
         self._user_config = None
         self._prestarted = None
+        self._prior = None
         self.observed = []
         self.probe_began = None
         if forget_study:
@@ -313,7 +327,8 @@ class SessionStarter:
             self._input_bound = True
             return self.poll(dataset)
         if self._probe is None or self._probe_config != config:
-            self._probe = Probe(self.settings, config, in_steady_state=True)
+            prior = self._prior_on(config)
+            self._probe = Probe(self.settings, config, in_steady_state=True, prior=prior)
             self._probe_config = config
             self.observed = []
             self.probe_began = None
@@ -389,6 +404,7 @@ class SessionStarter:
             allowed = tuple(m for m in settings.modes if m in runs)
             if allowed and allowed != settings.modes:
                 settings = settings.replace(modes=allowed)
+        prior, self._prior = self._prior_on(self._probe_config), None  # this probe's only
         return TuningSession(
             self._user_config or config,
             settings,
@@ -399,6 +415,7 @@ class SessionStarter:
             rss_probe=self._rss_probe,
             process_mode_available="process" in settings.modes,
             probe_in_steady_state=True,  # the stock prefetched during tracing is drained
+            probe_prior=prior,
             logger=self._log,
             steps_left=self._steps_left,
             reuse_steps=self._reuse_steps(),

@@ -166,8 +166,12 @@ class StepMeter:
         while Keras traces the model; steps fed from that stock never wait, and a probe
         measured on them would call any loader "compute-bound". The probe starts once a
         batch arrives with at most one other batch ready, or after `2 * max_queue_size`
-        steps (a loader that keeps its queue full really is keeping up).
+        steps (a loader that keeps its queue full really is keeping up). Inline there is
+        no stock: a batch made on the training thread, at the cursor, counts at once.
         """
+        if records and all(_made_inline(r) for r in records):
+            self._drain_left = 0
+            return False
         if self._drain_left is None:
             self._drain_left = 2 * self.dataset.config.max_queue_size
         if self._drain_left <= 0:
@@ -203,6 +207,12 @@ class StepMeter:
         if self.in_pass_tail(records):
             return False
         return session_ready or not self.draining(records)
+
+
+def _made_inline(record: Any) -> bool:
+    """Whether the batch was made on the consumer's thread for its step (not stock)."""
+    producer = record.producer if record.producer is not None else record.config
+    return bool(producer.inline)
 
 
 __all__ = ["StepMeter", "first_consumer", "switch_failure_note"]

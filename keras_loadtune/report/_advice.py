@@ -104,6 +104,20 @@ def not_tried(report: ReportData, limit: MachineLimit) -> tuple[str, str | None]
         return None
     if done:
         most = max(t.config.workers for t in done)
+        cut = [
+            t
+            for t in same_mode
+            if t.state not in ("complete", "skipped")
+            and (t.steps or 0) > 0
+            and t.config.workers > most
+        ]
+        if cut:  # a bigger trial ran, but not long enough to count
+            t = max(cut, key=lambda r: r.config.workers)
+            ran = f"{t.config.workers} {_kind(limit.mode, t.config.workers)} ran {t.steps} steps"
+            return (
+                f"more than {most} {_kind(limit.mode, most)} measured in full",
+                f"{ran}, {t.reason}" if t.reason else ran,
+            )
         return f"more than {most} {_kind(limit.mode, most)}", "the most tried in this fit"
     what = "worker processes" if proc else f"{limit.workers} {_kind('thread', limit.workers)}"
     why = next((t.reason for t in same_mode if t.state != "complete" and t.reason), None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from keras_loadtune.report import _format as fmt
 from keras_loadtune.report._advice import advise
@@ -111,6 +111,41 @@ def switched(report: ReportData) -> bool:
     )
 
 
+def _trials_of_others(report: ReportData) -> list:
+    """Trials of a config other than yours that ran steps (not skipped unrun)."""
+    return [
+        t
+        for t in report.trials
+        if t.config != report.baseline_config and t.state != "skipped" and (t.steps or 0) > 0
+    ]
+
+
+def _kept_why(report: ReportData, cfg: Any) -> str:
+    """Why your config was kept: nothing else tried, nothing faster, or a faster trial
+    that ended before it was measured long enough to keep (its partial rate shown)."""
+    others = [t for t in report.trials if t.config != cfg]
+    if not others:
+        return "no other config was tried"
+    base = report.baseline_steps_per_s
+    cut = [
+        t
+        for t in _trials_of_others(report)
+        if t.state != "complete"
+        and fmt.is_number(base)
+        and fmt.is_number(t.steps_per_s)
+        and float(t.steps_per_s) > float(base)  # type: ignore[arg-type]
+    ]
+    if not cut:
+        return "no config tried was faster"
+    t = max(cut, key=lambda r: float(r.steps_per_s))  # type: ignore[arg-type]
+    ratio = float(t.steps_per_s) / float(base)  # type: ignore[arg-type]
+    reason = f" ({t.reason})" if t.reason else ""
+    return (
+        f"the fastest config tried, {fmt.config(t.config)}, ran {ratio:.1f}x its steps/s over "
+        f"{t.steps} steps but ended before it was measured long enough to keep{reason}"
+    )
+
+
 def wait_text(report: ReportData) -> str | None:
     """The `Wait` figure. An arrow only when the config changed: your config's wait
     (the probe's) -> the last epoch's; a wait that rose although the steps got faster
@@ -118,9 +153,14 @@ def wait_text(report: ReportData) -> str | None:
     before, after = report.probe_wait_fraction, report.final_wait_fraction
     if not switched(report):
         if fmt.is_number(before) and fmt.is_number(after):
+            ran = (
+                "your config kept, trials of others ran meanwhile"
+                if _trials_of_others(report)
+                else "your config throughout"
+            )
             return (
                 f"{fmt.pct(before)} of step time while probing, {fmt.pct(after)} in the last "
-                "epoch (your config throughout)"
+                f"epoch ({ran})"
             )
         if fmt.is_number(before) or fmt.is_number(after):
             value = before if fmt.is_number(before) else after
@@ -322,9 +362,7 @@ def _outcome(report: ReportData) -> list[str]:
         lines.append(_field("Winner", winner))
     elif d == "kept-baseline":
         cfg = report.baseline_config or report.best_config
-        others = [t for t in report.trials if t.config != cfg]
-        why = "no config tried was faster" if others else "no other config was tried"
-        lines.append(_field("Kept", f"{fmt.config(cfg)} (your config): {why}"))
+        lines.append(_field("Kept", f"{fmt.config(cfg)} (your config): {_kept_why(report, cfg)}"))
     elif d == "tuning-failed":
         cfg = report.best_config or report.baseline_config
         lines.append(_field("Using", f"{fmt.config(cfg)}; see the notes for why tuning failed"))
