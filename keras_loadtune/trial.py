@@ -45,6 +45,10 @@ ATTR_WORKER = "klt_worker"
 # The workload's timing profile when the trial ran ({"produce_ms", "cpu_ratio"}):
 # matched with a tolerance by the warm start, never hashed into the study name.
 ATTR_PROFILE = "klt_profile"
+# True when the session that measured the trial ranked near-equal thread configs with
+# more threads first (its loader was not CPU-heavy: a thread cost a batch of RAM); the
+# warm start ranks the stored trials the same way.
+ATTR_THREADS_RAM_ONLY = "klt_threads_ram_only"
 # True on sampler proposals told without running (a duplicate, over a cap, not worth
 # a trial): the live report leaves them out, so does a report rebuilt from the study.
 ATTR_NOT_RUN = "klt_not_run"

@@ -17,6 +17,7 @@ from keras_loadtune.trial import (
     ATTR_PROFILE,
     ATTR_SOURCE,
     ATTR_STATE,
+    ATTR_THREADS_RAM_ONLY,
     config_to_params,
 )
 
@@ -39,7 +40,10 @@ def _run(study, pipe_kw, *, seed=0, steps=800, settings=None, **kw):
     )
 
 
-def _add(study, config, value, *, state="complete", constraint=0.0, source="sampler", profile=None):
+def _add(
+    study, config, value, *, state="complete", constraint=0.0, source="sampler", profile=None,
+    extra=None,
+):  # fmt: skip
     trial = optuna.trial.create_trial(
         params=config_to_params(config),
         distributions={
@@ -53,6 +57,7 @@ def _add(study, config, value, *, state="complete", constraint=0.0, source="samp
             ATTR_SOURCE: source,
             ATTR_CONSTRAINT: [constraint],
             **({ATTR_PROFILE: profile} if profile is not None else {}),
+            **(extra or {}),
         },
     )
     study.add_trial(trial)
@@ -281,3 +286,16 @@ def test_a_session_started_on_a_stored_config_without_its_study_probes_the_basel
     result = session.observe(StepSample(wait_s=0.03, step_s=0.04))
     assert result.switch_to == user and session.phase == "probe"
     assert any("could not be opened" in n for n in session.notes)
+
+
+@pytest.mark.parametrize("ram_only, workers", [(True, 11), (False, 6), (None, 6)])
+def test_the_stored_best_is_ranked_as_the_session_that_measured_it_ranked_it(ram_only, workers):
+    # A loader that is not CPU-heavy: near-equal thread configs rank more threads first
+    # (`search.headroom_key`), in the session and in the warm start alike; unstamped
+    # trials (older studies) keep the cheapest.
+    study = optuna.create_study(direction="maximize")
+    for config, value in ((LoaderConfig(6, 9), 150.8), (LoaderConfig(11, 16), 151.8)):
+        stamp = {ATTR_THREADS_RAM_ONLY: ram_only} if ram_only is not None else None
+        _add(study, config, value, extra=stamp)
+    best = stored_best(study, LoaderConfig())
+    assert best is not None and best.config.workers == workers

@@ -808,8 +808,9 @@ def test_wait_has_an_arrow_only_after_a_switch():
     assert "<1% of step time while probing, 17% in the last epoch (your config throughout)" in wait
     # Found (Grain, 180 steps): "(your config throughout)" while a trial of 256 threads
     # served most of the last epoch.
+    ended = "stopped: training ended before tuning finished"
     cut = TrialRecord(1, LoaderConfig(256, 283), "pruned", "analytical", steps_per_s=389.0,
-                      steps=83, reason="stopped: training ended before tuning finished")  # fmt: skip
+                      steps=83, reason=ended)  # fmt: skip
     tried = make_report("kept-baseline", best_config=BASE, baseline_config=BASE, trials=[cut],
                         probe_wait_fraction=0.9, final_wait_fraction=0.6,
                         baseline_steps_per_s=103.5)  # fmt: skip
@@ -853,8 +854,9 @@ def test_kept_says_when_a_faster_trial_was_cut_short_not_that_none_was_faster():
     # Found (Grain, 180 steps): "Kept: 16 threads (your config): no config tried was
     # faster" beside a trial of 256 threads at 389 steps/s against 103.5, cut by the
     # fit's end.
+    ended = "stopped: training ended before tuning finished"
     cut = TrialRecord(1, LoaderConfig(256, 283), "pruned", "analytical", steps_per_s=389.0,
-                      steps=83, reason="stopped: training ended before tuning finished")  # fmt: skip
+                      steps=83, reason=ended)  # fmt: skip
     kept = make_report("kept-baseline", best_config=BASE, baseline_config=BASE, trials=[cut],
                        baseline_steps_per_s=103.5)  # fmt: skip
     line = next(x for x in str(kept).splitlines() if x.startswith("  Kept:"))

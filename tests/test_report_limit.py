@@ -414,8 +414,9 @@ def test_a_bigger_trial_cut_short_is_named_not_called_untried():
     # a trial of 256 threads that ran 83 steps before the fit ended.
     limit = MachineLimit(600.0, Bound.LOADER_CPU, reached=0.12, mode="thread", workers=80)
     done = TrialRecord(0, LoaderConfig(16, 32), "complete", "baseline", steps_per_s=75.0)
+    ended = "stopped: training ended before tuning finished"
     cut = TrialRecord(1, LoaderConfig(256, 283), "pruned", "analytical", steps_per_s=389.0,
-                      steps=83, reason="stopped: training ended before tuning finished")  # fmt: skip
+                      steps=83, reason=ended)  # fmt: skip
     what, why = advice.not_tried(
         report(Bound.LOADER_CPU, 0.12, limit=limit, trials=[done, cut]), limit
     )

@@ -36,6 +36,7 @@ from keras_loadtune.trial import (
     ATTR_CONSTRAINT,
     ATTR_NOT_RUN,
     ATTR_PROFILE,
+    ATTR_THREADS_RAM_ONLY,
     ATTR_WORKER,
     CONSTRAINT_KEY,
     PARAM_MODE,
@@ -180,6 +181,7 @@ class StudyBridge:
         self._queue_of: Any = None
         self._worker = worker_identity()
         self.profile_attr: dict[str, float] | None = None  # stamped on every trial
+        self.threads_ram_only: bool | None = None  # stamped on every trial (the ranking)
 
     @property
     def workers_range(self) -> tuple[int, int] | None:
@@ -272,6 +274,8 @@ class StudyBridge:
             attrs[ATTR_NOT_RUN] = True
         if self.profile_attr is not None:
             attrs[ATTR_PROFILE] = dict(self.profile_attr)
+        if self.threads_ram_only is not None:
+            attrs[ATTR_THREADS_RAM_ONLY] = bool(self.threads_ram_only)
         for key, val in attrs.items():
             trial.set_user_attr(key, val)
         if hasattr(trial, "set_constraint"):  # Optuna >= 5: samplers read it natively

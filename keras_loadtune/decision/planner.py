@@ -354,6 +354,7 @@ class Planner:
         rnd.climb = self.climb_from
         rnd.wait_climb = self.wait_climb_from
         rnd.loader_slows = self.loader_slows
+        rnd.threads_cost_ram_only = lambda: not self.cpu_heavy()
         if self._local or rnd.pending_seeds or rnd.best is None or not self._caps:
             return
         modes = self.allowed_modes()

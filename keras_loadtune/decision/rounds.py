@@ -406,6 +406,7 @@ class RoundRunner:
         )
         if error is not None:
             raise error
+        self._bridge.threads_ram_only = not self._planner.cpu_heavy()  # how it was ranked
         self._bridge.tell(window.trial, record, value=stats.steps_per_s, constraint=excess)
         return record
 

@@ -17,26 +17,28 @@ no longer raise steps/s. Loader threads cost the trainer's process time that the
 does not show (a thread delivering a batch just in time still holds the GIL when
 the trainer takes it), so a pool that just keeps up waits ~0% and still steps slower.
 
-Ranking (`cheapest_within`): among configs within `min_improvement` of the fastest,
-the cheapest wins (threads before processes, then fewer workers, then a shorter
-queue). The session and `warm_start.stored_best` share it.
+Ranking (`decision.ranking`): among configs within `min_improvement` of the fastest,
+the cheapest wins; where a thread costs only a batch of RAM (a loader that is not
+CPU-heavy), near-equal thread configs rank more threads first (`headroom_key`): a trial
+window too short to show the loader's jitter measured 6 threads level with 11, and the
+fit then waited at 6. The warm start ranks stored trials the same way.
 
 Example:
 
 >>> from keras_loadtune import LoaderConfig
->>> fast = {LoaderConfig(8, 9): 100.0, LoaderConfig(4, 5): 99.0, LoaderConfig(1, 2): 30.0}
->>> cheapest_within(fast, 0.02)
-LoaderConfig(workers=4, max_queue_size=5, use_multiprocessing=False)
+>>> window_steps(TunerSettings(min_trial_steps=8, max_trial_steps=40), LoaderConfig(6, 6))
+(12, 40)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from keras_loadtune.config import LoaderConfig
+from keras_loadtune.decision.ranking import cheapest_within, cost_key, headroom_key
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.engine.arithmetic import in_flight
 from keras_loadtune.measurement import (
@@ -74,34 +76,6 @@ MAX_CONSECUTIVE_UNPAID = 8
 ABORT_BELOW_BEST = 0.8
 # Most slack (relative) an early abort gives a trial's rate for its noise.
 ABORT_SLACK = 0.05
-
-
-def cost_key(config: LoaderConfig) -> tuple[int, int, int]:
-    """Sort key of a config's cost: threads first, then fewer workers, then a shorter queue.
-
-    Example:
-
-    >>> cost_key(LoaderConfig(4, 8, True))
-    (1, 4, 8)
-    """
-    return (int(config.use_multiprocessing), config.workers, config.max_queue_size)
-
-
-def cheapest_within(values: Mapping[LoaderConfig, float], min_improvement: float) -> LoaderConfig:
-    """The cheapest config whose value is within `min_improvement` of the best value.
-
-    Args:
-        values: Steps/s by config (not empty).
-        min_improvement: Relative tolerance, e.g. 0.02.
-
-    Example:
-
-    >>> cheapest_within({LoaderConfig(2, 2): 50.0}, 0.02)
-    LoaderConfig(workers=2, max_queue_size=2, use_multiprocessing=False)
-    """
-    top = max(values.values())
-    close = [c for c, v in values.items() if v >= (1.0 - min_improvement) * top]
-    return min(close, key=cost_key)
 
 
 def window_steps(settings: TunerSettings, config: LoaderConfig) -> tuple[int, int]:
@@ -287,6 +261,10 @@ class SearchRound:
         # Whether a best at the wait floor is still slowed by its loader threads (their
         # GIL time lengthens the step instead of making it wait); set by the planner.
         self.loader_slows: Callable[[TrialRecord], bool] | None = None
+        # Whether a loader thread costs only a batch of RAM (the loader is not
+        # CPU-heavy): near-equal thread configs then rank the one with more threads first
+        # (`headroom_key`); set by the planner.
+        self.threads_cost_ram_only: Callable[[], bool] | None = None
         self.pending_climb: LoaderConfig | None = None
         self._climb_is_free = False
         self._climbed_from: set[LoaderConfig] = set()
@@ -378,8 +356,12 @@ class SearchRound:
             for r in self.measured.values()
             if r.state == "complete" and r.steps_per_s is not None and feasible(r)
         }
+        ram_only = self.threads_cost_ram_only is not None and self.threads_cost_ram_only()
+        key = headroom_key if ram_only else cost_key
         self.best = (
-            self.measured[cheapest_within(ok, self.settings.min_improvement)] if ok else None
+            self.measured[cheapest_within(ok, self.settings.min_improvement, key=key)]
+            if ok
+            else None
         )
         return self.best
 
@@ -569,7 +551,5 @@ __all__ = [
     "Proposal",
     "SearchRound",
     "TrialWindow",
-    "cheapest_within",
-    "cost_key",
     "window_steps",
 ]

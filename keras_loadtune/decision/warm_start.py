@@ -28,10 +28,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from keras_loadtune.config import LoaderConfig
-from keras_loadtune.decision.search import SearchRound, cheapest_within
+from keras_loadtune.decision.process_policy import CPU_HEAVY_RATIO
+from keras_loadtune.decision.ranking import cheapest_within, cost_key, headroom_key
+from keras_loadtune.decision.search import SearchRound
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.measurement import WindowStats
-from keras_loadtune.trial import ATTR_CONSTRAINT, ATTR_PROFILE, ATTR_STATE, params_to_config
+from keras_loadtune.trial import (
+    ATTR_CONSTRAINT,
+    ATTR_PROFILE,
+    ATTR_STATE,
+    ATTR_THREADS_RAM_ONLY,
+    params_to_config,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -125,12 +133,14 @@ def stored_best(
 
     Only trials the tuner measured count (`klt_state="complete"`, RAM constraint <= 0);
     a config measured several times (reruns, a fleet) counts with its median. As when
-    tuning, among configs within `min_improvement` of the fastest the cheapest wins.
+    tuning, among configs within `min_improvement` of the fastest the cheapest wins
+    (`ranking.headroom_key` when `profile` says the loader is not CPU-heavy: more threads
+    first).
 
     Args:
         study: The stored study.
         baseline: This run's config (its stored figure is reported too).
-        min_improvement: Tolerance of `search.cheapest_within`.
+        min_improvement: Tolerance of `ranking.cheapest_within`.
         allowed: Filters out configs this run cannot use.
         profile: This run's timing profile; trials stamped with a profile that does
             not match it (`profiles_match`) are left out.
@@ -147,6 +157,7 @@ def stored_best(
     from optuna.trial import TrialState
 
     values: dict[LoaderConfig, list[float]] = {}
+    ranked: list[bool] = []  # how the sessions that measured them ranked threads
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         attrs = t.user_attrs
         if attrs.get(ATTR_STATE) != "complete" or t.value is None:
@@ -161,11 +172,18 @@ def stored_best(
         except (KeyError, TypeError, ValueError):
             continue
         values.setdefault(config, []).append(float(t.value))
+        if isinstance(attrs.get(ATTR_THREADS_RAM_ONLY), bool):
+            ranked.append(attrs[ATTR_THREADS_RAM_ONLY])
     medians = {c: statistics.median(v) for c, v in values.items()}
     usable = {c: v for c, v in medians.items() if v > 0 and (allowed is None or allowed(c))}
     if not usable:
         return None
-    best = cheapest_within(usable, min_improvement)
+    cpu_ratio = (profile or {}).get("cpu_ratio")
+    if ranked:  # as the sessions that measured these trials ranked them (the last one)
+        ram_only = ranked[-1]
+    else:
+        ram_only = cpu_ratio is not None and float(cpu_ratio) < CPU_HEAVY_RATIO
+    best = cheapest_within(usable, min_improvement, key=headroom_key if ram_only else cost_key)
     return WarmStart(
         study_name=study.study_name,
         config=best,
