@@ -229,7 +229,9 @@ def estimate_wait_fraction(
     return float(np.clip(np.maximum(steps - floor, 0.0).sum() / total, 0.0, 1.0))
 
 
-def align_to_cycles(samples: Sequence[StepSample], *, min_steps: int = 4) -> list[StepSample]:
+def align_to_cycles(
+    samples: Sequence[StepSample], *, min_steps: int = 4, max_cycle: int | None = None
+) -> list[StepSample]:
     """Trim a window to whole delivery cycles, for an unbiased throughput.
 
     With `n` workers started together, batches arrive in rounds: a long wait, then
@@ -240,6 +242,14 @@ def align_to_cycles(samples: Sequence[StepSample], *, min_steps: int = 4) -> lis
     number of rounds. Windows with fewer than two wait events, or that would keep
     fewer than `min_steps` steps, are returned whole.
 
+    A config's rounds span at most `max_cycle` steps (`decision.delivery.round_steps`).
+    When more than that many steps follow the last wait event, the window has left its
+    cycles behind: its waits were the tail of a switch's refill (a pool of many threads
+    starting on few cores), and the config keeps up. Its steps after that event are
+    returned (at least `min_steps`), not the transient: keeping the waits would measure
+    the refill (77 threads of a loader that needs 60 measured at the 16 threads'
+    rate, on 16 of 142 steps).
+
     Example:
 
     ```python
@@ -249,6 +259,8 @@ def align_to_cycles(samples: Sequence[StepSample], *, min_steps: int = 4) -> lis
     window = ([fast] * 17 + [slow]) * 2 + [fast] * 14      # 50 steps, cut mid-round
     window_stats(window).steps_per_s                        # ~63: overstated
     window_stats(align_to_cycles(window)).steps_per_s       # 50.0: one whole round
+    refill = [slow] * 3 + [fast] * 40                       # a refill, then no wait
+    len(align_to_cycles(refill, max_cycle=18))              # 40: the steps after it
     ```
     """
     samples = list(samples)
@@ -256,6 +268,11 @@ def align_to_cycles(samples: Sequence[StepSample], *, min_steps: int = 4) -> lis
         return samples
     wait, step = _arrays(samples)
     events = np.flatnonzero(wait > float(np.median(step)))
+    if events.size == 0:
+        return samples
+    tail = len(samples) - 1 - int(events[-1])
+    if max_cycle is not None and tail > max_cycle and tail >= min_steps:
+        return samples[int(events[-1]) + 1 :]
     if events.size < 2:
         return samples
     first, last = int(events[0]), int(events[-1])

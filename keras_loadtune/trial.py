@@ -49,6 +49,9 @@ ATTR_PROFILE = "klt_profile"
 # more threads first (its loader was not CPU-heavy: a thread cost a batch of RAM); the
 # warm start ranks the stored trials the same way.
 ATTR_THREADS_RAM_ONLY = "klt_threads_ram_only"
+# Batches in flight beyond which that session gave more threads no headroom credit
+# (`decision.delivery.round_cap`); absent: no bound.
+ATTR_ENOUGH_IN_FLIGHT = "klt_enough_in_flight"
 # True on sampler proposals told without running (a duplicate, over a cap, not worth
 # a trial): the live report leaves them out, so does a report rebuilt from the study.
 ATTR_NOT_RUN = "klt_not_run"

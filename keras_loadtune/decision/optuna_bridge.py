@@ -34,6 +34,7 @@ from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.settings import MODES, TunerSettings
 from keras_loadtune.trial import (
     ATTR_CONSTRAINT,
+    ATTR_ENOUGH_IN_FLIGHT,
     ATTR_NOT_RUN,
     ATTR_PROFILE,
     ATTR_THREADS_RAM_ONLY,
@@ -181,7 +182,8 @@ class StudyBridge:
         self._queue_of: Any = None
         self._worker = worker_identity()
         self.profile_attr: dict[str, float] | None = None  # stamped on every trial
-        self.threads_ram_only: bool | None = None  # stamped on every trial (the ranking)
+        # `(threads_ram_only, enough)` of `ranking.rank_key`, stamped on every trial.
+        self.ranking: tuple[bool, int | None] | None = None
 
     @property
     def workers_range(self) -> tuple[int, int] | None:
@@ -274,8 +276,11 @@ class StudyBridge:
             attrs[ATTR_NOT_RUN] = True
         if self.profile_attr is not None:
             attrs[ATTR_PROFILE] = dict(self.profile_attr)
-        if self.threads_ram_only is not None:
-            attrs[ATTR_THREADS_RAM_ONLY] = bool(self.threads_ram_only)
+        if self.ranking is not None:
+            ram_only, enough = self.ranking
+            attrs[ATTR_THREADS_RAM_ONLY] = bool(ram_only)
+            if enough is not None:
+                attrs[ATTR_ENOUGH_IN_FLIGHT] = int(enough)
         for key, val in attrs.items():
             trial.set_user_attr(key, val)
         if hasattr(trial, "set_constraint"):  # Optuna >= 5: samplers read it natively

@@ -31,12 +31,13 @@ import math
 from typing import Any
 
 from keras_loadtune.config import LoaderConfig
-from keras_loadtune.decision import analytical, process_policy
+from keras_loadtune.decision import analytical, delivery, process_policy, ranking
 from keras_loadtune.decision.memory import MemoryBudget
 from keras_loadtune.decision.optuna_bridge import StudyBridge
 from keras_loadtune.decision.payoff import PayoffModel
-from keras_loadtune.decision.probe import profile_from, refill_steps
-from keras_loadtune.decision.search import SearchRound, window_steps
+from keras_loadtune.decision.probe import profile_from
+from keras_loadtune.decision.ranking import RankKey
+from keras_loadtune.decision.search import SearchRound
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.measurement import LoaderProfile, WindowStats
 from keras_loadtune.trial import TrialRecord
@@ -354,7 +355,7 @@ class Planner:
         rnd.climb = self.climb_from
         rnd.wait_climb = self.wait_climb_from
         rnd.loader_slows = self.loader_slows
-        rnd.threads_cost_ram_only = lambda: not self.cpu_heavy()
+        rnd.rank_key = self.rank_key
         if self._local or rnd.pending_seeds or rnd.best is None or not self._caps:
             return
         modes = self.allowed_modes()
@@ -381,6 +382,20 @@ class Planner:
         if config.workers > cap:
             return f"{config.workers} {mode} workers is over the cap of {cap}"
         return None
+
+    def rank_key(self) -> RankKey:
+        """The cost order among near-equal configs (`decision.ranking.rank_key`): more
+        threads first up to `round_cap` where the loader is not CPU-heavy."""
+        return ranking.rank_key(not self.cpu_heavy(), self.round_cap())
+
+    def round_cap(self) -> int | None:
+        """The most steps a delivery round spans here (`decision.delivery.round_cap`), from
+        the profile and the fastest step estimate; `None` for a CPU-heavy loader, whose
+        production time grows with the threads contending for the cores."""
+        if self.cpu_heavy():
+            return None
+        steps = [s for s in (self.compute_s, self.clean_compute_s) if s is not None and s > 0]
+        return delivery.round_cap(self.profile, min(steps)) if steps else None
 
     def cpu_heavy(self) -> bool:
         """Whether the loader's CPU share per batch makes it CPU-heavy."""
@@ -490,8 +505,8 @@ class Planner:
             best_rate=float(best.steps_per_s),
             predicted_rate=predicted,
             steps_left=steps_left,
-            trial_steps=refill_steps(self.settings, config, current)
-            + window_steps(self.settings, config)[1],
+            trial_steps=delivery.refill_steps(self.settings, config, current, self.round_cap())
+            + delivery.window_steps(self.settings, config, self.round_cap())[1],
             produce_wall_s=profile.produce_wall_s,
         )
         return None if verdict.pays else f"not worth it: {verdict.reason}"

@@ -10,6 +10,9 @@ Inline (Keras's default: the training thread makes each batch), a step's wait is
 own batch's production time, with no queue to refill and no burst to smooth out:
 `CONCLUSIVE_STEPS` steps that each wait `INLINE_CONCLUSIVE_WAIT` of their time and agree
 within `INLINE_STEADY_SPREAD` are enough (the baseline's rate is measured on them).
+A pool delivers in rounds (a wait, then a burst): once its measured steps hold whole
+delivery cycles (`align_to_cycles`) that wait four times `wait_threshold`, the probe
+ends on them, before its two rounds of `in_flight(baseline)` steps.
 
 `Probe.add` returns a `ProbeVerdict` when done, `None` before. The verdict says
 whether the loader is input-bound, or contends with training (loader *threads* whose
@@ -33,8 +36,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from keras_loadtune.config import LoaderConfig
+from keras_loadtune.decision.delivery import refill_steps
 from keras_loadtune.decision.settings import TunerSettings
-from keras_loadtune.engine.arithmetic import held_batches, in_flight
+from keras_loadtune.engine.arithmetic import in_flight
 from keras_loadtune.measurement import (
     LoaderProfile,
     StepSample,
@@ -65,29 +69,6 @@ INLINE_STEADY_SPREAD = 0.10
 # Loader threads whose CPU time per batch is at least this share of a training step
 # contend with training for the GIL/cores: tune even when the step barely waits.
 CONTENTION_CPU_SHARE = 0.25
-
-
-def refill_steps(
-    settings: TunerSettings, config: LoaderConfig, previous: LoaderConfig | None = None
-) -> int:
-    """Steps to ignore after (re)starting the loader with `config` (from `previous`).
-
-    A restarted loader first makes the trainer wait (the refill), then hands out the
-    batches its workers built meanwhile at compute speed: a burst that would overstate
-    throughput. The engine also keeps the batches the previous config had produced or
-    started (up to `held_batches(previous)` of them) and serves them first. So skip
-    `skip_steps` plus the larger of `in_flight(config)` and `held_batches(previous)`
-    (see `keras_loadtune.engine.arithmetic`).
-
-    Example:
-
-    >>> refill_steps(TunerSettings(skip_steps=2), LoaderConfig(workers=4, max_queue_size=3))
-    5
-    >>> refill_steps(TunerSettings(skip_steps=2), LoaderConfig(4, 3), previous=LoaderConfig(2, 20))
-    22
-    """
-    held = held_batches(previous) if previous is not None else 0
-    return settings.skip_steps + max(in_flight(config), held)
 
 
 def profile_from(
@@ -230,15 +211,13 @@ class Probe:
         self._next_ready = False
         probe_steps = max(s.probe_steps, 2 * in_flight(self._baseline))
         measured = self._samples[self._skip :]
-        evidence = self._prior + measured
-        early = len(measured) < probe_steps and self._clearly_input_bound(evidence)
-        if len(measured) < probe_steps and not early:
-            return None
-        if early:  # the conclusive steps, the prior left out of the figures
-            n = min(self._early_steps(evidence), len(measured))
-            window = slice(len(self._samples) - n, None)
-        else:
-            window = slice(self._skip, None)
+        window = slice(self._skip, None)
+        if len(measured) < probe_steps:
+            n = min(self._early_steps(self._prior + measured), len(measured))
+            if n:  # the conclusive steps, the prior left out of the figures
+                window = slice(len(self._samples) - n, None)
+            elif not self._cycles_wait(measured):
+                return None
         stats = window_stats(align_to_cycles(self._samples[window]))
         contention = self._contention(stats)
         waits = stats.wait_fraction >= s.wait_threshold
@@ -262,9 +241,6 @@ class Probe:
             if not r or x.wait_s >= HANDOVER_MAX_WAIT_S
         )
         return total > 0 and loader_wait < self._settings.wait_threshold * total
-
-    def _clearly_input_bound(self, samples: list[StepSample]) -> bool:
-        return self._early_steps(samples) > 0
 
     def _early_steps(self, samples: list[StepSample]) -> int:
         """How many of the last `samples` conclusively show an input-bound loader (0: not
@@ -294,6 +270,19 @@ class Probe:
         if all(x.wait_s >= line * x.step_s for x in samples[-PROBE_MIN_STEPS:]):
             return PROBE_MIN_STEPS
         return 0
+
+    def _cycles_wait(self, measured: list[StepSample]) -> bool:
+        """Whether a pool's measured steps hold whole delivery cycles (`align_to_cycles`:
+        from one wait event to another, `PROBE_MIN_STEPS` or more) that wait four times
+        `wait_threshold`: a cycle measures the rate without bias, and a loader that keeps
+        the step waiting a fifth of every cycle is input-bound. Grain's 16 default threads
+        on a 120 ms read show it after 17 measured steps, not 32 (two rounds of 16)."""
+        if self._baseline.inline or len(measured) < PROBE_MIN_STEPS:
+            return False
+        cycles = align_to_cycles(measured, min_steps=PROBE_MIN_STEPS)
+        if len(cycles) == len(measured):  # fewer than two wait events: no whole cycle
+            return False
+        return window_stats(cycles).wait_fraction >= 4 * self._settings.wait_threshold
 
     def _contention(self, stats: WindowStats) -> str | None:
         if self._baseline.use_multiprocessing or self._baseline.inline or not self._records:
@@ -326,5 +315,4 @@ __all__ = [
     "Probe",
     "ProbeVerdict",
     "profile_from",
-    "refill_steps",
 ]

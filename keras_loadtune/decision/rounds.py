@@ -30,13 +30,13 @@ import logging
 from dataclasses import dataclass
 
 from keras_loadtune.config import LoaderConfig
+from keras_loadtune.decision.delivery import refill_steps, round_steps
 from keras_loadtune.decision.memory import MemoryBudget
 from keras_loadtune.decision.optuna_bridge import StudyBridge
 from keras_loadtune.decision.planner import Planner
-from keras_loadtune.decision.probe import ProbeVerdict, refill_steps
+from keras_loadtune.decision.probe import ProbeVerdict
 from keras_loadtune.decision.search import SearchRound, TrialWindow
 from keras_loadtune.decision.settings import TunerSettings
-from keras_loadtune.engine.arithmetic import in_flight
 from keras_loadtune.measurement import StepSample, WindowStats, window_stats
 from keras_loadtune.trial import TrialOutcome, TrialRecord, config_to_params
 
@@ -128,7 +128,13 @@ class RoundRunner:
         trial = self._bridge.ask(config_to_params(config))
         config = self._bridge.suggest(trial)
         # Skip the refill even without a switch: the loader only just started.
-        self.window = TrialWindow(config, "warm-start", trial, self._refill(config, current))
+        self.window = TrialWindow(
+            config,
+            "warm-start",
+            trial,
+            self._refill(config, current),
+            round_cap=self._planner.round_cap(),
+        )
         return self.window
 
     def startup(self, config: LoaderConfig, seconds: float) -> None:
@@ -211,7 +217,7 @@ class RoundRunner:
         )
 
     def _refill(self, config: LoaderConfig, current: LoaderConfig) -> int:
-        return refill_steps(self.settings, config, current)
+        return refill_steps(self.settings, config, current, self._planner.round_cap())
 
     def step(self, sample: StepSample, *, steps: int, now: float) -> WindowStep:
         """Feed one step to the running trial.
@@ -275,6 +281,18 @@ class RoundRunner:
         reason = rnd.stop_reason(steps=steps, seconds=now, modes=modes)
         if reason is not None:
             return Pick(finish=reason)
+        climb = rnd.pending_climb
+        if climb is not None and steps_left is not None:
+            # A climb skips the payoff gate (a thread costs a batch of RAM), not the
+            # clock: a trial that cannot reach even a delivery round before the fit
+            # ends could neither be measured nor kept.
+            need = self._refill(climb, current) + round_steps(climb, planner.round_cap()) + 2
+            if steps_left < need:
+                rnd.pending_climb = None
+                return Pick(
+                    finish=f"too few steps left to measure {climb} ({steps_left} left, "
+                    f"{need} needed)"
+                )
         planner.search_locally(rnd)
         if current in rnd.pending_seeds[1:]:  # measure what runs first: no switch
             rnd.pending_seeds.remove(current)
@@ -292,6 +310,7 @@ class RoundRunner:
             refill=lambda c: self._refill(c, current),
             known_excess=lambda r: self._memory.excess(r.rss_bytes),
             unpaid=lambda c: planner.unpaid(c, rnd, current=current, steps_left=steps_left),
+            round_cap=planner.round_cap(),
         )
         for record in proposal.skipped:
             self.trials.append(record)
@@ -324,13 +343,13 @@ class RoundRunner:
 
     def _clearly_faster(self, window: TrialWindow) -> bool:
         """A window shorter than its minimum still counts at the end of training if it
-        spans a delivery round (`in_flight` steps and two more: a burst of ready batches
+        spans a delivery round (`round_steps` and two more: a burst of ready batches
         alone would overstate it) and ran `PARTIAL_WIN` times the best measured rate."""
         rnd = self.round
         best = rnd.best if rnd is not None else None
         if best is None or not best.steps_per_s:
             return False
-        if len(window.samples) < in_flight(window.config) + 2:
+        if len(window.samples) < round_steps(window.config, window.round_cap) + 2:
             return False
         try:
             rate = window.stats().steps_per_s
@@ -406,7 +425,8 @@ class RoundRunner:
         )
         if error is not None:
             raise error
-        self._bridge.threads_ram_only = not self._planner.cpu_heavy()  # how it was ranked
+        # How it was ranked (`decision.ranking.rank_key`), for the warm start.
+        self._bridge.ranking = (not self._planner.cpu_heavy(), self._planner.round_cap())
         self._bridge.tell(window.trial, record, value=stats.steps_per_s, constraint=excess)
         return record
 

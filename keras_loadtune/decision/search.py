@@ -7,8 +7,8 @@ best, its patience count, the duplicate count, and the queue of fixed proposals
 (the baseline and the pipeline model's seeds) that run before the sampler's.
 
 `TrialWindow` is the trial that runs now: the refill steps it skips, the steps it
-measured, its peak RSS and start-up seconds. Its length comes from the engine's
-queue arithmetic (`window_steps`).
+measured, its peak RSS and start-up seconds. Its length is two delivery rounds
+(`decision.delivery.window_steps`), bounded by the loader's depth (`round_cap`).
 
 Threads are decided by throughput, not by the wait: when the best is a thread config
 that barely waits (the compute floor by the wait), the round first climbs, trying
@@ -19,15 +19,19 @@ the trainer takes it), so a pool that just keeps up waits ~0% and still steps sl
 
 Ranking (`decision.ranking`): among configs within `min_improvement` of the fastest,
 the cheapest wins; where a thread costs only a batch of RAM (a loader that is not
-CPU-heavy), near-equal thread configs rank more threads first (`headroom_key`): a trial
-window too short to show the loader's jitter measured 6 threads level with 11, and the
-fit then waited at 6. The warm start ranks stored trials the same way.
+CPU-heavy), near-equal thread configs rank more threads first (`headroom_key`), up to
+enough of them (`decision.delivery.round_cap`): a trial window too short to show the
+loader's jitter measured 6 threads level with 11, and the fit then waited at 6; 256
+threads where 77 keep up only hold RAM. The warm start ranks stored trials the same way.
 
 Example:
 
 >>> from keras_loadtune import LoaderConfig
->>> window_steps(TunerSettings(min_trial_steps=8, max_trial_steps=40), LoaderConfig(6, 6))
-(12, 40)
+>>> window = TrialWindow(LoaderConfig(256, 256), "sampler", None, skip_left=0, round_cap=61)
+>>> for _ in range(122):
+...     _ = window.add(StepSample(wait_s=0.0, step_s=0.003))
+>>> window.long_enough(TunerSettings(min_trial_steps=8))  # two rounds of 61, not of 256
+True
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from keras_loadtune.config import LoaderConfig
-from keras_loadtune.decision.ranking import cheapest_within, cost_key, headroom_key
+from keras_loadtune.decision.delivery import round_steps, window_steps
+from keras_loadtune.decision.ranking import RankKey, cheapest_within, cost_key
 from keras_loadtune.decision.settings import TunerSettings
-from keras_loadtune.engine.arithmetic import in_flight
 from keras_loadtune.measurement import (
     StepSample,
     WindowStats,
@@ -78,22 +82,6 @@ ABORT_BELOW_BEST = 0.8
 ABORT_SLACK = 0.05
 
 
-def window_steps(settings: TunerSettings, config: LoaderConfig) -> tuple[int, int]:
-    """`(min, max)` measured steps of a trial window under `config`.
-
-    With `n = in_flight(config)` batches produced at once, deliveries come in rounds of
-    about `n` steps (a burst of ready batches, then a wait), so a window shorter than a
-    round can miss the wait. Windows span at least two rounds.
-
-    Example:
-
-    >>> window_steps(TunerSettings(min_trial_steps=8, max_trial_steps=40), LoaderConfig(6, 6))
-    (12, 40)
-    """
-    low = max(settings.min_trial_steps, 2 * in_flight(config))
-    return low, max(settings.max_trial_steps, low)
-
-
 @dataclass
 class TrialWindow:
     """The trial that runs now.
@@ -103,6 +91,8 @@ class TrialWindow:
         source: Why it runs.
         trial: Its `optuna.Trial`.
         skip_left: Refill steps still to ignore.
+        round_cap: The most steps a delivery round spans (`decision.delivery.round_cap`
+            when the trial started), or `None`: `in_flight(config)`.
     """
 
     config: LoaderConfig
@@ -112,6 +102,7 @@ class TrialWindow:
     samples: list[StepSample] = field(default_factory=list)
     peak_rss: int | None = None
     startup_s: float | None = None
+    round_cap: int | None = None
 
     def add(self, sample: StepSample) -> bool:
         """Count a step; `False` while the refill after the switch is still skipped."""
@@ -129,18 +120,19 @@ class TrialWindow:
 
     def long_enough(self, settings: TunerSettings) -> bool:
         """Whether the window has its minimum length (`window_steps`)."""
-        return len(self.samples) >= window_steps(settings, self.config)[0]
+        return len(self.samples) >= window_steps(settings, self.config, self.round_cap)[0]
 
     def settled(self, settings: TunerSettings) -> bool:
         """Whether the window may end (long enough and stable, or at its maximum)."""
-        low, high = window_steps(settings, self.config)
+        low, high = window_steps(settings, self.config, self.round_cap)
         return window_is_settled(
             self.samples, min_steps=low, max_steps=high, rel_tol=settings.settle_rel_tol
         )
 
     def stats(self) -> WindowStats:
         """The window's statistics over whole delivery cycles."""
-        return window_stats(align_to_cycles(self.samples))
+        cycle = round_steps(self.config, self.round_cap)
+        return window_stats(align_to_cycles(self.samples, max_cycle=cycle))
 
     def abort_reason(
         self, settings: TunerSettings, best: TrialRecord | None, *, cpu_heavy: bool
@@ -160,7 +152,7 @@ class TrialWindow:
         if best is None or not best.steps_per_s or self.source not in ("sampler", "analytical"):
             return None
         n = len(self.samples)
-        if n < window_steps(settings, self.config)[0]:
+        if n < window_steps(settings, self.config, self.round_cap)[0]:
             return None
         stats = self.stats()
         rate = stats.steps_per_s
@@ -261,10 +253,10 @@ class SearchRound:
         # Whether a best at the wait floor is still slowed by its loader threads (their
         # GIL time lengthens the step instead of making it wait); set by the planner.
         self.loader_slows: Callable[[TrialRecord], bool] | None = None
-        # Whether a loader thread costs only a batch of RAM (the loader is not
-        # CPU-heavy): near-equal thread configs then rank the one with more threads first
-        # (`headroom_key`); set by the planner.
-        self.threads_cost_ram_only: Callable[[], bool] | None = None
+        # The cost order among near-equal configs (`decision.ranking.rank_key`: more
+        # threads first, up to enough, where a loader thread costs only a batch of RAM);
+        # set by the planner, `cost_key` until then.
+        self.rank_key: Callable[[], RankKey] | None = None
         self.pending_climb: LoaderConfig | None = None
         self._climb_is_free = False
         self._climbed_from: set[LoaderConfig] = set()
@@ -356,8 +348,7 @@ class SearchRound:
             for r in self.measured.values()
             if r.state == "complete" and r.steps_per_s is not None and feasible(r)
         }
-        ram_only = self.threads_cost_ram_only is not None and self.threads_cost_ram_only()
-        key = headroom_key if ram_only else cost_key
+        key = self.rank_key() if self.rank_key is not None else cost_key
         self.best = (
             self.measured[cheapest_within(ok, self.settings.min_improvement, key=key)]
             if ok
@@ -453,13 +444,15 @@ class SearchRound:
         refill: Callable[[LoaderConfig], int],
         known_excess: Callable[[TrialRecord], float],
         unpaid: Callable[[LoaderConfig], str | None] | None = None,
+        round_cap: int | None = None,
     ) -> Proposal:
         """The next trial: the baseline if pending, then seeds, then the sampler.
 
         Sampler proposals that cannot run here (a disabled mode, over a worker cap) or
         that repeat a measured config are told to Optuna at once and cost no step; a
         config predicted over the RAM budget, or whose predicted gain does not pay for
-        its trial (`unpaid` returns why), is told as skipped.
+        its trial (`unpaid` returns why), is told as skipped. The window's rounds are
+        bounded by `round_cap` (`decision.delivery`).
         """
         skipped: list[TrialRecord] = []
         climb, free = self.pending_climb, self._climb_is_free
@@ -471,7 +464,11 @@ class SearchRound:
             why_not = unpaid(config) if unpaid is not None and not free else None
             self.pending_climb = None
             if why_not is None and predicted_excess(config) <= 0:
-                return Proposal(TrialWindow(config, "analytical", trial, refill(config)), None, [])
+                return Proposal(
+                    TrialWindow(config, "analytical", trial, refill(config), round_cap=round_cap),
+                    None,
+                    [],
+                )
             reason = why_not or "predicted over the RAM budget"
             record = TrialRecord(trial.number, config, "skipped", "analytical", reason=reason)
             bridge.tell(trial, record, state="pruned", not_run=True)
@@ -527,7 +524,11 @@ class SearchRound:
                     return Proposal(None, "no config left that pays for its trial", skipped)
                 continue
             self.unpaid = 0
-            return Proposal(TrialWindow(config, source, trial, refill(config)), None, skipped)
+            return Proposal(
+                TrialWindow(config, source, trial, refill(config), round_cap=round_cap),
+                None,
+                skipped,
+            )
         return Proposal(None, "no new config to try", skipped)
 
     @staticmethod
@@ -551,5 +552,4 @@ __all__ = [
     "Proposal",
     "SearchRound",
     "TrialWindow",
-    "window_steps",
 ]

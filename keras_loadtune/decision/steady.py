@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keras_loadtune.config import LoaderConfig
-from keras_loadtune.decision.probe import refill_steps
+from keras_loadtune.decision.delivery import refill_steps
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.measurement import StepSample, WindowStats, window_stats
 from keras_loadtune.trial import TrialRecord

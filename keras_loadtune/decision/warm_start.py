@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING
 
 from keras_loadtune.config import LoaderConfig
 from keras_loadtune.decision.process_policy import CPU_HEAVY_RATIO
-from keras_loadtune.decision.ranking import cheapest_within, cost_key, headroom_key
+from keras_loadtune.decision.ranking import cheapest_within, rank_key
 from keras_loadtune.decision.search import SearchRound
 from keras_loadtune.decision.settings import TunerSettings
 from keras_loadtune.measurement import WindowStats
 from keras_loadtune.trial import (
     ATTR_CONSTRAINT,
+    ATTR_ENOUGH_IN_FLIGHT,
     ATTR_PROFILE,
     ATTR_STATE,
     ATTR_THREADS_RAM_ONLY,
@@ -134,8 +135,8 @@ def stored_best(
     Only trials the tuner measured count (`klt_state="complete"`, RAM constraint <= 0);
     a config measured several times (reruns, a fleet) counts with its median. As when
     tuning, among configs within `min_improvement` of the fastest the cheapest wins
-    (`ranking.headroom_key` when `profile` says the loader is not CPU-heavy: more threads
-    first).
+    (`ranking.rank_key` as the session that measured them ranked, else by `profile`:
+    more threads first, up to enough, when the loader is not CPU-heavy).
 
     Args:
         study: The stored study.
@@ -157,7 +158,7 @@ def stored_best(
     from optuna.trial import TrialState
 
     values: dict[LoaderConfig, list[float]] = {}
-    ranked: list[bool] = []  # how the sessions that measured them ranked threads
+    ranked: list[tuple[bool, int | None]] = []  # how their sessions ranked threads
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         attrs = t.user_attrs
         if attrs.get(ATTR_STATE) != "complete" or t.value is None:
@@ -173,17 +174,19 @@ def stored_best(
             continue
         values.setdefault(config, []).append(float(t.value))
         if isinstance(attrs.get(ATTR_THREADS_RAM_ONLY), bool):
-            ranked.append(attrs[ATTR_THREADS_RAM_ONLY])
+            enough = attrs.get(ATTR_ENOUGH_IN_FLIGHT)
+            enough = enough if isinstance(enough, int) and enough > 0 else None
+            ranked.append((attrs[ATTR_THREADS_RAM_ONLY], enough))
     medians = {c: statistics.median(v) for c, v in values.items()}
     usable = {c: v for c, v in medians.items() if v > 0 and (allowed is None or allowed(c))}
     if not usable:
         return None
     cpu_ratio = (profile or {}).get("cpu_ratio")
     if ranked:  # as the sessions that measured these trials ranked them (the last one)
-        ram_only = ranked[-1]
+        key = rank_key(*ranked[-1])
     else:
-        ram_only = cpu_ratio is not None and float(cpu_ratio) < CPU_HEAVY_RATIO
-    best = cheapest_within(usable, min_improvement, key=headroom_key if ram_only else cost_key)
+        key = rank_key(cpu_ratio is not None and float(cpu_ratio) < CPU_HEAVY_RATIO)
+    best = cheapest_within(usable, min_improvement, key=key)
     return WarmStart(
         study_name=study.study_name,
         config=best,
