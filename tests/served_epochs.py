@@ -12,15 +12,23 @@ from keras.src.trainers.epoch_iterator import EpochIterator
 
 
 def served_epochs(
-    wrapped: Any, epochs: int, reconfigure_at: dict, ids: Callable[[Any], list[float]]
+    wrapped: Any,
+    epochs: int,
+    reconfigure_at: dict,
+    ids: Callable[[Any], list[float]],
+    *,
+    plan_passes: bool = False,
 ) -> list[list[list[float]]]:
     """Per epoch, the `ids(x)` of every batch `EpochIterator` serves (shuffle on), with
     `wrapped.reconfigure(reconfigure_at[(epoch, step)])` after that step; each batch's y
-    must be twice its x's first column."""
+    must be twice its x's first column. `plan_passes`: say at each epoch begin how many
+    follow (`TunedPyDataset.plan_passes`, as `LoadTuner` does)."""
     random.seed(0)
     iterator = EpochIterator(wrapped, shuffle=True)
     out = []
     for epoch in range(epochs):
+        if plan_passes:
+            wrapped.plan_passes(epochs - epoch - 1)
         seen = []
         for step, _, batch in iterator:
             x, y = batch[0][0], batch[0][1]

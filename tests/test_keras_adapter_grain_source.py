@@ -41,8 +41,9 @@ def _expected(ds, epochs: int) -> list[list[list[float]]]:
     return [[ds[i][0][:, 0].tolist() for i in range(len(ds))] for _ in range(epochs)]
 
 
-def _served(wrapped, epochs: int, reconfigure_at: dict) -> list[list[list[float]]]:
-    return served_epochs(wrapped, epochs, reconfigure_at, lambda x: np.asarray(x)[:, 0].tolist())
+def _served(wrapped, epochs: int, reconfigure_at: dict, **kw) -> list[list[list[float]]]:
+    ids = lambda x: np.asarray(x)[:, 0].tolist()  # noqa: E731
+    return served_epochs(wrapped, epochs, reconfigure_at, ids, **kw)
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
@@ -54,16 +55,43 @@ def _served(wrapped, epochs: int, reconfigure_at: dict) -> list[list[list[float]
     plan=st.lists(
         st.tuples(st.integers(0, 2), st.integers(0, 8), thread_configs), min_size=20, max_size=30
     ),
+    early=st.booleans(),
 )
 def test_threads_and_inline_serve_every_index_once_in_order(
-    n, batch_size, drop_remainder, seed, plan
+    n, batch_size, drop_remainder, seed, plan, early
 ):
+    # `early`: each next pass starts while the current one drains (as in a tuned fit).
     ds = _batches(n, batch_size, seed, drop_remainder)
     if len(ds) == 0:
         return
     expected = _expected(ds, 3)
     with klt.wrap(ds) as wrapped:
-        assert _served(wrapped, 3, {(e, s): c for e, s, c in plan}) == expected
+        served = _served(wrapped, 3, {(e, s): c for e, s, c in plan}, plan_passes=early)
+        assert served == expected
+
+
+_MADE: list[int] = []
+
+
+def _counted(i: int):
+    _MADE.append(i)
+    return _sample(i)
+
+
+def test_the_next_pass_starts_while_the_current_one_drains():
+    # 12 batches of 4, 4 threads with a queue of 4: once the 8th batch is delivered the
+    # last four are submitted, and the next epoch's pass starts (its first batches are
+    # made while the current one drains); after the last epoch nothing starts. Each pass
+    # is whole, once, in order, and no element is made twice.
+    ds = grain.MapDataset.range(48).shuffle(seed=3).map(_counted).batch(4)
+    with klt.wrap(ds, LoaderConfig(4, 4)) as wrapped:
+        _MADE.clear()
+        served = _served(wrapped, 3, {}, plan_passes=True)
+        made = list(_MADE)
+        assert wrapped._streams_opened() == 3  # the early passes were the epochs' passes
+    _MADE.clear()
+    assert served == [[[float(v) for v in ds[i][0][:, 0]] for i in range(12)]] * 3
+    assert sorted(made) == sorted(list(range(48)) * 3)
 
 
 def test_twenty_switches_across_inline_threads_and_processes_lose_nothing():

@@ -82,6 +82,19 @@ class TunedPyDataset(Protocol):
         """Streams opened so far (a seed counter)."""
         ...
 
+    @property
+    def config(self) -> Any:
+        """The active `LoaderConfig`."""
+        ...
+
+    def _starts_passes_early(self, *, shuffled: bool) -> bool:
+        """Whether a consumer's next pass starts while its current one drains."""
+        ...
+
+    def _open_next_pass(self, consumer: int, order: Sequence[int], seed: int | None) -> None:
+        """Starts `consumer`'s next pass over `order` now (if one is due)."""
+        ...
+
     def release_workers(self, timeout: float = 5.0) -> None:
         """Stops idle workers."""
         ...
@@ -189,6 +202,9 @@ class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
         )
         self.streams_opened += 1
         failed = False
+        # A source whose every pass is the same starts the next one once this pass's last
+        # positions are submitted (`TunedPyDataset.plan_passes`): its workers would idle.
+        early = order is not None and ds._starts_passes_early(shuffled=self.shuffle)
         try:
             while True:
                 try:
@@ -201,6 +217,10 @@ class TunedPyDatasetAdapter(_py_dataset_adapter.PyDatasetAdapter):
                         raise  # NumPy/JAX/torch iterators: at that batch, as Keras's own
                     self._fail(exc)
                     return
+                if early and stream.delivered + ds.config.max_queue_size >= len(order):
+                    early = False
+                    seed = trainer_seed(ds._streams_opened())
+                    ds._open_next_pass(self.consumer_id, order, seed)
                 yield batch
         finally:
             stream.close()

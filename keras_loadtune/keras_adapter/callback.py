@@ -248,6 +248,12 @@ class LoadTuner(keras.callbacks.Callback):
         self._log.release()  # the previous epoch's bar has finished its line
         self._log.hold = (self.params or {}).get("verbose") == 1
         self._life.begin_epoch()
+        epochs = (self.params or {}).get("epochs")
+        if isinstance(epochs, int):  # a source that repeats its pass may start the next early
+            for ds in self._life.datasets:
+                plan_passes = getattr(ds, "plan_passes", None)
+                if plan_passes is not None:
+                    plan_passes(epochs - epoch - 1)
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self._life.tick()

@@ -25,7 +25,7 @@ from keras_loadtune.engine.prefetcher import check_seconds
 from keras_loadtune.keras_adapter import _hooks
 from keras_loadtune.keras_adapter.input_kind import InputKind, RestartPoint, classify
 from keras_loadtune.keras_adapter.inputs import InputPlan, announce, plan_input
-from keras_loadtune.keras_adapter.pass_keys import OwnPassOrder
+from keras_loadtune.keras_adapter.pass_keys import OwnPassOrder, RepeatedPass
 
 _SUPPORTED = (
     "keras_loadtune can wrap a keras.utils.PyDataset (or keras.utils.Sequence) instance, or a "
@@ -186,6 +186,10 @@ class TunedPyDataset(keras.utils.PyDataset):
         self._closed = False
         self.process_mode_error: DatasetNotPicklableError | None = None
         self._stream_count = 0
+        # Passes started before Keras asked (`plan_passes`), by consumer.
+        self._ahead: dict[int, Stream] = {}
+        self._passes_left = 0
+        self._repeats = isinstance(dataset, RepeatedPass) and bool(dataset.repeats_its_pass())
         Prefetcher(self._source, config, timeout=timeout, idle_timeout=None).close()  # validate
         check_seconds("idle_timeout", idle_timeout)
         _hooks.install(TunedPyDataset)
@@ -231,7 +235,11 @@ class TunedPyDataset(keras.utils.PyDataset):
             self._source_changed()
 
     def _source_changed(self) -> None:
-        """The user's hook may have changed the dataset: process workers get a fresh copy."""
+        """The user's hook may have changed the dataset: process workers get a fresh copy.
+        Not for a source whose every pass is the same (`RepeatedPass`): its hooks change
+        nothing, and the next pass it started early keeps what it made."""
+        if self._repeats:
+            return
         prefetcher = self._prefetcher
         if prefetcher is not None and not prefetcher.closed:
             prefetcher.source_changed()
@@ -363,8 +371,52 @@ class TunedPyDataset(keras.utils.PyDataset):
             return False
         return _prewarm(self._source)
 
+    def plan_passes(self, left: int) -> None:
+        """Says how many more passes each consumer will read after its current one.
+
+        A source whose every pass is the same (`pass_keys.RepeatedPass`: a Grain
+        `MapDataset`) then starts a consumer's next pass while the current one drains:
+        once its last positions are submitted, the workers make the next pass's first
+        batches instead of idling, and the next epoch starts on a full queue instead of
+        a cold refill (the batch latency, and a burst of every worker starting at once).
+        Each pass is still delivered whole, once, in order. `LoadTuner` calls this at
+        every epoch begin (`epochs - epoch - 1`); `0` (the default) starts nothing early. A
+        pass started early and never read is closed by `release_workers` and `close`.
+
+        Args:
+            left: Passes that will follow the current one.
+
+        Example:
+
+        ```python
+        train = klt.wrap(grain_map_dataset)
+        train.plan_passes(2)   # two more epochs after this one
+        ```
+        """
+        self._passes_left = max(int(left), 0)
+
+    def _open_next_pass(self, consumer: int, order: Any, seed: int | None) -> None:
+        """Starts `consumer`'s next pass over `order` now, if its source repeats its pass
+        and one is due (`plan_passes`)."""
+        if not self._repeats or self._passes_left <= 0 or consumer in self._ahead:
+            return
+        stream = self._open_stream(order, start=0, seed=seed, consumer=consumer)
+        with self._lock:
+            keep = not self._closed and self._passes_left > 0 and consumer not in self._ahead
+            if keep:
+                self._ahead[consumer] = stream
+        if not keep:  # the fit ended meanwhile
+            stream.close()
+
+    def _drop_ahead(self) -> None:
+        with self._lock:
+            ahead, self._ahead = self._ahead, {}
+        for stream in ahead.values():
+            stream.close()
+
     def close(self) -> None:
         """Stops all workers. Idempotent. The dataset cannot be iterated afterwards."""
+        self._drop_ahead()
         with self._lock:
             self._closed = True
             prefetcher, self._prefetcher = self._prefetcher, None
@@ -379,6 +431,8 @@ class TunedPyDataset(keras.utils.PyDataset):
             timeout: Seconds to wait for each worker to exit (a thread stuck inside
                 `__getitem__` is left to end on its own as a daemon).
         """
+        self._passes_left = 0
+        self._drop_ahead()
         prefetcher = self._prefetcher
         if prefetcher is not None:
             prefetcher.release_workers(timeout)
@@ -408,7 +462,14 @@ class TunedPyDataset(keras.utils.PyDataset):
             return self._prefetcher
 
     def _open_stream(self, order: Any, *, start: int, seed: int | None, consumer: int) -> Stream:
-        """A new pass for one Keras iterator; `consumer` tags its batch records."""
+        """A new pass for one Keras iterator; `consumer` tags its batch records. A pass
+        started early for `consumer` (`plan_passes`) is that pass."""
+        with self._lock:
+            ahead = self._ahead.pop(consumer, None)
+        if ahead is not None:
+            if not ahead.finished and ahead.delivered == 0:
+                return ahead
+            ahead.close()
         if isinstance(self.dataset, OwnPassOrder):
             order = self.dataset.pass_order()  # a DataLoader's sampler, not Keras's shuffle
         stream = self._engine().open_stream(order, start=start, seed=seed, consumer=consumer)
@@ -417,6 +478,14 @@ class TunedPyDataset(keras.utils.PyDataset):
 
     def _streams_opened(self) -> int:
         return self._stream_count
+
+    def _starts_passes_early(self, *, shuffled: bool = False) -> bool:
+        """Whether a consumer's next pass starts while its current one drains: its source
+        repeats its pass, more passes follow, and Keras does not reorder it (`shuffled`
+        applies unless the source draws its own order)."""
+        if not self._repeats or self._passes_left <= 0:
+            return False
+        return not shuffled or isinstance(self.dataset, OwnPassOrder)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -94,6 +94,18 @@ class GrainMapSource(keras.utils.PyDataset):
         """
         return range(self._num_batches)
 
+    def repeats_its_pass(self) -> bool:
+        """Every pass is `ds[0] .. ds[n - 1]` (`pass_keys.RepeatedPass`): the next one may
+        start while this one drains.
+
+        Example:
+
+        ```python
+        GrainMapSource(ds).repeats_its_pass()  # True
+        ```
+        """
+        return True
+
     def __getitem__(self, index: Any) -> Any:
         element = self.dataset[int(index)]
         if element is None:

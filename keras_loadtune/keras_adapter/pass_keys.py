@@ -91,4 +91,27 @@ class OwnPassOrder(Protocol):
         ...
 
 
-__all__ = ["BatchKey", "OwnPassOrder", "PassKeys"]
+@runtime_checkable
+class RepeatedPass(Protocol):
+    """A source whose every pass is the same keys in the same order, and whose epoch hooks
+    change nothing (a Grain `MapDataset`: batch `i` is `ds[i]` in every epoch).
+
+    Its next pass is known before the current one ends, so `TunedPyDataset` may start
+    it while the current pass drains (`TunedPyDataset.plan_passes`): the workers that
+    would idle through the last batches of an epoch make the first ones of the next.
+
+    Example:
+
+    ```python
+    class Source(keras.utils.PyDataset):
+        def repeats_its_pass(self) -> bool:
+            return True
+    ```
+    """
+
+    def repeats_its_pass(self) -> bool:
+        """Whether every pass is the same (`False`: do not start one early)."""
+        ...
+
+
+__all__ = ["BatchKey", "OwnPassOrder", "PassKeys", "RepeatedPass"]
