@@ -243,10 +243,12 @@ def align_to_cycles(
     fewer than `min_steps` steps, are returned whole.
 
     A config's rounds span at most `max_cycle` steps (`decision.delivery.round_steps`).
-    When more than that many steps follow the last wait event, the window has left its
-    cycles behind: its waits were the tail of a switch's refill (a pool of many threads
-    starting on few cores), and the config keeps up. Its steps after that event are
-    returned (at least `min_steps`), not the transient: keeping the waits would measure
+    When more than that many steps, and more than half the window, follow the last wait
+    event, the window has left its cycles behind: its waits were the tail of a switch's
+    refill (a pool of many threads starting on few cores), and the config keeps up. Its
+    steps after that event are returned (at least `min_steps`), not the transient (a
+    config whose waits are only irregular keeps them: its last wait is rarely in the
+    first half of its window): keeping the transient's waits would measure
     the refill (77 threads of a loader that needs 60 measured at the 16 threads'
     rate, on 16 of 142 steps).
 
@@ -271,7 +273,7 @@ def align_to_cycles(
     if events.size == 0:
         return samples
     tail = len(samples) - 1 - int(events[-1])
-    if max_cycle is not None and tail > max_cycle and tail >= min_steps:
+    if max_cycle is not None and tail > max_cycle and 2 * tail > len(samples) and tail >= min_steps:
         return samples[int(events[-1]) + 1 :]
     if events.size < 2:
         return samples

@@ -143,9 +143,12 @@ def test_align_to_cycles_drops_a_refill_transient_the_config_left_behind():
     kept = align_to_cycles(window, max_cycle=71)
     assert kept == [fast] * 125
     assert window_stats(kept).steps_per_s == pytest.approx(1 / 0.003)
-    # A cyclic window whose tail is within one round keeps its whole rounds.
+    # A cyclic window whose tail is within one round keeps its whole rounds; so does a
+    # window whose irregular waits reach past its first half.
     cyclic = ([fast] * 17 + [slow]) * 2 + [fast] * 14
     assert align_to_cycles(cyclic, max_cycle=18) == align_to_cycles(cyclic)
+    irregular = [fast] * 5 + [slow] + [fast] * 12 + [slow] + [fast] * 16
+    assert align_to_cycles(irregular, max_cycle=2) == align_to_cycles(irregular)
 
 
 @settings(max_examples=200, deadline=None)
@@ -162,9 +165,11 @@ def test_align_to_cycles_returns_a_contiguous_run(waits, max_cycle):
     assert samples[start : start + len(kept)] == kept
     if max_cycle is None:
         assert kept == align_to_cycles(samples)
-    else:  # a bound only ever drops the steps before a wait-free tail longer than it
+    else:  # a bound only drops the steps before a wait-free tail longer than it and
+        # than half the window (waits that were a refill, not cycles)
         tail = kept == samples[len(samples) - len(kept) :]
-        assert kept == align_to_cycles(samples) or (tail and len(kept) > max_cycle)
+        long_tail = len(kept) > max_cycle and 2 * len(kept) > len(samples)
+        assert kept == align_to_cycles(samples) or (tail and long_tail)
 
 
 def test_window_is_settled_bounds():
