@@ -159,6 +159,52 @@ def test_fit_trains_on_the_datasets_batches_with_the_tuner():
     assert train.stats.delivered >= 10
 
 
+class _PassesLeft(keras.callbacks.Callback):
+    """Records what the tuner told the wrapped dataset at each epoch begin."""
+
+    def __init__(self, train):
+        super().__init__()
+        self.train, self.seen = train, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.seen.append(self.train._passes_left)
+
+
+def _tuned_fit_made(early: bool) -> tuple[list[int], list[int]]:
+    """Elements made by a tuned 3-epoch fit of 16 batches, and the passes left the
+    tuner announced at each epoch begin (`early=False`: the dataset ignores them)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile("sgd", "mse")
+    tuner = make_tuner(fast=False, probe_steps=3, max_trials=2)
+    ds = grain.MapDataset.range(64).shuffle(seed=1).map(_counted).batch(4)
+    train = tuner.wrap(ds)
+    if not early:
+        train.plan_passes = lambda left: None
+    passes = _PassesLeft(train)
+    _MADE.clear()
+    try:
+        model.fit(train, epochs=3, callbacks=[tuner, passes], verbose=0)
+        made = list(_MADE)
+        assert train._ahead == {}  # the fit's end closed whatever started early
+    finally:
+        train.close()
+        _MADE.clear()
+    return made, passes.seen
+
+
+def test_a_tuned_fit_starts_each_next_epoch_early_and_nothing_after_the_last():
+    made, seen = _tuned_fit_made(early=True)
+    assert seen == [2, 1, 0]
+    counts = np.bincount(made, minlength=64)
+    assert counts.min() >= 3, np.bincount(counts)  # every epoch saw every element
+    # Keras's model-building pull and spec peek make some batches again in both fits;
+    # a pass started after the last epoch would make every element once more.
+    plain, _ = _tuned_fit_made(early=False)
+    assert len(made) <= len(plain), (len(made), len(plain))
+
+
 _BUSY_ITERATIONS = 60_000
 
 
