@@ -147,23 +147,30 @@ GRAIN_LIKE = dict(io_s=0.12, numpy_s=0.001, compute_s=0.003, noise_cv=0.1, seed=
 GRAIN_DEFAULT = LoaderConfig(workers=16, max_queue_size=32)
 
 
-@pytest.mark.parametrize("cores", [2, 16])
-def test_a_loader_needing_60_threads_reaches_the_best_static_config(cores):
-    # Found on a Grain `MapDataset` of remote reads (round 8: 1.13x the best static row,
-    # 1.14x in the simulator): 256 threads skipped and measured 2 + 256 + 512 steps, and
-    # the aligned window of the 77-thread seed kept its 16 refill steps only.
+def _grain_like_fit(cores: int, steps: int, per_epoch: int):
+    """The tuned simulated fit from Grain's 16 threads, and a static grid of the same fit
+    (`{threads: seconds}`, each epoch a cold pass as the simulator runs it)."""
     params = PipelineParams(cores=cores, **GRAIN_LIKE)
     result = simulate_tuning(
         SimulatedPipeline(params),
         make_settings(cores),
         baseline=GRAIN_DEFAULT,
-        total_steps=900,
-        steps_per_epoch=300,
+        total_steps=steps,
+        steps_per_epoch=per_epoch,
     )
     grid = {
-        w: static_fit_seconds(params, LoaderConfig(w, 2 * w), 900, steps_per_epoch=300)
+        w: static_fit_seconds(params, LoaderConfig(w, 2 * w), steps, steps_per_epoch=per_epoch)
         for w in (16, 32, 64, 128, 256)
     }
+    return result, grid
+
+
+@pytest.mark.parametrize("cores", [2, 16])
+def test_a_loader_needing_60_threads_reaches_the_best_static_config(cores):
+    # Found on a Grain `MapDataset` of remote reads (round 8: 1.13x the best static row,
+    # 1.14x in the simulator): 256 threads skipped and measured 2 + 256 + 512 steps, and
+    # the aligned window of the 77-thread seed kept its 16 refill steps only.
+    result, grid = _grain_like_fit(cores, 900, 300)
     assert result.total_time_s <= 1.10 * min(grid.values()), (result.total_time_s, grid)
     seed_trial = result.session.trials[1]
     assert seed_trial.source == "analytical" and seed_trial.steps >= 60
@@ -175,19 +182,8 @@ def test_no_climb_starts_that_the_fit_cannot_measure(cores):
     # Found: epochs of 60 steps, each a cold pass, made the seed's window wait at every
     # epoch start; the wait climb (which skips the payoff gate) then switched to 198
     # threads with 6 steps left, paying a pool's start for nothing.
-    params = PipelineParams(cores=cores, **GRAIN_LIKE)
-    result = simulate_tuning(
-        SimulatedPipeline(params),
-        make_settings(cores),
-        baseline=GRAIN_DEFAULT,
-        total_steps=180,
-        steps_per_epoch=60,
-    )
+    result, grid = _grain_like_fit(cores, 180, 60)
     assert result.session is not None
     late = [(at, config) for at, config in result.switches if at > 180 - 60]
     assert late == [], result.switches
-    grid = {
-        w: static_fit_seconds(params, LoaderConfig(w, 2 * w), 180, steps_per_epoch=60)
-        for w in (16, 32, 64, 128)
-    }
     assert result.total_time_s < grid[16]  # the user's config, Grain's default

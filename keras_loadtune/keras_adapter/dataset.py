@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -397,10 +398,15 @@ class TunedPyDataset(keras.utils.PyDataset):
 
     def _open_next_pass(self, consumer: int, order: Any, seed: int | None) -> None:
         """Starts `consumer`'s next pass over `order` now, if its source repeats its pass
-        and one is due (`plan_passes`)."""
-        if not self._repeats or self._passes_left <= 0 or consumer in self._ahead:
+        and one is due (`plan_passes`). Never raises: a pass that cannot start early
+        starts when Keras asks for it, where its error (if any) reaches `fit` as usual."""
+        if not self._starts_passes_early() or consumer in self._ahead:
             return
-        stream = self._open_stream(order, start=0, seed=seed, consumer=consumer)
+        try:
+            stream = self._open_stream(order, start=0, seed=seed, consumer=consumer)
+        except Exception as exc:  # e.g. a pool that cannot restart: the next pass will say
+            logging.getLogger(__name__).debug("keras_loadtune: no early pass: %r", exc)
+            return
         with self._lock:
             keep = not self._closed and self._passes_left > 0 and consumer not in self._ahead
             if keep:
