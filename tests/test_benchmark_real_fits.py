@@ -201,3 +201,33 @@ def test_target_4_counts_limit_claims_only_when_a_grid_config_is_10_percent_fast
     at_limit = next(v for name, v in found.items() if "90%" in name)
     assert cannot == (1.0 if contradicted and advice else 0.0)
     assert at_limit == (1.0 if contradicted and reached else 0.0)
+
+
+def test_target_4_judges_each_claim_by_its_own_fit_and_the_grid_of_its_repeat() -> None:
+    """A claim is checked against the fit it describes (not the last fit) and the grid
+    measured in the same repeat (not the median over repeats): a repeat where the host
+    ran every row slower contradicts nothing, a fit slower than its repeat's grid does."""
+    fit_rows, real_fits = _modules()
+    kind = fit_rows.RowKind
+    scenario = real_fits.scenarios()["many-fits"]
+    claim = {"advice": ["loader tuning cannot make this fit faster"], "limit_reached": 0.95}
+    silent = {"advice": [], "limit_reached": None}
+    best = fit_rows.Row(real_fits.W16, kind.STATIC)
+    tuner = fit_rows.Row(real_fits.TUNER, kind.TUNER)
+    runs = {best.label: real_fits.RowRuns(best), tuner.label: real_fits.RowRuns(tuner)}
+    # Repeat 1 quiet, repeat 2 with every row 30% slower; two fits of 2 epochs each.
+    for r, slow in enumerate((1.0, 1.3)):
+        runs[best.label].walls.append([2.0 * slow, 2.0 * slow])
+        runs[best.label].fit_epochs.append([[1.0 * slow, 1.0 * slow]] * 2)
+        runs[best.label].reports.append([])
+        # Fit 1 (the claim) runs its second epoch as fast as the grid; fit 2 (silent)
+        # runs it 1.5x slower (in repeat 1 only).
+        second = 1.5 * slow if r == 0 else 1.0 * slow
+        runs[tuner.label].walls.append([2.2 * slow, 1.0 * slow + second])
+        runs[tuner.label].fit_epochs.append([[1.2 * slow, 1.0 * slow], [1.0 * slow, second]])
+        runs[tuner.label].reports.append([claim, silent])
+    found = {t.name: t.value for t in real_fits.targets(scenario, runs) if t.name.startswith("4.")}
+    assert list(found.values()) == [0.0, 0.0]  # the slow fit made no claim
+    runs[tuner.label].reports = [[silent, claim], [silent, claim]]
+    found = {t.name: t.value for t in real_fits.targets(scenario, runs) if t.name.startswith("4.")}
+    assert list(found.values()) == [1.0, 1.0]  # repeat 1's fit 2 only, not repeat 2's
