@@ -165,8 +165,8 @@ def scenarios() -> dict[str, Scenario]:
         params = {"latency_s": ms / 1000}
         return Workload(DatasetKind.LATENCY, ModelKind.SMALL_CNN, epochs, steps, params, **kw)
 
-    def python(kind: DatasetKind) -> Workload:
-        return Workload(kind, ModelKind.TINY_DENSE, 3, 100, {"python_s": 0.015})
+    def python(kind: DatasetKind, ms: float = 15) -> Workload:
+        return Workload(kind, ModelKind.TINY_DENSE, 3, 100, {"python_s": ms / 1000})
 
     warm_pair = (Row(TUNER, RowKind.TUNER), Row(WARM, RowKind.TUNER, reuses_storage=True))
     return {
@@ -188,9 +188,11 @@ def scenarios() -> dict[str, Scenario]:
             ),
             Scenario(
                 "gil-main",
-                "GIL-bound: 15 ms pure Python per batch, dataset class in the script's "
-                "__main__, tiny model, 3 x 100",
-                (Variant("15 ms", python(DatasetKind.PYTHON_MAIN)),),
+                "GIL-bound: pure Python per batch (15 ms; 5 and 30 ms), dataset class in "
+                "the script's __main__, tiny model, 3 x 100",
+                tuple(
+                    Variant(f"{ms} ms", python(DatasetKind.PYTHON_MAIN, ms)) for ms in (15, 5, 30)
+                ),
                 grid((2, 4), gil_procs),
                 TargetKind.GIL,
             ),

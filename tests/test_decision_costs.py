@@ -598,3 +598,36 @@ def test_a_config_aborted_as_slower_is_not_run_again_in_the_round():
     aborted = [t.config for t in res.session.trials if t.reason.startswith("aborted")]
     assert aborted, "the GIL-bound thread configs are aborted as not faster"
     assert len(aborted) == len(set(aborted)), [str(c) for c in aborted]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    workers=st.integers(1, 64),
+    wait=st.floats(0.0, 1.0),
+    cores=st.integers(1, 128),
+    rate=st.floats(1.0, 2000.0),
+    cpu=st.floats(0.0, 0.1),
+)
+def test_a_process_wait_climb_adds_workers_within_the_cores_and_its_evidence(
+    workers, wait, cores, rate, cpu
+):
+    from keras_loadtune.decision import analytical, process_policy
+
+    more = process_policy.wait_climb_workers(
+        workers, wait, cap=cores, margin=analytical.RATE_MARGIN
+    )
+    if more is None:  # only when the cap allows no more
+        assert workers >= cores
+        return
+    assert workers < more <= cores
+    predicted = process_policy.wait_climb_rate(
+        rate, wait, workers, more, produce_cpu_s=cpu, cores=cores
+    )
+    step = max(1.0 - wait, 1e-3) / rate  # what the measured window bounds the step at
+    assert predicted <= 1.0 / step * (1 + 1e-9)  # never faster than with no wait
+    assert predicted <= rate * more / workers * (1 + 1e-9)  # nor than its delivery scaled
+    assert predicted <= cores / (cpu + step) * (1 + 1e-9)  # nor than the cores can run
+    more_cores = process_policy.wait_climb_rate(
+        rate, wait, workers, more, produce_cpu_s=cpu, cores=2 * cores
+    )
+    assert more_cores >= predicted  # more cores never predict less

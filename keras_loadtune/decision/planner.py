@@ -54,9 +54,8 @@ CLIMB_MIN_STEP = 1.5
 # A thread best's step counts as slowed by its loader threads (not at the compute
 # floor) once it computes this share longer than the step measured without them.
 CONTENTION_SLACK = 0.25
-# A wait climb sizes threads as if the best waited at most this share of each step
-# (a best waiting 95% would ask for 20x its threads at once).
-WAIT_CLIMB_MAX_WAIT = 0.75
+# A wait climb sizes workers as if the best waited at most this share of each step.
+WAIT_CLIMB_MAX_WAIT = process_policy.WAIT_CLIMB_MAX_WAIT
 
 
 class Planner:
@@ -303,7 +302,8 @@ class Planner:
         return "thread" in self.modes and config.workers < self.settings.worker_cap("thread")
 
     def wait_climb_from(self, best: TrialRecord) -> LoaderConfig | None:
-        """The thread config to try while a thread `best` still waits for data.
+        """The config to try while `best` still waits for data: more threads for a
+        thread best, more processes for a process best (`_process_wait_climb`).
 
         Measured evidence over the model: at rate R the best waits W of each step, so
         its threads deliver a batch every 1/R s while the step needs one every
@@ -311,8 +311,8 @@ class Planner:
         margin (`analytical.RATE_MARGIN`), at least `CLIMB_MIN_STEP` times as many.
         Threads cost a batch of RAM each (the RAM budget still applies), so no payoff
         gate: the round does not end while epochs wait and such a config is untried.
-        `None` for a process best, a CPU-heavy loader (its threads contend for the GIL:
-        processes are its remedy), a best that barely waits, or at the absolute cap.
+        `None` for a thread best of a CPU-heavy loader (its threads contend for the
+        GIL: processes are its remedy), a best that barely waits, or at the cap.
 
         Example:
 
@@ -332,9 +332,11 @@ class Planner:
         12
         """
         config, wait = best.config, best.wait_fraction
-        if not self.can_add_threads(config) or "thread" not in self.allowed_modes():
-            return None
         if wait is None or wait < self.settings.wait_threshold:
+            return None
+        if config.use_multiprocessing:
+            return self._process_wait_climb(best)
+        if not self.can_add_threads(config) or "thread" not in self.allowed_modes():
             return None
         share = max(1.0 - min(wait, 1.0), 1.0 - WAIT_CLIMB_MAX_WAIT)
         workers = math.ceil(config.workers / share * (1.0 + analytical.RATE_MARGIN))
@@ -347,6 +349,25 @@ class Planner:
         if space is not None and workers > space[1]:  # the sampler's space includes it
             self._bridge.set_space((space[0], workers), self.queue_of)
         return LoaderConfig(workers, self.queue_of(workers))
+
+    def _process_wait_climb(self, best: TrialRecord) -> LoaderConfig | None:
+        """More worker processes for a process `best` that still waits
+        (`process_policy.wait_climb_workers`, at most the cores); the round weighs it
+        with the payoff gate (`predicted_rate`: `process_policy.wait_climb_rate`)."""
+        config = best.config
+        if "process" not in self.allowed_modes() or best.wait_fraction is None:
+            return None
+        cap = min(self.settings.worker_cap("process"), self.cores)
+        workers = process_policy.wait_climb_workers(
+            config.workers, best.wait_fraction, cap=cap, margin=analytical.RATE_MARGIN
+        )
+        if workers is None:
+            return None
+        self._caps["process"] = max(self._caps.get("process", 1), workers)
+        space = self._bridge.workers_range
+        if space is not None and workers > space[1]:  # the sampler's space includes it
+            self._bridge.set_space((space[0], workers), self.queue_of)
+        return LoaderConfig(workers, self.queue_of(workers), True)
 
     def search_locally(self, rnd: SearchRound) -> None:
         """After the seeds, the sampler searches around the incumbent's worker count.
@@ -452,9 +473,19 @@ class Planner:
         if profile is None or self.compute_s <= 0:
             return None
         if rnd is not None and rnd.best is not None and config == rnd.pending_climb:
+            best = rnd.best
+            if config.use_multiprocessing and best.config.use_multiprocessing:
+                return process_policy.wait_climb_rate(
+                    float(best.steps_per_s or 0.0),
+                    float(best.wait_fraction or 0.0),
+                    best.config.workers,
+                    config.workers,
+                    produce_cpu_s=profile.produce_cpu_s,
+                    cores=self.cores,
+                )
             # The model cannot see the loader threads' own cost: a climb is predicted
             # from the measured best.
-            return float(rnd.best.steps_per_s or 0.0) * (1.0 + CLIMB_GAIN)
+            return float(best.steps_per_s or 0.0) * (1.0 + CLIMB_GAIN)
         if config.use_multiprocessing and self.contended:
             # Loader threads slow each step; processes take their CPU time out of the
             # trainer's process (`process_compute_s`), then the pipeline model applies.

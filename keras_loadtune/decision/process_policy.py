@@ -16,6 +16,16 @@ memory per worker. The rules that decide whether a process config is tried:
 - **What a background start costs** (`background_start_share`): a pool started while
   the old one serves does not stop training; it costs the share of the machine its
   start keeps busy (`BACKGROUND_BUSY_CORES`).
+- **More processes while a process config still waits** (`wait_climb_workers`,
+  `wait_climb_rate`): measured evidence over the model. The model sizes processes to
+  the step's rate, with a margin that rounding can eat (a 7 ms loader for a 7.5 ms
+  step: one process, which waited 12-35% of each step on a real fit). At rate R, a
+  process best that waits W of each step is sized up as a thread best is
+  (`workers / (1 - W)` plus the seeds' margin, capped by the cores), and predicted
+  from what it measured:
+  no faster than its wait removed (`R / (1 - W)`), than its delivery scaled by the
+  added workers, or than the cores can run (each step's compute and each batch's CPU
+  time on `cores`). Unlike threads, it pays its trial (added workers start).
 
 The pool start's seconds (the prior before a start was measured, then the measured
 one) are in `decision.payoff` (`PROCESS_POOL_PRIOR_S`, `PROCESS_WORKER_PRIOR_S`,
@@ -24,16 +34,24 @@ process takes is in `decision.memory`.
 
 Example:
 
->>> from keras_loadtune.measurement import LoaderProfile
+>>> import math
+
+from keras_loadtune.measurement import LoaderProfile
 >>> helps(LoaderProfile(0.040, 0.001, 0.025, 1 << 16, 0.1))  # 40 ms latency, 1 ms CPU
 False
 >>> helps(LoaderProfile(0.015, 0.015, 1.0, 1 << 16, 0.1))  # 15 ms of pure Python
 True
 >>> background_start_share(2)
 0.75
+>>> wait_climb_workers(1, 0.17, cap=16, margin=0.25)  # 1 / 0.83 x 1.25
+2
+>>> round(wait_climb_rate(133.0, 0.17, 1, 2, produce_cpu_s=0.007, cores=16), 1)
+160.2
 """
 
 from __future__ import annotations
+
+import math
 
 from keras_loadtune.measurement import LoaderProfile
 
@@ -51,6 +69,9 @@ UNCONTENDED_MIN_SHARE = 0.25
 # (the forkserver's imports on one core, then the workers' start; issue #17's target
 # is <= 1.0 s wall and <= 1.5 CPU-s), so 75% of its seconds on 2 cores.
 BACKGROUND_BUSY_CORES = 1.5
+# A wait climb (threads or processes) sizes workers as if the best waited at most this
+# share of each step (a best waiting 95% would ask for 20x its workers at once).
+WAIT_CLIMB_MAX_WAIT = 0.75
 # Why a round does not search processes (`helps` is false).
 NOT_CPU_HEAVY = "process mode cannot help this loader (latency-bound)"
 
@@ -113,12 +134,55 @@ def background_start_share(cores: int | None) -> float:
     return min(1.0, BACKGROUND_BUSY_CORES / max(int(cores), 1))
 
 
+def wait_climb_workers(workers: int, wait: float, *, cap: int, margin: float) -> int | None:
+    """Worker processes to try after a process config of `workers` that waited `wait`
+    of each step: `workers / (1 - wait)` plus `margin` (the seeds' margin,
+    `analytical.RATE_MARGIN`), at least one more, at most `cap`; `None` when `cap`
+    allows no more.
+
+    Example:
+
+    >>> wait_climb_workers(4, 0.5, cap=16, margin=0.25)  # 4 / 0.5 x 1.25
+    10
+    >>> wait_climb_workers(2, 0.3, cap=2, margin=0.25) is None
+    True
+    """
+    share = max(1.0 - min(max(wait, 0.0), 1.0), 1.0 - WAIT_CLIMB_MAX_WAIT)
+    more = max(math.ceil(workers / share * (1.0 + margin)), workers + 1)
+    more = min(more, int(cap))
+    return more if more > workers else None
+
+
+def wait_climb_rate(
+    rate: float, wait: float, workers: int, more: int, *, produce_cpu_s: float, cores: int
+) -> float:
+    """Steps/s predicted for `more` worker processes from a process config of
+    `workers` measured at `rate` steps/s waiting `wait` of each step.
+
+    The least of: the wait removed (its steps computed in `(1 - wait) / rate`), its
+    delivery scaled by the workers (`rate x more / workers`), and what the cores can
+    run (each step's compute and each batch's CPU time, `produce_cpu_s`, on `cores`).
+
+    Example:
+
+    >>> round(wait_climb_rate(133.0, 0.17, 1, 2, produce_cpu_s=0.007, cores=2), 1)
+    151.1
+    """
+    rate = max(float(rate), 1e-9)
+    step = max(1.0 - min(max(wait, 0.0), 1.0), 1e-3) / rate
+    cpu = max(float(produce_cpu_s), 0.0) + step
+    return min(1.0 / step, rate * more / max(workers, 1), max(int(cores), 1) / cpu)
+
+
 __all__ = [
     "BACKGROUND_BUSY_CORES",
     "CPU_HEAVY_RATIO",
     "NOT_CPU_HEAVY",
     "UNCONTENDED_MIN_SHARE",
+    "WAIT_CLIMB_MAX_WAIT",
     "background_start_share",
     "helps",
     "uncontended_compute_s",
+    "wait_climb_rate",
+    "wait_climb_workers",
 ]

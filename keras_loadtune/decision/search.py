@@ -245,10 +245,11 @@ class SearchRound:
         # At the floor by the wait, a thread best first climbs: `climb(best)` is the
         # config to try next (more threads) or `None`; set by the planner.
         self.climb: Callable[[LoaderConfig], LoaderConfig | None] | None = None
-        # While a thread best still waits (`wait_threshold` or more), cheap threads are
-        # added before the round may stop: `wait_climb(best)` sizes them from the
-        # measured wait, or returns `None` (a CPU-heavy loader, the cap); set by the
-        # planner. Such a climb needs no payoff: a thread costs a batch of RAM.
+        # While the best still waits (`wait_threshold` or more), workers are added
+        # before the round may stop: `wait_climb(best)` sizes them from the measured
+        # wait, or returns `None` (threads of a CPU-heavy loader, the cap); set by the
+        # planner. A thread climb needs no payoff (a thread costs a batch of RAM); a
+        # process climb pays its trial (its workers start).
         self.wait_climb: Callable[[TrialRecord], LoaderConfig | None] | None = None
         # Whether a best at the wait floor is still slowed by its loader threads (their
         # GIL time lengthens the step instead of making it wait); set by the planner.
@@ -408,7 +409,7 @@ class SearchRound:
         return None
 
     def _start_wait_climb(self, best: TrialRecord) -> bool:
-        """Queue a wait climb from a thread `best` that still waits (once per best)."""
+        """Queue a wait climb from a `best` that still waits (once per best)."""
         if self.pending_climb is not None:
             return True
         if self.wait_climb is None or best.config in self._climbed_from:
@@ -417,7 +418,7 @@ class SearchRound:
         if candidate is None or candidate in self.measured:
             return False
         self._climbed_from.add(best.config)
-        self.pending_climb, self._climb_is_free = candidate, True
+        self.pending_climb, self._climb_is_free = candidate, not candidate.use_multiprocessing
         return True
 
     def _start_climb(self, best: LoaderConfig) -> bool:
@@ -471,7 +472,12 @@ class SearchRound:
                 )
             reason = why_not or "predicted over the RAM budget"
             record = TrialRecord(trial.number, config, "skipped", "analytical", reason=reason)
-            bridge.tell(trial, record, state="pruned", not_run=True)
+            process = config.use_multiprocessing
+            bridge.tell(trial, record, state="pruned", not_run=not process)
+            if process:  # the report lists a process climb it did not run, and why
+                skipped.append(record)
+            if process:  # a wait climb: the best still waits, the floor is not reached
+                return Proposal(None, f"more processes do not pay ({config}: {reason})", skipped)
             return Proposal(None, "compute floor reached (more threads do not pay)", skipped)
         self.pending_climb = None
         for _ in range(MAX_ASKS_PER_DECISION):
