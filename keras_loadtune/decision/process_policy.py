@@ -22,10 +22,10 @@ memory per worker. The rules that decide whether a process config is tried:
   step: one process, which waited 12-35% of each step on a real fit). At rate R, a
   process best that waits W of each step is sized up as a thread best is
   (`workers / (1 - W)` plus the seeds' margin, capped by the cores), and predicted
-  from what it measured:
-  no faster than its wait removed (`R / (1 - W)`), than its delivery scaled by the
-  added workers, or than the cores can run (each step's compute and each batch's CPU
-  time on `cores`). Unlike threads, it pays its trial (added workers start).
+  from what it measured: no faster than its wait removed (`R / (1 - W)`), than its
+  delivery scaled by the added workers, or than the cores can run (each step's compute
+  and each batch's CPU time on `cores`). Unlike threads, it pays its trial (added
+  workers start).
 
 The pool start's seconds (the prior before a start was measured, then the measured
 one) are in `decision.payoff` (`PROCESS_POOL_PRIOR_S`, `PROCESS_WORKER_PRIOR_S`,
@@ -34,9 +34,7 @@ process takes is in `decision.memory`.
 
 Example:
 
->>> import math
-
-from keras_loadtune.measurement import LoaderProfile
+>>> from keras_loadtune.measurement import LoaderProfile
 >>> helps(LoaderProfile(0.040, 0.001, 0.025, 1 << 16, 0.1))  # 40 ms latency, 1 ms CPU
 False
 >>> helps(LoaderProfile(0.015, 0.015, 1.0, 1 << 16, 0.1))  # 15 ms of pure Python
